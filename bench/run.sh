@@ -1,0 +1,708 @@
+#!/usr/bin/env bash
+# bench/run.sh - Tether beside HAProxy and NGINX (Caddy optional) on loopback, one run.
+#
+# Starts 3 nginx backends (one 1-worker nginx serving b1,b2,b3 on 3 ports, `return 200 "hello bN\n"`),
+# builds Tether (release) if target/release/tether is missing or stale, then for each CPU layout
+# and repetition (interleaved) runs wrk keep-alive at CONNS (50) and HICONNS (1000) connections
+# against: the backend directly, HAProxy (rr / cookie), NGINX (rr / ip_hash), [Caddy] and Tether
+# (rr / cookie-sticky), the sticky rows with and without replaying the cookie. Prints req/s, p50,
+# p99, RSS per scenario and Tether's ratios to each peer. Everything listens on 127.0.0.1; every
+# process started here is stopped by PID on exit. Docs: docs/performance.md.
+#
+#   bench/run.sh                 # full: 3 reps x layouts S,A + idle-connection memory, ~25 min
+#   QUICK=1 bench/run.sh         # smoke: 1 rep, 3 s runs, load phase only, a few minutes
+#   ONLY='^direct|rr' LAYOUTS=S bench/run.sh     # subset
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then         # smoke test: numbers are not for publication
+  REPS=${REPS:-1}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-1}; PHASES=${PHASES:-load}
+  QUIET_GATE=${QUIET_GATE:-0}
+fi
+REPS=${REPS:-3}
+DURATION=${DURATION:-10}          # seconds per measured wrk run
+WARMUP=${WARMUP:-2}               # seconds of unmeasured wrk before each run
+THREADS=${THREADS:-1}             # wrk -t
+CONNS=${CONNS:-50}                # wrk -c for the main scenarios
+HICONNS=${HICONNS:-1000}          # wrk -c for the high-concurrency scenarios (0 = skip)
+HI_STICKY=${HI_STICKY:-1}         # also run the sticky+cookie scenarios at HICONNS
+LAYOUTS=${LAYOUTS:-"S A"}         # S, A, B, U or LG:BE:PX cpu lists, e.g. "0:1:1" (see layout_cpus)
+PEERS=${PEERS:-"haproxy nginx"}   # reference proxies; add caddy for a Caddy column
+HI_PEERS=${HI_PEERS:-$PEERS}      # peers also run at HICONNS
+TETHER=${TETHER:-1}               # 0: no Tether column (peers only; no build)
+BUILD=${BUILD:-1}                 # 0: never run cargo; use the binary as it is
+ONLY=${ONLY:-}                    # regex: keep only matching scenario names
+SKIP=${SKIP:-}                    # regex: drop matching scenario names
+PHASES=${PHASES:-"load idle"}     # load idle h2
+IDLE_N=${IDLE_N:-10000}
+IDLE_PEERS=${IDLE_PEERS:-$PEERS}  # (+ tether)
+IDLE_MODE=${IDLE_MODE:-"request connect"}  # request: 1 GET per conn then idle; connect: no request
+H2_PEERS=${H2_PEERS:-"haproxy nginx"}
+H2_CONNS=${H2_CONNS:-50}
+H2_STREAMS=${H2_STREAMS:-10}
+BASE_PORT=${BASE_PORT:-18100}     # backends BASE+1..3, proxy BASE+10
+# Tether is "the LB" of the harness; LB_CMD/LB_STICKY_CMD can point at another binary instead.
+TETHER_BIN_GIVEN=${TETHER_BIN:+1}   # a TETHER_BIN from outside is used as is (never built)
+LB_CMD_GIVEN=${LB_CMD:+1}           # a custom LB_CMD: no Tether build either
+TETHER_BIN=${TETHER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/tether}
+export TETHER_BIN
+_w=$(printf '%q' "$HERE/tether-lb.sh")
+LB_NAME=${LB_NAME:-tether}
+if [ "$TETHER" = 1 ]; then
+  LB_CMD=${LB_CMD:-"$_w {port} {b1} {b2} {b3} rr {dir}"}
+  LB_STICKY_CMD=${LB_STICKY_CMD:-"$_w {port} {b1} {b2} {b3} sticky {dir}"}
+  [ "${TETHER_H2:-0}" = 1 ] && LB_H2_CMD=${LB_H2_CMD:-"$_w {port} {b1} {b2} {b3} rr {dir}"}
+else
+  LB_CMD=""; LB_STICKY_CMD=""
+fi
+LB_H2_CMD=${LB_H2_CMD:-}          # optional: the LB speaking h2c (prior knowledge) on {port}
+LB_READY_TIMEOUT=${LB_READY_TIMEOUT:-20}
+NGINX_UPSTREAM_KEEPALIVE=${NGINX_UPSTREAM_KEEPALIVE:-1024}
+_hm=$(( $(ulimit -n) / 2 - 100 )); [ $_hm -gt 20100 ] && _hm=20100
+HAPROXY_MAXCONN=${HAPROXY_MAXCONN:-$_hm}  # haproxy reserves 2 fds per conn; capped by ulimit -n
+QUIET_GATE=${QUIET_GATE:-1}       # before each run wait until all cpus are mostly idle
+QUIET_BUSY=${QUIET_BUSY:-10}      # ... i.e. busy <= this % (concurrent builds skew results)
+QUIET_WAIT=${QUIET_WAIT:-600}     # ... but at most this many seconds (30 s after a first timeout)
+BACKEND_PROCS=${BACKEND_PROCS:-1}   # 1: one nginx worker serves b1,b2,b3; 3: one nginx per backend
+INSTALL=${INSTALL:-1}             # apt-get install missing tools (root only)
+WORK=${WORK:-$(mktemp -d /tmp/tetherbench.XXXXXX)}
+export LB_NAME
+
+mkdir -p "$WORK"
+RAW="$WORK/raw.tsv"
+LOGS="$WORK/logs"; mkdir -p "$LOGS"
+B1=$((BASE_PORT + 1)); B2=$((BASE_PORT + 2)); B3=$((BASE_PORT + 3))
+PX=$((BASE_PORT + 10))
+BACKENDS="127.0.0.1:$B1,127.0.0.1:$B2,127.0.0.1:$B3"
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# ---------------------------------------------------------------- processes
+declare -a PIDS=()   # every long-lived process we started
+
+descendants() {      # all descendant pids of $1 (recursive)
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    echo "$c"; descendants "$c"
+  done
+}
+
+stop_pid() {         # stop one process we started, plus its descendants
+  local pid=$1 kids k comm i
+  [ -n "$pid" ] || return 0
+  kids=()
+  for k in $(descendants "$pid"); do
+    comm=$(cat "/proc/$k/comm" 2>/dev/null) && kids+=("$k:$comm")
+  done
+  kill -TERM "$pid" 2>/dev/null
+  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  for k in "${kids[@]}"; do   # orphans (e.g. nginx workers), only if still the same program
+    [ "$(cat "/proc/${k%%:*}/comm" 2>/dev/null)" = "${k#*:}" ] && kill -KILL "${k%%:*}" 2>/dev/null
+  done
+  forget_pid "$pid"
+}
+
+forget_pid() {       # drop $1 from PIDS
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+run_wait() {         # run "$@" as a tracked child and wait for it: a signal stops it at once
+  "$@" &
+  local p=$! rc
+  PIDS+=("$p")
+  wait "$p"; rc=$?
+  forget_pid "$p"
+  return $rc
+}
+
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do stop_pid "$p"; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rss_kb() {           # "VmRSS VmHWM" summed over $1 and its descendants (kB)
+  local r=0 h=0 p a b
+  for p in "$1" $(descendants "$1"); do
+    read -r a b < <(awk '/^VmRSS/{r=$2} /^VmHWM/{h=$2} END{print r+0, h+0}' "/proc/$p/status" 2>/dev/null || echo "0 0")
+    r=$((r + ${a:-0})); h=$((h + ${b:-0}))
+  done
+  echo "$r $h"
+}
+
+pin_tree() {         # re-pin a running process tree to cpu list $2
+  local p
+  for p in "$1" $(descendants "$1"); do taskset -a -p -c "$2" "$p" >/dev/null 2>&1; done
+}
+
+cpu_snap() { grep -E '^cpu[0-9]+ ' /proc/stat; }
+cpu_busy() {         # $1 $2: snapshots -> "cpu0=NN cpu1=NN steal=NN" (percent of each cpu's time)
+  awk 'NR==FNR{for(i=2;i<=NF;i++) a[$1,i]=$i; next}
+       { t=0; for(i=2;i<=NF;i++){d[i]=$i-a[$1,i]; t+=d[i]}
+         if(t>0){ printf "%s=%.0f ", $1, 100*(t-d[5]-d[6])/t; st+=d[9]; tt+=t } }
+       END{ printf "steal=%.1f", (tt>0?100*st/tt:0) }' <(echo "$1") <(echo "$2")
+}
+
+ticks_tree() {       # utime+stime (clock ticks) summed over the given pids and their descendants
+  local p t=0 x
+  for p in "$@"; do
+    for x in "$p" $(descendants "$p"); do
+      t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null | awk '{print $12+$13}' || echo 0) ))
+    done
+  done
+  echo "$t"
+}
+shell_cticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14+$15}'; }  # reaped children
+busy_ticks() { echo "$1" | awk '{t+=$2+$3+$4+$7+$8} END{print t+0}'; }      # user+nice+system+irq+softirq
+total_ticks() { echo "$1" | awk '{for(i=2;i<=NF;i++) t+=$i} END{print t+0}'; }
+
+quiet_gate() {       # wait until the machine is idle (other people's builds...), max QUIET_WAIT s
+  [ "$QUIET_GATE" = 1 ] || return 0
+  local start=$SECONDS a b busy said=0
+  while :; do
+    a=$(cpu_snap); sleep 1; b=$(cpu_snap)
+    busy=$(( 100 * ($(busy_ticks "$b") - $(busy_ticks "$a")) / ($(total_ticks "$b") - $(total_ticks "$a") + 1) ))
+    [ "$busy" -le "$QUIET_BUSY" ] && { [ $said = 1 ] && log "machine quiet again after $((SECONDS - start))s"; return 0; }
+    if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
+      log "machine still busy (${busy}%) after ${QUIET_WAIT}s; measuring anyway (see foreign= column)"
+      QUIET_WAIT=${QUIET_WAIT_AFTER_TIMEOUT:-30}; return 0
+    fi
+    if [ $said = 0 ]; then
+      log "machine busy (${busy}% of all cpus) before a run; waiting. top now: $(top -b -n2 -d0.5 2>/dev/null \
+        | awk '/^top -/{n++} n==2 && $1 ~ /^[0-9]+$/ && $12 != "top" {printf "%s %s%%; ", $12, $9; if (++k==3) exit}')"
+      said=1
+    fi
+    sleep 4
+  done
+}
+
+calib() {            # host-speed index: python loop iterations per microsecond on cpu0 and cpu1
+  local c out=""
+  for c in 0 1; do
+    out="$out calib$c=$(taskset -c "$c" python3 -c 'import time
+t = time.perf_counter(); n = 0
+while time.perf_counter() - t < 0.25: n += 1
+print(round(n / 0.25 / 1e6, 2))' 2>/dev/null || echo 0)"
+  done
+  echo "${out# }"
+}
+
+port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+wait_http() {        # wait until http://127.0.0.1:$1/ answers 200 (timeout $2 s; pid $3 must live)
+  local i
+  for i in $(seq 1 $(( ${2:-10} * 10 ))); do
+    [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/")" = 200 ] && return 0
+    [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---------------------------------------------------------------- install
+ensure_tools() {
+  local need=() want=() b pkg p
+  want=(wrk:wrk nginx:nginx curl:curl taskset:util-linux python3:python3 ss:iproute2 timeout:coreutils)
+  for p in $PEERS $IDLE_PEERS; do
+    case $p in haproxy) want+=(haproxy:haproxy) ;; caddy) want+=(caddy:caddy) ;; esac
+  done
+  [[ " $PHASES " == *" h2 "* ]] && want+=(h2load:nghttp2-client)
+  for b in "${want[@]}"; do
+    command -v "${b%%:*}" >/dev/null 2>&1 || [[ " ${need[*]} " == *" ${b#*:} "* ]] || need+=("${b#*:}")
+  done
+  if [ ${#need[@]} -gt 0 ] && [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing: ${need[*]}"
+    local made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then   # keep apt from starting system services
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
+    fi
+    timeout 600 apt-get update -qq >"$LOGS/apt.log" 2>&1
+    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y --no-install-recommends "${need[@]}" >>"$LOGS/apt.log" 2>&1 \
+      || log "apt-get install failed (see $LOGS/apt.log)"
+    [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+    for pkg in "${need[@]}"; do                # do not leave them enabled at boot
+      case $pkg in nginx|haproxy|caddy)
+        DPKG_MAINTSCRIPT_PACKAGE=$pkg deb-systemd-helper disable "$pkg.service" >/dev/null 2>&1 || true ;;
+      esac
+    done
+  elif [ ${#need[@]} -gt 0 ]; then
+    log "missing: ${need[*]} (not root or INSTALL=0: not installing)"
+  fi
+  for b in wrk curl taskset python3 nginx timeout; do
+    command -v "$b" >/dev/null 2>&1 || { log "FATAL: $b missing"; exit 1; }
+  done
+  local keep=()                                # drop peers whose binary is still missing
+  for p in $PEERS; do
+    if command -v "$p" >/dev/null 2>&1; then keep+=("$p"); else log "WARNING: $p missing: no $p column"; fi
+  done
+  PEERS="${keep[*]}"
+  keep=(); for p in $HI_PEERS; do command -v "$p" >/dev/null 2>&1 && keep+=("$p"); done; HI_PEERS="${keep[*]}"
+  keep=(); for p in $IDLE_PEERS; do command -v "$p" >/dev/null 2>&1 && keep+=("$p"); done; IDLE_PEERS="${keep[*]}"
+}
+
+tether_stale() {     # true if the release binary is missing or older than a source/manifest file
+  [ -x "$TETHER_BIN" ] || return 0
+  [ -n "$(find "$REPO/crates" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -type f -newer "$TETHER_BIN" \
+          -not -path '*/target/*' -print -quit 2>/dev/null)" ]
+}
+
+ensure_tether() {    # build target/release/tether if missing or stale; check it runs
+  [ "$TETHER" = 1 ] && [ -z "$LB_CMD_GIVEN" ] || return 0
+  if tether_stale; then
+    if [ "$BUILD" = 1 ] && [ -z "$TETHER_BIN_GIVEN" ]; then
+      command -v cargo >/dev/null || { log "FATAL: cargo missing, cannot build $TETHER_BIN"; exit 1; }
+      log "building tether (release): cargo build --release -p tether (log: $LOGS/build.log)"
+      ( cd "$REPO" && exec cargo build --release -p tether ) >"$LOGS/build.log" 2>&1 &
+      local p=$!; PIDS+=("$p")
+      wait "$p" || { log "FATAL: cargo build failed; tail of $LOGS/build.log:"; tail -20 "$LOGS/build.log" >&2; exit 1; }
+      forget_pid "$p"
+    else
+      log "WARNING: not building (BUILD=0 or TETHER_BIN given); $TETHER_BIN is missing or older than the sources"
+    fi
+  fi
+  [ -x "$TETHER_BIN" ] || { log "FATAL: $TETHER_BIN not found (TETHER=0 to run the peers only)"; exit 1; }
+  timeout 10 "$TETHER_BIN" --version >/dev/null 2>&1 \
+    || { log "FATAL: $TETHER_BIN --version failed"; exit 1; }
+}
+
+# ---------------------------------------------------------------- configs
+nginx_common() {     # $1 dir
+  cat <<EOF
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_processes 1;
+worker_rlimit_nofile 19000;
+events { worker_connections 18000; }
+EOF
+}
+nginx_http_common() { # $1 dir
+  cat <<EOF
+  access_log off;
+  default_type text/plain;
+  keepalive_timeout 300s;
+  keepalive_requests 100000000;
+  client_body_temp_path $1/t_body; proxy_temp_path $1/t_proxy;
+  fastcgi_temp_path $1/t_fcgi; uwsgi_temp_path $1/t_uwsgi; scgi_temp_path $1/t_scgi;
+EOF
+}
+
+write_backend_conf() { # $1 dir, then "port:name" pairs (one server block each)
+  local d=$1 pn; shift
+  mkdir -p "$d"
+  { nginx_common "$d"; echo "http {"; nginx_http_common "$d"
+    for pn in "$@"; do
+      cat <<EOF
+  server {
+    listen 127.0.0.1:${pn%%:*} backlog=4096;
+    location / { return 200 "hello ${pn#*:}\n"; }
+  }
+EOF
+    done
+    echo "}"
+  } > "$d/nginx.conf"
+}
+
+write_nginx_conf() { # $1 dir $2 mode(rr|iphash) $3 h2(0|1)
+  local lb="" h2=""
+  [ "$2" = iphash ] && lb="ip_hash;"
+  [ "${3:-0}" = 1 ] && h2=" http2"
+  mkdir -p "$1"
+  { nginx_common "$1"; echo "http {"; nginx_http_common "$1"
+    cat <<EOF
+  upstream up {
+    $lb
+    server 127.0.0.1:$B1; server 127.0.0.1:$B2; server 127.0.0.1:$B3;
+    keepalive $NGINX_UPSTREAM_KEEPALIVE;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+  }
+  server {
+    listen 127.0.0.1:$PX backlog=4096$h2;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  } > "$1/nginx.conf"
+}
+
+write_haproxy_conf() { # $1 dir $2 mode(rr|cookie)
+  local ck="" c1="" c2="" c3=""
+  if [ "$2" = cookie ]; then
+    ck="  cookie SRV insert indirect nocache"; c1=" cookie s1"; c2=" cookie s2"; c3=" cookie s3"
+  fi
+  mkdir -p "$1"
+  cat > "$1/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn $HAPROXY_MAXCONN
+defaults
+  mode http
+  option http-keep-alive
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-request 300s
+  timeout http-keep-alive 300s
+frontend fe
+  bind 127.0.0.1:$PX
+  maxconn $HAPROXY_MAXCONN
+  default_backend be
+backend be
+  balance roundrobin
+$ck
+  server s1 127.0.0.1:$B1$c1
+  server s2 127.0.0.1:$B2$c2
+  server s3 127.0.0.1:$B3$c3
+EOF
+}
+
+write_caddy_conf() { # $1 dir $2 mode(rr|cookie) $3 h2(0|1)
+  local pol=round_robin proto=""
+  [ "$2" = cookie ] && pol=cookie
+  [ "${3:-0}" = 1 ] && proto="  servers { protocols h1 h2 h2c }"
+  mkdir -p "$1"
+  cat > "$1/Caddyfile" <<EOF
+{
+  admin off
+  auto_https off
+$proto
+}
+http://127.0.0.1:$PX {
+  reverse_proxy 127.0.0.1:$B1 127.0.0.1:$B2 127.0.0.1:$B3 {
+    lb_policy $pol
+  }
+}
+EOF
+}
+
+lb_expand() {        # expand {port} {b1} {b2} {b3} {backends} {backends_sp} {dir}
+  local c=$1
+  c=${c//\{port\}/$PX}; c=${c//\{b1\}/$B1}; c=${c//\{b2\}/$B2}; c=${c//\{b3\}/$B3}
+  c=${c//\{backends\}/$BACKENDS}; c=${c//\{backends_sp\}/${BACKENDS//,/ }}; c=${c//\{dir\}/$2}
+  echo "$c"
+}
+
+# start_peer PEER MODE CPUS [H2] -> sets PEER_PID, returns non-zero if not ready
+start_peer() {
+  local peer=$1 mode=$2 cpus=$3 h2=${4:-0} d
+  local shown=$peer; [ "$peer" = lb ] && shown=$LB_NAME
+  d=$(mktemp -d "$WORK/run.XXXXXX")
+  PEER_PID=""
+  port_free "$PX" || { log "port $PX busy"; return 1; }
+  case $peer in
+    haproxy)
+      write_haproxy_conf "$d" "$mode"
+      taskset -c "$cpus" haproxy -db -f "$d/haproxy.cfg" >"$d/out.log" 2>&1 &
+      ;;
+    nginx)
+      write_nginx_conf "$d" "$mode" "$h2"
+      taskset -c "$cpus" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$d/out.log" 2>&1 &
+      ;;
+    caddy)
+      write_caddy_conf "$d" "$mode" "$h2"
+      HOME="$d" XDG_DATA_HOME="$d/data" XDG_CONFIG_HOME="$d/config" \
+        taskset -c "$cpus" caddy run --config "$d/Caddyfile" --adapter caddyfile >"$d/out.log" 2>&1 &
+      ;;
+    lb)
+      local tpl=$LB_CMD
+      [ "$mode" = sticky ] && tpl=$LB_STICKY_CMD
+      [ "$h2" = 1 ] && tpl=$LB_H2_CMD
+      echo "$(lb_expand "$tpl" "$d")" > "$d/cmd"
+      taskset -c "$cpus" bash -c "exec $(lb_expand "$tpl" "$d")" >"$d/out.log" 2>&1 &
+      ;;
+    *) log "unknown peer $peer"; return 1 ;;
+  esac
+  PEER_PID=$!
+  PIDS+=("$PEER_PID")
+  if [ "$h2" = 1 ] && [ "$peer" = nginx ]; then
+    # h2c-only listener: probe with prior knowledge
+    local i
+    for i in $(seq 1 100); do
+      [ "$(curl -s --http2-prior-knowledge -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$PX/")" = 200 ] && return 0
+      kill -0 "$PEER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    log "$shown/$mode did not become ready (see $d/out.log)"; return 1
+  fi
+  local to=10; [ "$peer" = lb ] && to=$LB_READY_TIMEOUT
+  wait_http "$PX" "$to" "$PEER_PID" || {
+    log "$shown/$mode did not become ready (see $d/out.log $d/error.log); last lines:"
+    tail -n 5 "$d/out.log" "$d/error.log" 2>/dev/null | sed 's/^/    /' >&2
+    return 1
+  }
+}
+
+# ---------------------------------------------------------------- backends
+declare -a BE_PIDS=()
+start_backends() {   # $1 cpus. BACKEND_PROCS=1: one nginx worker serves all 3 ports; 3: one nginx each
+  local i port d
+  for i in 1 2 3; do
+    port_free $((BASE_PORT + i)) || { log "FATAL: backend port $((BASE_PORT + i)) busy (set BASE_PORT)"; exit 1; }
+  done
+  if [ "$BACKEND_PROCS" = 1 ]; then
+    d="$WORK/be"
+    write_backend_conf "$d" "$B1:b1" "$B2:b2" "$B3:b3"
+    taskset -c "$1" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$d/out.log" 2>&1 &
+    BE_PIDS+=($!); PIDS+=($!)
+  else
+    for i in 1 2 3; do
+      port=$((BASE_PORT + i)); d="$WORK/be$i"
+      write_backend_conf "$d" "$port:b$i"
+      taskset -c "$1" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$d/out.log" 2>&1 &
+      BE_PIDS+=($!); PIDS+=($!)
+    done
+  fi
+  for i in 1 2 3; do
+    wait_http $((BASE_PORT + i)) 10 || { log "FATAL: backend b$i not ready"; exit 1; }
+  done
+}
+
+layout_cpus() {      # sets LG BE PXC from layout name
+  case $1 in
+    A) LG=0; BE=1; PXC=1 ;;      # load gen alone; server side (proxy+backends) shares CPU1
+    B) LG=0; BE=0; PXC=1 ;;      # proxy alone on CPU1; wrk+backends share CPU0
+    U) LG=0-1; BE=0-1; PXC=0-1 ;; # unpinned
+    S) LG=1; BE=1; PXC=1 ;;      # everything on one cpu: pure cpu-cost ratio, no cross-cpu wakeups
+    *:*:*) IFS=: read -r LG BE PXC <<<"$1" ;;
+    *) log "bad layout $1"; exit 1 ;;
+  esac
+}
+
+# ---------------------------------------------------------------- sanity
+distribution() {     # $1 port $2 header-or-empty: which backend answered N=30 new connections
+  local i out=()
+  for i in $(seq 1 30); do
+    if [ -n "$2" ]; then out+=("$(curl -s -m 2 -H "$2" "http://127.0.0.1:$1/" | awk '{print $2}')")
+    else out+=("$(curl -s -m 2 "http://127.0.0.1:$1/" | awk '{print $2}')"); fi
+  done
+  printf '%s\n' "${out[@]}" | sort | uniq -c | awk '{printf "%s%s:%s", (NR>1?",":""), ($2==""?"none":$2), $1}'
+}
+
+verdict() {          # $1 peer $2 mode $3 cookie-sent(0|1|nocookie) $4 distribution -> OK/FAIL text
+  local n; n=$(tr ',' '\n' <<<"$4" | grep -vc '^none:')
+  if [[ $4 == *none:* ]]; then echo "FAIL (some requests got no answer)"; return; fi
+  if [ "$3" = nocookie ]; then echo "FAIL (no Set-Cookie from the proxy: sticky path not exercised)"; return; fi
+  if [ "$1" = direct ]; then echo "OK"; return; fi
+  if [ "$3" = 1 ]; then
+    [ "$n" = 1 ] && echo "OK (cookie pins to one backend)" || echo "FAIL (cookie does not pin: $n backends)"
+  elif [ "$2" = iphash ]; then
+    [ "$n" = 1 ] && echo "OK (ip_hash: one client IP, one backend)" || echo "WARN ($n backends)"
+  else
+    [ "$n" = 3 ] && echo "OK (spread over 3 backends)" || echo "WARN (only $n backends answered)"
+  fi
+}
+
+get_cookie() {       # first Set-Cookie name=value from the proxy
+  curl -s -m 2 -o /dev/null -D - "http://127.0.0.1:$1/" | tr -d '\r' \
+    | awk 'tolower($1)=="set-cookie:"{print $2; exit}' | sed 's/;.*//'
+}
+
+# ---------------------------------------------------------------- scenarios
+SCN=()
+add() { # name peer mode conns cookie
+  if [ -n "$ONLY" ] && ! [[ $1 =~ $ONLY ]]; then return; fi
+  if [ -n "$SKIP" ] && [[ $1 =~ $SKIP ]]; then return; fi
+  SCN+=("$1 $2 $3 $4 $5")
+}
+build_scenarios() {
+  local p c
+  for c in "$CONNS" "$HICONNS"; do
+    [ "$c" = 0 ] && continue
+    local sfx="" hs=1; [ "$c" != "$CONNS" ] && { sfx="@$c"; hs=$HI_STICKY; }
+    add "direct$sfx" direct - "$c" 0
+    for p in $PEERS; do
+      if [ -n "$sfx" ] && ! [[ " $HI_PEERS " == *" $p "* ]]; then continue; fi
+      case $p in
+        haproxy) add "haproxy-rr$sfx" haproxy rr "$c" 0
+                 [ -z "$sfx" ] && add haproxy-cookie haproxy cookie "$c" 0
+                 [ "$hs" = 1 ] && add "haproxy-cookie+C$sfx" haproxy cookie "$c" 1 ;;
+        nginx)   add "nginx-rr$sfx" nginx rr "$c" 0
+                 [ "$hs" = 1 ] && add "nginx-iphash$sfx" nginx iphash "$c" 0 ;;
+        caddy)   add "caddy-rr$sfx" caddy rr "$c" 0
+                 [ -z "$sfx" ] && add caddy-cookie caddy cookie "$c" 0
+                 [ "$hs" = 1 ] && add "caddy-cookie+C$sfx" caddy cookie "$c" 1 ;;
+      esac
+    done
+    if [ -n "$LB_CMD" ]; then add "$LB_NAME-rr$sfx" lb rr "$c" 0; fi
+    if [ -n "$LB_STICKY_CMD" ]; then
+      [ -z "$sfx" ] && add "$LB_NAME-sticky" lb sticky "$c" 0
+      [ "$hs" = 1 ] && add "$LB_NAME-sticky+C$sfx" lb sticky "$c" 1
+    fi
+  done
+}
+
+# run_one LAYOUT REP NAME PEER MODE CONNS COOKIE
+run_one() {
+  local layout=$1 rep=$2 name=$3 peer=$4 mode=$5 conns=$6 usecookie=$7
+  local port=$PX pid="" hdr="" lf="$LOGS/$layout.$name.$rep.txt"
+  quiet_gate
+  local cal; cal=$(calib)
+  PEER_PID=""
+  if [ "$peer" = direct ]; then
+    port=$B1; pid=${BE_PIDS[0]}
+  else
+    if ! start_peer "$peer" "$mode" "$PXC"; then
+      stop_pid "$PEER_PID"
+      printf '%s\t%s\t%s\tFAIL\n' "$layout" "$rep" "$name" >> "$RAW"; return
+    fi
+    pid=$PEER_PID
+  fi
+  local sent=$usecookie
+  if [ "$usecookie" = 1 ]; then
+    local ck; ck=$(get_cookie "$port")
+    [ -n "$ck" ] && hdr="Cookie: $ck" || { log "$name: proxy set no cookie"; sent=nocookie; }
+  fi
+  if [ ! -e "$WORK/sanity.$layout.$name" ]; then
+    local dist extra=""; dist=$(distribution "$port" "$hdr")
+    if [ -n "$hdr" ]; then   # does the proxy send Set-Cookie again when the cookie is replayed?
+      extra=" re-sets-cookie=$(curl -s -m 2 -o /dev/null -D - -H "$hdr" "http://127.0.0.1:$port/" \
+        | grep -qi '^set-cookie:' && echo yes || echo no)"
+    fi
+    echo "$layout $name cookie=[${hdr#Cookie: }]$extra 30 new conns -> $dist: $(verdict "$peer" "$mode" "$sent" "$dist")" \
+      | tee -a "$WORK/sanity.txt" >&2
+    touch "$WORK/sanity.$layout.$name"
+  fi
+  local args=(-t "$THREADS" -c "$conns" --timeout 5s)
+  [ -n "$hdr" ] && args+=(-H "$hdr")
+  [ "$WARMUP" != 0 ] && run_wait timeout -k 5 $((WARMUP + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${WARMUP}s" \
+    "http://127.0.0.1:$port/" >/dev/null 2>&1
+  local c0 o0 s0 c1 o1 s1
+  c0=$(cpu_snap); o0=$(ticks_tree "${BE_PIDS[@]}" ${PEER_PID:+"$PEER_PID"}); s0=$(shell_cticks)
+  run_wait timeout -k 5 $((DURATION + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${DURATION}s" --latency \
+    -s "$HERE/wrk_report.lua" "http://127.0.0.1:$port/" > "$lf" 2>&1
+  c1=$(cpu_snap); o1=$(ticks_tree "${BE_PIDS[@]}" ${PEER_PID:+"$PEER_PID"}); s1=$(shell_cticks)
+  local cpu; cpu=$(cpu_busy "$c0" "$c1")
+  # foreign = busy ticks (user+nice+system+irq+softirq) not spent by wrk/backends/peer, as % of
+  # all cpus' time. Task times include the softirq work done in their context (loopback), hence +irq.
+  cpu="$cpu foreign=$(( 100 * ( ($(busy_ticks "$c1") - $(busy_ticks "$c0")) - (o1 - o0) - (s1 - s0) ) / ($(total_ticks "$c1") - $(total_ticks "$c0") + 1) ))"
+  local rss; rss=$(rss_kb "$pid")
+  [ "$peer" = direct ] || stop_pid "$PEER_PID"
+  local res; res=$(grep '^RESULT' "$lf" | sed 's/^RESULT //')
+  [ -n "$res" ] && res="$res $cpu $cal"
+  if [ -z "$res" ]; then
+    printf '%s\t%s\t%s\tFAIL\n' "$layout" "$rep" "$name" >> "$RAW"; log "$name: wrk gave no result"; return
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$layout" "$rep" "$name" "$conns" "$res" "${rss% *}" "${rss#* }" >> "$RAW"
+  log "$layout rep$rep $name: $(echo "$res" | grep -o 'rps=[0-9.]*') $(echo "$res" | grep -o 'p99_us=[0-9]*') rss=${rss% *}kB $cpu $cal"
+}
+
+phase_load() {
+  build_scenarios
+  log "scenarios: ${#SCN[@]} x layouts [$LAYOUTS] x reps $REPS x ${DURATION}s (+${WARMUP}s warmup)"
+  local rep layout s
+  for rep in $(seq 1 "$REPS"); do
+    for layout in $LAYOUTS; do
+      layout_cpus "$layout"
+      local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
+      for s in "${SCN[@]}"; do
+        # shellcheck disable=SC2086
+        run_one "$layout" "$rep" $s
+      done
+    done
+  done
+  python3 "$HERE/summarize.py" --details "$RAW" "$LAYOUTS" > "$WORK/summary.md"
+  python3 "$HERE/summarize.py" "$RAW" "$LAYOUTS"      # headline + ratios to stdout
+}
+
+# ---------------------------------------------------------------- idle conns
+phase_idle() {
+  local layout; layout_cpus "${LAYOUTS%% *}"
+  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
+  local peers=$IDLE_PEERS; [ -n "$LB_CMD" ] && peers="$peers lb"
+  local p
+  echo "## idle keep-alive connections (N=$IDLE_N, modes: $IDLE_MODE; layout ${LAYOUTS%% *})" | tee -a "$WORK/idle.md"
+  local mode
+  for mode in $IDLE_MODE; do
+    for p in $peers; do
+      start_peer "$p" rr "$PXC" || { stop_pid "$PEER_PID"; continue; }
+      local name=$p n=$IDLE_N; [ "$p" = lb ] && name=$LB_NAME
+      if [ "$p" = haproxy ] && [ "$n" -gt $((HAPROXY_MAXCONN - 50)) ]; then
+        n=$((HAPROXY_MAXCONN - 50)); log "haproxy: idle N capped to $n (maxconn $HAPROXY_MAXCONN from ulimit -n $(ulimit -n))"
+      fi
+      run_wait timeout -k 5 300 taskset -c "$LG" python3 "$HERE/idle_conns.py" --port "$PX" --pid "$PEER_PID" \
+        -n "$n" --mode "$mode" --name "$name" --backend-ports "$B1,$B2,$B3" > "$LOGS/idle.$mode.$name.txt" 2>&1
+      cat "$LOGS/idle.$mode.$name.txt" | tee -a "$WORK/idle.md"
+      stop_pid "$PEER_PID"
+    done
+  done
+}
+
+# ---------------------------------------------------------------- h2load
+phase_h2() {
+  command -v h2load >/dev/null || { log "h2load missing: skip h2"; return; }
+  local layout; layout_cpus "${LAYOUTS%% *}"
+  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
+  local peers=$H2_PEERS; [ -n "$LB_H2_CMD" ] && peers="$peers lb"
+  local p
+  echo "## h2load h2c (-c$H2_CONNS -m$H2_STREAMS, ${DURATION}s, layout ${LAYOUTS%% *})" | tee -a "$WORK/h2.md"
+  for p in $peers; do
+    quiet_gate
+    start_peer "$p" rr "$PXC" 1 || { stop_pid "$PEER_PID"; continue; }
+    local lf="$LOGS/h2.$p.txt"
+    run_wait timeout -k 5 $((WARMUP + DURATION + 30)) taskset -c "$LG" h2load -t 1 -c "$H2_CONNS" -m "$H2_STREAMS" --warm-up-time="$WARMUP" -D "$DURATION" \
+      "http://127.0.0.1:$PX/" > "$lf" 2>&1
+    local rss; rss=$(rss_kb "$PEER_PID")
+    stop_pid "$PEER_PID"
+    local rps lat ok
+    rps=$(awk '/^finished in/{print $4}' "$lf")
+    ok=$(awk '/^requests:/{print $8, "succeeded,", $10, "failed"}' "$lf")
+    lat=$(awk '/^time for request:/{print "min", $4, "max", $5, "mean", $6}' "$lf")
+    proto=$(awk '/Application protocol:/{print $3}' "$lf")
+    echo "$p: proto=$proto req/s=$rps ($ok) request-time $lat rss=${rss% *}kB" | tee -a "$WORK/h2.md"
+  done
+}
+
+# ---------------------------------------------------------------- main
+ensure_tools
+ensure_tether
+{
+  echo "date: $(date -Is)"; echo "host: $(uname -r), $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+  echo "wrk: $(wrk --version 2>&1 | head -1)"; echo "haproxy: $(haproxy -v 2>/dev/null | head -1)"
+  echo "nginx: $(nginx -v 2>&1)"
+  [[ " $PEERS " == *" caddy "* ]] && echo "caddy: $(caddy version 2>/dev/null)"
+  echo "peers: $PEERS (at $HICONNS: $HI_PEERS)"
+  if [ -n "$LB_CMD" ]; then
+    echo "$LB_NAME: $("$TETHER_BIN" --version 2>/dev/null | head -1) ($TETHER_BIN)"
+    echo "git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo ' (dirty)')"
+    echo "LB_CMD: $LB_CMD"; echo "LB_STICKY_CMD: $LB_STICKY_CMD"
+    echo "TETHER_WORKER_THREADS=${TETHER_WORKER_THREADS:-1} TETHER_ACCESS_LOG=${TETHER_ACCESS_LOG-false} TETHER_EXTRA_TOML=${TETHER_EXTRA_TOML:+set}"
+  fi
+  echo "settings: QUICK=$QUICK REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP THREADS=$THREADS CONNS=$CONNS HICONNS=$HICONNS HI_STICKY=$HI_STICKY LAYOUTS=[$LAYOUTS] PHASES=[$PHASES] BACKEND_PROCS=$BACKEND_PROCS QUIET_GATE=$QUIET_GATE"
+} | tee "$WORK/env.txt" >&2
+log "work dir: $WORK"
+
+layout_cpus "${LAYOUTS%% *}"
+start_backends "$BE"
+for ph in $PHASES; do
+  case $ph in
+    load) phase_load ;;
+    idle) phase_idle ;;
+    h2) phase_h2 ;;
+    *) log "unknown phase $ph" ;;
+  esac
+done
+if [ -s "$WORK/sanity.txt" ]; then
+  echo; echo "sanity (30 fresh connections each; $WORK/sanity.txt):"; grep -v ': OK' "$WORK/sanity.txt" || echo "  all OK"
+fi
+rc=0
+if grep -q ': FAIL' "$WORK/sanity.txt" 2>/dev/null; then
+  log "WARNING: sanity check failed for some scenarios (see above)"; rc=1
+fi
+if [ -s "$RAW" ] && grep -q $'\tFAIL$' "$RAW"; then
+  log "WARNING: some runs failed: $(awk -F'\t' '$4=="FAIL"{print $1"/"$3}' "$RAW" | sort -u | tr '\n' ' ')"; rc=1
+fi
+log "done; results in $WORK (summary.md raw.tsv sanity.txt env.txt idle.md h2.md logs/ run.*/)"
+exit $rc

@@ -1,0 +1,95 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn keys() -> CookieKeys {
+    CookieKeys::from_bytes(&[[7u8; 32]]).unwrap()
+}
+
+#[test]
+fn round_trip() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    let v = k.encode("app", tag, 100, 200);
+    assert_eq!(v.len(), 44);
+    let t = k.decode("app", &v).unwrap();
+    assert_eq!(t, Token { server: tag, issued_at: 100, refreshed_at: 200, key_index: 0 });
+}
+
+#[test]
+fn every_single_bit_flip_is_rejected() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    let v = k.encode("app", tag, 100, 200);
+    let raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
+    for byte in 0..raw.len() {
+        for bit in 0..8 {
+            let mut r = raw.clone();
+            r[byte] ^= 1 << bit;
+            let forged = URL_SAFE_NO_PAD.encode(&r);
+            assert!(k.decode("app", &forged).is_err(), "flip {byte}:{bit} accepted");
+        }
+    }
+}
+
+#[test]
+fn token_of_one_backend_is_useless_for_another() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    let v = k.encode("app", tag, 1, 1);
+    assert_eq!(k.decode("api", &v), Err(TokenError::BadMac));
+    assert_ne!(k.server_tag(0, "api", "a"), Some(tag));
+}
+
+#[test]
+fn token_names_no_server_in_clear() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "server-alpha").unwrap();
+    let v = k.encode("app", tag, 1, 1);
+    let raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
+    assert!(!v.contains("alpha"));
+    assert!(!raw.windows(5).any(|w| w == b"alpha"));
+}
+
+#[test]
+fn rotated_keys_verify_and_report_their_index() {
+    let old = CookieKeys::from_bytes(&[[1u8; 32]]).unwrap();
+    let both = CookieKeys::from_bytes(&[[2u8; 32], [1u8; 32]]).unwrap();
+    let v = old.encode("app", old.server_tag(0, "app", "a").unwrap(), 5, 5);
+    let t = both.decode("app", &v).unwrap();
+    assert_eq!(t.key_index, 1);
+    assert_eq!(Some(t.server), both.server_tag(1, "app", "a"));
+}
+
+#[test]
+fn unknown_version_is_refused() {
+    let k = keys();
+    let v = k.encode("app", [0; 8], 1, 1);
+    let mut raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
+    raw[0] = 2;
+    assert_eq!(k.decode("app", &URL_SAFE_NO_PAD.encode(&raw)), Err(TokenError::Version));
+}
+
+#[test]
+fn keys_must_be_long_base64() {
+    assert!(matches!(CookieKeys::from_base64(&["!!"]), Err(KeyError::Base64 { index: 0, .. })));
+    assert_eq!(
+        CookieKeys::from_base64(&["AAAA"]).unwrap_err(),
+        KeyError::TooShort { index: 0, len: 3 }
+    );
+    let good = STANDARD.encode([9u8; 32]);
+    assert_eq!(CookieKeys::from_base64(&[good]).unwrap().len(), 1);
+    assert_eq!(CookieKeys::from_base64::<&str>(&[]).unwrap_err(), KeyError::Empty);
+}
+
+proptest! {
+    #[test]
+    fn garbage_never_panics_and_never_verifies(s in "\\PC{0,80}") {
+        prop_assert!(keys().decode("app", &s).is_err());
+    }
+
+    #[test]
+    fn random_44_char_values_never_verify(s in "[A-Za-z0-9_-]{44}") {
+        prop_assert!(keys().decode("app", &s).is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! Pure logic of the Tether load balancer: no sockets, no clocks of its own.
+//!
+//! - [`server`]: per-server runtime state (health, admin state, in-flight) in atomics, and the
+//!   RAII guard that counts a request as in flight until its response body ends.
+//! - [`balance`]: the balancing algorithms, one per file, each built once from an immutable
+//!   server set and asked to pick among the servers the caller says are usable.
+//! - [`affinity`]: the authenticated affinity cookie and the expiry policy of a pin.
+//! - [`rng`]: a tiny lock-free, seedable random source shared by the randomised balancers.
+
+pub mod affinity;
+pub mod balance;
+pub mod rng;
+pub mod server;
+
+pub use server::{AdminState, Health, InFlightGuard, ServerState};

@@ -1,0 +1,242 @@
+//! Per-server runtime state, shared by the data path, health checks and the admin API.
+//!
+//! A [`ServerState`] is keyed by the server's stable name and survives configuration reloads:
+//! the snapshot builder looks the old one up by name and reuses it, so health, counters and
+//! in-flight figures carry over. Every field is an atomic; nothing here takes a lock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+/// What health checking last concluded about a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// No check has concluded yet (or none is configured): treated as usable.
+    Unchecked,
+    /// Checks pass.
+    Up,
+    /// Checks or passive detection say the server is failing: never selected.
+    Down,
+}
+
+impl Health {
+    /// The lowercase name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unchecked => "unchecked",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Health::Up,
+            2 => Health::Down,
+            _ => Health::Unchecked,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Health::Unchecked => 0,
+            Health::Up => 1,
+            Health::Down => 2,
+        }
+    }
+}
+
+/// The operator's intent for a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminState {
+    /// Takes new and pinned sessions.
+    Ready,
+    /// Keeps serving sessions pinned to it, takes no new ones.
+    Drain,
+    /// Takes nothing; pinned sessions go elsewhere.
+    Maint,
+}
+
+impl AdminState {
+    /// The lowercase name used in config, JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    /// Parses `ready`, `drain` or `maint`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ready" => Some(AdminState::Ready),
+            "drain" => Some(AdminState::Drain),
+            "maint" => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Maint => 2,
+        }
+    }
+}
+
+/// Runtime state of one server, identified by its stable name.
+#[derive(Debug)]
+pub struct ServerState {
+    name: Arc<str>,
+    health: AtomicU8,
+    admin: AtomicU8,
+    in_flight: AtomicU64,
+    requests_total: AtomicU64,
+    errors_total: AtomicU64,
+}
+
+impl ServerState {
+    /// A new server: health unchecked, state ready, all counters zero.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self {
+            name: name.into(),
+            health: AtomicU8::new(Health::Unchecked.to_u8()),
+            admin: AtomicU8::new(AdminState::Ready.to_u8()),
+            in_flight: AtomicU64::new(0),
+            requests_total: AtomicU64::new(0),
+            errors_total: AtomicU64::new(0),
+        }
+    }
+
+    /// The stable name from the configuration.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The shared name, cheap to clone into logs and responses.
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Current health.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Sets health; returns the previous value so callers can log transitions only.
+    pub fn set_health(&self, h: Health) -> Health {
+        Health::from_u8(self.health.swap(h.to_u8(), Ordering::AcqRel))
+    }
+
+    /// Current admin state.
+    pub fn admin_state(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Acquire))
+    }
+
+    /// Sets the admin state; returns the previous one.
+    pub fn set_admin_state(&self, s: AdminState) -> AdminState {
+        AdminState::from_u8(self.admin.swap(s.to_u8(), Ordering::AcqRel))
+    }
+
+    /// May this server receive a *new* session (balancer choice)?
+    pub fn accepts_new(&self) -> bool {
+        self.health() != Health::Down && self.admin_state() == AdminState::Ready
+    }
+
+    /// May this server keep serving a session already pinned to it? Draining servers do.
+    pub fn accepts_pinned(&self) -> bool {
+        self.health() != Health::Down && self.admin_state() != AdminState::Maint
+    }
+
+    /// Requests currently being served (until their response body ends).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests started on this server since it was first configured.
+    pub fn requests_total(&self) -> u64 {
+        self.requests_total.load(Ordering::Relaxed)
+    }
+
+    /// Requests to this server that ended in an upstream error.
+    pub fn errors_total(&self) -> u64 {
+        self.errors_total.load(Ordering::Relaxed)
+    }
+
+    /// Counts one upstream error.
+    pub fn record_error(&self) {
+        self.errors_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts a request: counts it and returns the guard that keeps it in flight.
+    pub fn begin(self: &Arc<Self>) -> InFlightGuard {
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard { server: Arc::clone(self) }
+    }
+}
+
+/// Counts one request as in flight on a server for as long as it lives. The proxy moves it
+/// into the response body, so a streamed response stays counted until its last byte.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    server: Arc<ServerState>,
+}
+
+impl InFlightGuard {
+    /// The server this request is counted on.
+    pub fn server(&self) -> &Arc<ServerState> {
+        &self.server
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_counts_until_dropped() {
+        let s = Arc::new(ServerState::new("a"));
+        let g1 = s.begin();
+        let g2 = s.begin();
+        assert_eq!(s.in_flight(), 2);
+        drop(g1);
+        assert_eq!(s.in_flight(), 1);
+        drop(g2);
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(s.requests_total(), 2);
+    }
+
+    #[test]
+    fn drain_keeps_pinned_sessions_but_takes_no_new_ones() {
+        let s = ServerState::new("a");
+        s.set_admin_state(AdminState::Drain);
+        assert!(!s.accepts_new());
+        assert!(s.accepts_pinned());
+        s.set_admin_state(AdminState::Maint);
+        assert!(!s.accepts_pinned());
+    }
+
+    #[test]
+    fn down_server_takes_nothing() {
+        let s = ServerState::new("a");
+        assert_eq!(s.set_health(Health::Down), Health::Unchecked);
+        assert!(!s.accepts_new());
+        assert!(!s.accepts_pinned());
+    }
+}

@@ -1,0 +1,20 @@
+//! Test support for Tether's integration tests.
+//!
+//! Everything here uses real sockets on OS-assigned ports (`127.0.0.1:0`), in the spirit of
+//! hyper's own `tests/support`: a behaviour is only tested when it goes through a real proxy.
+//!
+//! - [`servers`]: upstream servers that behave well ([`EchoServer`]) or badly on purpose
+//!   ([`HangServer`], [`ResetServer`], ...), each stoppable and restartable on the same port.
+//! - [`harness`]: runs the real `tether` binary as a child process and reads its JSON logs.
+//! - [`wait`]: polling helpers so tests wait for a condition instead of sleeping.
+
+pub mod harness;
+pub mod servers;
+pub mod wait;
+
+pub use harness::{CheckOutput, HarnessError, Tether, run_check};
+pub use servers::{
+    Behaviour, CloseMidResponseServer, Counters, EchoServer, GarbageServer, HangServer,
+    ResetServer, Server, StatusServer, WebSocketEchoServer,
+};
+pub use wait::{wait_until, wait_until_async};

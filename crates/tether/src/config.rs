@@ -1,0 +1,262 @@
+//! Configuration: the TOML file in two stages.
+//!
+//! 1. [`raw`]: serde types that mirror the file, `deny_unknown_fields` everywhere.
+//! 2. [`validate`]: turns the raw file into a [`Config`] whose every value is checked and
+//!    typed, collecting *all* errors (each with its key path and line) instead of stopping
+//!    at the first.
+//!
+//! A structural error (bad TOML syntax, an unknown key, a wrong type) stops stage one, so it
+//! is reported alone; every other mistake is reported together. Defaults live in the
+//! `DEFAULT_*` constants below and in `docs/configuration.md`.
+
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tether_core::affinity::{CookieKeys, Expiry};
+use tether_core::balance::Algorithm;
+
+/// `grace_period`: how long SIGTERM waits for in-flight requests.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// `listeners[].timeouts.header`: time allowed to read a request head.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `listeners[].timeouts.idle`: keep-alive idle time of a client connection.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// `backends.*.timeouts.connect`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `backends.*.timeouts.response`: time until the server's response head.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `backends.*.timeouts.idle`: how long a pooled server connection may sit idle.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// `backends.*.sticky.cookie_name`.
+pub const DEFAULT_COOKIE_NAME: &str = "tether";
+/// `backends.*.sticky.idle_timeout`.
+pub const DEFAULT_STICKY_IDLE: Duration = Duration::from_secs(30 * 60);
+/// `backends.*.sticky.max_lifetime`.
+pub const DEFAULT_STICKY_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `grace_period`.
+    pub grace_period: Duration,
+    /// `access_log`: one log line per request (default true).
+    pub access_log: bool,
+    /// `[[listeners]]`, in file order.
+    pub listeners: Vec<Listener>,
+    /// `[[routes]]`, in file order (first match wins).
+    pub routes: Vec<Route>,
+    /// `[backends.NAME]`, sorted by name.
+    pub backends: Vec<Backend>,
+    /// `[secrets].cookie_keys` or `TETHER_COOKIE_KEYS`; `None` means a random per-process key.
+    pub cookie_keys: Option<CookieKeys>,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Unique name (log and metric label).
+    pub name: String,
+    /// Address to bind; port 0 picks a free port (tests).
+    pub address: SocketAddr,
+    /// Backend for requests no route matches; without it they get 404.
+    pub default_backend: Option<String>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` are believed and extended.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `timeouts.header`.
+    pub header_timeout: Duration,
+    /// `timeouts.idle`.
+    pub idle_timeout: Duration,
+}
+
+/// How a route matches the request's host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com` (compared case-insensitively, port ignored).
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (stored with the leading dot).
+    Suffix(String),
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Host to match; `None` matches any.
+    pub host: Option<HostMatch>,
+    /// Path prefix to match; `None` matches any.
+    pub path_prefix: Option<String>,
+    /// Target backend.
+    pub backend: String,
+}
+
+/// One `[backends.NAME]` section.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The table key.
+    pub name: String,
+    /// `balance` (default `round_robin`).
+    pub balance: Algorithm,
+    /// `[backends.NAME.sticky]` when `mode` is not `none`.
+    pub sticky: Option<Sticky>,
+    /// `timeouts.connect`.
+    pub connect_timeout: Duration,
+    /// `timeouts.response`.
+    pub response_timeout: Duration,
+    /// `timeouts.idle`.
+    pub idle_timeout: Duration,
+    /// `[[backends.NAME.servers]]`, in file order.
+    pub servers: Vec<Server>,
+}
+
+/// `sticky.same_site`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// `lax` (default).
+    Lax,
+    /// `strict`.
+    Strict,
+    /// `none` (forces `Secure`, as browsers require).
+    None,
+}
+
+/// `sticky.secure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secure {
+    /// `"auto"` (default): Secure when the client-facing scheme is https.
+    Auto,
+    /// `true`.
+    Always,
+    /// `false`.
+    Never,
+}
+
+/// `sticky.on_server_down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnServerDown {
+    /// Re-pin to another server (default).
+    Redispatch,
+    /// Answer 503: for applications that must not silently lose session state.
+    Fail,
+}
+
+/// A backend's cookie affinity settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sticky {
+    /// `cookie_name`.
+    pub cookie_name: String,
+    /// `idle_timeout` and `max_lifetime`.
+    pub expiry: Expiry,
+    /// `same_site`.
+    pub same_site: SameSite,
+    /// `secure`.
+    pub secure: Secure,
+    /// `http_only` (default true).
+    pub http_only: bool,
+    /// `domain` (default: none, host-only cookie).
+    pub domain: Option<String>,
+    /// `path` (default `/`).
+    pub path: String,
+    /// `on_server_down`.
+    pub on_server_down: OnServerDown,
+}
+
+/// One `[[backends.NAME.servers]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Stable identity: cookies and tables refer to it, never to the address.
+    pub name: String,
+    /// `host:port` to connect to.
+    pub address: http::uri::Authority,
+    /// `weight`, 1..=256 (default 1).
+    pub weight: u32,
+    /// `backup`: used only when no primary server is usable.
+    pub backup: bool,
+}
+
+/// One configuration mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path, e.g. `backends.app.sticky.mode`.
+    pub path: String,
+    /// 1-based line in the file, where known.
+    pub line: Option<usize>,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{} (line {line}): {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Every mistake found in one file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} configuration error{}:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    fn one(path: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+        Self(vec![ConfigError { path: path.into(), line, message: message.into() }])
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::one(path.display().to_string(), None, format!("cannot read: {e}"))
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Validates configuration text; `TETHER_COOKIE_KEYS` overrides `[secrets].cookie_keys`.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let env_keys = std::env::var("TETHER_COOKIE_KEYS").ok().filter(|s| !s.trim().is_empty());
+        Self::parse_with_env_keys(text, env_keys.as_deref())
+    }
+
+    /// Like [`Config::parse`] with the environment's cookie keys passed in (for tests).
+    pub fn parse_with_env_keys(text: &str, env_keys: Option<&str>) -> Result<Config, ConfigErrors> {
+        let de = toml::Deserializer::new(text);
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map(|s| line_of(text, s.start));
+            let path = if path == "." { "(file)".to_owned() } else { path };
+            ConfigErrors::one(path, line, inner.message().trim().to_owned())
+        })?;
+        validate::validate(raw, text, env_keys)
+    }
+
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+/// 1-based line number of byte offset `pos` in `text`.
+fn line_of(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests;

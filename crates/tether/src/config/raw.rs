@@ -1,0 +1,100 @@
+//! Stage one: the file as written. Plain serde types with `deny_unknown_fields`, so a typo
+//! is an error that names the key. Values that need checking (addresses, durations, names
+//! that refer to other sections) stay strings wrapped in [`Spanned`] so stage two can report
+//! the line they are on.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string with its position in the file.
+pub type S = Spanned<String>;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub grace_period: Option<S>,
+    pub access_log: Option<bool>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, RawBackend>,
+    pub secrets: Option<RawSecrets>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: S,
+    pub address: S,
+    pub default_backend: Option<S>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<S>,
+    pub timeouts: Option<RawListenerTimeouts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTimeouts {
+    pub header: Option<S>,
+    pub idle: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<S>,
+    pub path_prefix: Option<S>,
+    pub backend: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub balance: Option<S>,
+    pub sticky: Option<RawSticky>,
+    pub timeouts: Option<RawBackendTimeouts>,
+    #[serde(default)]
+    pub servers: Vec<RawServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTimeouts {
+    pub connect: Option<S>,
+    pub response: Option<S>,
+    pub idle: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    pub mode: Option<S>,
+    pub cookie_name: Option<S>,
+    pub idle_timeout: Option<S>,
+    pub max_lifetime: Option<S>,
+    pub same_site: Option<S>,
+    pub secure: Option<Spanned<toml::Value>>,
+    pub http_only: Option<bool>,
+    pub domain: Option<S>,
+    pub path: Option<S>,
+    pub on_server_down: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub name: S,
+    pub address: S,
+    pub weight: Option<Spanned<i64>>,
+    pub backup: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecrets {
+    pub cookie_keys: Option<Spanned<Vec<String>>>,
+}

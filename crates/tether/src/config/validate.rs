@@ -1,0 +1,392 @@
+//! Stage two: raw file → [`Config`], collecting every error with its key path and line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tether_core::affinity::{CookieKeys, Expiry};
+use tether_core::balance::{Algorithm, MAX_WEIGHT};
+use toml::Spanned;
+
+use super::raw::{RawBackend, RawConfig, RawListener, RawRoute, RawServer, RawSticky, S};
+use super::*;
+
+struct Checker<'a> {
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err<T>(&mut self, path: &str, at: Option<&Spanned<T>>, message: impl Into<String>) {
+        let line = at.map(|s| line_of(self.text, s.span().start));
+        self.errors.push(ConfigError { path: path.to_owned(), line, message: message.into() });
+    }
+
+    fn duration(&mut self, path: &str, v: Option<&S>, default: Duration) -> Duration {
+        let Some(s) = v else { return default };
+        match humantime::parse_duration(s.get_ref().trim()) {
+            Ok(d) if d.is_zero() => {
+                self.err(path, Some(s), "must be greater than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                let msg = format!(
+                    "invalid duration {:?} ({e}); write e.g. \"500ms\", \"30s\", \"12h\"",
+                    s.get_ref()
+                );
+                self.err(path, Some(s), msg);
+                default
+            }
+        }
+    }
+
+    fn name(&mut self, path: &str, s: &S) {
+        let n = s.get_ref();
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !ok {
+            self.err(
+                path,
+                Some(s),
+                format!("invalid name {n:?}: use 1-64 letters, digits, '_', '-' or '.'"),
+            );
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        path: &str,
+        v: Option<&S>,
+        default: T,
+        options: &[(&str, T)],
+    ) -> T {
+        let Some(s) = v else { return default };
+        if let Some((_, t)) = options.iter().find(|(n, _)| *n == s.get_ref()) {
+            return *t;
+        }
+        let names: Vec<_> = options.iter().map(|(n, _)| *n).collect();
+        self.err(
+            path,
+            Some(s),
+            format!("unknown value {:?}; expected one of: {}", s.get_ref(), names.join(" | ")),
+        );
+        default
+    }
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    text: &str,
+    env_keys: Option<&str>,
+) -> Result<Config, ConfigErrors> {
+    let mut c = Checker { text, errors: Vec::new() };
+    let grace_period = c.duration("grace_period", raw.grace_period.as_ref(), DEFAULT_GRACE_PERIOD);
+    let backends = backends(&mut c, &raw.backends);
+    let known: HashSet<&str> = raw.backends.keys().map(String::as_str).collect();
+    let listeners = listeners(&mut c, &raw.listeners, &known);
+    let routes =
+        raw.routes.iter().enumerate().filter_map(|(i, r)| route(&mut c, i, r, &known)).collect();
+    let cookie_keys =
+        cookie_keys(&mut c, raw.secrets.as_ref().and_then(|s| s.cookie_keys.as_ref()), env_keys);
+    if c.errors.is_empty() {
+        Ok(Config {
+            grace_period,
+            access_log: raw.access_log.unwrap_or(true),
+            listeners,
+            routes,
+            backends,
+            cookie_keys,
+        })
+    } else {
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+fn listeners(c: &mut Checker, raw: &[RawListener], known: &HashSet<&str>) -> Vec<Listener> {
+    if raw.is_empty() {
+        c.err::<()>("listeners", None, "at least one [[listeners]] entry is required");
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    let mut out = Vec::new();
+    for (i, l) in raw.iter().enumerate() {
+        let p = |k: &str| format!("listeners[{i}].{k}");
+        c.name(&p("name"), &l.name);
+        if !names.insert(l.name.get_ref().clone()) {
+            c.err(
+                &p("name"),
+                Some(&l.name),
+                format!("duplicate listener name {:?}", l.name.get_ref()),
+            );
+        }
+        let address = match l.address.get_ref().parse::<SocketAddr>() {
+            Ok(a) => {
+                if a.port() != 0 && !addrs.insert(a) {
+                    c.err(&p("address"), Some(&l.address), format!("two listeners on {a}"));
+                }
+                a
+            }
+            Err(_) => {
+                let msg = format!(
+                    "invalid address {:?}; expected IP:PORT, e.g. \"0.0.0.0:8080\" or \"[::]:8080\"",
+                    l.address.get_ref()
+                );
+                c.err(&p("address"), Some(&l.address), msg);
+                SocketAddr::from(([0, 0, 0, 0], 0))
+            }
+        };
+        if let Some(b) = &l.default_backend {
+            if !known.contains(b.get_ref().as_str()) {
+                c.err(&p("default_backend"), Some(b), format!("unknown backend {:?}", b.get_ref()));
+            }
+        }
+        let mut trusted_proxies = Vec::new();
+        for (j, t) in l.trusted_proxies.iter().enumerate() {
+            let s = t.get_ref().trim();
+            match s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                Ok(n) => trusted_proxies.push(n),
+                Err(_) => c.err(
+                    &format!("listeners[{i}].trusted_proxies[{j}]"),
+                    Some(t),
+                    format!("invalid address or CIDR {s:?}"),
+                ),
+            }
+        }
+        let t = l.timeouts.as_ref();
+        out.push(Listener {
+            name: l.name.get_ref().clone(),
+            address,
+            default_backend: l.default_backend.as_ref().map(|b| b.get_ref().clone()),
+            trusted_proxies,
+            header_timeout: c.duration(
+                &p("timeouts.header"),
+                t.and_then(|t| t.header.as_ref()),
+                DEFAULT_HEADER_TIMEOUT,
+            ),
+            idle_timeout: c.duration(
+                &p("timeouts.idle"),
+                t.and_then(|t| t.idle.as_ref()),
+                DEFAULT_CLIENT_IDLE_TIMEOUT,
+            ),
+        });
+    }
+    out
+}
+
+fn route(c: &mut Checker, i: usize, r: &RawRoute, known: &HashSet<&str>) -> Option<Route> {
+    let p = |k: &str| format!("routes[{i}].{k}");
+    if !known.contains(r.backend.get_ref().as_str()) {
+        c.err(
+            &p("backend"),
+            Some(&r.backend),
+            format!("unknown backend {:?}", r.backend.get_ref()),
+        );
+    }
+    let host = r.host.as_ref().and_then(|h| {
+        let s = h.get_ref().trim().to_ascii_lowercase();
+        let valid = |n: &str| !n.is_empty() && n.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.'));
+        match s.strip_prefix("*.") {
+            Some(rest) if valid(rest) => Some(HostMatch::Suffix(format!(".{rest}"))),
+            None if valid(&s) => Some(HostMatch::Exact(s)),
+            _ => {
+                c.err(&p("host"), Some(h), format!("invalid host {:?}; expected a name like \"api.example.com\" or \"*.example.com\"", h.get_ref()));
+                None
+            }
+        }
+    });
+    let path_prefix = r.path_prefix.as_ref().map(|pp| {
+        if !pp.get_ref().starts_with('/') {
+            c.err(&p("path_prefix"), Some(pp), "must start with '/'");
+        }
+        pp.get_ref().clone()
+    });
+    Some(Route { host, path_prefix, backend: r.backend.get_ref().clone() })
+}
+
+fn backends(c: &mut Checker, raw: &BTreeMap<String, RawBackend>) -> Vec<Backend> {
+    raw.iter().map(|(name, b)| backend(c, name, b)).collect()
+}
+
+fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
+    let p = |k: &str| format!("backends.{name}.{k}");
+    c.name(&format!("backends.{name}"), &Spanned::new(0..0, name.to_owned()));
+    let algos: Vec<(&str, Algorithm)> = ["round_robin", "least_conn", "random", "p2c", "first"]
+        .iter()
+        .filter_map(|n| Algorithm::parse(n).map(|a| (*n, a)))
+        .collect();
+    let balance = c.choice(&p("balance"), b.balance.as_ref(), Algorithm::RoundRobin, &algos);
+    if b.servers.is_empty() {
+        c.err::<()>(
+            &p("servers"),
+            None,
+            "a backend needs at least one [[backends.NAME.servers]] entry",
+        );
+    }
+    let mut names = HashSet::new();
+    let servers = b
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let srv = server(c, &format!("backends.{name}.servers[{i}]"), s);
+            if !names.insert(srv.name.clone()) {
+                c.err(
+                    &format!("backends.{name}.servers[{i}].name"),
+                    Some(&s.name),
+                    format!("duplicate server name {:?}", srv.name),
+                );
+            }
+            srv
+        })
+        .collect();
+    let t = b.timeouts.as_ref();
+    Backend {
+        name: name.to_owned(),
+        balance,
+        sticky: b.sticky.as_ref().and_then(|s| sticky(c, name, s)),
+        connect_timeout: c.duration(
+            &p("timeouts.connect"),
+            t.and_then(|t| t.connect.as_ref()),
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        response_timeout: c.duration(
+            &p("timeouts.response"),
+            t.and_then(|t| t.response.as_ref()),
+            DEFAULT_RESPONSE_TIMEOUT,
+        ),
+        idle_timeout: c.duration(
+            &p("timeouts.idle"),
+            t.and_then(|t| t.idle.as_ref()),
+            DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+        ),
+        servers,
+    }
+}
+
+fn server(c: &mut Checker, path: &str, s: &RawServer) -> Server {
+    c.name(&format!("{path}.name"), &s.name);
+    let addr = s.address.get_ref().trim();
+    let address = match addr.parse::<http::uri::Authority>() {
+        Ok(a)
+            if a.port_u16().is_some_and(|p| p != 0)
+                && !a.host().is_empty()
+                && !addr.contains('@') =>
+        {
+            a
+        }
+        _ => {
+            c.err(&format!("{path}.address"), Some(&s.address), format!("invalid address {addr:?}; expected HOST:PORT, e.g. \"10.0.0.5:8080\" or \"app1.internal:8080\""));
+            http::uri::Authority::from_static("invalid:1")
+        }
+    };
+    let weight = match &s.weight {
+        None => 1,
+        Some(w) if (1..=i64::from(MAX_WEIGHT)).contains(w.get_ref()) => *w.get_ref() as u32,
+        Some(w) => {
+            c.err(&format!("{path}.weight"), Some(w), format!("weight {} is out of range; expected 1 to {MAX_WEIGHT} (use state \"maint\" or remove the server to stop traffic)", w.get_ref()));
+            1
+        }
+    };
+    Server { name: s.name.get_ref().clone(), address, weight, backup: s.backup.unwrap_or(false) }
+}
+
+fn sticky(c: &mut Checker, backend: &str, s: &RawSticky) -> Option<Sticky> {
+    let p = |k: &str| format!("backends.{backend}.sticky.{k}");
+    let mode = s.mode.as_ref().map(|m| m.get_ref().as_str()).unwrap_or("cookie");
+    match mode {
+        "none" => return None,
+        "cookie" => {}
+        "client_ip" | "header" | "app_cookie" => {
+            c.err(
+                &p("mode"),
+                s.mode.as_ref(),
+                format!(
+                    "mode {mode:?} is not available in this version; use \"cookie\" or \"none\""
+                ),
+            );
+            return None;
+        }
+        other => {
+            c.err(&p("mode"), s.mode.as_ref(), format!("unknown value {other:?}; expected one of: none | cookie | client_ip | header | app_cookie"));
+            return None;
+        }
+    }
+    let cookie_name = s.cookie_name.as_ref().map_or(DEFAULT_COOKIE_NAME.to_owned(), |n| {
+        let v = n.get_ref();
+        let token = !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            c.err(
+                &p("cookie_name"),
+                Some(n),
+                format!("invalid cookie name {v:?}: use letters, digits and !#$%&'*+-.^_`|~"),
+            );
+        }
+        v.clone()
+    });
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let idle = c.duration(&p("idle_timeout"), s.idle_timeout.as_ref(), DEFAULT_STICKY_IDLE);
+    let life = c.duration(&p("max_lifetime"), s.max_lifetime.as_ref(), DEFAULT_STICKY_LIFETIME);
+    let same_site = c.choice(
+        &p("same_site"),
+        s.same_site.as_ref(),
+        SameSite::Lax,
+        &[("lax", SameSite::Lax), ("strict", SameSite::Strict), ("none", SameSite::None)],
+    );
+    let secure = match s.secure.as_ref().map(|v| (v, v.get_ref())) {
+        None => Secure::Auto,
+        Some((_, toml::Value::Boolean(true))) => Secure::Always,
+        Some((_, toml::Value::Boolean(false))) => Secure::Never,
+        Some((_, toml::Value::String(a))) if a == "auto" => Secure::Auto,
+        Some((v, _)) => {
+            c.err(&p("secure"), Some(v), "expected \"auto\", true or false");
+            Secure::Auto
+        }
+    };
+    let text_attr = |c: &mut Checker, key: &str, v: &S| {
+        if v.get_ref().bytes().any(|b| b.is_ascii_control() || b == b';' || b == b' ') {
+            c.err(&p(key), Some(v), "must not contain spaces, ';' or control characters");
+        }
+        v.get_ref().clone()
+    };
+    let domain = s.domain.as_ref().map(|d| text_attr(c, "domain", d)).filter(|d| !d.is_empty());
+    let path = s.path.as_ref().map_or("/".to_owned(), |v| text_attr(c, "path", v));
+    let on_server_down = c.choice(
+        &p("on_server_down"),
+        s.on_server_down.as_ref(),
+        OnServerDown::Redispatch,
+        &[("redispatch", OnServerDown::Redispatch), ("fail", OnServerDown::Fail)],
+    );
+    Some(Sticky {
+        cookie_name,
+        expiry: Expiry { idle_timeout: secs(idle), max_lifetime: secs(life) },
+        same_site,
+        secure,
+        http_only: s.http_only.unwrap_or(true),
+        domain,
+        path,
+        on_server_down,
+    })
+}
+
+fn cookie_keys(
+    c: &mut Checker,
+    raw: Option<&Spanned<Vec<String>>>,
+    env: Option<&str>,
+) -> Option<CookieKeys> {
+    let (path, keys, at): (&str, Vec<String>, Option<&Spanned<Vec<String>>>) = match (env, raw) {
+        (Some(e), _) => ("TETHER_COOKIE_KEYS", e.split(',').map(str::to_owned).collect(), None),
+        (None, Some(r)) => ("secrets.cookie_keys", r.get_ref().clone(), Some(r)),
+        (None, None) => return None,
+    };
+    match CookieKeys::from_base64(&keys) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            c.err(path, at, format!("{e} (generate one with: head -c 32 /dev/urandom | base64)"));
+            None
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Tether: an HTTP load balancer whose headline is session affinity done right.
+//!
+//! The binary (`main.rs`) is a thin CLI over this library:
+//! - [`config`]: the TOML file, parsed in two stages and validated with every error reported;
+//! - [`snapshot`]: one immutable, lock-free-loaded view of routes, backends and balancers per
+//!   configuration generation, reusing per-server runtime state across reloads;
+//! - [`proxy`]: the request path (route → affinity → balancer → forward → response);
+//! - [`server`]: listeners, connections, graceful shutdown and reload;
+//! - [`demo`]: `tether demo`, three demo servers behind a sticky Tether.
+
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod server;
+pub mod snapshot;

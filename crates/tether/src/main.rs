@@ -1,0 +1,151 @@
+//! The `tether` command: `run`, `check`, `demo`.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tether::config::Config;
+use tether::server::Tether;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "An HTTP load balancer with session affinity done right"
+)]
+struct Cli {
+    /// Log format; default: text on a terminal, json otherwise.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log level or filter (e.g. `info`, `warn`, `tether=debug`); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the given configuration.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = "tether.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: exit 0 when valid, 1 with every error printed.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = "tether.toml")]
+        config: PathBuf,
+    },
+    /// Self-contained demo: three demo servers behind a sticky Tether.
+    Demo {
+        /// Where the demo's load balancer listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run_async(serve(config)),
+        Command::Demo { listen } => run_async(tether::demo::run(listen)),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            let servers: usize = c.backends.iter().map(|b| b.servers.len()).sum();
+            println!(
+                "{}: configuration ok ({} listeners, {} routes, {} backends, {} servers)",
+                path.display(),
+                c.listeners.len(),
+                c.routes.len(),
+                c.backends.len(),
+                servers
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{}: {e}", path.display());
+            tracing::error!(errors = e.0.len(), "invalid configuration; not starting");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let tether = Tether::start(config, Some(path)).await?;
+    let drained = tether.run_until_signal().await.context("installing signal handlers")?;
+    if drained {
+        tracing::info!("shutdown complete");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        tracing::warn!("shutdown complete; some requests were cut short");
+        Ok(ExitCode::from(130))
+    }
+}
+
+fn run_async<F>(fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let threads = std::env::var("TETHER_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => Err(anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("tether: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: Option<LogFormat>, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stdout().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    if json {
+        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,279 @@
+//! The request path: route → affinity → choose a server → forward → response.
+//!
+//! Per request: one snapshot load, one route scan, at most one cookie verification, one
+//! balancer pick (more only when a connect fails), and the forwarded request streams its body
+//! both ways. Connect failures are retried on another server only when the request has no
+//! body (nothing to replay); everything else answers once, with the status chosen in
+//! [`error::ProxyError::status`].
+
+pub mod affinity;
+pub mod body;
+pub mod error;
+pub mod headers;
+pub mod log;
+mod upgrade;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::Scheme;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use self::affinity::{Outcome, Pin};
+use self::body::{ReqBody, RespBody};
+use self::error::ProxyError;
+use self::log::AccessLog;
+use crate::config::{HostMatch, OnServerDown};
+use crate::snapshot::{BackendView, ListenerView, Snapshot};
+
+/// At most this many servers are tried for one request when connects fail.
+pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// What the data path knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnCtx {
+    /// Index of the listener in the snapshot.
+    pub listener: usize,
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// Whether the client-facing connection is TLS.
+    pub https: bool,
+}
+
+/// Serves one request against `snap`; never fails (errors become small plain-text answers).
+pub async fn handle(snap: &Snapshot, ctx: &ConnCtx, req: Request<Incoming>) -> Response<RespBody> {
+    let Some(listener) = snap.listeners.get(ctx.listener) else {
+        return ProxyError::NoRoute.response();
+    };
+    let mut log = snap.config.access_log.then(|| {
+        Box::new(AccessLog::new(
+            listener.name.clone(),
+            ctx.peer.ip(),
+            req.method().clone(),
+            req.uri().path(),
+        ))
+    });
+    let resp = match forward(snap, listener, ctx, req, log.as_deref_mut()).await {
+        Ok(resp) => resp,
+        Err(e) => e.response(),
+    };
+    if let Some(l) = log.as_mut() {
+        l.status = resp.status().as_u16();
+    }
+    resp.map(|b| b.with_log(log))
+}
+
+async fn forward(
+    snap: &Snapshot,
+    listener: &ListenerView,
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+    mut log: Option<&mut AccessLog>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let backend = &snap.backends[route(snap, listener, &req).ok_or(ProxyError::NoRoute)?];
+    if let Some(l) = log.as_deref_mut() {
+        l.backend = Some(backend.name.clone());
+    }
+    let now = unix_now();
+    let pin = backend.sticky.as_ref().map(|s| {
+        let value = headers::find_cookie(req.headers(), &s.config.cookie_name);
+        affinity::read_pin(s, &backend.name, value, now)
+    });
+    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    prepare_headers(&mut parts, listener, ctx, backend, upgrade);
+    // A request without a body can be replayed on another server if a connect fails.
+    let replayable = body.is_end_stream();
+    let mut body = if replayable { None } else { Some(ReqBody::Incoming(body)) };
+    let mut tried: Vec<usize> = Vec::new();
+    let max_attempts = backend.servers.len().min(MAX_CONNECT_ATTEMPTS);
+    loop {
+        let idx = choose(backend, pin.as_ref(), &tried)?;
+        tried.push(idx);
+        let server = &backend.servers[idx];
+        if let Some(l) = log.as_deref_mut() {
+            l.server = Some(server.state.name_arc().clone());
+            l.attempts += 1;
+        }
+        let last = !replayable || tried.len() >= max_attempts;
+        let request = upstream_request(&parts, server, body.take().unwrap_or(ReqBody::Empty));
+        let guard = server.state.begin();
+        let sent = Instant::now();
+        let result =
+            tokio::time::timeout(backend.response_timeout, backend.client.request(request)).await;
+        let err = match result {
+            Ok(Ok(mut resp)) => {
+                if let Some(l) = log.as_deref_mut() {
+                    l.upstream_time = Some(sent.elapsed());
+                }
+                if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status())
+                {
+                    upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), guard);
+                    let (mut rp, _) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut rp.headers, true);
+                    return Ok(Response::from_parts(rp, RespBody::empty()));
+                }
+                let resp = resp.map(|b| RespBody::upstream(b, guard));
+                return Ok(respond(backend, pin, idx, now, ctx.https, resp, log));
+            }
+            Ok(Err(e)) if e.is_connect() => ProxyError::Connect(error_chain(&e)),
+            Ok(Err(e)) => ProxyError::Upstream(error_chain(&e)),
+            Err(_) => ProxyError::Timeout,
+        };
+        server.state.record_error();
+        tracing::warn!(
+            backend = %backend.name,
+            server = %server.state.name(),
+            error = %err,
+            retry = matches!(err, ProxyError::Connect(_)) && !last,
+            "upstream request failed"
+        );
+        if !matches!(err, ProxyError::Connect(_)) || last {
+            return Err(err);
+        }
+    }
+}
+
+/// Picks the server for the next attempt: the pinned server when it can serve and was not
+/// tried, else the balancer's choice among primaries, else among backups.
+fn choose(backend: &BackendView, pin: Option<&Pin>, tried: &[usize]) -> Result<usize, ProxyError> {
+    if let (Some(pin), Some(sticky)) = (pin, backend.sticky.as_ref()) {
+        if let Some(s) = pin.server {
+            if !tried.contains(&s) && backend.servers[s].state.accepts_pinned() {
+                return Ok(s);
+            }
+            if sticky.config.on_server_down == OnServerDown::Fail {
+                return Err(ProxyError::PinnedServerDown);
+            }
+        }
+    }
+    let ok = |i: usize, backup: bool| {
+        let s = &backend.servers[i];
+        s.backup == backup && !tried.contains(&i) && s.state.accepts_new()
+    };
+    backend
+        .balancer
+        .pick(&|i| ok(i, false))
+        .or_else(|| backend.balancer.pick(&|i| ok(i, true)))
+        .ok_or(ProxyError::NoServer)
+}
+
+/// Rewrites the client's head for the server: hop-by-hop out, our cookie out, forwarding
+/// headers in, `Host` kept (taken from the HTTP/2 authority when there is no header).
+fn prepare_headers(
+    parts: &mut Parts,
+    listener: &ListenerView,
+    ctx: &ConnCtx,
+    backend: &BackendView,
+    upgrade: bool,
+) {
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h, upgrade);
+    if let Some(s) = &backend.sticky {
+        headers::strip_cookie(h, &s.config.cookie_name);
+    }
+    if !h.contains_key(header::HOST) {
+        if let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            h.insert(header::HOST, v);
+        }
+    }
+    let trusted = headers::is_trusted(ctx.peer.ip(), &listener.trusted_proxies);
+    headers::add_forwarding(h, ctx.peer.ip(), trusted, if ctx.https { "https" } else { "http" });
+}
+
+/// The request for one attempt. Headers are cloned only when another attempt may follow.
+fn upstream_request(
+    parts: &Parts,
+    server: &crate::snapshot::ServerView,
+    body: ReqBody,
+) -> Request<ReqBody> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(server.authority.clone());
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    // Both parts come from already-valid URIs, so this cannot fail; fall back to "/" anyway.
+    *req.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+/// Finishes a server's response for the client: hop-by-hop out, a server's attempt to set
+/// our cookie dropped, our `Set-Cookie` added when the pin changed or needs a refresh.
+fn respond(
+    backend: &BackendView,
+    pin: Option<Pin>,
+    served: usize,
+    now: u32,
+    https: bool,
+    mut resp: Response<RespBody>,
+    log: Option<&mut AccessLog>,
+) -> Response<RespBody> {
+    let h = resp.headers_mut();
+    headers::strip_hop_by_hop(h, false);
+    let (Some(sticky), Some(pin)) = (&backend.sticky, pin) else { return resp };
+    headers::drop_set_cookie_named(h, &sticky.config.cookie_name);
+    let (outcome, keep_issued) = pin.settle(served);
+    let issue = match outcome {
+        Outcome::Hit => keep_issued,
+        _ => Some(now),
+    };
+    if let Some(issued_at) = issue {
+        if let Some(v) = affinity::set_cookie(sticky, &backend.name, served, issued_at, now, https)
+        {
+            h.append(header::SET_COOKIE, v);
+            headers::make_private(h);
+        }
+    }
+    if let Some(l) = log {
+        l.affinity = outcome.as_str();
+    }
+    resp
+}
+
+fn route(snap: &Snapshot, listener: &ListenerView, req: &Request<Incoming>) -> Option<usize> {
+    if !snap.routes.is_empty() {
+        let host = headers::request_host(req.uri(), req.headers());
+        let path = req.uri().path();
+        for r in &snap.routes {
+            let host_ok = match (&r.host, host) {
+                (None, _) => true,
+                (Some(HostMatch::Exact(e)), Some(h)) => h.eq_ignore_ascii_case(e),
+                (Some(HostMatch::Suffix(s)), Some(h)) => {
+                    h.len() > s.len()
+                        && h.as_bytes()[h.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+                }
+                (Some(_), None) => false,
+            };
+            if host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)) {
+                return Some(r.backend);
+            }
+        }
+    }
+    listener.default_backend
+}
+
+fn unix_now() -> u32 {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// An error with its sources, for logs (hyper's top-level messages are terse).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,166 @@
+//! Body types of the data path, both streaming: nothing here buffers a body whole.
+//!
+//! - [`ReqBody`]: what is sent to a server — the client's body as it arrives, or nothing
+//!   (a replayed bodiless request on retry). An enum rather than a boxed trait object, so
+//!   forwarding allocates nothing per request for the body.
+//! - [`RespBody`]: what is sent to the client. It carries the request's [`InFlightGuard`] and
+//!   access-log record, so the request counts as in flight until its last byte has been
+//!   passed on (or the client went away), and the log line has the real byte count.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tether_core::InFlightGuard;
+
+use super::log::AccessLog;
+
+/// The body forwarded to a server.
+#[derive(Debug)]
+pub enum ReqBody {
+    /// The client's body, streamed.
+    Incoming(Incoming),
+    /// No body.
+    Empty,
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Incoming(b) => b.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Incoming(b) => b.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The body returned to the client.
+#[derive(Debug)]
+pub struct RespBody {
+    inner: Inner,
+    guard: Option<InFlightGuard>,
+    log: Option<Box<AccessLog>>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl RespBody {
+    /// A server's streamed body, counted in flight by `guard` until it ends.
+    pub fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
+        Self { inner: Inner::Upstream(body), guard: Some(guard), log: None }
+    }
+
+    /// A body Tether writes itself (error pages).
+    pub fn full(text: impl Into<Bytes>) -> Self {
+        Self { inner: Inner::Full(Some(text.into())), guard: None, log: None }
+    }
+
+    /// An empty body (101 responses).
+    pub fn empty() -> Self {
+        Self { inner: Inner::Full(None), guard: None, log: None }
+    }
+
+    /// Attaches the access-log record, written when the body ends or is dropped.
+    pub fn with_log(mut self, log: Option<Box<AccessLog>>) -> Self {
+        self.log = log;
+        self
+    }
+}
+
+impl RespBody {
+    fn inner_ended(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(d) => d.is_none(),
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = match &mut this.inner {
+            Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),
+            Inner::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
+        };
+        let ended = match &frame {
+            Some(Ok(f)) => {
+                if let (Some(log), Some(d)) = (this.log.as_mut(), f.data_ref()) {
+                    log.bytes += d.len() as u64;
+                }
+                // hyper stops polling once a body with a known length says it has ended.
+                this.inner_ended()
+            }
+            Some(Err(_)) => {
+                if let Some(log) = this.log.as_mut() {
+                    log.body_error = true;
+                }
+                if let Some(g) = &this.guard {
+                    g.server().record_error();
+                }
+                false
+            }
+            None => true,
+        };
+        if ended {
+            if let Some(log) = this.log.as_mut() {
+                log.complete = true;
+            }
+            // The response is over: stop counting it as in flight right away rather than
+            // when hyper drops the body.
+            this.guard = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner_ended()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.emit();
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! What can go wrong on the request path, and the one place that maps it to a status.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::RespBody;
+
+/// A request that Tether answers itself instead of a server's response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matched and the listener has no default backend.
+    #[error("no backend is configured for this host and path")]
+    NoRoute,
+    /// Every server of the backend is down, in maintenance or already tried.
+    #[error("no server is available")]
+    NoServer,
+    /// The pinned server is down and the backend's policy is `on_server_down = "fail"`.
+    #[error("the server holding this session is unavailable")]
+    PinnedServerDown,
+    /// Connecting to the server failed.
+    #[error("could not connect to the server: {0}")]
+    Connect(String),
+    /// The server did not send a response head in time.
+    #[error("the server did not answer in time")]
+    Timeout,
+    /// The server answered something unusable or closed the connection.
+    #[error("the server sent an invalid response: {0}")]
+    Upstream(String),
+}
+
+impl ProxyError {
+    /// The status for this error, by which side failed: 502 when the server could not be
+    /// reached or answered garbage, 504 when it was too slow, 503 when nothing could serve,
+    /// 404 when nothing is configured to serve.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoServer | ProxyError::PinnedServerDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short plain-text response. The detail stays in the log, not in the body.
+    pub fn response(&self) -> Response<RespBody> {
+        let status = self.status();
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let short = match self {
+            ProxyError::NoRoute => "no backend for this request",
+            ProxyError::NoServer => "no server is available",
+            ProxyError::PinnedServerDown => "the server holding your session is unavailable",
+            ProxyError::Connect(_) => "could not reach a server",
+            ProxyError::Timeout => "the server did not answer in time",
+            ProxyError::Upstream(_) => "the server sent an invalid response",
+        };
+        let mut resp =
+            Response::new(RespBody::full(format!("{} {reason}: {short}\n", status.as_u16())));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,236 @@
+//! Header rewriting between client and server.
+//!
+//! Order matters and is fixed here: hop-by-hop headers are removed first (including every
+//! header the `Connection` header names), *then* Tether adds its own forwarding headers, so
+//! a client cannot make Tether strip `X-Forwarded-For` by naming it in `Connection`
+//! (the Traefik CVE-2024-45410 class of bug).
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1, plus the legacy
+/// `Keep-Alive` and `Proxy-Connection`).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers and every header named in `Connection`. `Upgrade` is removed
+/// too unless `upgrade` is true (a request or 101 response being tunnelled), in which case
+/// `Connection: upgrade` is put back.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Is this an HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and an
+/// `Upgrade` header)?
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Is `peer` one of the proxies whose forwarding headers we believe?
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|n| n.contains(&peer))
+}
+
+/// Adds `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`. From a trusted peer the
+/// incoming chain is extended (and its proto/host kept); from anyone else it is replaced.
+pub fn add_forwarding(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let host = headers.get(header::HOST).cloned();
+    let peer_s = peer.to_string();
+    let forwarded_for = match peer {
+        IpAddr::V4(_) => format!("for={peer_s}"),
+        IpAddr::V6(_) => format!("for=\"[{peer_s}]\""),
+    };
+    let mut forwarded = forwarded_for;
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
+        if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            forwarded.push_str(";host=\"");
+            forwarded.push_str(h);
+            forwarded.push('"');
+        }
+    }
+    if trusted {
+        append_list(headers, &xff, &peer_s);
+        append_list(headers, &header::FORWARDED, &forwarded);
+        if !headers.contains_key(&xfp) {
+            headers.insert(xfp, HeaderValue::from_static(proto));
+        }
+        if let (false, Some(h)) = (headers.contains_key(&xfh), host) {
+            headers.insert(xfh, h);
+        }
+    } else {
+        set(headers, xff, &peer_s);
+        set(headers, header::FORWARDED, &forwarded);
+        headers.insert(xfp, HeaderValue::from_static(proto));
+        match host {
+            Some(h) => {
+                headers.insert(xfh, h);
+            }
+            None => {
+                headers.remove(xfh);
+            }
+        }
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// Joins every existing value of `name` and `value` into one comma-separated header.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    let mut joined = String::new();
+    for v in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+        joined.push_str(v);
+        joined.push_str(", ");
+    }
+    joined.push_str(value);
+    set(headers, name.clone(), &joined);
+}
+
+/// The value of cookie `name` in the request's `Cookie` header(s), if any.
+pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// Removes cookie `name` from the `Cookie` header(s); drops a header left empty.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let needle = format!("{name}=");
+    let present = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().windows(needle.len()).any(|w| w == needle.as_bytes()));
+    if !present {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && p.split_once('=').map_or(*p, |(k, _)| k) != name)
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        set(headers, header::COOKIE, &kept.join("; "));
+    }
+}
+
+/// Removes a server's `Set-Cookie` headers that would overwrite Tether's own cookie.
+pub fn drop_set_cookie_named(headers: &mut HeaderMap, name: &str) {
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let s = v.to_str().unwrap_or("");
+            s.split_once('=').map(|(k, _)| k.trim()) != Some(name)
+        })
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
+/// Makes a response that carries Tether's `Set-Cookie` unstorable by shared caches: drops
+/// `public` and `s-maxage`, adds `private` (browsers may still cache it for their user).
+pub fn make_private(headers: &mut HeaderMap) {
+    let existing: Vec<String> = headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if existing
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("private") || d.eq_ignore_ascii_case("no-store"))
+    {
+        return;
+    }
+    let mut kept: Vec<&str> = existing
+        .iter()
+        .map(String::as_str)
+        .filter(|d| {
+            let name = d.split('=').next().unwrap_or("").trim();
+            !name.eq_ignore_ascii_case("public") && !name.eq_ignore_ascii_case("s-maxage")
+        })
+        .collect();
+    kept.push("private");
+    set(headers, header::CACHE_CONTROL, &kept.join(", "));
+}
+
+/// The request's host without port, lowercased by the caller's comparison: the URI's
+/// authority (HTTP/2, absolute-form) or the `Host` header.
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(h) = uri.host() {
+        return Some(h);
+    }
+    let h = headers.get(header::HOST)?.to_str().ok()?;
+    if h.starts_with('[') { h.find(']').map(|end| &h[..=end]) } else { h.split(':').next() }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+use super::*;
+
+fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    h
+}
+
+#[test]
+fn hop_by_hop_and_connection_named_headers_are_removed() {
+    let mut h = map(&[
+        ("connection", "keep-alive, x-secret, X-Forwarded-For"),
+        ("keep-alive", "timeout=5"),
+        ("x-secret", "1"),
+        ("te", "trailers"),
+        ("upgrade", "websocket"),
+        ("x-kept", "yes"),
+    ]);
+    strip_hop_by_hop(&mut h, false);
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert!(h.contains_key("x-kept"));
+}
+
+#[test]
+fn naming_forwarded_for_in_connection_cannot_strip_ours() {
+    let mut h = map(&[("connection", "x-forwarded-for"), ("host", "a.example")]);
+    strip_hop_by_hop(&mut h, false);
+    add_forwarding(&mut h, "192.0.2.7".parse().unwrap(), false, "http");
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+}
+
+#[test]
+fn upgrade_is_kept_when_tunnelling() {
+    let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+    assert!(wants_upgrade(&h));
+    strip_hop_by_hop(&mut h, true);
+    assert_eq!(h["upgrade"], "websocket");
+    assert_eq!(h["connection"], "upgrade");
+}
+
+#[test]
+fn untrusted_forwarding_headers_are_replaced() {
+    let mut h = map(&[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("host", "shop.example"),
+    ]);
+    add_forwarding(&mut h, "192.0.2.7".parse().unwrap(), false, "http");
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http;host=\"shop.example\"");
+}
+
+#[test]
+fn trusted_forwarding_headers_are_extended() {
+    let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]);
+    add_forwarding(&mut h, "10.1.2.3".parse().unwrap(), true, "http");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
+    assert_eq!(h["x-forwarded-proto"], "https");
+}
+
+#[test]
+fn ipv6_peers_are_quoted_in_forwarded() {
+    let mut h = HeaderMap::new();
+    add_forwarding(&mut h, "::1".parse().unwrap(), false, "http");
+    assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+}
+
+#[test]
+fn trust_matches_cidrs_and_mapped_v4() {
+    let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    assert!(is_trusted("10.9.9.9".parse().unwrap(), &nets));
+    assert!(is_trusted("::ffff:10.9.9.9".parse().unwrap(), &nets));
+    assert!(!is_trusted("11.0.0.1".parse().unwrap(), &nets));
+}
+
+#[test]
+fn our_cookie_is_found_and_stripped_others_kept() {
+    let mut h = map(&[("cookie", "a=1; tether=TOKEN; b=2"), ("cookie", "tether=x")]);
+    assert_eq!(find_cookie(&h, "tether"), Some("TOKEN"));
+    strip_cookie(&mut h, "tether");
+    assert_eq!(h.get_all("cookie").iter().count(), 1);
+    assert_eq!(h["cookie"], "a=1; b=2");
+    let mut only = map(&[("cookie", "tether=x")]);
+    strip_cookie(&mut only, "tether");
+    assert!(!only.contains_key("cookie"));
+}
+
+#[test]
+fn cookie_with_similar_name_is_kept() {
+    let mut h = map(&[("cookie", "xtether=1; tether2=2")]);
+    assert_eq!(find_cookie(&h, "tether"), None);
+    strip_cookie(&mut h, "tether");
+    assert_eq!(h["cookie"], "xtether=1; tether2=2");
+}
+
+#[test]
+fn servers_set_cookie_with_our_name_is_dropped() {
+    let mut h = map(&[("set-cookie", "tether=evil; Path=/"), ("set-cookie", "sid=1")]);
+    drop_set_cookie_named(&mut h, "tether");
+    assert_eq!(h.get_all("set-cookie").iter().collect::<Vec<_>>(), vec!["sid=1"]);
+}
+
+#[test]
+fn responses_with_our_cookie_become_private() {
+    let mut h = map(&[("cache-control", "public, max-age=60, s-maxage=600")]);
+    make_private(&mut h);
+    assert_eq!(h["cache-control"], "max-age=60, private");
+    let mut none = HeaderMap::new();
+    make_private(&mut none);
+    assert_eq!(none["cache-control"], "private");
+}
+
+#[test]
+fn host_is_taken_without_port() {
+    let uri: http::Uri = "/x".parse().unwrap();
+    assert_eq!(request_host(&uri, &map(&[("host", "a.example:8080")])), Some("a.example"));
+    assert_eq!(request_host(&uri, &map(&[("host", "[::1]:80")])), Some("[::1]"));
+    let abs: http::Uri = "http://b.example/x".parse().unwrap();
+    assert_eq!(request_host(&abs, &HeaderMap::new()), Some("b.example"));
+}

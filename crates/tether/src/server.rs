@@ -1,0 +1,273 @@
+//! Listeners, client connections, reload and graceful shutdown.
+//!
+//! [`Tether::start`] binds every listener (port 0 allowed), logs `listener bound` with the
+//! real address, and serves HTTP/1.1 and HTTP/2 (prior knowledge) on each through
+//! hyper-util's auto builder. All connections are watched by one [`GracefulShutdown`], so a
+//! shutdown sends HTTP/2 GOAWAY and `Connection: close` and lets in-flight requests finish
+//! within the grace period.
+//!
+//! Reload is diff-based through the [`Registry`]: servers and backends that remain keep their
+//! runtime state and pooled connections; the new [`Snapshot`] is published with one atomic
+//! swap. Listeners themselves (names and addresses) cannot change on reload: that needs a
+//! restart, and a reload that tries is refused with that reason while the old config serves.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tether_core::affinity::CookieKeys;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, ConfigErrors};
+use crate::proxy::{self, ConnCtx};
+use crate::snapshot::{Registry, Snapshot};
+
+/// Why Tether could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("listener {name:?} cannot bind {address}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Configured address.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No random source for the per-process cookie key.
+    #[error("cannot generate a cookie key: no system random source")]
+    Random,
+}
+
+/// Why a reload was refused (the old configuration keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Tether was started without a file (demo).
+    #[error("no configuration file to reload")]
+    NoFile,
+    /// The new file is invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    /// Listeners changed.
+    #[error(
+        "listeners cannot change on reload (names and addresses must stay the same); restart Tether to change them"
+    )]
+    ListenersChanged,
+}
+
+/// A running Tether: listeners bound, serving.
+pub struct Tether {
+    current: Arc<ArcSwap<Snapshot>>,
+    registry: Registry,
+    fallback_keys: Arc<CookieKeys>,
+    config_path: Option<PathBuf>,
+    bound: Vec<(String, SocketAddr)>,
+    graceful: Arc<GracefulShutdown>,
+    stop_accepting: watch::Sender<bool>,
+    accept_tasks: JoinSet<()>,
+}
+
+impl Tether {
+    /// Binds every listener of `config` and starts serving. `config_path` is re-read on reload.
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        let fallback_keys = match &config.cookie_keys {
+            Some(_) => None,
+            None => Some(CookieKeys::random().map_err(|_| StartError::Random)?),
+        };
+        if fallback_keys.is_some() && config.backends.iter().any(|b| b.sticky.is_some()) {
+            tracing::warn!(
+                "no [secrets].cookie_keys or TETHER_COOKIE_KEYS: affinity cookies are signed with a \
+                 random per-process key and will not survive a restart or work across instances"
+            );
+        }
+        let fallback_keys = Arc::new(match fallback_keys {
+            Some(k) => k,
+            None => CookieKeys::random().map_err(|_| StartError::Random)?,
+        });
+        let mut registry = Registry::default();
+        let listeners_cfg = config.listeners.clone();
+        let snapshot = registry.build(config, &fallback_keys);
+        let current = Arc::new(ArcSwap::from_pointee(snapshot));
+        let graceful = Arc::new(GracefulShutdown::new());
+        let (stop_accepting, stop_rx) = watch::channel(false);
+        let mut accept_tasks = JoinSet::new();
+        let mut bound = Vec::new();
+        for (index, l) in listeners_cfg.iter().enumerate() {
+            let listener = TcpListener::bind(l.address).await.map_err(|source| {
+                StartError::Bind { name: l.name.clone(), address: l.address, source }
+            })?;
+            let address = listener.local_addr().unwrap_or(l.address);
+            tracing::info!(listener = %l.name, address = %address, "listener bound");
+            bound.push((l.name.clone(), address));
+            let acceptor = Acceptor {
+                index,
+                listener,
+                current: Arc::clone(&current),
+                builder: connection_builder(l.header_timeout),
+                graceful: Arc::clone(&graceful),
+                stop: stop_rx.clone(),
+            };
+            accept_tasks.spawn(acceptor.run());
+        }
+        Ok(Self {
+            current,
+            registry,
+            fallback_keys,
+            config_path,
+            bound,
+            graceful,
+            stop_accepting,
+            accept_tasks,
+        })
+    }
+
+    /// The listeners' names and bound addresses, in config order.
+    pub fn addresses(&self) -> &[(String, SocketAddr)] {
+        &self.bound
+    }
+
+    /// The snapshot being served.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the configuration file and publishes it, keeping the state of servers that
+    /// remain. On any error the old configuration keeps serving.
+    pub fn reload(&mut self) -> Result<u64, ReloadError> {
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+        let config = Config::load(path)?;
+        self.apply(config)
+    }
+
+    /// Publishes an already validated configuration (reload, or tests).
+    pub fn apply(&mut self, config: Config) -> Result<u64, ReloadError> {
+        let old = self.current.load();
+        let same_listeners = config.listeners.len() == old.config.listeners.len()
+            && config
+                .listeners
+                .iter()
+                .zip(&old.config.listeners)
+                .all(|(a, b)| a.name == b.name && a.address == b.address);
+        if !same_listeners {
+            return Err(ReloadError::ListenersChanged);
+        }
+        let snapshot = self.registry.build(config, &self.fallback_keys);
+        let generation = snapshot.generation;
+        self.current.store(Arc::new(snapshot));
+        Ok(generation)
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
+    /// Returns false when the grace period ran out with requests still in flight.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        let _ = self.stop_accepting.send(true);
+        while self.accept_tasks.join_next().await.is_some() {}
+        // Every acceptor has ended, so this is the last reference.
+        let Ok(graceful) = Arc::try_unwrap(self.graceful) else { return false };
+        tracing::info!(connections = graceful.count(), grace_period = ?grace, "draining connections");
+        tokio::time::timeout(grace, graceful.shutdown()).await.is_ok()
+    }
+
+    /// The grace period of the configuration being served.
+    pub fn grace_period(&self) -> Duration {
+        self.current.load().config.grace_period
+    }
+
+    /// Serves until SIGTERM or SIGINT, reloading on SIGHUP; a second SIGINT/SIGTERM during
+    /// the drain stops at once. Returns whether the drain finished within the grace period.
+    #[cfg(unix)]
+    pub async fn run_until_signal(mut self) -> std::io::Result<bool> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => self.reload_logged(),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        let grace = self.grace_period();
+        tracing::info!(grace_period = ?grace, "shutting down: no new connections, finishing in-flight requests");
+        let drained = tokio::select! {
+            d = self.shutdown(grace) => d,
+            _ = term.recv() => false,
+            _ = int.recv() => false,
+        };
+        Ok(drained)
+    }
+
+    /// Reloads and logs the outcome (signal and file-watch paths).
+    pub fn reload_logged(&mut self) {
+        match self.reload() {
+            Ok(generation) => tracing::info!(generation, "config reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; the previous configuration keeps serving")
+            }
+        }
+    }
+}
+
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    b.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    b
+}
+
+/// One listener's accept loop.
+struct Acceptor {
+    index: usize,
+    listener: TcpListener,
+    current: Arc<ArcSwap<Snapshot>>,
+    builder: auto::Builder<TokioExecutor>,
+    graceful: Arc<GracefulShutdown>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Acceptor {
+    async fn run(mut self) {
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = self.stop.changed() => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => self.serve(stream, peer),
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let ctx = Arc::new(ConnCtx { listener: self.index, peer, https: false });
+        let current = Arc::clone(&self.current);
+        let service = service_fn(move |req| {
+            let snap = current.load_full();
+            let ctx = Arc::clone(&ctx);
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(&snap, &ctx, req).await) }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = self.graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,275 @@
+//! One immutable view of the configuration, published per generation.
+//!
+//! The data path loads the current [`Snapshot`] once per request (one atomic load through
+//! `ArcSwap`) and reads routes, backends, balancers and sticky settings from it without any
+//! lock. A reload builds a new snapshot beside the old one and swaps it in whole, so a request
+//! never sees half of two configurations.
+//!
+//! Runtime state that must outlive a reload — each server's [`ServerState`] (health, admin
+//! state, counters, in-flight) and each backend's pooled upstream client — lives in the
+//! [`Registry`], keyed by stable names, and is reused by the next snapshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use ipnet::IpNet;
+use tether_core::ServerState;
+use tether_core::affinity::{CookieKeys, ServerTag};
+use tether_core::balance::{self, Balancer, Member};
+
+use crate::config::{self, Config, HostMatch, SameSite, Secure};
+use crate::proxy::body::ReqBody;
+
+/// The pooled HTTP client a backend forwards with.
+pub type UpstreamClient = Client<HttpConnector, ReqBody>;
+
+/// Everything the data path needs, for one configuration generation.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one per successful load or reload.
+    pub generation: u64,
+    /// The configuration this was built from.
+    pub config: Arc<Config>,
+    /// Per listener, in the order they were bound.
+    pub listeners: Vec<ListenerView>,
+    /// Routes with backend names resolved to indices.
+    pub routes: Vec<RouteView>,
+    /// Backends, in config order (sorted by name).
+    pub backends: Vec<BackendView>,
+}
+
+/// A listener's request-time settings.
+#[derive(Debug)]
+pub struct ListenerView {
+    /// Listener name (log label).
+    pub name: Arc<str>,
+    /// Index of the default backend.
+    pub default_backend: Option<usize>,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// A route with its backend resolved.
+#[derive(Debug)]
+pub struct RouteView {
+    /// Host to match.
+    pub host: Option<HostMatch>,
+    /// Path prefix to match.
+    pub path_prefix: Option<String>,
+    /// Index into [`Snapshot::backends`].
+    pub backend: usize,
+}
+
+/// A backend ready to serve.
+#[derive(Debug)]
+pub struct BackendView {
+    /// Backend name.
+    pub name: Arc<str>,
+    /// Servers in config order; balancer indices refer to this list.
+    pub servers: Vec<ServerView>,
+    /// The balancing algorithm over all servers (backups are filtered by the caller).
+    pub balancer: Box<dyn Balancer>,
+    /// Cookie affinity, when configured.
+    pub sticky: Option<StickyView>,
+    /// Pooled client (kept across reloads while the timeouts stay the same).
+    pub client: UpstreamClient,
+    /// Time allowed until the server's response head.
+    pub response_timeout: Duration,
+}
+
+/// One server of a backend.
+#[derive(Debug)]
+pub struct ServerView {
+    /// Shared runtime state, reused across reloads.
+    pub state: Arc<ServerState>,
+    /// Where to connect.
+    pub authority: http::uri::Authority,
+    /// Static weight.
+    pub weight: u32,
+    /// Only used when no primary server is usable.
+    pub backup: bool,
+}
+
+/// Cookie affinity of one backend, with keyed server tags precomputed.
+#[derive(Debug)]
+pub struct StickyView {
+    /// Validated settings.
+    pub config: config::Sticky,
+    /// Signing and verifying keys.
+    pub keys: Arc<CookieKeys>,
+    /// Per server (index), its tag under the signing key.
+    pub tags: Vec<ServerTag>,
+    /// Per key, tag → server index (verifying keys after rotation map too).
+    pub lookup: Vec<HashMap<ServerTag, usize>>,
+    /// `; Path=/; HttpOnly; SameSite=Lax` etc., without `Secure` (decided per request).
+    pub attributes: String,
+}
+
+/// Runtime state kept across reloads, owned by the single task that builds snapshots.
+#[derive(Debug, Default)]
+pub struct Registry {
+    servers: HashMap<(String, String), Arc<ServerState>>,
+    clients: HashMap<String, (ClientKey, UpstreamClient)>,
+    generation: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClientKey {
+    connect: Duration,
+    idle: Duration,
+}
+
+impl Registry {
+    /// Builds the next snapshot from `config`, reusing the state of servers and backends that
+    /// still exist and dropping the rest. `fallback_keys` sign cookies when the config has none.
+    pub fn build(&mut self, config: Config, fallback_keys: &Arc<CookieKeys>) -> Snapshot {
+        self.generation += 1;
+        let keys =
+            config.cookie_keys.clone().map(Arc::new).unwrap_or_else(|| Arc::clone(fallback_keys));
+        let mut servers = HashMap::new();
+        let mut clients = HashMap::new();
+        let backends: Vec<BackendView> = config
+            .backends
+            .iter()
+            .map(|b| {
+                let (key, client) = self.client_for(b);
+                clients.insert(b.name.clone(), (key, client.clone()));
+                self.backend(b, &keys, &mut servers, client)
+            })
+            .collect();
+        self.servers = servers;
+        self.clients = clients;
+        let index: HashMap<&str, usize> =
+            config.backends.iter().enumerate().map(|(i, b)| (b.name.as_str(), i)).collect();
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| ListenerView {
+                name: l.name.as_str().into(),
+                default_backend: l.default_backend.as_deref().and_then(|b| index.get(b).copied()),
+                trusted_proxies: l.trusted_proxies.clone(),
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(RouteView {
+                    host: r.host.clone(),
+                    path_prefix: r.path_prefix.clone(),
+                    backend: *index.get(r.backend.as_str())?,
+                })
+            })
+            .collect();
+        Snapshot {
+            generation: self.generation,
+            config: Arc::new(config),
+            listeners,
+            routes,
+            backends,
+        }
+    }
+
+    fn backend(
+        &self,
+        b: &config::Backend,
+        keys: &Arc<CookieKeys>,
+        servers: &mut HashMap<(String, String), Arc<ServerState>>,
+        client: UpstreamClient,
+    ) -> BackendView {
+        let views: Vec<ServerView> = b
+            .servers
+            .iter()
+            .map(|s| {
+                let key = (b.name.clone(), s.name.clone());
+                let state = self
+                    .servers
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(ServerState::new(s.name.as_str())));
+                servers.insert(key, Arc::clone(&state));
+                ServerView {
+                    state,
+                    authority: s.address.clone(),
+                    weight: s.weight,
+                    backup: s.backup,
+                }
+            })
+            .collect();
+        let members: Vec<Member> = views
+            .iter()
+            .map(|v| Member { state: Arc::clone(&v.state), weight: v.weight })
+            .collect();
+        let sticky = b.sticky.as_ref().map(|s| sticky_view(&b.name, s, &b.servers, keys));
+        BackendView {
+            name: b.name.as_str().into(),
+            balancer: balance::build(b.balance, &members),
+            servers: views,
+            sticky,
+            client,
+            response_timeout: b.response_timeout,
+        }
+    }
+
+    fn client_for(&self, b: &config::Backend) -> (ClientKey, UpstreamClient) {
+        let key = ClientKey { connect: b.connect_timeout, idle: b.idle_timeout };
+        match self.clients.get(&b.name) {
+            Some((k, c)) if *k == key => (key, c.clone()),
+            _ => (key, new_client(key)),
+        }
+    }
+}
+
+fn new_client(key: ClientKey) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(key.connect));
+    http.set_nodelay(true);
+    http.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(key.idle)
+        .build(http)
+}
+
+fn sticky_view(
+    backend: &str,
+    cfg: &config::Sticky,
+    servers: &[config::Server],
+    keys: &Arc<CookieKeys>,
+) -> StickyView {
+    let tag = |k: usize, name: &str| keys.server_tag(k, backend, name).unwrap_or_default();
+    let tags = servers.iter().map(|s| tag(0, &s.name)).collect();
+    let lookup = (0..keys.len())
+        .map(|k| servers.iter().enumerate().map(|(i, s)| (tag(k, &s.name), i)).collect())
+        .collect();
+    let mut attributes = format!("; Path={}", cfg.path);
+    if let Some(d) = &cfg.domain {
+        attributes.push_str("; Domain=");
+        attributes.push_str(d);
+    }
+    if cfg.http_only {
+        attributes.push_str("; HttpOnly");
+    }
+    attributes.push_str(match cfg.same_site {
+        SameSite::Lax => "; SameSite=Lax",
+        SameSite::Strict => "; SameSite=Strict",
+        SameSite::None => "; SameSite=None",
+    });
+    let always_secure = cfg.secure == Secure::Always || cfg.same_site == SameSite::None;
+    if always_secure {
+        attributes.push_str("; Secure");
+    }
+    StickyView { config: cfg.clone(), keys: Arc::clone(keys), tags, lookup, attributes }
+}
+
+impl StickyView {
+    /// Whether `Secure` must be added for a request whose client-facing scheme is `https`.
+    pub fn add_secure(&self, https: bool) -> bool {
+        self.config.secure == Secure::Auto && https && self.config.same_site != SameSite::None
+    }
+}
