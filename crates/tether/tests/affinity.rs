@@ -1,0 +1,204 @@
+//! Cookie affinity through a real Tether: pinning, spreading, forgery, failover.
+
+mod fixture;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use fixture::*;
+
+#[tokio::test]
+async fn one_client_replaying_its_cookie_stays_on_one_server_for_1000_requests() {
+    let servers = echo_servers(3);
+    let t = start(&config(&servers, "", Some(""))).await;
+    let c = client();
+    let first = c.get(t.url("web")).send().await.unwrap();
+    let pinned = server_of(&first);
+    let cookie = tether_cookie(&first).expect("a new session gets a cookie");
+    for i in 0..1000 {
+        let r =
+            c.get(t.url("web")).header("cookie", format!("tether={cookie}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(server_of(&r), pinned, "request {i} left the pinned server");
+        assert!(tether_cookie(&r).is_none(), "a fresh pin needs no new Set-Cookie");
+    }
+}
+
+#[tokio::test]
+async fn three_hundred_fresh_clients_spread_over_all_servers() {
+    let servers = echo_servers(3);
+    let t = start(&config(&servers, "", Some(""))).await;
+    let c = fresh_client();
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for _ in 0..300 {
+        let r = c.get(t.url("web")).send().await.unwrap();
+        assert!(tether_cookie(&r).is_some());
+        *counts.entry(server_of(&r)).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 100), "round robin gives exact thirds: {counts:?}");
+}
+
+#[tokio::test]
+async fn forged_or_bit_flipped_cookie_is_replaced_never_an_error() {
+    let servers = echo_servers(3);
+    let t = start(&config(&servers, "", Some(""))).await;
+    let c = client();
+    let cookie = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
+    let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&cookie).unwrap();
+    let mut forgeries = vec![
+        String::new(),
+        "garbage".into(),
+        "%%%;;".into(),
+        "A".repeat(44),
+        "A".repeat(5000),
+        cookie[..cookie.len() - 1].to_owned(),
+    ];
+    for byte in [0, 5, 12, 20, 30] {
+        raw[byte] ^= 0x01;
+        forgeries.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw));
+        raw[byte] ^= 0x01;
+    }
+    for forged in forgeries {
+        let r =
+            c.get(t.url("web")).header("cookie", format!("tether={forged}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "forged cookie {forged:?}");
+        let fresh = tether_cookie(&r).expect("a forged cookie is replaced");
+        assert_ne!(fresh, forged);
+    }
+}
+
+#[tokio::test]
+async fn cookie_names_no_address_port_or_server_in_clear() {
+    let servers = echo_servers(3);
+    let t = start(&config(&servers, "", Some(""))).await;
+    let c = fresh_client();
+    for _ in 0..3 {
+        let r = c.get(t.url("web")).send().await.unwrap();
+        let header: Vec<String> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let cookie = tether_cookie(&r).unwrap();
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&cookie).unwrap();
+        for s in &servers {
+            let port = s.addr().port().to_string();
+            for needle in [s.name(), port.as_str(), "127.0.0.1"] {
+                assert!(!cookie.contains(needle), "{cookie} contains {needle}");
+                assert!(!decoded.windows(needle.len()).any(|w| w == needle.as_bytes()));
+            }
+            let port_be = s.addr().port().to_be_bytes();
+            assert!(!decoded.windows(2).any(|w| w == port_be), "port bytes in token");
+        }
+        assert!(
+            header.iter().any(|h| h.contains("HttpOnly") && h.contains("Path=/")),
+            "{header:?}"
+        );
+        assert_eq!(r.headers()["cache-control"], "private");
+    }
+}
+
+#[tokio::test]
+async fn tether_cookie_is_stripped_before_forwarding_and_others_are_kept() {
+    let servers = echo_servers(1);
+    let t = start(&config(&servers, "", Some(""))).await;
+    let c = client();
+    let cookie = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
+    let r = c
+        .get(t.url("web"))
+        .header("cookie", format!("a=1; tether={cookie}; b=2"))
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["cookie"], "a=1; b=2");
+}
+
+#[tokio::test]
+async fn pinned_client_whose_server_dies_gets_a_200_elsewhere_and_a_new_cookie() {
+    let mut servers = echo_servers(3);
+    let t = start(&config(&servers, "timeouts = { connect = \"1s\" }", Some(""))).await;
+    let c = client();
+    let first = c.get(t.url("web")).send().await.unwrap();
+    let pinned = server_of(&first);
+    let cookie = tether_cookie(&first).unwrap();
+
+    // Background traffic without affinity: none of it may fail while a server dies.
+    let url = t.url("web");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bg = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let c = fresh_client();
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let victim = servers.iter_mut().find(|s| s.name() == pinned).unwrap();
+    victim.stop().await;
+
+    let r = c.get(t.url("web")).header("cookie", format!("tether={cookie}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let moved_to = server_of(&r);
+    assert_ne!(moved_to, pinned);
+    let new_cookie = tether_cookie(&r).expect("re-pinned sessions get a new cookie");
+    assert_ne!(new_cookie, cookie);
+    // The new cookie sticks to the new server.
+    for _ in 0..20 {
+        let r = c
+            .get(t.url("web"))
+            .header("cookie", format!("tether={new_cookie}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(server_of(&r), moved_to);
+    }
+    let rebound = t.wait_for_log(|l| l["affinity"] == "rebound", Duration::from_secs(5)).await;
+    assert!(rebound.is_some(), "access log names the rebound");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = bg.await.unwrap();
+    assert!(ok > 0);
+    assert!(failed.is_empty(), "requests failed while a server died: {failed:?}");
+}
+
+#[tokio::test]
+async fn on_server_down_fail_answers_503_instead_of_moving_the_session() {
+    let mut servers = echo_servers(2);
+    let t = start(&config(&servers, "", Some("on_server_down = \"fail\""))).await;
+    let c = client();
+    let first = c.get(t.url("web")).send().await.unwrap();
+    let pinned = server_of(&first);
+    let cookie = tether_cookie(&first).unwrap();
+    servers.iter_mut().find(|s| s.name() == pinned).unwrap().stop().await;
+    let r = c.get(t.url("web")).header("cookie", format!("tether={cookie}")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    // A client without a pin is still served.
+    let r = c.get(t.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_hit_sends_no_set_cookie_and_the_cookie_never_reaches_the_logs() {
+    let servers = echo_servers(1);
+    let t = start(&config(&servers, "", Some(""))).await;
+    let c = client();
+    let cookie = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
+    let r = c.get(t.url("web")).header("cookie", format!("tether={cookie}")).send().await.unwrap();
+    assert!(r.headers().get("set-cookie").is_none());
+    let logs = t.logs();
+    assert!(logs.iter().all(|l| !l.to_string().contains(&cookie)), "cookie value leaked into logs");
+}

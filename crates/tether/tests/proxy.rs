@@ -1,0 +1,282 @@
+//! The data path through a real Tether: forwarding, headers, protocols, routing, errors.
+
+mod fixture;
+
+use std::time::{Duration, Instant};
+
+use fixture::*;
+use futures_util::{SinkExt, StreamExt};
+use tether_testkit::{EchoServer, HangServer, StatusServer, WebSocketEchoServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn forwarding_headers_are_set_and_host_is_preserved() {
+    let servers = echo_servers(1);
+    let t = start(&config(&servers, "", None)).await;
+    let r = client()
+        .get(format!("{}/p?q=1", t.url("web")))
+        .header("host", "shop.example")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("forwarded", "for=6.6.6.6")
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    let h = &echo["headers"];
+    assert_eq!(h["host"], "shop.example");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "untrusted XFF is replaced");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+    assert_eq!(h["forwarded"], "for=127.0.0.1;proto=http;host=\"shop.example\"");
+    assert_eq!(echo["path"], "/p");
+    assert_eq!(echo["query"], "q=1");
+}
+
+#[tokio::test]
+async fn trusted_proxies_have_their_forwarded_for_extended() {
+    let servers = echo_servers(1);
+    let cfg = config(&servers, "", None).replace(
+        "default_backend = \"app\"",
+        "default_backend = \"app\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    );
+    let t = start(&cfg).await;
+    let r =
+        client().get(t.url("web")).header("x-forwarded-for", "203.0.113.9").send().await.unwrap();
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+    let servers = echo_servers(1);
+    let t = start(&config(&servers, "", None)).await;
+    let addr = t.listener_addr("web");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret, X-Forwarded-For\r\n\
+          X-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eA==\r\n\
+          TE: trailers\r\nX-Kept: yes\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    let h = echo["headers"].as_object().unwrap();
+    for gone in ["x-secret", "keep-alive", "proxy-authorization", "te"] {
+        assert!(!h.contains_key(gone), "{gone} was forwarded: {h:?}");
+    }
+    assert_eq!(h["x-kept"], "yes");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "naming XFF in Connection must not strip ours");
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_and_forwarded_as_http1() {
+    let servers = echo_servers(2);
+    let t = start(&config(&servers, "", None)).await;
+    let c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for _ in 0..10 {
+        let r = c.get(format!("{}/h2", t.url("web"))).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        let echo: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(echo["version"], "HTTP/1.1");
+        assert!(echo["headers"]["host"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+}
+
+#[tokio::test]
+async fn websocket_echo_works_through_tether() {
+    let ws = WebSocketEchoServer::start().unwrap();
+    let cfg = format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"ws\"\n\
+         [backends.ws]\n[[backends.ws.servers]]\nname = \"w\"\naddress = \"{}\"\n",
+        ws.addr()
+    );
+    let t = start(&cfg).await;
+    let url = format!("ws://{}/chat", t.listener_addr("web"));
+    let (mut sock, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..50 {
+        let msg = format!("hello {i}");
+        sock.send(tokio_tungstenite::tungstenite::Message::text(msg.clone())).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), sock.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), msg);
+    }
+    sock.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn upgrade_refused_by_the_server_is_an_ordinary_response() {
+    let servers = echo_servers(1);
+    let t = start(&config(&servers, "", None)).await;
+    let r = client()
+        .get(t.url("web"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the echo server answers 200, not 101: no tunnel");
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["upgrade"], "websocket");
+}
+
+#[tokio::test]
+async fn routes_match_host_then_path_then_fall_back_to_the_default() {
+    let (app, api, wild) = (
+        EchoServer::start("app").unwrap(),
+        EchoServer::start("api").unwrap(),
+        EchoServer::start("wild").unwrap(),
+    );
+    let cfg = format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\
+         [[listeners]]\nname = \"bare\"\naddress = \"127.0.0.1:0\"\n\
+         [[routes]]\nhost = \"api.example.com\"\npath_prefix = \"/v1/\"\nbackend = \"api\"\n\
+         [[routes]]\nhost = \"*.example.com\"\nbackend = \"wild\"\n\
+         [backends.app]\n[[backends.app.servers]]\nname = \"app\"\naddress = \"{}\"\n\
+         [backends.api]\n[[backends.api.servers]]\nname = \"api\"\naddress = \"{}\"\n\
+         [backends.wild]\n[[backends.wild.servers]]\nname = \"wild\"\naddress = \"{}\"\n",
+        app.addr(),
+        api.addr(),
+        wild.addr()
+    );
+    let t = start(&cfg).await;
+    let c = client();
+    let hit = |host: &'static str, path: &'static str| {
+        let c = c.clone();
+        let url = format!("{}{path}", t.url("web"));
+        async move { c.get(url).header("host", host).send().await.unwrap() }
+    };
+    assert_eq!(server_of(&hit("api.example.com", "/v1/users").await), "api");
+    assert_eq!(server_of(&hit("API.Example.com:8080", "/v1/x").await), "api");
+    assert_eq!(server_of(&hit("api.example.com", "/v2/").await), "wild");
+    assert_eq!(server_of(&hit("www.example.com", "/").await), "wild");
+    assert_eq!(server_of(&hit("example.com", "/").await), "app", "*.example.com needs a subdomain");
+    assert_eq!(server_of(&hit("other.test", "/v1/").await), "app");
+    let r = c.get(t.url("bare")).header("host", "nothing.test").send().await.unwrap();
+    assert_eq!(r.status(), 404, "no route and no default backend");
+}
+
+#[tokio::test]
+async fn connect_failure_on_every_server_is_a_502_with_a_short_body() {
+    let mut servers = echo_servers(2);
+    let t = start(&config(&servers, "timeouts = { connect = \"1s\" }", None)).await;
+    for s in &mut servers {
+        s.stop().await;
+    }
+    let r = client().get(t.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("502 Bad Gateway"), "{body}");
+    assert!(!body.contains("127.0.0.1"), "no addresses in error pages: {body}");
+}
+
+#[tokio::test]
+async fn a_dead_server_is_skipped_without_client_errors() {
+    let mut servers = echo_servers(3);
+    let t = start(&config(&servers, "", None)).await;
+    servers[1].stop().await;
+    let c = fresh_client();
+    for _ in 0..60 {
+        let r = c.get(t.url("web")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_ne!(server_of(&r), "s1");
+    }
+}
+
+#[tokio::test]
+async fn a_hung_server_gets_a_504_within_the_response_timeout() {
+    let hang = HangServer::start().unwrap();
+    let cfg = format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\
+         [backends.app]\ntimeouts = {{ response = \"500ms\" }}\n\
+         [[backends.app.servers]]\nname = \"h\"\naddress = \"{}\"\n",
+        hang.addr()
+    );
+    let t = start(&cfg).await;
+    let started = Instant::now();
+    let r = client().get(t.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn server_status_codes_pass_through_unchanged() {
+    let s = StatusServer::start(503).unwrap();
+    let cfg = format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\
+         [backends.app]\n[[backends.app.servers]]\nname = \"x\"\naddress = \"{}\"\n",
+        s.addr()
+    );
+    let t = start(&cfg).await;
+    let r = client().get(t.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+#[tokio::test]
+async fn a_malformed_request_gets_400_and_the_connection_is_closed() {
+    let servers = echo_servers(1);
+    let t = start(&config(&servers, "", None)).await;
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(n.is_ok(), "connection not closed for {:?}", String::from_utf8_lossy(garbage));
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    }
+    assert_eq!(servers[0].requests(), 0, "nothing malformed reached the server");
+    let r = client().get(t.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "and the proxy still serves");
+}
+
+#[tokio::test]
+async fn access_log_has_one_structured_line_per_request() {
+    let servers = echo_servers(1);
+    let t = start(&config(&servers, "", Some(""))).await;
+    client()
+        .get(format!("{}/some/path?secret=1", t.url("web")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = t
+        .wait_for_log(|l| l["target"] == "tether::access", Duration::from_secs(5))
+        .await
+        .expect("an access log line");
+    for field in [
+        "listener",
+        "client",
+        "method",
+        "path",
+        "status",
+        "backend",
+        "server",
+        "affinity",
+        "attempts",
+        "upstream_ms",
+        "total_ms",
+        "bytes",
+    ] {
+        assert!(line.get(field).is_some(), "missing {field}: {line}");
+    }
+    assert_eq!(line["path"], "/some/path", "query strings are not logged");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["affinity"], "new");
+    assert_eq!(line["complete"], true);
+}
