@@ -2,9 +2,9 @@
 //!
 //! [`Tether::start`] binds every listener (port 0 allowed), logs `listener bound` with the
 //! real address, and serves HTTP/1.1 and HTTP/2 (prior knowledge) on each through
-//! hyper-util's auto builder. All connections are watched by one [`GracefulShutdown`], so a
-//! shutdown sends HTTP/2 GOAWAY and `Connection: close` and lets in-flight requests finish
-//! within the grace period.
+//! hyper-util's auto builder. Every connection task watches one drain signal (see
+//! [`connection`]), so a shutdown sends HTTP/2 GOAWAY and `Connection: close` and lets
+//! in-flight requests finish within the grace period.
 //!
 //! Reload is diff-based through the [`Registry`]: servers and backends that remain keep their
 //! runtime state and pooled connections; the new [`Snapshot`] is published with one atomic
@@ -20,15 +20,18 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tether_core::affinity::CookieKeys;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ConfigErrors};
 use crate::proxy::{self, ConnCtx};
 use crate::snapshot::{Registry, Snapshot};
+
+mod connection;
+
+use connection::{ActivityIo, DrainToken};
 
 /// Why Tether could not start.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +74,9 @@ pub struct Tether {
     fallback_keys: Arc<CookieKeys>,
     config_path: Option<PathBuf>,
     bound: Vec<(String, SocketAddr)>,
-    graceful: Arc<GracefulShutdown>,
-    stop_accepting: watch::Sender<bool>,
+    drain: watch::Sender<bool>,
+    drain_token: DrainToken,
+    drained: mpsc::Receiver<()>,
     accept_tasks: JoinSet<()>,
 }
 
@@ -97,8 +101,8 @@ impl Tether {
         let listeners_cfg = config.listeners.clone();
         let snapshot = registry.build(config, &fallback_keys);
         let current = Arc::new(ArcSwap::from_pointee(snapshot));
-        let graceful = Arc::new(GracefulShutdown::new());
-        let (stop_accepting, stop_rx) = watch::channel(false);
+        let (drain, drain_rx) = watch::channel(false);
+        let (drain_token, drained) = mpsc::channel(1);
         let mut accept_tasks = JoinSet::new();
         let mut bound = Vec::new();
         for (index, l) in listeners_cfg.iter().enumerate() {
@@ -113,8 +117,9 @@ impl Tether {
                 listener,
                 current: Arc::clone(&current),
                 builder: connection_builder(l.header_timeout),
-                graceful: Arc::clone(&graceful),
-                stop: stop_rx.clone(),
+                idle: l.idle_timeout,
+                drain: drain_rx.clone(),
+                token: drain_token.clone(),
             };
             accept_tasks.spawn(acceptor.run());
         }
@@ -124,8 +129,9 @@ impl Tether {
             fallback_keys,
             config_path,
             bound,
-            graceful,
-            stop_accepting,
+            drain,
+            drain_token,
+            drained,
             accept_tasks,
         })
     }
@@ -169,12 +175,12 @@ impl Tether {
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
     /// Returns false when the grace period ran out with requests still in flight.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
-        let _ = self.stop_accepting.send(true);
+        let _ = self.drain.send(true);
         while self.accept_tasks.join_next().await.is_some() {}
-        // Every acceptor has ended, so this is the last reference.
-        let Ok(graceful) = Arc::try_unwrap(self.graceful) else { return false };
-        tracing::info!(connections = graceful.count(), grace_period = ?grace, "draining connections");
-        tokio::time::timeout(grace, graceful.shutdown()).await.is_ok()
+        // Each open connection holds a clone of the token; the channel reports closed when
+        // the last one is dropped.
+        drop(self.drain_token);
+        tokio::time::timeout(grace, self.drained.recv()).await.is_ok()
     }
 
     /// The grace period of the configuration being served.
@@ -231,8 +237,9 @@ struct Acceptor {
     listener: TcpListener,
     current: Arc<ArcSwap<Snapshot>>,
     builder: auto::Builder<TokioExecutor>,
-    graceful: Arc<GracefulShutdown>,
-    stop: watch::Receiver<bool>,
+    idle: Duration,
+    drain: watch::Receiver<bool>,
+    token: DrainToken,
 }
 
 impl Acceptor {
@@ -240,7 +247,7 @@ impl Acceptor {
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
-                _ = self.stop.changed() => return,
+                _ = self.drain.changed() => return,
             };
             match accepted {
                 Ok((stream, peer)) => self.serve(stream, peer),
@@ -262,10 +269,14 @@ impl Acceptor {
             let ctx = Arc::clone(&ctx);
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(&snap, &ctx, req).await) }
         });
-        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = self.graceful.watch(conn.into_owned());
+        let epoch = std::time::Instant::now();
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let io = TokioIo::new(ActivityIo::new(stream, epoch, Arc::clone(&last)));
+        let conn = self.builder.serve_connection_with_upgrades(io, service).into_owned();
+        let drive =
+            connection::drive(conn, self.drain.clone(), self.idle, epoch, last, self.token.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = drive.await {
                 tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
             }
         });

@@ -280,3 +280,48 @@ async fn access_log_has_one_structured_line_per_request() {
     assert_eq!(line["affinity"], "new");
     assert_eq!(line["complete"], true);
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let servers = echo_servers(1);
+    let cfg = config(&servers, "", None).replace(
+        "default_backend = \"app\"",
+        "default_backend = \"app\"\ntimeouts = { header = \"30s\", idle = \"300ms\" }",
+    );
+    let t = start(&cfg).await;
+    let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    // The server closes the idle connection: read returns 0 well before the 30 s header timeout.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle connection was not closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_slow_response_outlasting_the_idle_timeout_is_not_cut() {
+    let servers = echo_servers(1);
+    let cfg = config(&servers, "", None).replace(
+        "default_backend = \"app\"",
+        "default_backend = \"app\"\ntimeouts = { idle = \"200ms\" }",
+    );
+    let t = start(&cfg).await;
+    let r = client().get(format!("{}/slow?ms=1000", t.url("web"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(server_of(&r), "s0");
+}

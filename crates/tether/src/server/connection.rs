@@ -1,0 +1,136 @@
+//! One client connection: protocol detection, idle timeout and graceful close.
+//!
+//! hyper-util's `GracefulShutdown` covers shutdown but not idleness, so each connection task
+//! here waits on three things at once: the connection itself, the process-wide drain signal,
+//! and an idle timer fed by [`ActivityIo`], which stamps every read and write. Either of the
+//! last two asks the connection to close *gracefully*: HTTP/1.1 finishes the request in
+//! progress and closes (`Connection: close`), HTTP/2 sends GOAWAY and lets open streams end.
+//! So an idle timeout shorter than a slow server's response never cuts a request short.
+//!
+//! Every task holds a [`DrainToken`]; the drain completes when all of them are dropped.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, watch};
+
+/// Held by every open connection; the drain waits until all are dropped.
+pub type DrainToken = mpsc::Sender<()>;
+
+/// A socket that records when it last moved a byte.
+pub struct ActivityIo<T> {
+    inner: T,
+    epoch: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl<T> ActivityIo<T> {
+    /// Wraps `inner`; `last_ms` receives milliseconds since `epoch` of the last activity.
+    pub fn new(inner: T, epoch: Instant, last_ms: Arc<AtomicU64>) -> Self {
+        Self { inner, epoch, last_ms }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Drives `conn` until it ends, closing it gracefully on drain or after `idle` without a
+/// byte moving. `last_ms` is the connection's [`ActivityIo`] stamp.
+pub async fn drive<C: GracefulConnection>(
+    conn: C,
+    mut drain: watch::Receiver<bool>,
+    idle: Duration,
+    epoch: Instant,
+    last_ms: Arc<AtomicU64>,
+    _token: DrainToken,
+) -> C::Output {
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = *drain.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let check_every = (idle / 4).max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(check_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            out = conn.as_mut() => return out,
+            _ = drain.changed(), if !closing => {
+                // A drain, or the server itself gone: finish what is in progress either way.
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick(), if !closing => {
+                let now = epoch.elapsed().as_millis() as u64;
+                let quiet = now.saturating_sub(last_ms.load(Ordering::Relaxed));
+                if quiet >= idle.as_millis() as u64 {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
