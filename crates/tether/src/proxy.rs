@@ -90,10 +90,10 @@ async fn forward(
     // A request without a body can be replayed on another server if a connect fails.
     let replayable = body.is_end_stream();
     let mut body = if replayable { None } else { Some(ReqBody::Incoming(body)) };
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = Tried::default();
     let max_attempts = backend.servers.len().min(MAX_CONNECT_ATTEMPTS);
     loop {
-        let idx = choose(backend, pin.as_ref(), &tried)?;
+        let idx = choose(backend, pin.as_ref(), tried.as_slice())?;
         tried.push(idx);
         let server = &backend.servers[idx];
         if let Some(l) = log.as_deref_mut() {
@@ -136,6 +136,30 @@ async fn forward(
         if !matches!(err, ProxyError::Connect(_)) || last {
             return Err(err);
         }
+    }
+}
+
+/// Servers already tried for this request, kept inline (no allocation per request).
+#[derive(Default)]
+struct Tried {
+    servers: [usize; MAX_CONNECT_ATTEMPTS],
+    len: usize,
+}
+
+impl Tried {
+    fn push(&mut self, i: usize) {
+        if let Some(slot) = self.servers.get_mut(self.len) {
+            *slot = i;
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.servers[..self.len]
     }
 }
 
