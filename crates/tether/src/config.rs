@@ -25,6 +25,8 @@ use tether_core::balance::Algorithm;
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// `listeners[].timeouts.header`: time allowed to read a request head.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `listeners[].timeouts.body`: longest pause while receiving a request body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `listeners[].timeouts.idle`: keep-alive idle time of a client connection.
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `backends.*.timeouts.connect`.
@@ -70,6 +72,8 @@ pub struct Listener {
     pub trusted_proxies: Vec<IpNet>,
     /// `timeouts.header`.
     pub header_timeout: Duration,
+    /// `timeouts.body`.
+    pub body_timeout: Duration,
     /// `timeouts.idle`.
     pub idle_timeout: Duration,
 }

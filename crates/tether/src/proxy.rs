@@ -89,7 +89,12 @@ async fn forward(
     prepare_headers(&mut parts, listener, ctx, backend, upgrade);
     // A request without a body can be replayed on another server if a connect fails.
     let replayable = body.is_end_stream();
-    let mut body = if replayable { None } else { Some(ReqBody::Incoming(body)) };
+    let (mut body, mut body_sent) = if replayable {
+        (None, None)
+    } else {
+        let (b, sent) = ReqBody::streaming(body, listener.body_timeout);
+        (Some(b), Some(sent))
+    };
     let mut tried = Tried::default();
     let max_attempts = backend.servers.len().min(MAX_CONNECT_ATTEMPTS);
     loop {
@@ -104,8 +109,7 @@ async fn forward(
         let request = upstream_request(&parts, server, body.take().unwrap_or(ReqBody::Empty));
         let guard = server.state.begin();
         let sent = Instant::now();
-        let result =
-            tokio::time::timeout(backend.response_timeout, backend.client.request(request)).await;
+        let result = send(backend, request, body_sent.take()).await;
         let err = match result {
             Ok(Ok(mut resp)) => {
                 if let Some(l) = log.as_deref_mut() {
@@ -122,10 +126,16 @@ async fn forward(
                 return Ok(respond(backend, pin, idx, now, ctx.https, resp, log));
             }
             Ok(Err(e)) if e.is_connect() => ProxyError::Connect(error_chain(&e)),
+            Ok(Err(e)) if caused_by::<body::BodyStalled>(&e) => ProxyError::ClientBodyTimeout,
+            Ok(Err(e)) if caused_by::<body::ClientBodyFailed>(&e) => {
+                ProxyError::ClientBody(error_chain(&e))
+            }
             Ok(Err(e)) => ProxyError::Upstream(error_chain(&e)),
             Err(_) => ProxyError::Timeout,
         };
-        server.state.record_error();
+        if err.is_upstream() {
+            server.state.record_error();
+        }
         tracing::warn!(
             backend = %backend.name,
             server = %server.state.name(),
@@ -137,6 +147,39 @@ async fn forward(
             return Err(err);
         }
     }
+}
+
+/// Sends one attempt. The response timeout starts once the request body has been sent whole
+/// (uploads may take as long as they need while they keep moving; a stalled one fails on the
+/// listener's body timeout instead).
+async fn send(
+    backend: &BackendView,
+    request: Request<ReqBody>,
+    body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<
+    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    tokio::time::error::Elapsed,
+> {
+    let mut response = std::pin::pin!(backend.client.request(request));
+    if let Some(sent) = body_sent {
+        tokio::select! {
+            r = &mut response => return Ok(r),
+            _ = sent => {}
+        }
+    }
+    tokio::time::timeout(backend.response_timeout, response).await
+}
+
+/// Whether `e` or one of its sources is an `E`.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.is::<E>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// Servers already tried for this request, kept inline (no allocation per request).

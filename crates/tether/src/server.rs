@@ -218,7 +218,8 @@ impl Tether {
         match self.reload() {
             Ok(generation) => tracing::info!(generation, "config reloaded"),
             Err(e) => {
-                tracing::error!(error = %e, "reload failed; the previous configuration keeps serving")
+                let kept = self.snapshot().generation;
+                tracing::error!(error = %e, kept_generation = kept, "reload failed")
             }
         }
     }

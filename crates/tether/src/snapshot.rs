@@ -51,6 +51,8 @@ pub struct ListenerView {
     pub default_backend: Option<usize>,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Longest pause allowed while receiving a request body.
+    pub body_timeout: Duration,
 }
 
 /// A route with its backend resolved.
@@ -152,6 +154,7 @@ impl Registry {
                 name: l.name.as_str().into(),
                 default_backend: l.default_backend.as_deref().and_then(|b| index.get(b).copied()),
                 trusted_proxies: l.trusted_proxies.clone(),
+                body_timeout: l.body_timeout,
             })
             .collect();
         let routes = config

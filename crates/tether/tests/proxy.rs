@@ -325,3 +325,43 @@ async fn a_slow_response_outlasting_the_idle_timeout_is_not_cut() {
     assert_eq!(r.status(), 200);
     assert_eq!(server_of(&r), "s0");
 }
+
+#[tokio::test]
+async fn an_upload_slower_than_the_response_timeout_still_succeeds() {
+    let servers = echo_servers(1);
+    let t = start(&config(&servers, "timeouts = { response = \"300ms\" }", None)).await;
+    // 8 chunks paced 100 ms apart: the upload takes ~0.8 s, the server answers at once after.
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 8 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 1000])), i + 1))
+    });
+    let r =
+        client().post(t.url("web")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["body_bytes"], 8000);
+}
+
+#[tokio::test]
+async fn a_stalled_upload_gets_408_after_the_body_timeout() {
+    let servers = echo_servers(1);
+    let cfg = config(&servers, "", None).replace(
+        "default_backend = \"app\"",
+        "default_backend = \"app\"\ntimeouts = { body = \"300ms\" }",
+    );
+    let t = start(&cfg).await;
+    let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection neither answered nor closed");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let r = client().get(t.url("web")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "other clients are unaffected");
+}

@@ -40,6 +40,7 @@ pub struct RawListener {
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTimeouts {
     pub header: Option<S>,
+    pub body: Option<S>,
     pub idle: Option<S>,
 }
 

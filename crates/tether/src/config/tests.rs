@@ -68,9 +68,9 @@ fn unknown_key_names_its_path_and_line() {
     let text = GOOD.replace("mode = \"cookie\"", "mode = \"cookie\"\ncookie_nmae = \"x\"");
     let e = errors(&text);
     assert_eq!(e.len(), 1);
-    assert_eq!(e[0].path, "backends.app.sticky");
+    assert_eq!(e[0].path, "backends.app.sticky.cookie_nmae");
     assert!(e[0].message.contains("cookie_nmae"), "{}", e[0].message);
-    assert_eq!(e[0].line, Some(22));
+    assert_eq!(e[0].line, Some(21));
 }
 
 #[test]

@@ -166,6 +166,11 @@ fn listeners(c: &mut Checker, raw: &[RawListener], known: &HashSet<&str>) -> Vec
                 t.and_then(|t| t.header.as_ref()),
                 DEFAULT_HEADER_TIMEOUT,
             ),
+            body_timeout: c.duration(
+                &p("timeouts.body"),
+                t.and_then(|t| t.body.as_ref()),
+                DEFAULT_BODY_TIMEOUT,
+            ),
             idle_timeout: c.duration(
                 &p("timeouts.idle"),
                 t.and_then(|t| t.idle.as_ref()),

@@ -22,6 +22,12 @@ pub enum ProxyError {
     /// The server did not send a response head in time.
     #[error("the server did not answer in time")]
     Timeout,
+    /// The client paused longer than `timeouts.body` while sending its body.
+    #[error("the client stopped sending its request body")]
+    ClientBodyTimeout,
+    /// The client's body failed (connection lost, malformed chunking).
+    #[error("the client's request body failed: {0}")]
+    ClientBody(String),
     /// The server answered something unusable or closed the connection.
     #[error("the server sent an invalid response: {0}")]
     Upstream(String),
@@ -30,14 +36,21 @@ pub enum ProxyError {
 impl ProxyError {
     /// The status for this error, by which side failed: 502 when the server could not be
     /// reached or answered garbage, 504 when it was too slow, 503 when nothing could serve,
-    /// 404 when nothing is configured to serve.
+    /// 404 when nothing is configured to serve, 408/400 when the client's body stalled or broke.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoServer | ProxyError::PinnedServerDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
+    }
+
+    /// Whether the server, not the client, is to blame (counts as a server error).
+    pub fn is_upstream(&self) -> bool {
+        matches!(self, ProxyError::Connect(_) | ProxyError::Timeout | ProxyError::Upstream(_))
     }
 
     /// A short plain-text response. The detail stays in the log, not in the body.
@@ -51,6 +64,8 @@ impl ProxyError {
             ProxyError::Connect(_) => "could not reach a server",
             ProxyError::Timeout => "the server did not answer in time",
             ProxyError::Upstream(_) => "the server sent an invalid response",
+            ProxyError::ClientBodyTimeout => "the request body stopped arriving",
+            ProxyError::ClientBody(_) => "the request body could not be read",
         };
         let mut resp =
             Response::new(RespBody::full(format!("{} {reason}: {short}\n", status.as_u16())));
@@ -58,6 +73,9 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, ProxyError::ClientBodyTimeout | ProxyError::ClientBody(_)) {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -1,0 +1,470 @@
+//! Lifecycle of the real `tether` binary: `check`, startup with a bad file, SIGHUP reloads
+//! (good, broken, under traffic) and SIGTERM draining. Every test runs real echo servers and
+//! a real Tether on port 0 and talks to it over loopback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tether_testkit::{EchoServer, Tether, run_check, wait_until, wait_until_async};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+/// Generous bound for anything that should happen "at once" on a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// One `[[backends.app.servers]]` entry: name, address, weight.
+type ServerEntry<'a> = (&'a str, SocketAddr, u32);
+
+/// A config with listener `web` on port 0 in front of backend `app` holding `servers`.
+/// `extra_top` goes at the top level (e.g. `access_log = false`).
+fn config(balance: &str, sticky: bool, extra_top: &str, servers: &[ServerEntry<'_>]) -> String {
+    let mut toml = format!(
+        "grace_period = \"10s\"\n{extra_top}\n\
+         [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
+         [backends.app]\nbalance = \"{balance}\"\n\
+         timeouts = {{ connect = \"1s\", response = \"10s\" }}\n"
+    );
+    if sticky {
+        toml.push_str("\n[backends.app.sticky]\nmode = \"cookie\"\ncookie_name = \"tether\"\n");
+    }
+    for (name, addr, weight) in servers {
+        toml.push_str(&format!(
+            "\n[[backends.app.servers]]\nname = \"{name}\"\naddress = \"{addr}\"\nweight = {weight}\n"
+        ));
+    }
+    toml
+}
+
+/// A keep-alive client that never goes through a proxy from the environment.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_else(|e| panic!("building an HTTP client: {e}"))
+}
+
+/// A client that opens a new connection for every request.
+fn fresh_connection_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_else(|e| panic!("building an HTTP client: {e}"))
+}
+
+/// What one proxied request came back with.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// `x-server` of the echo server that answered ("" when absent).
+    server: String,
+    /// The `tether=...` pair of our affinity cookie, when one was set.
+    cookie: Option<String>,
+}
+
+/// GETs `url` (with `cookie` as the `Cookie` header when given) and reads the whole body.
+async fn get(client: &reqwest::Client, url: &str, cookie: Option<&str>) -> Result<Answer, String> {
+    let mut request = client.get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.map_err(|e| format!("GET {url}: {e:?}"))?;
+    let status = response.status().as_u16();
+    let server = response
+        .headers()
+        .get("x-server")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|pair| pair.starts_with("tether="))
+        .map(str::to_owned);
+    response.bytes().await.map_err(|e| format!("reading the body of GET {url}: {e:?}"))?;
+    Ok(Answer { status, server, cookie })
+}
+
+/// 1-based line number of the `nth` (0-based) line of `text` containing `needle`.
+fn line_containing(text: &str, needle: &str, nth: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains(needle))
+        .nth(nth)
+        .map(|(index, _)| index + 1)
+        .unwrap_or_else(|| panic!("no line #{nth} containing {needle:?} in:\n{text}"))
+}
+
+fn message_is(line: &Value, message: &str) -> bool {
+    line["message"] == message
+}
+
+// ---------------------------------------------------------------------------------------
+// tether check / tether run with a bad file
+
+const SEVERAL_INDEPENDENT_ERRORS: &str = r#"grace_period = "10 parsecs"
+
+[[listeners]]
+name = "web"
+address = "127.0.0.1:0"
+default_backend = "nope"
+
+[backends.app]
+balance = "round_robin"
+
+[[backends.app.servers]]
+name = "a"
+address = "127.0.0.1:9001"
+weight = 0
+
+[[backends.app.servers]]
+name = "b"
+address = "not-an-address"
+
+[[backends.app.servers]]
+name = "a"
+address = "127.0.0.1:9003"
+"#;
+
+#[test]
+fn check_prints_every_error_with_its_key_path_and_exits_1() {
+    let text = SEVERAL_INDEPENDENT_ERRORS;
+    let out = run_check(BIN, text).unwrap();
+
+    assert_eq!(out.code, Some(1), "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("5 configuration errors:"),
+        "expected a count of 5 errors; stderr:\n{}",
+        out.stderr
+    );
+    let expected = [
+        ("grace_period", line_containing(text, "10 parsecs", 0)),
+        ("listeners[0].default_backend", line_containing(text, "\"nope\"", 0)),
+        ("backends.app.servers[0].weight", line_containing(text, "weight = 0", 0)),
+        ("backends.app.servers[1].address", line_containing(text, "not-an-address", 0)),
+        ("backends.app.servers[2].name", line_containing(text, "name = \"a\"", 1)),
+    ];
+    for (path, line) in expected {
+        let wanted = format!("{path} (line {line}): ");
+        assert!(
+            out.stderr.lines().any(|l| l.contains(&wanted)),
+            "no line with {wanted:?}; stderr:\n{}",
+            out.stderr
+        );
+    }
+
+    // The same file with its mistakes fixed is accepted.
+    let valid = text
+        .replace("10 parsecs", "10s")
+        .replace("\"nope\"", "\"app\"")
+        .replace("weight = 0", "weight = 1")
+        .replace("not-an-address", "127.0.0.1:9002")
+        .replacen(
+            "name = \"a\"\naddress = \"127.0.0.1:9003\"",
+            "name = \"c\"\naddress = \"127.0.0.1:9003\"",
+            1,
+        );
+    let ok = run_check(BIN, &valid).unwrap();
+    assert_eq!(ok.code, Some(0), "valid file rejected; stderr:\n{}", ok.stderr);
+
+    // An unknown key (a typo) is named with its full key path and line.
+    let typo =
+        format!("{valid}\n[backends.app.sticky]\nmode = \"cookie\"\ncookie_nmae = \"sid\"\n");
+    let typo_line = line_containing(&typo, "cookie_nmae", 0);
+    let bad = run_check(BIN, &typo).unwrap();
+    assert_eq!(bad.code, Some(1), "stderr:\n{}", bad.stderr);
+    assert!(
+        bad.stderr.contains(&format!("backends.app.sticky.cookie_nmae (line {typo_line})")),
+        "the unknown key is not named with its path and line; stderr:\n{}",
+        bad.stderr
+    );
+}
+
+#[tokio::test]
+async fn run_with_an_invalid_file_exits_1_and_names_the_error() {
+    let text =
+        "grace_period = \"soon\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n";
+    let mut tether = Tether::spawn(BIN, text).unwrap();
+
+    let status = tether.wait_exit(DEADLINE).await.expect("tether kept running with a bad file");
+    assert_eq!(status.code(), Some(1), "logs: {:#?}", tether.logs());
+    let named = tether
+        .wait_for_log(
+            |line| {
+                line["stream"] == "stderr"
+                    && line["raw"]
+                        .as_str()
+                        .is_some_and(|raw| raw.contains("grace_period (line 1): "))
+            },
+            DEADLINE,
+        )
+        .await;
+    assert!(named.is_some(), "the error was not printed on stderr; logs: {:#?}", tether.logs());
+    assert!(
+        !tether.logs().iter().any(|line| message_is(line, "listener bound")),
+        "a listener was bound although the file is invalid"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// SIGHUP
+
+#[tokio::test]
+async fn sighup_with_a_broken_file_keeps_serving_the_old_config() {
+    let a = EchoServer::start("a").unwrap();
+    let b = EchoServer::start("b").unwrap();
+    let good = config("round_robin", false, "", &[("a", a.addr(), 1), ("b", b.addr(), 1)]);
+    let mut tether = Tether::start(BIN, &good).await.unwrap();
+    let url = tether.url("web");
+    let http = client();
+
+    let outcome = tether.reload("[[listeners]\nthis is not toml = = =\n").await.unwrap();
+
+    assert_eq!(outcome["message"], "reload failed", "outcome line: {outcome}");
+    assert!(
+        outcome["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "the failure does not say why: {outcome}"
+    );
+    let mut seen = HashMap::new();
+    for _ in 0..10 {
+        let answer = get(&http, &url, None).await.unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+        *seen.entry(answer.server).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("a"), Some(&5), "old round robin over a and b not kept: {seen:?}");
+    assert_eq!(seen.get("b"), Some(&5), "old round robin over a and b not kept: {seen:?}");
+
+    // The failed attempt did not count as a generation: the next good reload is the second.
+    let next = tether.reload(&good).await.unwrap();
+    assert_eq!(next["message"], "config reloaded", "{next}");
+    assert_eq!(next["generation"], 2, "{next}");
+}
+
+#[tokio::test]
+async fn sighup_with_a_new_server_starts_using_it() {
+    let a = EchoServer::start("a").unwrap();
+    let b = EchoServer::start("b").unwrap();
+    let c = EchoServer::start("c").unwrap();
+    let two = config("round_robin", false, "", &[("a", a.addr(), 1), ("b", b.addr(), 1)]);
+    let mut tether = Tether::start(BIN, &two).await.unwrap();
+    let url = tether.url("web");
+    let http = client();
+    for _ in 0..6 {
+        assert_ne!(get(&http, &url, None).await.unwrap().server, "c");
+    }
+    assert_eq!(c.requests(), 0, "c got traffic before it was configured");
+
+    let three = config(
+        "round_robin",
+        false,
+        "",
+        &[("a", a.addr(), 1), ("b", b.addr(), 1), ("c", c.addr(), 1)],
+    );
+    let outcome = tether.reload(&three).await.unwrap();
+    assert_eq!(outcome["message"], "config reloaded", "{outcome}");
+
+    let mut attempts = 0;
+    let reached_c = wait_until_async(DEADLINE, || {
+        attempts += 1;
+        let (http, url) = (&http, &url);
+        async move {
+            let answer = get(http, url, None).await;
+            matches!(answer, Ok(Answer { status: 200, ref server, .. }) if server == "c")
+        }
+    })
+    .await;
+    assert!(reached_c, "no request reached the new server c in {attempts} attempts");
+    assert!(c.requests() >= 1);
+}
+
+/// Sends GETs in a loop until `until` or `cap` requests; returns (sent, failures).
+async fn traffic(
+    http: reqwest::Client,
+    url: String,
+    until: Instant,
+    cap: u64,
+    sent: Arc<AtomicU64>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for _ in 0..cap {
+        if Instant::now() >= until {
+            break;
+        }
+        sent.fetch_add(1, Ordering::Relaxed);
+        match get(&http, &url, None).await {
+            Ok(Answer { status: 200, ref server, .. }) if ["a", "b", "c"].contains(&&**server) => {}
+            Ok(answer) => failures.push(format!("{answer:?}")),
+            Err(e) => failures.push(e),
+        }
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_every_2s_during_20s_of_traffic_loses_no_request() {
+    let a = EchoServer::start("a").unwrap();
+    let b = EchoServer::start("b").unwrap();
+    let c = EchoServer::start("c").unwrap();
+    // Access log off: 100k request lines would only load the machine and the log capture.
+    let quiet = "access_log = false\n";
+    let without_c = config("round_robin", false, quiet, &[("a", a.addr(), 2), ("b", b.addr(), 1)]);
+    let with_c = config(
+        "round_robin",
+        false,
+        quiet,
+        &[("a", a.addr(), 1), ("b", b.addr(), 1), ("c", c.addr(), 1)],
+    );
+    let mut tether = Tether::start(BIN, &without_c).await.unwrap();
+    let url = tether.url("web");
+
+    let start = Instant::now();
+    let until = start + Duration::from_secs(20);
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut clients =
+        vec![tokio::spawn(traffic(client(), url.clone(), until, 200_000, sent.clone()))];
+    for _ in 0..2 {
+        let fresh = fresh_connection_client();
+        clients.push(tokio::spawn(traffic(fresh, url.clone(), until, 20_000, sent.clone())));
+    }
+
+    let mut reloads = 0;
+    for round in 1..=9u32 {
+        // The schedule of the workload, not a wait for a condition.
+        tokio::time::sleep_until(start + Duration::from_secs(2) * round).await;
+        let next = if round % 2 == 1 { &with_c } else { &without_c };
+        let outcome = tether.reload(next).await.unwrap();
+        assert_eq!(outcome["message"], "config reloaded", "reload {round}: {outcome}");
+        reloads += 1;
+    }
+
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(client.await.unwrap());
+    }
+    let total = sent.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed; first ones: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(total >= 1_000, "only {total} requests in 20 s: the test proved little");
+    assert!(c.requests() > 0, "the reloads adding c never took effect");
+    let reloaded = tether.logs().iter().filter(|line| message_is(line, "config reloaded")).count();
+    assert!(reloaded >= 8, "only {reloaded} \"config reloaded\" lines after {reloads} reloads");
+    eprintln!(
+        "{total} requests, {reloaded} reloads, per server: a={} b={} c={}",
+        a.requests(),
+        b.requests(),
+        c.requests()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// SIGTERM
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let a = EchoServer::start("a").unwrap();
+    let cfg = config("round_robin", false, "", &[("a", a.addr(), 1)]);
+    let mut tether = Tether::start(BIN, &cfg).await.unwrap();
+    let addr = tether.listener_addr("web");
+    let slow_url = format!("{}/slow?ms=2000", tether.url("web"));
+
+    let http = client();
+    let slow = tokio::spawn(async move { get(&http, &slow_url, None).await });
+    assert!(wait_until(DEADLINE, || a.requests() >= 1).await, "the slow request never arrived");
+
+    tether.signal("TERM").unwrap();
+
+    let refused = wait_until_async(DEADLINE, || async {
+        // A connect that succeeds is dropped at once; the drain closes it.
+        TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(refused, "the listener still accepts connections after SIGTERM");
+    assert!(!slow.is_finished(), "the listener closed only after the slow request ended");
+
+    let answer = slow.await.unwrap().unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.server, "a");
+    let status = tether.wait_exit(Duration::from_secs(10)).await.expect("still running");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    let complete =
+        tether.wait_for_log(|line| message_is(line, "shutdown complete"), DEADLINE).await;
+    assert!(complete.is_some(), "no \"shutdown complete\" line");
+}
+
+// ---------------------------------------------------------------------------------------
+// State across reloads
+
+#[tokio::test]
+async fn counters_and_affinity_survive_a_reload() {
+    let a = EchoServer::start("a").unwrap();
+    let b = EchoServer::start("b").unwrap();
+    let servers = |weight| [("a", a.addr(), weight), ("b", b.addr(), weight)];
+    // least_conn reads each server's in-flight counter: that is the counter that must carry
+    // over. Equal weights before and after, so only the counter decides.
+    let before = config("least_conn", true, "", &servers(1));
+    let after = config("least_conn", true, "", &servers(2));
+    let mut tether = Tether::start(BIN, &before).await.unwrap();
+    let url = tether.url("web");
+    let http = client();
+
+    // One affinity cookie per server.
+    let mut cookies: HashMap<String, String> = HashMap::new();
+    for _ in 0..20 {
+        let answer = get(&http, &url, None).await.unwrap();
+        assert_eq!(answer.status, 200);
+        let Answer { server, cookie, .. } = answer;
+        let cookie = cookie.unwrap_or_else(|| panic!("no affinity cookie from {server}"));
+        cookies.entry(server).or_insert(cookie);
+        if cookies.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(cookies.len(), 2, "idle least_conn never picked both servers: {cookies:?}");
+
+    // One long request keeps a server busy across the reload.
+    let (a_before, b_before) = (a.requests(), b.requests());
+    let slow_url = format!("{url}/slow?ms=30000");
+    let slow_client = client();
+    let slow = tokio::spawn(async move { get(&slow_client, &slow_url, None).await });
+    assert!(
+        wait_until(DEADLINE, || a.requests() + b.requests() > a_before + b_before).await,
+        "the slow request never arrived"
+    );
+    let (busy, idle) = if a.requests() > a_before { ("a", "b") } else { ("b", "a") };
+
+    let outcome = tether.reload(&after).await.unwrap();
+    assert_eq!(outcome["message"], "config reloaded", "{outcome}");
+
+    for _ in 0..6 {
+        let answer = get(&http, &url, None).await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.server, idle,
+            "least_conn sent a new session to {busy}, which has a request in flight: \
+             its in-flight counter was lost in the reload"
+        );
+    }
+    for server in [busy, idle] {
+        for _ in 0..3 {
+            let answer = get(&http, &url, Some(&cookies[server])).await.unwrap();
+            assert_eq!(answer.status, 200);
+            assert_eq!(answer.server, server, "a session pinned to {server} moved: {answer:?}");
+        }
+    }
+    slow.abort();
+}
