@@ -18,6 +18,7 @@ pub mod first;
 pub mod least_conn;
 pub mod p2c;
 pub mod random;
+pub mod rendezvous;
 pub mod round_robin;
 
 use std::fmt;

@@ -11,5 +11,6 @@ pub mod affinity;
 pub mod balance;
 pub mod rng;
 pub mod server;
+pub mod stick;
 
 pub use server::{AdminState, Health, InFlightGuard, ServerState};

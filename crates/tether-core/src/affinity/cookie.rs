@@ -144,6 +144,15 @@ impl CookieKeys {
         self.keys.is_empty()
     }
 
+    /// A 64-bit secret derived from the signing key for `purpose` (e.g. the stick-table hash
+    /// seed), so instances sharing keys derive the same value.
+    pub fn derive_seed(&self, purpose: &str) -> u64 {
+        let tag = hmac::sign(&self.keys[0], purpose.as_bytes());
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&tag.as_ref()[..8]);
+        u64::from_le_bytes(b)
+    }
+
     /// The tag that names `server` of `backend` under key `key_index`.
     pub fn server_tag(&self, key_index: usize, backend: &str, server: &str) -> Option<ServerTag> {
         let key = self.keys.get(key_index)?;

@@ -1,0 +1,168 @@
+//! The in-process stick table, on moka.
+//!
+//! moka gives a bounded concurrent map with near-LRU eviction (TinyLFU admission) and no
+//! global lock. On top of it this store adds what a balancer needs:
+//! - expiry judged with the caller's clock and Tether's [`Expiry`] policy (moka's own
+//!   time-to-idle is set a little longer, only to reclaim memory of abandoned entries);
+//! - a per-server count of bound sessions, kept exact by moka's eviction listener (every
+//!   removal — expiry, eviction, replacement, flush — decrements the server it pointed at),
+//!   so "how many sessions does this draining server still hold?" never scans the table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+
+use super::{Binding, Lookup, StickKey, StickStore};
+use crate::affinity::Expiry;
+
+#[derive(Debug)]
+struct Entry {
+    server: Arc<str>,
+    created: u32,
+    last_used: AtomicU32,
+}
+
+type Counts = ArcSwap<HashMap<Arc<str>, Arc<AtomicI64>>>;
+
+/// A bounded in-memory stick table for one backend.
+pub struct MemoryStore {
+    cache: Cache<StickKey, Arc<Entry>>,
+    counts: Arc<Counts>,
+    expiry: ArcSwap<Expiry>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("entries", &self.cache.entry_count()).finish()
+    }
+}
+
+impl MemoryStore {
+    /// A table holding at most `capacity` bindings that expire per `expiry`.
+    pub fn new(capacity: u64, expiry: Expiry) -> Self {
+        let counts: Arc<Counts> = Arc::new(ArcSwap::from_pointee(HashMap::new()));
+        let listener_counts = Arc::clone(&counts);
+        let mut builder = Cache::builder().max_capacity(capacity).eviction_listener(
+            move |_k, v: Arc<Entry>, _cause: RemovalCause| {
+                if let Some(c) = listener_counts.load().get(&v.server) {
+                    c.fetch_sub(1, Ordering::Relaxed);
+                }
+            },
+        );
+        if expiry.idle_timeout > 0 {
+            // Backstop only: Tether judges expiry itself. Twice the window leaves room for
+            // clock differences between moka's clock and the caller's.
+            builder = builder.time_to_idle(Duration::from_secs(u64::from(expiry.idle_timeout) * 2));
+        }
+        Self { cache: builder.build(), counts, expiry: ArcSwap::from_pointee(expiry) }
+    }
+
+    fn counter(&self, server: &Arc<str>) -> Arc<AtomicI64> {
+        if let Some(c) = self.counts.load().get(server) {
+            return Arc::clone(c);
+        }
+        // A server seen for the first time: copy-on-write (rare: once per server).
+        let mut out = None;
+        self.counts.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            let c = Arc::clone(m.entry(Arc::clone(server)).or_default());
+            out = Some(c);
+            m
+        });
+        out.unwrap_or_default()
+    }
+
+    fn insert(&self, key: StickKey, server: &Arc<str>, now: u32) {
+        self.counter(server).fetch_add(1, Ordering::Relaxed);
+        let entry =
+            Entry { server: Arc::clone(server), created: now, last_used: AtomicU32::new(now) };
+        self.cache.insert(key, Arc::new(entry));
+    }
+
+    fn live(&self, e: &Entry, now: u32) -> bool {
+        let expiry = **self.expiry.load();
+        let last = e.last_used.load(Ordering::Relaxed);
+        expiry.judge(e.created, last, now) != crate::affinity::Verdict::Expired
+    }
+
+    /// Applies pending evictions now (tests and figures; moka otherwise does it lazily).
+    pub fn sync(&self) {
+        self.cache.run_pending_tasks();
+    }
+}
+
+impl StickStore for MemoryStore {
+    fn get(&self, key: StickKey, now: u32) -> Lookup {
+        let Some(e) = self.cache.get(&key) else { return Lookup::Missing };
+        if !self.live(&e, now) {
+            self.cache.invalidate(&key);
+            return Lookup::Expired;
+        }
+        e.last_used.fetch_max(now, Ordering::Relaxed);
+        Lookup::Bound(Arc::clone(&e.server))
+    }
+
+    fn bind_if_absent(&self, key: StickKey, server: &Arc<str>, now: u32) -> Arc<str> {
+        let fresh = || {
+            Arc::new(Entry {
+                server: Arc::clone(server),
+                created: now,
+                last_used: AtomicU32::new(now),
+            })
+        };
+        let entry = self.cache.entry(key).or_insert_with(fresh);
+        if entry.is_fresh() {
+            self.counter(server).fetch_add(1, Ordering::Relaxed);
+            return Arc::clone(server);
+        }
+        let existing = entry.into_value();
+        if self.live(&existing, now) {
+            existing.last_used.fetch_max(now, Ordering::Relaxed);
+            return Arc::clone(&existing.server);
+        }
+        self.insert(key, server, now);
+        Arc::clone(server)
+    }
+
+    fn rebind(&self, key: StickKey, server: &Arc<str>, now: u32) {
+        self.insert(key, server, now);
+    }
+
+    fn sessions_bound(&self, server: &str) -> u64 {
+        self.counts.load().get(server).map_or(0, |c| c.load(Ordering::Relaxed).max(0) as u64)
+    }
+
+    fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    fn list(&self, limit: usize) -> Vec<Binding> {
+        self.cache
+            .iter()
+            .take(limit)
+            .map(|(k, e)| Binding {
+                key: *k,
+                server: Arc::clone(&e.server),
+                created: e.created,
+                last_used: e.last_used.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    fn clear(&self) {
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks();
+    }
+
+    fn set_expiry(&self, expiry: Expiry) {
+        self.expiry.store(Arc::new(expiry));
+    }
+}
+
+#[cfg(test)]
+mod tests;
