@@ -37,6 +37,8 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// `backends.*.sticky.cookie_name`.
 pub const DEFAULT_COOKIE_NAME: &str = "tether";
+/// `[stick_table].capacity`.
+pub const DEFAULT_STICK_CAPACITY: u64 = 1_000_000;
 /// `backends.*.sticky.idle_timeout`.
 pub const DEFAULT_STICKY_IDLE: Duration = Duration::from_secs(30 * 60);
 /// `backends.*.sticky.max_lifetime`.
@@ -57,6 +59,8 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// `[secrets].cookie_keys` or `TETHER_COOKIE_KEYS`; `None` means a random per-process key.
     pub cookie_keys: Option<CookieKeys>,
+    /// `[stick_table].capacity`: bindings per backend table.
+    pub stick_capacity: u64,
 }
 
 /// One `[[listeners]]` entry.
@@ -148,9 +152,46 @@ pub enum OnServerDown {
     Fail,
 }
 
-/// A backend's cookie affinity settings.
+/// `sticky.mode`: where a client's affinity key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyMode {
+    /// A Tether-issued signed cookie (no server-side state).
+    Cookie,
+    /// The client's IP address, grouped by prefix length (IPv4, IPv6).
+    ClientIp {
+        /// `client_ip_prefix_v4` (default 32: one address).
+        v4: u8,
+        /// `client_ip_prefix_v6` (default 128: one address).
+        v6: u8,
+    },
+    /// A request header's value (`sticky.header`).
+    Header(http::HeaderName),
+    /// The application's own session cookie, learned from the server's `Set-Cookie`.
+    AppCookie(String),
+}
+
+impl StickyMode {
+    /// The configuration name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StickyMode::Cookie => "cookie",
+            StickyMode::ClientIp { .. } => "client_ip",
+            StickyMode::Header(_) => "header",
+            StickyMode::AppCookie(_) => "app_cookie",
+        }
+    }
+
+    /// Whether affinity lives in the stick table (every mode but `cookie`).
+    pub fn uses_table(&self) -> bool {
+        !matches!(self, StickyMode::Cookie)
+    }
+}
+
+/// A backend's affinity settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sticky {
+    /// `mode` (default `cookie`).
+    pub mode: StickyMode,
     /// `cookie_name`.
     pub cookie_name: String,
     /// `idle_timeout` and `max_lifetime`.
@@ -167,6 +208,8 @@ pub struct Sticky {
     pub path: String,
     /// `on_server_down`.
     pub on_server_down: OnServerDown,
+    /// `max_age`: `Max-Age` of the cookie; `None` makes it a browser-session cookie.
+    pub max_age: Option<Duration>,
 }
 
 /// One `[[backends.NAME.servers]]` entry.
@@ -180,6 +223,9 @@ pub struct Server {
     pub weight: u32,
     /// `backup`: used only when no primary server is usable.
     pub backup: bool,
+    /// `state`: `ready` (default), `drain` (keeps pinned sessions, takes no new ones) or
+    /// `maint` (takes nothing). Applied when it changes in the file.
+    pub state: tether_core::AdminState,
 }
 
 /// One configuration mistake.

@@ -27,7 +27,9 @@ use self::affinity::{Outcome, Pin};
 use self::body::{ReqBody, RespBody};
 use self::error::ProxyError;
 use self::log::AccessLog;
-use crate::config::{HostMatch, OnServerDown};
+use tether_core::balance::rendezvous;
+
+use crate::config::{HostMatch, OnServerDown, StickyMode};
 use crate::snapshot::{BackendView, ListenerView, Snapshot};
 
 /// At most this many servers are tried for one request when connects fail.
@@ -79,9 +81,16 @@ async fn forward(
         l.backend = Some(backend.name.clone());
     }
     let now = unix_now();
-    let pin = backend.sticky.as_ref().map(|s| {
-        let value = headers::find_cookie(req.headers(), &s.config.cookie_name);
-        affinity::read_pin(s, &backend.name, value, now)
+    let pin = backend.sticky.as_ref().map(|s| match &s.config.mode {
+        StickyMode::Cookie => {
+            let value = headers::find_cookie(req.headers(), &s.config.cookie_name);
+            affinity::read_pin(s, &backend.name, value, now)
+        }
+        mode => {
+            let client =
+                headers::client_ip(ctx.peer.ip(), req.headers(), &listener.trusted_proxies);
+            affinity::read_table_pin(backend, mode, req.headers(), client, now)
+        }
     });
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -223,11 +232,16 @@ fn choose(backend: &BackendView, pin: Option<&Pin>, tried: &[usize]) -> Result<u
         let s = &backend.servers[i];
         s.backup == backup && !tried.contains(&i) && s.state.accepts_new()
     };
-    backend
-        .balancer
-        .pick(&|i| ok(i, false))
-        .or_else(|| backend.balancer.pick(&|i| ok(i, true)))
-        .ok_or(ProxyError::NoServer)
+    // A new table key goes where its hash says, so concurrent first requests of one client
+    // (and other instances) agree without racing; load-aware balancers opt out so that new
+    // capacity receives new sessions first.
+    let by_key =
+        pin.filter(|p| !p.learn_only).and_then(|p| p.key).filter(|_| !backend.pin_by_balancer);
+    let pick = |backup: bool| match by_key {
+        Some(key) => rendezvous::pick(&backend.members, key, &|i| ok(i, backup)),
+        None => backend.balancer.pick(&|i| ok(i, backup)),
+    };
+    pick(false).or_else(|| pick(true)).ok_or(ProxyError::NoServer)
 }
 
 /// Rewrites the client's head for the server: hop-by-hop out, our cookie out, forwarding
@@ -287,6 +301,13 @@ fn respond(
     let h = resp.headers_mut();
     headers::strip_hop_by_hop(h, false);
     let (Some(sticky), Some(pin)) = (&backend.sticky, pin) else { return resp };
+    if sticky.config.mode.uses_table() {
+        let outcome = affinity::record_table(backend, &pin, served, h, now);
+        if let Some(l) = log {
+            l.affinity = outcome.as_str();
+        }
+        return resp;
+    }
     headers::drop_set_cookie_named(h, &sticky.config.cookie_name);
     let (outcome, keep_issued) = pin.settle(served);
     let issue = match outcome {

@@ -17,9 +17,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
-use tether_core::ServerState;
 use tether_core::affinity::{CookieKeys, ServerTag};
-use tether_core::balance::{self, Balancer, Member};
+use tether_core::balance::{self, Algorithm, Balancer, Member};
+use tether_core::stick::memory::MemoryStore;
+use tether_core::stick::{KeyHasher, StickStore};
+use tether_core::{AdminState, ServerState};
 
 use crate::config::{self, Config, HostMatch, SameSite, Secure};
 use crate::proxy::body::ReqBody;
@@ -75,8 +77,19 @@ pub struct BackendView {
     pub servers: Vec<ServerView>,
     /// The balancing algorithm over all servers (backups are filtered by the caller).
     pub balancer: Box<dyn Balancer>,
-    /// Cookie affinity, when configured.
+    /// Affinity, when configured.
     pub sticky: Option<StickyView>,
+    /// The stick table, for table-based affinity modes (`client_ip`, `header`, `app_cookie`).
+    pub table: Option<Arc<dyn StickStore>>,
+    /// Turns raw affinity keys into table keys.
+    pub hasher: KeyHasher,
+    /// Balancer members (also used for rendezvous hashing of new table keys).
+    pub members: Vec<Member>,
+    /// Server index by stable name (table values name servers).
+    pub by_name: HashMap<Arc<str>, usize>,
+    /// New table pins follow the balancer (load-aware algorithms, so new capacity gets new
+    /// sessions first) instead of rendezvous hashing.
+    pub pin_by_balancer: bool,
     /// Pooled client (kept across reloads while the timeouts stay the same).
     pub client: UpstreamClient,
     /// Time allowed until the server's response head.
@@ -115,6 +128,10 @@ pub struct StickyView {
 #[derive(Debug, Default)]
 pub struct Registry {
     servers: HashMap<(String, String), Arc<ServerState>>,
+    /// The `state` each server had in the previous file: applied only when it changes, so a
+    /// reload does not undo a runtime change the file says nothing new about.
+    file_states: HashMap<(String, String), AdminState>,
+    tables: HashMap<String, (u64, Arc<MemoryStore>)>,
     clients: HashMap<String, (ClientKey, UpstreamClient)>,
     generation: u64,
 }
@@ -132,19 +149,35 @@ impl Registry {
         self.generation += 1;
         let keys =
             config.cookie_keys.clone().map(Arc::new).unwrap_or_else(|| Arc::clone(fallback_keys));
+        let hasher = KeyHasher::new(keys.derive_seed("tether/stick/v1"));
+        let capacity = config.stick_capacity;
         let mut servers = HashMap::new();
         let mut clients = HashMap::new();
+        let mut tables = HashMap::new();
         let backends: Vec<BackendView> = config
             .backends
             .iter()
             .map(|b| {
                 let (key, client) = self.client_for(b);
                 clients.insert(b.name.clone(), (key, client.clone()));
-                self.backend(b, &keys, &mut servers, client)
+                let table = self.table_for(b, capacity);
+                if let Some(t) = &table {
+                    tables.insert(b.name.clone(), (capacity, Arc::clone(t)));
+                }
+                let mut view = self.backend(b, &keys, &mut servers, client);
+                view.table = table.map(|t| t as Arc<dyn StickStore>);
+                view.hasher = hasher;
+                view
             })
             .collect();
         self.servers = servers;
         self.clients = clients;
+        self.tables = tables;
+        self.file_states = config
+            .backends
+            .iter()
+            .flat_map(|b| b.servers.iter().map(|s| ((b.name.clone(), s.name.clone()), s.state)))
+            .collect();
         let index: HashMap<&str, usize> =
             config.backends.iter().enumerate().map(|(i, b)| (b.name.as_str(), i)).collect();
         let listeners = config
@@ -194,6 +227,12 @@ impl Registry {
                     .get(&key)
                     .cloned()
                     .unwrap_or_else(|| Arc::new(ServerState::new(s.name.as_str())));
+                if self.file_states.get(&key) != Some(&s.state) {
+                    let old = state.set_admin_state(s.state);
+                    if old != s.state {
+                        tracing::info!(backend = %b.name, server = %s.name, from = old.as_str(), to = s.state.as_str(), "server state changed by configuration");
+                    }
+                }
                 servers.insert(key, Arc::clone(&state));
                 ServerView {
                     state,
@@ -208,14 +247,39 @@ impl Registry {
             .map(|v| Member { state: Arc::clone(&v.state), weight: v.weight })
             .collect();
         let sticky = b.sticky.as_ref().map(|s| sticky_view(&b.name, s, &b.servers, keys));
+        let by_name =
+            views.iter().enumerate().map(|(i, v)| (v.state.name_arc().clone(), i)).collect();
         BackendView {
             name: b.name.as_str().into(),
             balancer: balance::build(b.balance, &members),
+            members,
+            by_name,
+            pin_by_balancer: matches!(b.balance, Algorithm::LeastConn | Algorithm::P2c),
+            table: None,
+            hasher: KeyHasher::new(0),
             servers: views,
             sticky,
             client,
             response_timeout: b.response_timeout,
         }
+    }
+
+    /// The stick table of a table-mode backend: the existing one (its bindings survive the
+    /// reload) unless the capacity changed.
+    fn table_for(&self, b: &config::Backend, capacity: u64) -> Option<Arc<MemoryStore>> {
+        let sticky = b.sticky.as_ref().filter(|s| s.mode.uses_table())?;
+        match self.tables.get(&b.name) {
+            Some((cap, t)) if *cap == capacity => {
+                t.set_expiry(sticky.expiry);
+                Some(Arc::clone(t))
+            }
+            _ => Some(Arc::new(MemoryStore::new(capacity, sticky.expiry))),
+        }
+    }
+
+    /// Live figures: sessions bound to `server` of `backend` in its stick table.
+    pub fn sessions_bound(&self, backend: &str, server: &str) -> Option<u64> {
+        self.tables.get(backend).map(|(_, t)| t.sessions_bound(server))
     }
 
     fn client_for(&self, b: &config::Backend) -> (ClientKey, UpstreamClient) {
@@ -266,6 +330,9 @@ fn sticky_view(
     let always_secure = cfg.secure == Secure::Always || cfg.same_site == SameSite::None;
     if always_secure {
         attributes.push_str("; Secure");
+    }
+    if let Some(age) = cfg.max_age {
+        attributes.push_str(&format!("; Max-Age={}", age.as_secs()));
     }
     StickyView { config: cfg.clone(), keys: Arc::clone(keys), tags, lookup, attributes }
 }

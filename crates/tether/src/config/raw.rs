@@ -23,6 +23,14 @@ pub struct RawConfig {
     #[serde(default)]
     pub backends: BTreeMap<String, RawBackend>,
     pub secrets: Option<RawSecrets>,
+    pub stick_table: Option<RawStickTable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStickTable {
+    pub store: Option<S>,
+    pub capacity: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +91,11 @@ pub struct RawSticky {
     pub domain: Option<S>,
     pub path: Option<S>,
     pub on_server_down: Option<S>,
+    pub header: Option<S>,
+    pub app_cookie: Option<S>,
+    pub client_ip_prefix_v4: Option<Spanned<i64>>,
+    pub client_ip_prefix_v6: Option<Spanned<i64>>,
+    pub max_age: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +105,7 @@ pub struct RawServer {
     pub address: S,
     pub weight: Option<Spanned<i64>>,
     pub backup: Option<bool>,
+    pub state: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use tether_core::AdminState;
 use tether_core::affinity::{CookieKeys, Expiry};
 use tether_core::balance::{Algorithm, MAX_WEIGHT};
 use toml::Spanned;
 
-use super::raw::{RawBackend, RawConfig, RawListener, RawRoute, RawServer, RawSticky, S};
+use super::raw::{
+    RawBackend, RawConfig, RawListener, RawRoute, RawServer, RawStickTable, RawSticky, S,
+};
 use super::*;
 
 struct Checker<'a> {
@@ -89,6 +92,7 @@ pub(super) fn validate(
     let listeners = listeners(&mut c, &raw.listeners, &known);
     let routes =
         raw.routes.iter().enumerate().filter_map(|(i, r)| route(&mut c, i, r, &known)).collect();
+    let stick_capacity = stick_capacity(&mut c, raw.stick_table.as_ref());
     let cookie_keys =
         cookie_keys(&mut c, raw.secrets.as_ref().and_then(|s| s.cookie_keys.as_ref()), env_keys);
     if c.errors.is_empty() {
@@ -99,6 +103,7 @@ pub(super) fn validate(
             routes,
             backends,
             cookie_keys,
+            stick_capacity,
         })
     } else {
         Err(ConfigErrors(c.errors))
@@ -295,42 +300,66 @@ fn server(c: &mut Checker, path: &str, s: &RawServer) -> Server {
             1
         }
     };
-    Server { name: s.name.get_ref().clone(), address, weight, backup: s.backup.unwrap_or(false) }
+    let state = s.state.as_ref().map_or(AdminState::Ready, |st| {
+        AdminState::parse(st.get_ref()).unwrap_or_else(|| {
+            let msg =
+                format!("unknown value {:?}; expected one of: ready | drain | maint", st.get_ref());
+            c.err(&format!("{path}.state"), Some(st), msg);
+            AdminState::Ready
+        })
+    });
+    Server {
+        name: s.name.get_ref().clone(),
+        address,
+        weight,
+        backup: s.backup.unwrap_or(false),
+        state,
+    }
 }
 
 fn sticky(c: &mut Checker, backend: &str, s: &RawSticky) -> Option<Sticky> {
     let p = |k: &str| format!("backends.{backend}.sticky.{k}");
-    let mode = s.mode.as_ref().map(|m| m.get_ref().as_str()).unwrap_or("cookie");
-    match mode {
+    let mode_name = s.mode.as_ref().map(|m| m.get_ref().as_str()).unwrap_or("cookie");
+    let required = |c: &mut Checker, key: &str, v: Option<&S>| -> Option<S> {
+        if v.is_none() {
+            c.err(&p(key), s.mode.as_ref(), format!("mode {mode_name:?} needs `{key}`"));
+        }
+        v.cloned()
+    };
+    let mode = match mode_name {
         "none" => return None,
-        "cookie" => {}
-        "client_ip" | "header" | "app_cookie" => {
-            c.err(
-                &p("mode"),
-                s.mode.as_ref(),
-                format!(
-                    "mode {mode:?} is not available in this version; use \"cookie\" or \"none\""
-                ),
-            );
-            return None;
+        "cookie" => StickyMode::Cookie,
+        "client_ip" => {
+            let v4 = prefix(c, &p("client_ip_prefix_v4"), s.client_ip_prefix_v4.as_ref(), 32);
+            let v6 = prefix(c, &p("client_ip_prefix_v6"), s.client_ip_prefix_v6.as_ref(), 128);
+            StickyMode::ClientIp { v4, v6 }
+        }
+        "header" => {
+            let h = required(c, "header", s.header.as_ref())?;
+            match http::HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
+                Ok(name) => StickyMode::Header(name),
+                Err(_) => {
+                    c.err(&p("header"), Some(&h), format!("invalid header name {:?}", h.get_ref()));
+                    return None;
+                }
+            }
+        }
+        "app_cookie" => {
+            let n = required(c, "app_cookie", s.app_cookie.as_ref())?;
+            cookie_token(c, &p("app_cookie"), &n);
+            StickyMode::AppCookie(n.get_ref().clone())
         }
         other => {
-            c.err(&p("mode"), s.mode.as_ref(), format!("unknown value {other:?}; expected one of: none | cookie | client_ip | header | app_cookie"));
+            let msg = format!(
+                "unknown value {other:?}; expected one of: none | cookie | client_ip | header | app_cookie"
+            );
+            c.err(&p("mode"), s.mode.as_ref(), msg);
             return None;
         }
-    }
+    };
     let cookie_name = s.cookie_name.as_ref().map_or(DEFAULT_COOKIE_NAME.to_owned(), |n| {
-        let v = n.get_ref();
-        let token = !v.is_empty()
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !token {
-            c.err(
-                &p("cookie_name"),
-                Some(n),
-                format!("invalid cookie name {v:?}: use letters, digits and !#$%&'*+-.^_`|~"),
-            );
-        }
-        v.clone()
+        cookie_token(c, &p("cookie_name"), n);
+        n.get_ref().clone()
     });
     let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
     let idle = c.duration(&p("idle_timeout"), s.idle_timeout.as_ref(), DEFAULT_STICKY_IDLE);
@@ -365,7 +394,11 @@ fn sticky(c: &mut Checker, backend: &str, s: &RawSticky) -> Option<Sticky> {
         OnServerDown::Redispatch,
         &[("redispatch", OnServerDown::Redispatch), ("fail", OnServerDown::Fail)],
     );
+    let max_age =
+        s.max_age.as_ref().map(|m| c.duration(&p("max_age"), Some(m), DEFAULT_STICKY_IDLE));
     Some(Sticky {
+        mode,
+        max_age,
         cookie_name,
         expiry: Expiry { idle_timeout: secs(idle), max_lifetime: secs(life) },
         same_site,
@@ -375,6 +408,62 @@ fn sticky(c: &mut Checker, backend: &str, s: &RawSticky) -> Option<Sticky> {
         path,
         on_server_down,
     })
+}
+
+/// A cookie name must be an RFC 6265 token.
+fn cookie_token(c: &mut Checker, path: &str, n: &S) {
+    let v = n.get_ref();
+    let token = !v.is_empty()
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        c.err(
+            path,
+            Some(n),
+            format!("invalid cookie name {v:?}: use letters, digits and !#$%&'*+-.^_`|~"),
+        );
+    }
+}
+
+fn prefix(c: &mut Checker, path: &str, v: Option<&Spanned<i64>>, max: u8) -> u8 {
+    match v {
+        None => max,
+        Some(p) if (1..=i64::from(max)).contains(p.get_ref()) => *p.get_ref() as u8,
+        Some(p) => {
+            c.err(
+                path,
+                Some(p),
+                format!("prefix length {} is out of range; expected 1 to {max}", p.get_ref()),
+            );
+            max
+        }
+    }
+}
+
+fn stick_capacity(c: &mut Checker, raw: Option<&RawStickTable>) -> u64 {
+    let Some(t) = raw else { return DEFAULT_STICK_CAPACITY };
+    if let Some(store) = &t.store {
+        match store.get_ref().as_str() {
+            "memory" => {}
+            "redis" => c.err(
+                "stick_table.store",
+                Some(store),
+                "store \"redis\" is not available in this version; use \"memory\"",
+            ),
+            other => c.err(
+                "stick_table.store",
+                Some(store),
+                format!("unknown value {other:?}; expected one of: memory | redis"),
+            ),
+        }
+    }
+    match &t.capacity {
+        None => DEFAULT_STICK_CAPACITY,
+        Some(n) if *n.get_ref() >= 1 => *n.get_ref() as u64,
+        Some(n) => {
+            c.err("stick_table.capacity", Some(n), "must be at least 1");
+            DEFAULT_STICK_CAPACITY
+        }
+    }
 }
 
 fn cookie_keys(

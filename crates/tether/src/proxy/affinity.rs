@@ -1,13 +1,23 @@
-//! Cookie affinity on the request path: read the pin, then decide the `Set-Cookie`.
+//! Affinity on the request path: read the pin a request carries, then record the outcome.
 //!
-//! A cookie that is missing, malformed, forged, signed by an unknown key, expired or names a
-//! server that no longer exists is treated as absent — the request is balanced normally and
-//! gets a fresh cookie; it is never an error for the client.
+//! - `cookie`: the pin is in Tether's signed cookie. A cookie that is missing, malformed,
+//!   forged, signed by an unknown key, expired or names a server that no longer exists is
+//!   treated as absent — the request is balanced normally and gets a fresh cookie; it is never
+//!   an error for the client.
+//! - `client_ip`, `header`, `app_cookie`: the pin is in the stick table under a keyed hash of
+//!   the client's key. `app_cookie` bindings are created only from the server's `Set-Cookie`,
+//!   never from a value a client sends, so clients cannot fill the table with invented ids.
 
-use http::HeaderValue;
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue, header};
+use ipnet::{Ipv4Net, Ipv6Net};
 use tether_core::affinity::Verdict;
+use tether_core::stick::{Lookup, StickKey};
 
-use crate::snapshot::StickyView;
+use super::headers;
+use crate::config::StickyMode;
+use crate::snapshot::{BackendView, StickyView};
 
 /// How affinity went for one request (the `outcome` label of `tether_affinity_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +50,10 @@ impl Outcome {
 /// The pin a request arrived with.
 #[derive(Debug, Clone, Copy)]
 pub struct Pin {
+    /// The hashed table key (table modes), when the request carried one.
+    pub key: Option<StickKey>,
+    /// The key may only follow bindings, never create one (`app_cookie`).
+    pub learn_only: bool,
     /// Server index it points to, when valid.
     pub server: Option<usize>,
     /// Outcome if the request ends up on `server` (or on a new server when `None`).
@@ -52,7 +66,14 @@ pub struct Pin {
 
 /// Reads the pin from the cookie value (if any) at time `now`.
 pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u32) -> Pin {
-    let fresh = |outcome| Pin { server: None, outcome, issued_at: now, refresh: true };
+    let fresh = |outcome| Pin {
+        key: None,
+        learn_only: false,
+        server: None,
+        outcome,
+        issued_at: now,
+        refresh: true,
+    };
     let Some(value) = cookie else { return fresh(Outcome::New) };
     let Ok(token) = sticky.keys.decode(backend, value) else { return fresh(Outcome::Invalid) };
     let verdict = sticky.config.expiry.judge(token.issued_at, token.refreshed_at, now);
@@ -64,6 +85,8 @@ pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u
         return fresh(Outcome::Invalid);
     };
     Pin {
+        key: None,
+        learn_only: false,
         server: Some(server),
         outcome: Outcome::Hit,
         issued_at: token.issued_at,
@@ -71,6 +94,99 @@ pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u
     }
 }
 
+/// Reads the pin of a table mode: the client's key from the request, then the table.
+pub fn read_table_pin(
+    backend: &BackendView,
+    mode: &StickyMode,
+    headers: &HeaderMap,
+    client: IpAddr,
+    now: u32,
+) -> Pin {
+    let key = raw_key(mode, headers, client, |raw| backend.hasher.hash(raw));
+    let mut pin = Pin {
+        key,
+        learn_only: matches!(mode, StickyMode::AppCookie(_)),
+        server: None,
+        outcome: Outcome::New,
+        issued_at: now,
+        refresh: false,
+    };
+    let (Some(key), Some(table)) = (key, backend.table.as_ref()) else { return pin };
+    match table.get(key, now) {
+        Lookup::Bound(name) => match backend.by_name.get(&name) {
+            Some(&i) => {
+                pin.server = Some(i);
+                pin.outcome = Outcome::Hit;
+            }
+            None => pin.outcome = Outcome::Invalid,
+        },
+        Lookup::Expired => pin.outcome = Outcome::Expired,
+        Lookup::Missing => {}
+    }
+    pin
+}
+
+/// The client's affinity key for a table mode, hashed by `hash`.
+fn raw_key(
+    mode: &StickyMode,
+    headers: &HeaderMap,
+    client: IpAddr,
+    hash: impl Fn(&[u8]) -> StickKey,
+) -> Option<StickKey> {
+    match mode {
+        StickyMode::Cookie => None,
+        StickyMode::ClientIp { v4, v6 } => Some(match client {
+            IpAddr::V4(a) => hash(&Ipv4Net::new(a, *v4).map_or(a, |n| n.network()).octets()),
+            IpAddr::V6(a) => hash(&Ipv6Net::new(a, *v6).map_or(a, |n| n.network()).octets()),
+        }),
+        StickyMode::Header(name) => {
+            headers.get(name).map(|v| v.as_bytes()).filter(|v| !v.is_empty()).map(hash)
+        }
+        StickyMode::AppCookie(name) => headers::find_cookie(headers, name)
+            .filter(|v| !v.is_empty())
+            .map(|v| hash(v.as_bytes())),
+    }
+}
+
+/// Records a table-mode outcome once `served` answered with `response_headers`: binds new
+/// keys, re-binds moved ones, and learns application session ids from `Set-Cookie`.
+pub fn record_table(
+    backend: &BackendView,
+    pin: &Pin,
+    served: usize,
+    response_headers: &HeaderMap,
+    now: u32,
+) -> Outcome {
+    let (outcome, _) = pin.settle(served);
+    let (Some(table), Some(sticky)) = (backend.table.as_ref(), backend.sticky.as_ref()) else {
+        return outcome;
+    };
+    let name = backend.servers[served].state.name_arc();
+    match (outcome, pin.key) {
+        (Outcome::Rebound, Some(k)) => table.rebind(k, name, now),
+        (Outcome::New | Outcome::Expired | Outcome::Invalid, Some(k)) if !pin.learn_only => {
+            table.bind_if_absent(k, name, now);
+        }
+        _ => {}
+    }
+    if let StickyMode::AppCookie(cookie) = &sticky.config.mode {
+        for value in set_cookie_values(response_headers, cookie) {
+            table.rebind(backend.hasher.hash(value.as_bytes()), name, now);
+        }
+    }
+    outcome
+}
+
+/// Values the server sets for cookie `name` (empty values — deletions — are skipped).
+fn set_cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .filter(move |(k, v)| k.trim() == name && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
 impl Pin {
     /// The outcome and whether to send a cookie, given the server that finally served.
     pub fn settle(&self, served: usize) -> (Outcome, Option<u32>) {

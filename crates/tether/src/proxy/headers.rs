@@ -72,6 +72,30 @@ pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|n| n.contains(&peer))
 }
 
+/// The client's address: the socket peer, or — when the peer is a trusted proxy — the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy (addresses to
+/// its left were written by the client and cannot be believed).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    if trusted.is_empty() || !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all(HeaderName::from_static("x-forwarded-for"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(ip, trusted) {
+            break;
+        }
+    }
+    client
+}
+
 /// Adds `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`. From a trusted peer the
 /// incoming chain is extended (and its proto/host kept); from anyone else it is replaced.
 pub fn add_forwarding(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str) {

@@ -122,3 +122,15 @@ fn host_is_taken_without_port() {
     let abs: http::Uri = "http://b.example/x".parse().unwrap();
     assert_eq!(request_host(&abs, &HeaderMap::new()), Some("b.example"));
 }
+
+#[test]
+fn client_ip_is_the_rightmost_untrusted_hop() {
+    let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let h = map(&[("x-forwarded-for", "1.1.1.1, 203.0.113.5"), ("x-forwarded-for", "10.0.0.2")]);
+    let peer: IpAddr = "10.0.0.1".parse().unwrap();
+    assert_eq!(client_ip(peer, &h, &nets), "203.0.113.5".parse::<IpAddr>().unwrap());
+    let outsider: IpAddr = "198.51.100.1".parse().unwrap();
+    assert_eq!(client_ip(outsider, &h, &nets), outsider, "untrusted peers are the client");
+    let junk = map(&[("x-forwarded-for", "nonsense")]);
+    assert_eq!(client_ip(peer, &junk, &nets), peer);
+}
