@@ -1,4 +1,7 @@
-//! Cookie affinity through a real Tether: pinning, spreading, forgery, failover.
+//! Cookie affinity through a real Tether: pinning, spreading, forgery, failover, expiry.
+
+// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
+#![allow(clippy::unwrap_used)]
 
 mod fixture;
 
@@ -201,4 +204,53 @@ async fn a_hit_sends_no_set_cookie_and_the_cookie_never_reaches_the_logs() {
     assert!(r.headers().get("set-cookie").is_none());
     let logs = t.logs();
     assert!(logs.iter().all(|l| !l.to_string().contains(&cookie)), "cookie value leaked into logs");
+}
+
+fn crafted(server: &str, issued_at: u64, refreshed_at: u64) -> String {
+    let keys = tether_core::affinity::CookieKeys::from_base64(&[KEY]).unwrap();
+    let tag = keys.server_tag(0, "app", server).unwrap();
+    keys.encode("app", tag, issued_at as u32, refreshed_at as u32)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test]
+async fn idle_expiry_absolute_lifetime_and_future_dates_are_enforced_by_tether() {
+    let servers = echo_servers(3);
+    let sticky = "idle_timeout = \"10m\"\nmax_lifetime = \"1h\"";
+    let t = start(&config(&servers, "", Some(sticky))).await;
+    let c = client();
+    let now = unix_now();
+    let send = |cookie: String| {
+        let c = c.clone();
+        let url = t.url("web");
+        async move { c.get(url).header("cookie", format!("tether={cookie}")).send().await.unwrap() }
+    };
+    // A token Tether would accept: no server-side state is needed to honour it.
+    let fresh = send(crafted("s2", now - 30, now - 30)).await;
+    assert_eq!(server_of(&fresh), "s2");
+    assert!(tether_cookie(&fresh).is_none(), "fresh pins are not re-issued");
+    // Past a quarter of the idle window: still pinned, and re-issued (sliding window).
+    let sliding = send(crafted("s2", now - 400, now - 400)).await;
+    assert_eq!(server_of(&sliding), "s2");
+    assert!(tether_cookie(&sliding).is_some());
+    let mut outcomes = Vec::new();
+    for (what, cookie) in [
+        ("idle", crafted("s2", now - 700, now - 700)),
+        ("lifetime", crafted("s2", now - 3700, now - 60)),
+        ("future", crafted("s2", now + 3600, now + 3600)),
+    ] {
+        let r = send(cookie.clone()).await;
+        assert_eq!(r.status(), 200, "{what}");
+        let renewed = tether_cookie(&r).unwrap_or_else(|| panic!("{what}: a new cookie"));
+        assert_ne!(renewed, cookie, "{what}");
+        outcomes.push(what);
+    }
+    let expired_lines = || t.logs().iter().filter(|l| l["affinity"] == "expired").count();
+    let all_logged =
+        tether_testkit::wait_until(Duration::from_secs(5), || expired_lines() >= outcomes.len())
+            .await;
+    assert!(all_logged, "each is logged as expired: {} of {}", expired_lines(), outcomes.len());
 }

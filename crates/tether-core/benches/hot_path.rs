@@ -1,0 +1,92 @@
+//! Per-request costs of the pure logic: cookie token verify/issue, stick-table lookup and
+//! bind, balancer picks. `cargo bench -p tether-core` (divan). Figures: docs/performance.md.
+
+use std::sync::Arc;
+
+use divan::{Bencher, black_box};
+use tether_core::ServerState;
+use tether_core::affinity::{CookieKeys, Expiry};
+use tether_core::balance::{self, Algorithm, Member, rendezvous};
+use tether_core::stick::memory::MemoryStore;
+use tether_core::stick::{KeyHasher, StickStore};
+
+fn main() {
+    divan::main();
+}
+
+fn keys() -> CookieKeys {
+    CookieKeys::from_bytes(&[[7u8; 32]]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[divan::bench]
+fn cookie_verify_valid(b: Bencher) {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap_or_default();
+    let v = k.encode("app", tag, 1_700_000_000, 1_700_000_000);
+    b.bench(|| k.decode(black_box("app"), black_box(&v)));
+}
+
+#[divan::bench]
+fn cookie_verify_forged(b: Bencher) {
+    let k = keys();
+    let forged = "AWsL8IZrC_CGtbNPsxWOjbPStvgNsc94Flv8w7e2E3vA";
+    b.bench(|| k.decode(black_box("app"), black_box(forged)));
+}
+
+#[divan::bench]
+fn cookie_issue(b: Bencher) {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap_or_default();
+    b.bench(|| k.encode(black_box("app"), tag, 1_700_000_000, 1_700_000_000));
+}
+
+const EXPIRY: Expiry = Expiry { idle_timeout: 1800, max_lifetime: 43_200 };
+
+#[divan::bench]
+fn stick_lookup_hit(b: Bencher) {
+    let t = MemoryStore::new(1_000_000, EXPIRY);
+    let h = KeyHasher::new(42);
+    let server: Arc<str> = Arc::from("a");
+    for i in 0..100_000u32 {
+        t.bind_if_absent(h.hash(&i.to_le_bytes()), &server, 100);
+    }
+    let key = h.hash(&777u32.to_le_bytes());
+    b.bench(|| t.get(black_box(key), 200));
+}
+
+#[divan::bench]
+fn stick_hash_and_lookup_miss(b: Bencher) {
+    let t = MemoryStore::new(1_000_000, EXPIRY);
+    let h = KeyHasher::new(42);
+    b.bench(|| t.get(h.hash(black_box(b"session-id-0123456789abcdef")), 200));
+}
+
+#[divan::bench]
+fn stick_bind_new_keys(b: Bencher) {
+    let t = MemoryStore::new(1_000_000, EXPIRY);
+    let server: Arc<str> = Arc::from("a");
+    let mut k = 0u128;
+    b.bench_local(|| {
+        k += 1;
+        t.bind_if_absent(k, &server, 100)
+    });
+}
+
+fn members(n: usize) -> Vec<Member> {
+    (0..n)
+        .map(|i| Member { state: Arc::new(ServerState::new(format!("s{i}"))), weight: 1 })
+        .collect()
+}
+
+#[divan::bench(args = [Algorithm::RoundRobin, Algorithm::LeastConn, Algorithm::P2c, Algorithm::Random])]
+fn balancer_pick_of_10(b: Bencher, algorithm: Algorithm) {
+    let m = members(10);
+    let bal = balance::build(algorithm, &m);
+    b.bench(|| bal.pick(&|i| m[i].state.accepts_new()));
+}
+
+#[divan::bench]
+fn rendezvous_pick_of_10(b: Bencher) {
+    let m = members(10);
+    b.bench(|| rendezvous::pick(&m, black_box(0xdead_beef), &|_| true));
+}
