@@ -378,11 +378,13 @@ pub fn run_check(bin: impl AsRef<Path>, config_toml: &str) -> Result<CheckOutput
     })
 }
 
-/// Number of `[[listeners]]` entries in a config.
+/// Number of listeners a config binds: its `[[listeners]]` entries, plus the admin listener
+/// (logged as listener `admin`) when an `[admin]` table is present.
 fn listener_count(config_toml: &str) -> Result<usize, HarnessError> {
     let config: toml::Table = toml::from_str(config_toml)?;
     let listeners = config.get("listeners").and_then(toml::Value::as_array);
-    Ok(listeners.map_or(0, Vec::len))
+    let admin = usize::from(config.get("admin").is_some_and(toml::Value::is_table));
+    Ok(listeners.map_or(0, Vec::len) + admin)
 }
 
 fn is_listener_bound(line: &Value) -> bool {
@@ -405,7 +407,7 @@ mod tests {
     fn listener_count_counts_listener_tables() {
         let config = "[[listeners]]\nname = \"a\"\n[[listeners]]\nname = \"b\"\n[other]\n";
         assert_eq!(listener_count(config).unwrap(), 2);
-        assert_eq!(listener_count("[admin]\n").unwrap(), 0);
+        assert_eq!(listener_count("[admin]\n").unwrap(), 1, "the admin listener counts");
         assert!(matches!(listener_count("[[listeners]\n"), Err(HarnessError::InvalidToml(_))));
     }
 }

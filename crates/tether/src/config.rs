@@ -61,7 +61,21 @@ pub struct Config {
     pub cookie_keys: Option<CookieKeys>,
     /// `[stick_table].capacity`: bindings per backend table.
     pub stick_capacity: u64,
+    /// `[admin]`, when present.
+    pub admin: Option<Admin>,
 }
+
+/// `[admin]`: the admin API, metrics and dashboard listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// `address` (default `127.0.0.1:8081`).
+    pub address: SocketAddr,
+    /// The token read from `token_file`, whitespace trimmed.
+    pub token: Option<String>,
+}
+
+/// `[admin].address`.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:8081";
 
 /// One `[[listeners]]` entry.
 #[derive(Debug, Clone, PartialEq)]

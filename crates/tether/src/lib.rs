@@ -8,8 +8,10 @@
 //! - [`server`]: listeners, connections, graceful shutdown and reload;
 //! - [`demo`]: `tether demo`, three demo servers behind a sticky Tether.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;

@@ -59,7 +59,8 @@ pub async fn handle(snap: &Snapshot, ctx: &ConnCtx, req: Request<Incoming>) -> R
             req.uri().path(),
         ))
     });
-    let resp = match forward(snap, listener, ctx, req, log.as_deref_mut()).await {
+    let arrived = Instant::now();
+    let resp = match forward(snap, listener, ctx, req, arrived, log.as_deref_mut()).await {
         Ok(resp) => resp,
         Err(e) => e.response(),
     };
@@ -74,6 +75,7 @@ async fn forward(
     listener: &ListenerView,
     ctx: &ConnCtx,
     mut req: Request<Incoming>,
+    arrived: Instant,
     mut log: Option<&mut AccessLog>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let backend = &snap.backends[route(snap, listener, &req).ok_or(ProxyError::NoRoute)?];
@@ -124,6 +126,8 @@ async fn forward(
                 if let Some(l) = log.as_deref_mut() {
                     l.upstream_time = Some(sent.elapsed());
                 }
+                server.metrics.request(ctx.listener, resp.status().as_u16());
+                backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
                 if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status())
                 {
                     upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), guard);
@@ -142,8 +146,9 @@ async fn forward(
             Ok(Err(e)) => ProxyError::Upstream(error_chain(&e)),
             Err(_) => ProxyError::Timeout,
         };
-        if err.is_upstream() {
+        if let Some(kind) = err.metric_kind() {
             server.state.record_error();
+            server.metrics.error(kind);
         }
         tracing::warn!(
             backend = %backend.name,
@@ -153,8 +158,10 @@ async fn forward(
             "upstream request failed"
         );
         if !matches!(err, ProxyError::Connect(_)) || last {
+            server.metrics.request(ctx.listener, err.status().as_u16());
             return Err(err);
         }
+        backend.metrics.retry();
     }
 }
 
@@ -303,6 +310,7 @@ fn respond(
     let (Some(sticky), Some(pin)) = (&backend.sticky, pin) else { return resp };
     if sticky.config.mode.uses_table() {
         let outcome = affinity::record_table(backend, &pin, served, h, now);
+        backend.metrics.affinity(outcome);
         if let Some(l) = log {
             l.affinity = outcome.as_str();
         }
@@ -321,6 +329,7 @@ fn respond(
             headers::make_private(h);
         }
     }
+    backend.metrics.affinity(outcome);
     if let Some(l) = log {
         l.affinity = outcome.as_str();
     }

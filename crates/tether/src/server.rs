@@ -25,6 +25,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use axum::http::StatusCode;
+
+use crate::admin::{self, AdminContext, Command};
 use crate::config::{Config, ConfigErrors};
 use crate::proxy::{self, ConnCtx};
 use crate::snapshot::{Registry, Snapshot};
@@ -78,6 +81,8 @@ pub struct Tether {
     drain_token: DrainToken,
     drained: mpsc::Receiver<()>,
     accept_tasks: JoinSet<()>,
+    commands: mpsc::Receiver<Command>,
+    admin_address: Option<SocketAddr>,
 }
 
 impl Tether {
@@ -99,6 +104,7 @@ impl Tether {
         });
         let mut registry = Registry::default();
         let listeners_cfg = config.listeners.clone();
+        let admin_cfg = config.admin.clone();
         let snapshot = registry.build(config, &fallback_keys);
         let current = Arc::new(ArcSwap::from_pointee(snapshot));
         let (drain, drain_rx) = watch::channel(false);
@@ -123,7 +129,38 @@ impl Tether {
             };
             accept_tasks.spawn(acceptor.run());
         }
+        let (command_tx, commands) = mpsc::channel(16);
+        let admin_address = match admin_cfg {
+            Some(a) => {
+                let ctx = AdminContext {
+                    current: Arc::clone(&current),
+                    metrics: Arc::clone(registry.metrics()),
+                    commands: command_tx,
+                    token_for_reads: !a.address.ip().is_loopback(),
+                    token: a.token.map(Arc::from),
+                    started: std::time::Instant::now(),
+                };
+                let listener = TcpListener::bind(a.address).await.map_err(|source| {
+                    StartError::Bind { name: "admin".to_owned(), address: a.address, source }
+                })?;
+                let address = listener.local_addr().unwrap_or(a.address);
+                tracing::info!(listener = "admin", address = %address, "listener bound");
+                let mut stop = drain_rx.clone();
+                let token = drain_token.clone();
+                tokio::spawn(async move {
+                    admin::serve(listener, ctx, async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                    drop(token);
+                });
+                Some(address)
+            }
+            None => None,
+        };
         Ok(Self {
+            commands,
+            admin_address,
             current,
             registry,
             fallback_keys,
@@ -139,6 +176,11 @@ impl Tether {
     /// The listeners' names and bound addresses, in config order.
     pub fn addresses(&self) -> &[(String, SocketAddr)] {
         &self.bound
+    }
+
+    /// The admin listener's bound address, when `[admin]` is configured.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
     }
 
     /// The snapshot being served.
@@ -166,10 +208,97 @@ impl Tether {
         if !same_listeners {
             return Err(ReloadError::ListenersChanged);
         }
-        let snapshot = self.registry.build(config, &self.fallback_keys);
-        let generation = snapshot.generation;
-        self.current.store(Arc::new(snapshot));
-        Ok(generation)
+        self.publish(config);
+        Ok(self.current.load().generation)
+    }
+
+    /// Builds and publishes a snapshot of `config`, dropping metric series of what is gone.
+    fn publish(&mut self, config: Config) {
+        let snapshot = Arc::new(self.registry.build(config, &self.fallback_keys));
+        let previous = self.current.swap(Arc::clone(&snapshot));
+        self.registry.metrics().forget_removed(&previous, &snapshot);
+    }
+
+    /// Applies one admin command (the controller is the only writer).
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Reload(reply) => {
+                let r = self.reload_logged();
+                let _ = reply.send(r);
+            }
+            Command::SetServer { backend, server, state, weight, reply } => {
+                let _ = reply.send(self.set_server(&backend, &server, state, weight));
+            }
+            Command::FlushSessions { backend, reply } => {
+                let snap = self.current.load();
+                let r = match snap.backends.iter().find(|b| *b.name == *backend) {
+                    None => Err((StatusCode::NOT_FOUND, format!("no backend {backend:?}"))),
+                    Some(b) => match &b.table {
+                        None => Err((
+                            StatusCode::BAD_REQUEST,
+                            "this backend keeps no stick table".to_owned(),
+                        )),
+                        Some(t) => {
+                            let n = t.len();
+                            t.clear();
+                            tracing::info!(backend = %backend, entries = n, "affinity table flushed");
+                            Ok(n)
+                        }
+                    },
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Runtime change of a server: the state is set on its shared runtime state (it persists
+    /// across reloads unless the file changes that server's `state`); a weight change
+    /// publishes a new snapshot (it lasts until the next reload re-reads the file).
+    fn set_server(
+        &mut self,
+        backend: &str,
+        server: &str,
+        state: Option<tether_core::AdminState>,
+        weight: Option<u32>,
+    ) -> Result<u64, (StatusCode, String)> {
+        let snap = self.current.load_full();
+        let b = snap
+            .backends
+            .iter()
+            .find(|b| *b.name == *backend)
+            .ok_or((StatusCode::NOT_FOUND, format!("no backend {backend:?}")))?;
+        let s = b.servers.iter().find(|s| s.state.name() == server).ok_or((
+            StatusCode::NOT_FOUND,
+            format!("no server {server:?} in backend {backend:?}"),
+        ))?;
+        if let Some(st) = state {
+            let old = s.state.set_admin_state(st);
+            if old != st {
+                tracing::info!(
+                    backend,
+                    server,
+                    from = old.as_str(),
+                    to = st.as_str(),
+                    "server state changed by the admin API"
+                );
+            }
+        }
+        if let Some(w) = weight {
+            let mut config = (*snap.config).clone();
+            if let Some(cs) = config
+                .backends
+                .iter_mut()
+                .find(|cb| cb.name == backend)
+                .and_then(|cb| cb.servers.iter_mut().find(|cs| cs.name == server))
+            {
+                cs.weight = w;
+                // The file's state must not be re-applied by this rebuild.
+                cs.state = s.state.admin_state();
+            }
+            self.publish(config);
+            tracing::info!(backend, server, weight = w, "server weight changed by the admin API");
+        }
+        Ok(self.current.load().generation)
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
@@ -198,7 +327,10 @@ impl Tether {
         let mut int = signal(SignalKind::interrupt())?;
         loop {
             tokio::select! {
-                _ = hup.recv() => self.reload_logged(),
+                _ = hup.recv() => {
+                    let _ = self.reload_logged();
+                }
+                Some(cmd) = self.commands.recv() => self.command(cmd),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }
@@ -213,13 +345,19 @@ impl Tether {
         Ok(drained)
     }
 
-    /// Reloads and logs the outcome (signal and file-watch paths).
-    pub fn reload_logged(&mut self) {
-        match self.reload() {
-            Ok(generation) => tracing::info!(generation, "config reloaded"),
+    /// Reloads, counts and logs the outcome (signal and API paths).
+    pub fn reload_logged(&mut self) -> Result<u64, String> {
+        let result = self.reload();
+        self.registry.metrics().reload(result.is_ok());
+        match result {
+            Ok(generation) => {
+                tracing::info!(generation, "config reloaded");
+                Ok(generation)
+            }
             Err(e) => {
                 let kept = self.snapshot().generation;
-                tracing::error!(error = %e, kept_generation = kept, "reload failed")
+                tracing::error!(error = %e, kept_generation = kept, "reload failed");
+                Err(e.to_string())
             }
         }
     }

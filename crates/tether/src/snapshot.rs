@@ -24,6 +24,7 @@ use tether_core::stick::{KeyHasher, StickStore};
 use tether_core::{AdminState, ServerState};
 
 use crate::config::{self, Config, HostMatch, SameSite, Secure};
+use crate::metrics::{BackendMetrics, Metrics, ServerMetrics};
 use crate::proxy::body::ReqBody;
 
 /// The pooled HTTP client a backend forwards with.
@@ -87,6 +88,8 @@ pub struct BackendView {
     pub members: Vec<Member>,
     /// Server index by stable name (table values name servers).
     pub by_name: HashMap<Arc<str>, usize>,
+    /// Metric handles, resolved once.
+    pub metrics: BackendMetrics,
     /// New table pins follow the balancer (load-aware algorithms, so new capacity gets new
     /// sessions first) instead of rendezvous hashing.
     pub pin_by_balancer: bool,
@@ -107,6 +110,8 @@ pub struct ServerView {
     pub weight: u32,
     /// Only used when no primary server is usable.
     pub backup: bool,
+    /// Metric handles, resolved once.
+    pub metrics: ServerMetrics,
 }
 
 /// Cookie affinity of one backend, with keyed server tags precomputed.
@@ -127,6 +132,7 @@ pub struct StickyView {
 /// Runtime state kept across reloads, owned by the single task that builds snapshots.
 #[derive(Debug, Default)]
 pub struct Registry {
+    metrics: Arc<Metrics>,
     servers: HashMap<(String, String), Arc<ServerState>>,
     /// The `state` each server had in the previous file: applied only when it changes, so a
     /// reload does not undo a runtime change the file says nothing new about.
@@ -151,6 +157,7 @@ impl Registry {
             config.cookie_keys.clone().map(Arc::new).unwrap_or_else(|| Arc::clone(fallback_keys));
         let hasher = KeyHasher::new(keys.derive_seed("tether/stick/v1"));
         let capacity = config.stick_capacity;
+        let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let mut servers = HashMap::new();
         let mut clients = HashMap::new();
         let mut tables = HashMap::new();
@@ -164,7 +171,7 @@ impl Registry {
                 if let Some(t) = &table {
                     tables.insert(b.name.clone(), (capacity, Arc::clone(t)));
                 }
-                let mut view = self.backend(b, &keys, &mut servers, client);
+                let mut view = self.backend(b, &keys, &mut servers, client, &listener_names);
                 view.table = table.map(|t| t as Arc<dyn StickStore>);
                 view.hasher = hasher;
                 view
@@ -216,6 +223,7 @@ impl Registry {
         keys: &Arc<CookieKeys>,
         servers: &mut HashMap<(String, String), Arc<ServerState>>,
         client: UpstreamClient,
+        listeners: &[String],
     ) -> BackendView {
         let views: Vec<ServerView> = b
             .servers
@@ -239,6 +247,7 @@ impl Registry {
                     authority: s.address.clone(),
                     weight: s.weight,
                     backup: s.backup,
+                    metrics: self.metrics.server(listeners, &b.name, &s.name),
                 }
             })
             .collect();
@@ -254,6 +263,7 @@ impl Registry {
             balancer: balance::build(b.balance, &members),
             members,
             by_name,
+            metrics: self.metrics.backend(listeners, &b.name, b.sticky.is_some()),
             pin_by_balancer: matches!(b.balance, Algorithm::LeastConn | Algorithm::P2c),
             table: None,
             hasher: KeyHasher::new(0),
@@ -275,6 +285,11 @@ impl Registry {
             }
             _ => Some(Arc::new(MemoryStore::new(capacity, sticky.expiry))),
         }
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Live figures: sessions bound to `server` of `backend` in its stick table.

@@ -134,10 +134,13 @@ impl StickStore for MemoryStore {
     }
 
     fn sessions_bound(&self, server: &str) -> u64 {
+        // Evictions are applied lazily; apply them so the figure is exact (admin path only).
+        self.cache.run_pending_tasks();
         self.counts.load().get(server).map_or(0, |c| c.load(Ordering::Relaxed).max(0) as u64)
     }
 
     fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
 

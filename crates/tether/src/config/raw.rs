@@ -24,6 +24,14 @@ pub struct RawConfig {
     pub backends: BTreeMap<String, RawBackend>,
     pub secrets: Option<RawSecrets>,
     pub stick_table: Option<RawStickTable>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<S>,
+    pub token_file: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

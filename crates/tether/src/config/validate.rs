@@ -93,6 +93,7 @@ pub(super) fn validate(
     let routes =
         raw.routes.iter().enumerate().filter_map(|(i, r)| route(&mut c, i, r, &known)).collect();
     let stick_capacity = stick_capacity(&mut c, raw.stick_table.as_ref());
+    let admin = raw.admin.as_ref().map(|a| admin(&mut c, a));
     let cookie_keys =
         cookie_keys(&mut c, raw.secrets.as_ref().and_then(|s| s.cookie_keys.as_ref()), env_keys);
     if c.errors.is_empty() {
@@ -104,6 +105,7 @@ pub(super) fn validate(
             backends,
             cookie_keys,
             stick_capacity,
+            admin,
         })
     } else {
         Err(ConfigErrors(c.errors))
@@ -464,6 +466,40 @@ fn stick_capacity(c: &mut Checker, raw: Option<&RawStickTable>) -> u64 {
             DEFAULT_STICK_CAPACITY
         }
     }
+}
+
+fn admin(c: &mut Checker, a: &super::raw::RawAdmin) -> Admin {
+    let address = match &a.address {
+        None => DEFAULT_ADMIN_ADDRESS
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8081))),
+        Some(s) => s.get_ref().parse().unwrap_or_else(|_| {
+            c.err(
+                "admin.address",
+                Some(s),
+                format!(
+                    "invalid address {:?}; expected IP:PORT, e.g. \"127.0.0.1:8081\"",
+                    s.get_ref()
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }),
+    };
+    let token = a.token_file.as_ref().and_then(|f| match std::fs::read_to_string(f.get_ref()) {
+        Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+        Ok(_) => {
+            c.err("admin.token_file", Some(f), format!("{:?} is empty", f.get_ref()));
+            None
+        }
+        Err(e) => {
+            c.err("admin.token_file", Some(f), format!("cannot read {:?}: {e}", f.get_ref()));
+            None
+        }
+    });
+    if !address.ip().is_loopback() && token.is_none() && a.token_file.is_none() {
+        c.err("admin.address", a.address.as_ref(), format!("{address} is not a loopback address: set admin.token_file so the API is not open to the network"));
+    }
+    Admin { address, token }
 }
 
 fn cookie_keys(

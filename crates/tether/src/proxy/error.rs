@@ -48,9 +48,15 @@ impl ProxyError {
         }
     }
 
-    /// Whether the server, not the client, is to blame (counts as a server error).
-    pub fn is_upstream(&self) -> bool {
-        matches!(self, ProxyError::Connect(_) | ProxyError::Timeout | ProxyError::Upstream(_))
+    /// When the server, not the client, is to blame: the index of the error's kind in
+    /// [`crate::metrics::ERROR_KINDS`] (`connect`, `timeout`, `protocol`).
+    pub fn metric_kind(&self) -> Option<usize> {
+        match self {
+            ProxyError::Connect(_) => Some(0),
+            ProxyError::Timeout => Some(1),
+            ProxyError::Upstream(_) => Some(2),
+            _ => None,
+        }
     }
 
     /// A short plain-text response. The detail stays in the log, not in the body.

@@ -1,0 +1,368 @@
+//! Prometheus metrics (DESIGN 1.4): names, labels, and handles resolved off the hot path.
+//!
+//! Families live in one [`Metrics`] for the process. The data path never looks a label set up:
+//! each snapshot resolves the handles it needs once ([`ServerMetrics`], [`BackendMetrics`])
+//! and a request increments plain atomics. Gauges that mirror live state (server up,
+//! in-flight, sessions bound, table entries) are filled at scrape time from that state.
+//! Series of servers and backends that leave the configuration are removed on reload.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::proxy::affinity::Outcome;
+use crate::snapshot::Snapshot;
+
+/// `code_class` label values, by status / 100.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// `kind` label values of `tether_upstream_errors_total`.
+pub const ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
+/// `outcome` label values of `tether_affinity_total`.
+pub const OUTCOMES: [Outcome; 5] =
+    [Outcome::Hit, Outcome::New, Outcome::Expired, Outcome::Invalid, Outcome::Rebound];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    listener: String,
+    backend: String,
+    server: String,
+    code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerBackend {
+    listener: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ServerLabels {
+    pub(crate) backend: String,
+    pub(crate) server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    backend: String,
+    server: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    backend: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BackendLabels {
+    pub(crate) backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric family of the process.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<ListenerBackend>,
+    upstream_errors: Family<ErrorLabels, Counter>,
+    affinity: Family<OutcomeLabels, Counter>,
+    retries: Family<BackendLabels, Counter>,
+    reloads: Family<ResultLabels, Counter>,
+    pub(crate) server_up: Family<ServerLabels, Gauge>,
+    pub(crate) in_flight: Family<ServerLabels, Gauge>,
+    pub(crate) sessions_bound: Family<ServerLabels, Gauge>,
+    pub(crate) table_entries: Family<BackendLabels, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tether");
+        let requests = Family::default();
+        let duration: HistogramFamily<ListenerBackend> =
+            Family::new_with_constructor(duration_histogram);
+        let upstream_errors = Family::default();
+        let affinity = Family::default();
+        let retries = Family::default();
+        let reloads = Family::default();
+        let server_up = Family::default();
+        let in_flight = Family::default();
+        let sessions_bound = Family::default();
+        let table_entries = Family::default();
+        registry.register(
+            "requests",
+            "Requests answered, by server and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival to its response head",
+            duration.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed attempts to a server, by kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "affinity",
+            "Affinity outcome of requests to sticky backends",
+            affinity.clone(),
+        );
+        registry.register(
+            "retries",
+            "Requests retried on another server after a connect failure",
+            retries.clone(),
+        );
+        registry.register("config_reloads", "Configuration reloads, by result", reloads.clone());
+        registry.register(
+            "server_up",
+            "1 when the server may receive traffic (not down, not in maintenance)",
+            server_up.clone(),
+        );
+        registry.register(
+            "server_in_flight",
+            "Requests in flight on the server",
+            in_flight.clone(),
+        );
+        registry.register(
+            "sessions_bound",
+            "Sticky sessions bound to the server (table modes)",
+            sessions_bound.clone(),
+        );
+        registry.register(
+            "stick_table_entries",
+            "Entries in the backend's stick table",
+            table_entries.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            affinity,
+            retries,
+            reloads,
+            server_up,
+            in_flight,
+            sessions_bound,
+            table_entries,
+        }
+    }
+}
+
+/// A server's counters, resolved once per snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct ServerMetrics {
+    /// Per listener index, per code class.
+    requests: Vec<[Counter; 5]>,
+    /// Per [`ERROR_KINDS`].
+    errors: [Counter; 3],
+}
+
+impl ServerMetrics {
+    /// Counts one response with `status` on listener `listener`.
+    pub fn request(&self, listener: usize, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        if let Some(c) = self.requests.get(listener) {
+            c[class].inc();
+        }
+    }
+
+    /// Counts one failed attempt of kind `kind` (index into [`ERROR_KINDS`]).
+    pub fn error(&self, kind: usize) {
+        if let Some(c) = self.errors.get(kind) {
+            c.inc();
+        }
+    }
+}
+
+/// A backend's handles, resolved once per snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct BackendMetrics {
+    /// Per listener index.
+    duration: Vec<Histogram>,
+    /// Per [`OUTCOMES`].
+    affinity: Vec<Counter>,
+    retries: Counter,
+}
+
+impl BackendMetrics {
+    /// Records the time to response head on listener `listener`.
+    pub fn duration(&self, listener: usize, seconds: f64) {
+        if let Some(h) = self.duration.get(listener) {
+            h.observe(seconds);
+        }
+    }
+
+    /// Counts an affinity outcome.
+    pub fn affinity(&self, outcome: Outcome) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.affinity[i].inc();
+        }
+    }
+
+    /// Counts one retry.
+    pub fn retry(&self) {
+        self.retries.inc();
+    }
+}
+
+impl Metrics {
+    /// Resolves the handles of server `server` of `backend` for `listeners`.
+    pub fn server(&self, listeners: &[String], backend: &str, server: &str) -> ServerMetrics {
+        let requests = listeners
+            .iter()
+            .map(|l| {
+                CODE_CLASSES.map(|code_class| {
+                    self.requests
+                        .get_or_create(&RequestLabels {
+                            listener: l.clone(),
+                            backend: backend.to_owned(),
+                            server: server.to_owned(),
+                            code_class,
+                        })
+                        .clone()
+                })
+            })
+            .collect();
+        let errors = ERROR_KINDS.map(|kind| {
+            let labels =
+                ErrorLabels { backend: backend.to_owned(), server: server.to_owned(), kind };
+            self.upstream_errors.get_or_create(&labels).clone()
+        });
+        ServerMetrics { requests, errors }
+    }
+
+    /// Resolves the handles of `backend` for `listeners`.
+    pub fn backend(&self, listeners: &[String], backend: &str, sticky: bool) -> BackendMetrics {
+        let duration = listeners
+            .iter()
+            .map(|l| {
+                let labels = ListenerBackend { listener: l.clone(), backend: backend.to_owned() };
+                self.duration.get_or_create(&labels).clone()
+            })
+            .collect();
+        let affinity = if sticky {
+            OUTCOMES
+                .iter()
+                .map(|o| {
+                    let labels = OutcomeLabels { backend: backend.to_owned(), outcome: o.as_str() };
+                    self.affinity.get_or_create(&labels).clone()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let retries =
+            self.retries.get_or_create(&BackendLabels { backend: backend.to_owned() }).clone();
+        BackendMetrics { duration, affinity, retries }
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabels { result: if ok { "success" } else { "failure" } })
+            .inc();
+    }
+
+    /// Drops every series of servers and backends that `next` no longer has.
+    pub fn forget_removed(&self, prev: &Snapshot, next: &Snapshot) {
+        let listeners: Vec<String> = prev.config.listeners.iter().map(|l| l.name.clone()).collect();
+        for b in &prev.backends {
+            let kept = next.backends.iter().find(|n| n.name == b.name);
+            for s in &b.servers {
+                if kept.is_some_and(|k| k.by_name.contains_key(s.state.name())) {
+                    continue;
+                }
+                let (backend, server) = (b.name.to_string(), s.state.name().to_owned());
+                for l in &listeners {
+                    for code_class in CODE_CLASSES {
+                        self.requests.remove(&RequestLabels {
+                            listener: l.clone(),
+                            backend: backend.clone(),
+                            server: server.clone(),
+                            code_class,
+                        });
+                    }
+                }
+                for kind in ERROR_KINDS {
+                    self.upstream_errors.remove(&ErrorLabels {
+                        backend: backend.clone(),
+                        server: server.clone(),
+                        kind,
+                    });
+                }
+                let labels = ServerLabels { backend, server };
+                self.server_up.remove(&labels);
+                self.in_flight.remove(&labels);
+                self.sessions_bound.remove(&labels);
+            }
+            if kept.is_none() {
+                let backend = b.name.to_string();
+                for l in &listeners {
+                    self.duration
+                        .remove(&ListenerBackend { listener: l.clone(), backend: backend.clone() });
+                }
+                for o in OUTCOMES {
+                    self.affinity
+                        .remove(&OutcomeLabels { backend: backend.clone(), outcome: o.as_str() });
+                }
+                self.retries.remove(&BackendLabels { backend: backend.clone() });
+                self.table_entries.remove(&BackendLabels { backend });
+            }
+        }
+    }
+
+    /// The text exposition of every metric, after refreshing the live gauges from `snap`.
+    pub fn render(&self, snap: &Snapshot) -> String {
+        for b in &snap.backends {
+            for s in &b.servers {
+                let labels =
+                    ServerLabels { backend: b.name.to_string(), server: s.state.name().to_owned() };
+                self.server_up.get_or_create(&labels).set(i64::from(s.state.accepts_pinned()));
+                self.in_flight.get_or_create(&labels).set(s.state.in_flight() as i64);
+                if let Some(t) = &b.table {
+                    self.sessions_bound
+                        .get_or_create(&labels)
+                        .set(t.sessions_bound(s.state.name()) as i64);
+                }
+            }
+            if let Some(t) = &b.table {
+                self.table_entries
+                    .get_or_create(&BackendLabels { backend: b.name.to_string() })
+                    .set(t.len() as i64);
+            }
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Shared handle to the process's metrics.
+pub type SharedMetrics = Arc<Metrics>;

@@ -1,0 +1,288 @@
+//! The admin API and Prometheus metrics against a real Tether (DESIGN 1.3, 1.4).
+
+// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
+#![allow(clippy::unwrap_used)]
+
+mod fixture;
+
+use std::collections::HashMap;
+
+use fixture::*;
+use serde_json::Value;
+use tether_testkit::EchoServer;
+
+fn with_admin(cfg: &str, extra: &str) -> String {
+    format!("{cfg}\n[admin]\naddress = \"127.0.0.1:0\"\n{extra}\n")
+}
+
+fn admin_url(t: &tether_testkit::Tether, path: &str) -> String {
+    format!("http://{}{path}", t.listener_addr("admin"))
+}
+
+async fn json(c: &reqwest::Client, url: &str) -> Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+fn header_cfg(servers: &[EchoServer]) -> String {
+    config(servers, "", Some("mode = \"header\"\nheader = \"X-Session-Id\""))
+}
+
+/// Parses the text format into (name, labels) -> value for the sample lines.
+fn scrape(text: &str) -> HashMap<(String, String), f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n.to_owned(), rest.trim_end_matches('}').to_owned()),
+                None => (series.to_owned(), String::new()),
+            };
+            ((name, labels), value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+fn labels_of(m: &HashMap<(String, String), f64>, name: &str) -> Vec<String> {
+    m.keys().filter(|(n, _)| n == name).map(|(_, l)| l.clone()).collect()
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_parsed_and_named_as_the_contract_says() {
+    let servers = echo_servers(2);
+    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let c = client();
+    for i in 0..10 {
+        c.get(t.url("web")).header("x-session-id", format!("k{}", i % 3)).send().await.unwrap();
+    }
+    let text = c.get(admin_url(&t, "/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = scrape(&text);
+    let total: f64 =
+        m.iter().filter(|((n, _), _)| n == "tether_requests_total").map(|(_, v)| v).sum();
+    assert_eq!(total, 10.0, "{text}");
+    for l in labels_of(&m, "tether_requests_total") {
+        for key in ["listener=\"web\"", "backend=\"app\"", "server=\"", "code_class=\""] {
+            assert!(l.contains(key), "{l}");
+        }
+    }
+    assert!(
+        m.contains_key(&(
+            "tether_request_duration_seconds_count".into(),
+            "listener=\"web\",backend=\"app\"".into()
+        )),
+        "{text}"
+    );
+    for name in ["tether_server_up", "tether_server_in_flight", "tether_sessions_bound"] {
+        assert_eq!(labels_of(&m, name).len(), 2, "{name} per server: {text}");
+    }
+    let hits = m[&("tether_affinity_total".into(), "backend=\"app\",outcome=\"hit\"".into())];
+    let news = m[&("tether_affinity_total".into(), "backend=\"app\",outcome=\"new\"".into())];
+    assert_eq!((hits, news), (7.0, 3.0), "3 keys: 3 new, 7 hits");
+    assert_eq!(m[&("tether_stick_table_entries".into(), "backend=\"app\"".into())], 3.0);
+    assert!(!text.contains("k0") && !text.contains("k1"), "never a label per client key");
+}
+
+#[tokio::test]
+async fn backends_json_shows_servers_state_and_sessions_bound() {
+    let servers = echo_servers(2);
+    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let c = client();
+    for i in 0..6 {
+        c.get(t.url("web")).header("x-session-id", format!("user{i}")).send().await.unwrap();
+    }
+    let v = json(&c, &admin_url(&t, "/api/v1/backends")).await;
+    let b = &v["backends"][0];
+    assert_eq!(b["name"], "app");
+    assert_eq!(b["balance"], "round_robin");
+    assert_eq!(b["sticky"], "header");
+    let servers_json = b["servers"].as_array().unwrap();
+    assert_eq!(servers_json.len(), 2);
+    for s in servers_json {
+        for field in [
+            "name",
+            "address",
+            "weight",
+            "health",
+            "state",
+            "in_flight",
+            "requests_total",
+            "errors_total",
+            "sessions_bound",
+        ] {
+            assert!(s.get(field).is_some(), "missing {field}: {s}");
+        }
+    }
+    let bound: u64 = servers_json.iter().map(|s| s["sessions_bound"].as_u64().unwrap()).sum();
+    assert_eq!(bound, 6);
+    let one = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
+    assert_eq!(one["name"], "app");
+    let sessions = json(&c, &admin_url(&t, "/api/v1/backends/app/sessions?limit=4")).await;
+    assert_eq!(sessions["entries"], 6);
+    assert_eq!(sessions["sessions"].as_array().unwrap().len(), 4);
+    let s0 = &sessions["sessions"][0];
+    assert_eq!(s0["key"].as_str().unwrap().len(), 32, "hashed key, never the raw one: {s0}");
+    assert!(!sessions.to_string().contains("user"));
+}
+
+#[tokio::test]
+async fn unknown_names_are_404_and_bad_bodies_are_400() {
+    let servers = echo_servers(1);
+    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let c = client();
+    for path in ["/api/v1/backends/nope", "/api/v1/backends/nope/sessions", "/nothing"] {
+        assert_eq!(c.get(admin_url(&t, path)).send().await.unwrap().status(), 404, "{path}");
+    }
+    let patch = |path: &str, body: &'static str| c.patch(admin_url(&t, path)).body(body).send();
+    assert_eq!(
+        patch("/api/v1/backends/app/servers/ghost", "{\"state\":\"drain\"}")
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        patch("/api/v1/backends/ghost/servers/s0", "{\"state\":\"drain\"}").await.unwrap().status(),
+        404
+    );
+    for bad in [
+        "not json",
+        "[]",
+        "{}",
+        "{\"state\":\"sleepy\"}",
+        "{\"weight\":0}",
+        "{\"weight\":\"x\"}",
+        "{\"colour\":1}",
+    ] {
+        let r = patch("/api/v1/backends/app/servers/s0", bad).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: Value = r.json().await.unwrap();
+        assert!(e["error"].is_string());
+    }
+    // Nothing above changed anything.
+    let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
+    assert_eq!(v["servers"][0]["state"], "ready");
+    assert_eq!(v["servers"][0]["weight"], 1);
+}
+
+#[tokio::test]
+async fn drain_through_the_api_keeps_sessions_and_stops_new_ones() {
+    let servers = echo_servers(2);
+    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let c = client();
+    let mut pinned_to_s0 = Vec::new();
+    for i in 0..20 {
+        let r = c.get(t.url("web")).header("x-session-id", format!("u{i}")).send().await.unwrap();
+        if server_of(&r) == "s0" {
+            pinned_to_s0.push(format!("u{i}"));
+        }
+    }
+    assert!(!pinned_to_s0.is_empty());
+    let r = c
+        .patch(admin_url(&t, "/api/v1/backends/app/servers/s0"))
+        .body("{\"state\":\"drain\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["servers"][0]["state"], "drain");
+    assert_eq!(v["servers"][0]["sessions_bound"], pinned_to_s0.len() as u64);
+    for k in &pinned_to_s0 {
+        let r = c.get(t.url("web")).header("x-session-id", k).send().await.unwrap();
+        assert_eq!(server_of(&r), "s0", "pinned sessions stay while draining");
+    }
+    for i in 0..50 {
+        let r =
+            c.get(t.url("web")).header("x-session-id", format!("fresh{i}")).send().await.unwrap();
+        assert_eq!(server_of(&r), "s1", "no new session reaches a draining server");
+    }
+    let r = c
+        .patch(admin_url(&t, "/api/v1/backends/app/servers/s0"))
+        .body("{\"weight\":7}")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["servers"][0]["weight"], 7);
+    assert_eq!(v["servers"][0]["state"], "drain", "a weight change keeps the runtime state");
+}
+
+#[tokio::test]
+async fn writes_need_the_token_and_reads_do_not_on_loopback() {
+    let servers = echo_servers(1);
+    let dir = std::env::temp_dir().join(format!("tether-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("admin.token");
+    std::fs::write(&token_file, "  s3cret-token\n").unwrap();
+    let t = start(&with_admin(
+        &header_cfg(&servers),
+        &format!("token_file = \"{}\"", token_file.display()),
+    ))
+    .await;
+    let c = client();
+    assert_eq!(c.get(admin_url(&t, "/api/v1/backends")).send().await.unwrap().status(), 200);
+    let url = admin_url(&t, "/api/v1/backends/app/servers/s0");
+    assert_eq!(c.patch(&url).body("{\"state\":\"maint\"}").send().await.unwrap().status(), 401);
+    let wrong =
+        c.patch(&url).bearer_auth("nope").body("{\"state\":\"maint\"}").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        c.delete(admin_url(&t, "/api/v1/backends/app/sessions")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(c.post(admin_url(&t, "/api/v1/reload")).send().await.unwrap().status(), 401);
+    let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
+    assert_eq!(v["servers"][0]["state"], "ready", "refused writes changed nothing");
+    let ok = c
+        .patch(&url)
+        .bearer_auth("s3cret-token")
+        .body("{\"state\":\"maint\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn reload_through_the_api_reports_errors_and_keeps_serving() {
+    let servers = echo_servers(2);
+    let cfg = with_admin(&header_cfg(&servers), "");
+    let t = start(&cfg).await;
+    let c = client();
+    t.write_config("[[listeners]]\nname = 1\n").unwrap();
+    let r = c.post(admin_url(&t, "/api/v1/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"].as_str().unwrap().contains("listeners"), "{e}");
+    assert_eq!(c.get(t.url("web")).send().await.unwrap().status(), 200, "the old config serves");
+    // Remove s1 by reload: its series disappear from /metrics.
+    let one = with_admin(&header_cfg(&servers[..1]), "");
+    c.get(t.url("web")).header("x-session-id", "a").send().await.unwrap();
+    t.write_config(&one).unwrap();
+    let r = c.post(admin_url(&t, "/api/v1/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["generation"].as_u64().unwrap() >= 2);
+    let text = c.get(admin_url(&t, "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("server=\"s1\""), "removed server's series are gone: {text}");
+    assert!(text.contains("tether_config_reloads_total{result=\"failure\"} 1"), "{text}");
+    assert!(text.contains("tether_config_reloads_total{result=\"success\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn flushing_sessions_empties_the_table() {
+    let servers = echo_servers(2);
+    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let c = client();
+    for i in 0..5 {
+        c.get(t.url("web")).header("x-session-id", format!("k{i}")).send().await.unwrap();
+    }
+    let r = c.delete(admin_url(&t, "/api/v1/backends/app/sessions")).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["flushed"], 5);
+    let after = json(&c, &admin_url(&t, "/api/v1/backends/app/sessions")).await;
+    assert_eq!(after["entries"], 0);
+    let status = json(&c, &admin_url(&t, "/api/v1/status")).await;
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(c.get(admin_url(&t, "/readyz")).send().await.unwrap().status().is_success());
+}
