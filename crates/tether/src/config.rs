@@ -131,6 +131,8 @@ pub struct Backend {
     pub response_timeout: Duration,
     /// `timeouts.idle`.
     pub idle_timeout: Duration,
+    /// `limits`.
+    pub limits: Limits,
     /// `[[backends.NAME.servers]]`, in file order.
     pub servers: Vec<Server>,
 }
@@ -155,6 +157,31 @@ pub enum Secure {
     Always,
     /// `false`.
     Never,
+}
+
+/// `backends.*.limits`: per-server admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `max_connections_per_server`: concurrent requests per server; 0 = unlimited.
+    pub max_per_server: u32,
+    /// `queue_size`: requests that may wait for a free slot (per backend); 0 = none wait.
+    pub queue_size: u32,
+    /// `queue_timeout`: longest wait in the queue before `503`.
+    pub queue_timeout: Duration,
+}
+
+/// `limits.queue_timeout`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `sticky.on_server_full`: the pinned server is at its connection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnServerFull {
+    /// Wait for a slot on the pinned server (default).
+    Queue,
+    /// Serve this request elsewhere and keep the pin.
+    Spill,
+    /// Re-pin to another server.
+    Redispatch,
 }
 
 /// `sticky.on_server_down`.
@@ -222,6 +249,8 @@ pub struct Sticky {
     pub path: String,
     /// `on_server_down`.
     pub on_server_down: OnServerDown,
+    /// `on_server_full`.
+    pub on_server_full: OnServerFull,
     /// `max_age`: `Max-Age` of the cookie; `None` makes it a browser-session cookie.
     pub max_age: Option<Duration>,
 }

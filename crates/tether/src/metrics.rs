@@ -23,8 +23,14 @@ pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// `kind` label values of `tether_upstream_errors_total`.
 pub const ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
 /// `outcome` label values of `tether_affinity_total`.
-pub const OUTCOMES: [Outcome; 5] =
-    [Outcome::Hit, Outcome::New, Outcome::Expired, Outcome::Invalid, Outcome::Rebound];
+pub const OUTCOMES: [Outcome; 6] = [
+    Outcome::Hit,
+    Outcome::New,
+    Outcome::Expired,
+    Outcome::Invalid,
+    Outcome::Rebound,
+    Outcome::Spilled,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {

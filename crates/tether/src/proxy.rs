@@ -11,6 +11,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 pub mod log;
+mod select;
 mod upgrade;
 
 use std::net::SocketAddr;
@@ -24,16 +25,14 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use self::affinity::{Outcome, Pin};
+use self::body::Held;
 use self::body::{ReqBody, RespBody};
 use self::error::ProxyError;
 use self::log::AccessLog;
-use tether_core::balance::rendezvous;
+use self::select::{MAX_CONNECT_ATTEMPTS, Tried};
 
-use crate::config::{HostMatch, OnServerDown, StickyMode};
+use crate::config::{HostMatch, StickyMode};
 use crate::snapshot::{BackendView, ListenerView, Snapshot};
-
-/// At most this many servers are tried for one request when connects fail.
-pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 /// What the data path knows about the client connection.
 #[derive(Debug, Clone)]
@@ -109,16 +108,18 @@ async fn forward(
     let mut tried = Tried::default();
     let max_attempts = backend.servers.len().min(MAX_CONNECT_ATTEMPTS);
     loop {
-        let idx = choose(backend, pin.as_ref(), tried.as_slice())?;
+        let pick = select::choose(backend, pin.as_ref(), &tried)?;
+        let idx = pick.server;
         tried.push(idx);
         let server = &backend.servers[idx];
+        let permit = select::admit(backend, pick).await?;
         if let Some(l) = log.as_deref_mut() {
             l.server = Some(server.state.name_arc().clone());
             l.attempts += 1;
         }
         let last = !replayable || tried.len() >= max_attempts;
         let request = upstream_request(&parts, server, body.take().unwrap_or(ReqBody::Empty));
-        let guard = server.state.begin();
+        let guard = Held { guard: server.state.begin(), permit };
         let sent = Instant::now();
         let result = send(backend, request, body_sent.take()).await;
         let err = match result {
@@ -136,7 +137,7 @@ async fn forward(
                     return Ok(Response::from_parts(rp, RespBody::empty()));
                 }
                 let resp = resp.map(|b| RespBody::upstream(b, guard));
-                return Ok(respond(backend, pin, idx, now, ctx.https, resp, log));
+                return Ok(respond(backend, pin, pick, now, ctx.https, resp, log));
             }
             Ok(Err(e)) if e.is_connect() => ProxyError::Connect(error_chain(&e)),
             Ok(Err(e)) if caused_by::<body::BodyStalled>(&e) => ProxyError::ClientBodyTimeout,
@@ -198,59 +199,6 @@ fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
     false
 }
 
-/// Servers already tried for this request, kept inline (no allocation per request).
-#[derive(Default)]
-struct Tried {
-    servers: [usize; MAX_CONNECT_ATTEMPTS],
-    len: usize,
-}
-
-impl Tried {
-    fn push(&mut self, i: usize) {
-        if let Some(slot) = self.servers.get_mut(self.len) {
-            *slot = i;
-            self.len += 1;
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn as_slice(&self) -> &[usize] {
-        &self.servers[..self.len]
-    }
-}
-
-/// Picks the server for the next attempt: the pinned server when it can serve and was not
-/// tried, else the balancer's choice among primaries, else among backups.
-fn choose(backend: &BackendView, pin: Option<&Pin>, tried: &[usize]) -> Result<usize, ProxyError> {
-    if let (Some(pin), Some(sticky)) = (pin, backend.sticky.as_ref()) {
-        if let Some(s) = pin.server {
-            if !tried.contains(&s) && backend.servers[s].state.accepts_pinned() {
-                return Ok(s);
-            }
-            if sticky.config.on_server_down == OnServerDown::Fail {
-                return Err(ProxyError::PinnedServerDown);
-            }
-        }
-    }
-    let ok = |i: usize, backup: bool| {
-        let s = &backend.servers[i];
-        s.backup == backup && !tried.contains(&i) && s.state.accepts_new()
-    };
-    // A new table key goes where its hash says, so concurrent first requests of one client
-    // (and other instances) agree without racing; load-aware balancers opt out so that new
-    // capacity receives new sessions first.
-    let by_key =
-        pin.filter(|p| !p.learn_only).and_then(|p| p.key).filter(|_| !backend.pin_by_balancer);
-    let pick = |backup: bool| match by_key {
-        Some(key) => rendezvous::pick(&backend.members, key, &|i| ok(i, backup)),
-        None => backend.balancer.pick(&|i| ok(i, backup)),
-    };
-    pick(false).or_else(|| pick(true)).ok_or(ProxyError::NoServer)
-}
-
 /// Rewrites the client's head for the server: hop-by-hop out, our cookie out, forwarding
 /// headers in, `Host` kept (taken from the HTTP/2 authority when there is no header).
 fn prepare_headers(
@@ -299,15 +247,27 @@ fn upstream_request(
 fn respond(
     backend: &BackendView,
     pin: Option<Pin>,
-    served: usize,
+    pick: select::Pick,
     now: u32,
     https: bool,
     mut resp: Response<RespBody>,
     log: Option<&mut AccessLog>,
 ) -> Response<RespBody> {
+    let served = pick.server;
     let h = resp.headers_mut();
     headers::strip_hop_by_hop(h, false);
     let (Some(sticky), Some(pin)) = (&backend.sticky, pin) else { return resp };
+    if pick.spilled {
+        // The pin stays as it was: no new cookie, no table change.
+        if !sticky.config.mode.uses_table() {
+            headers::drop_set_cookie_named(h, &sticky.config.cookie_name);
+        }
+        backend.metrics.affinity(Outcome::Spilled);
+        if let Some(l) = log {
+            l.affinity = Outcome::Spilled.as_str();
+        }
+        return resp;
+    }
     if sticky.config.mode.uses_table() {
         let outcome = affinity::record_table(backend, &pin, served, h, now);
         backend.metrics.affinity(outcome);

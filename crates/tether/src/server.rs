@@ -83,6 +83,29 @@ pub struct Tether {
     accept_tasks: JoinSet<()>,
     commands: mpsc::Receiver<Command>,
     admin_address: Option<SocketAddr>,
+    signals: Option<Signals>,
+}
+
+/// SIGHUP, SIGTERM and SIGINT handlers. Installed before any listener is bound, so a signal
+/// sent as soon as `listener bound` is logged is handled, never the default action (which
+/// for SIGHUP would kill the process).
+#[cfg(unix)]
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
 }
 
 impl Tether {
@@ -102,6 +125,13 @@ impl Tether {
             Some(k) => k,
             None => CookieKeys::random().map_err(|_| StartError::Random)?,
         });
+        let signals = match Signals::install() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install signal handlers; SIGHUP/SIGTERM will not be handled");
+                None
+            }
+        };
         let mut registry = Registry::default();
         let listeners_cfg = config.listeners.clone();
         let admin_cfg = config.admin.clone();
@@ -159,6 +189,7 @@ impl Tether {
             None => None,
         };
         Ok(Self {
+            signals,
             commands,
             admin_address,
             current,
@@ -321,10 +352,10 @@ impl Tether {
     /// the drain stops at once. Returns whether the drain finished within the grace period.
     #[cfg(unix)]
     pub async fn run_until_signal(mut self) -> std::io::Result<bool> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let Signals { mut hup, mut term, mut int } = match self.signals.take() {
+            Some(s) => s,
+            None => Signals::install()?,
+        };
         loop {
             tokio::select! {
                 _ = hup.recv() => {

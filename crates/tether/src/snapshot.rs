@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use hyper_util::client::legacy::Client;
@@ -22,6 +23,7 @@ use tether_core::balance::{self, Algorithm, Balancer, Member};
 use tether_core::stick::memory::MemoryStore;
 use tether_core::stick::{KeyHasher, StickStore};
 use tether_core::{AdminState, ServerState};
+use tokio::sync::Semaphore;
 
 use crate::config::{self, Config, HostMatch, SameSite, Secure};
 use crate::metrics::{BackendMetrics, Metrics, ServerMetrics};
@@ -90,6 +92,10 @@ pub struct BackendView {
     pub by_name: HashMap<Arc<str>, usize>,
     /// Metric handles, resolved once.
     pub metrics: BackendMetrics,
+    /// Per-server admission limits.
+    pub limits: config::Limits,
+    /// Requests waiting for a slot now (bounded by `limits.queue_size`).
+    pub waiting: Arc<AtomicUsize>,
     /// New table pins follow the balancer (load-aware algorithms, so new capacity gets new
     /// sessions first) instead of rendezvous hashing.
     pub pin_by_balancer: bool,
@@ -112,6 +118,15 @@ pub struct ServerView {
     pub backup: bool,
     /// Metric handles, resolved once.
     pub metrics: ServerMetrics,
+    /// Connection slots when `limits.max_connections_per_server` is set (FIFO waiters).
+    pub slots: Option<Arc<Semaphore>>,
+}
+
+impl ServerView {
+    /// Whether the server is at its connection limit.
+    pub fn full(&self) -> bool {
+        self.slots.as_ref().is_some_and(|s| s.available_permits() == 0)
+    }
 }
 
 /// Cookie affinity of one backend, with keyed server tags precomputed.
@@ -138,6 +153,7 @@ pub struct Registry {
     /// reload does not undo a runtime change the file says nothing new about.
     file_states: HashMap<(String, String), AdminState>,
     tables: HashMap<String, (u64, Arc<MemoryStore>)>,
+    slots: HashMap<(String, String), (u32, Arc<Semaphore>)>,
     clients: HashMap<String, (ClientKey, UpstreamClient)>,
     generation: u64,
 }
@@ -161,6 +177,7 @@ impl Registry {
         let mut servers = HashMap::new();
         let mut clients = HashMap::new();
         let mut tables = HashMap::new();
+        let mut slots = HashMap::new();
         let backends: Vec<BackendView> = config
             .backends
             .iter()
@@ -171,7 +188,8 @@ impl Registry {
                 if let Some(t) = &table {
                     tables.insert(b.name.clone(), (capacity, Arc::clone(t)));
                 }
-                let mut view = self.backend(b, &keys, &mut servers, client, &listener_names);
+                let mut view =
+                    self.backend(b, &keys, &mut servers, &mut slots, client, &listener_names);
                 view.table = table.map(|t| t as Arc<dyn StickStore>);
                 view.hasher = hasher;
                 view
@@ -180,6 +198,7 @@ impl Registry {
         self.servers = servers;
         self.clients = clients;
         self.tables = tables;
+        self.slots = slots;
         self.file_states = config
             .backends
             .iter()
@@ -222,6 +241,7 @@ impl Registry {
         b: &config::Backend,
         keys: &Arc<CookieKeys>,
         servers: &mut HashMap<(String, String), Arc<ServerState>>,
+        slots: &mut HashMap<(String, String), (u32, Arc<Semaphore>)>,
         client: UpstreamClient,
         listeners: &[String],
     ) -> BackendView {
@@ -241,8 +261,17 @@ impl Registry {
                         tracing::info!(backend = %b.name, server = %s.name, from = old.as_str(), to = s.state.as_str(), "server state changed by configuration");
                     }
                 }
+                let limit = b.limits.max_per_server;
+                let sem = (limit > 0).then(|| match self.slots.get(&key) {
+                    Some((l, sem)) if *l == limit => Arc::clone(sem),
+                    _ => Arc::new(Semaphore::new(limit as usize)),
+                });
+                if let Some(sem) = &sem {
+                    slots.insert(key.clone(), (limit, Arc::clone(sem)));
+                }
                 servers.insert(key, Arc::clone(&state));
                 ServerView {
+                    slots: sem,
                     state,
                     authority: s.address.clone(),
                     weight: s.weight,
@@ -264,6 +293,8 @@ impl Registry {
             members,
             by_name,
             metrics: self.metrics.backend(listeners, &b.name, b.sticky.is_some()),
+            limits: b.limits,
+            waiting: Arc::new(AtomicUsize::new(0)),
             pin_by_balancer: matches!(b.balance, Algorithm::LeastConn | Algorithm::P2c),
             table: None,
             hasher: KeyHasher::new(0),

@@ -74,8 +74,17 @@ pub struct RawBackend {
     pub balance: Option<S>,
     pub sticky: Option<RawSticky>,
     pub timeouts: Option<RawBackendTimeouts>,
+    pub limits: Option<RawBackendLimits>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendLimits {
+    pub max_connections_per_server: Option<Spanned<i64>>,
+    pub queue_size: Option<Spanned<i64>>,
+    pub queue_timeout: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +108,7 @@ pub struct RawSticky {
     pub domain: Option<S>,
     pub path: Option<S>,
     pub on_server_down: Option<S>,
+    pub on_server_full: Option<S>,
     pub header: Option<S>,
     pub app_cookie: Option<S>,
     pub client_ip_prefix_v4: Option<Spanned<i64>>,

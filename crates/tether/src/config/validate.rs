@@ -274,6 +274,7 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
             t.and_then(|t| t.idle.as_ref()),
             DEFAULT_UPSTREAM_IDLE_TIMEOUT,
         ),
+        limits: limits(c, name, b.limits.as_ref()),
         servers,
     }
 }
@@ -398,7 +399,18 @@ fn sticky(c: &mut Checker, backend: &str, s: &RawSticky) -> Option<Sticky> {
     );
     let max_age =
         s.max_age.as_ref().map(|m| c.duration(&p("max_age"), Some(m), DEFAULT_STICKY_IDLE));
+    let on_server_full = c.choice(
+        &p("on_server_full"),
+        s.on_server_full.as_ref(),
+        OnServerFull::Queue,
+        &[
+            ("queue", OnServerFull::Queue),
+            ("spill", OnServerFull::Spill),
+            ("redispatch", OnServerFull::Redispatch),
+        ],
+    );
     Some(Sticky {
+        on_server_full,
         mode,
         max_age,
         cookie_name,
@@ -439,6 +451,30 @@ fn prefix(c: &mut Checker, path: &str, v: Option<&Spanned<i64>>, max: u8) -> u8 
             max
         }
     }
+}
+
+fn limits(c: &mut Checker, backend: &str, raw: Option<&super::raw::RawBackendLimits>) -> Limits {
+    let p = |k: &str| format!("backends.{backend}.limits.{k}");
+    let count = |c: &mut Checker, key: &str, v: Option<&Spanned<i64>>| match v {
+        None => 0,
+        Some(n) if (0..=i64::from(u32::MAX)).contains(n.get_ref()) => *n.get_ref() as u32,
+        Some(n) => {
+            c.err(&p(key), Some(n), "must be 0 (unlimited) or a positive number");
+            0
+        }
+    };
+    let max_per_server = count(
+        c,
+        "max_connections_per_server",
+        raw.and_then(|l| l.max_connections_per_server.as_ref()),
+    );
+    let queue_size = count(c, "queue_size", raw.and_then(|l| l.queue_size.as_ref()));
+    let queue_timeout = c.duration(
+        &p("queue_timeout"),
+        raw.and_then(|l| l.queue_timeout.as_ref()),
+        DEFAULT_QUEUE_TIMEOUT,
+    );
+    Limits { max_per_server, queue_size, queue_timeout }
 }
 
 fn stick_capacity(c: &mut Checker, raw: Option<&RawStickTable>) -> u64 {

@@ -32,6 +32,8 @@ pub enum Outcome {
     Invalid,
     /// The pinned server could not serve: re-pinned to another.
     Rebound,
+    /// The pinned server was full: served elsewhere this once, pin kept.
+    Spilled,
 }
 
 impl Outcome {
@@ -43,6 +45,7 @@ impl Outcome {
             Outcome::Expired => "expired",
             Outcome::Invalid => "invalid",
             Outcome::Rebound => "rebound",
+            Outcome::Spilled => "spilled",
         }
     }
 }

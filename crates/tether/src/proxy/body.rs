@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tether_core::InFlightGuard;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::time::Sleep;
 
 use super::log::AccessLog;
@@ -112,11 +112,22 @@ impl Body for ReqBody {
     }
 }
 
+/// What a request holds on its server while it is served: the in-flight count and, when the
+/// backend limits connections, a slot. Both are released when this is dropped — at the end
+/// of the response body, or of the tunnel for an upgraded connection.
+#[derive(Debug)]
+pub struct Held {
+    /// Counts the request as in flight.
+    pub guard: InFlightGuard,
+    /// The connection slot (`limits.max_connections_per_server`).
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
 /// The body returned to the client.
 #[derive(Debug)]
 pub struct RespBody {
     inner: Inner,
-    guard: Option<InFlightGuard>,
+    guard: Option<Held>,
     log: Option<Box<AccessLog>>,
 }
 
@@ -128,7 +139,7 @@ enum Inner {
 
 impl RespBody {
     /// A server's streamed body, counted in flight by `guard` until it ends.
-    pub fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
+    pub fn upstream(body: Incoming, guard: Held) -> Self {
         Self { inner: Inner::Upstream(body), guard: Some(guard), log: None }
     }
 
@@ -184,7 +195,7 @@ impl Body for RespBody {
                     log.body_error = true;
                 }
                 if let Some(g) = &this.guard {
-                    g.server().record_error();
+                    g.guard.server().record_error();
                 }
                 false
             }

@@ -13,6 +13,9 @@ pub enum ProxyError {
     /// Every server of the backend is down, in maintenance or already tried.
     #[error("no server is available")]
     NoServer,
+    /// Every candidate is at its connection limit and the queue is full or the wait expired.
+    #[error("every server is at its connection limit")]
+    Full,
     /// The pinned server is down and the backend's policy is `on_server_down = "fail"`.
     #[error("the server holding this session is unavailable")]
     PinnedServerDown,
@@ -40,7 +43,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoServer | ProxyError::PinnedServerDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer | ProxyError::PinnedServerDown | ProxyError::Full => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -66,6 +71,7 @@ impl ProxyError {
         let short = match self {
             ProxyError::NoRoute => "no backend for this request",
             ProxyError::NoServer => "no server is available",
+            ProxyError::Full => "all servers are busy; retry shortly",
             ProxyError::PinnedServerDown => "the server holding your session is unavailable",
             ProxyError::Connect(_) => "could not reach a server",
             ProxyError::Timeout => "the server did not answer in time",

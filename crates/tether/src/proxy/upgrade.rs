@@ -2,13 +2,13 @@
 //! upgraded connections are joined and bytes copied both ways until either side closes.
 //! Nothing is tunnelled before the server's 101: until then it is an ordinary request.
 
+use super::body::Held;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tether_core::InFlightGuard;
 
 /// Joins the client's and the server's upgraded connections in a background task. The
 /// in-flight guard lives as long as the tunnel, so least-connection balancing sees it.
-pub fn tunnel(client: OnUpgrade, server: OnUpgrade, guard: InFlightGuard) {
+pub fn tunnel(client: OnUpgrade, server: OnUpgrade, guard: Held) {
     tokio::spawn(async move {
         let (c, s) = tokio::join!(client, server);
         match (c, s) {

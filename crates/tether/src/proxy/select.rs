@@ -1,0 +1,140 @@
+//! Which server serves the next attempt, and admission to it.
+//!
+//! Selection returns one candidate in preference order — the pinned server when it can take
+//! the request, else the balancer's (or, for a new table key, rendezvous hashing's) choice
+//! among primaries, else among backups — skipping servers that are down, in maintenance,
+//! already tried or at their connection limit. Admission then takes a slot on the chosen
+//! server: a semaphore permit (FIFO among waiters) that lives in the response body, so the
+//! slot is held until the response has been passed on. Waiting is bounded by the backend's
+//! `queue_size` and `queue_timeout`.
+
+use std::sync::atomic::Ordering;
+
+use tether_core::balance::rendezvous;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::affinity::Pin;
+use super::error::ProxyError;
+use crate::config::{OnServerDown, OnServerFull};
+use crate::snapshot::BackendView;
+
+/// At most this many servers are tried for one request when connects fail.
+pub const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// Servers already tried for this request, kept inline (no allocation per request).
+#[derive(Default)]
+pub struct Tried {
+    servers: [usize; MAX_CONNECT_ATTEMPTS],
+    len: usize,
+}
+
+impl Tried {
+    /// Records an attempt.
+    pub fn push(&mut self, i: usize) {
+        if let Some(slot) = self.servers.get_mut(self.len) {
+            *slot = i;
+            self.len += 1;
+        }
+    }
+
+    /// Attempts so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.servers[..self.len].contains(&i)
+    }
+}
+
+/// The server for the next attempt. When it is full, [`admit`] waits for a slot on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick {
+    /// Index in the backend.
+    pub server: usize,
+    /// Served away from a full pinned server, keeping the pin (`on_server_full = "spill"`).
+    pub spilled: bool,
+}
+
+/// Chooses the server for the next attempt.
+pub fn choose(backend: &BackendView, pin: Option<&Pin>, tried: &Tried) -> Result<Pick, ProxyError> {
+    let pinned = pin.and_then(|p| p.server).zip(backend.sticky.as_ref());
+    if let Some((s, sticky)) = pinned {
+        let server = &backend.servers[s];
+        if !tried.contains(s) && server.state.accepts_pinned() {
+            if !server.full() {
+                return Ok(Pick { server: s, spilled: false });
+            }
+            match sticky.config.on_server_full {
+                OnServerFull::Queue => return Ok(Pick { server: s, spilled: false }),
+                OnServerFull::Spill => {
+                    // Elsewhere if anything has room; otherwise wait for the pinned server.
+                    return Ok(balance(backend, pin, tried, false)
+                        .map(|i| Pick { server: i, spilled: true })
+                        .unwrap_or(Pick { server: s, spilled: false }));
+                }
+                OnServerFull::Redispatch => {}
+            }
+        } else if sticky.config.on_server_down == OnServerDown::Fail {
+            return Err(ProxyError::PinnedServerDown);
+        }
+    }
+    if let Some(i) = balance(backend, pin, tried, false) {
+        return Ok(Pick { server: i, spilled: false });
+    }
+    // Everything usable is full: queue for the server the balancer would have chosen.
+    balance(backend, pin, tried, true)
+        .map(|i| Pick { server: i, spilled: false })
+        .ok_or(ProxyError::NoServer)
+}
+
+/// The balancer's choice among usable primaries, else backups; `even_full` also accepts
+/// servers at their connection limit.
+fn balance(
+    backend: &BackendView,
+    pin: Option<&Pin>,
+    tried: &Tried,
+    even_full: bool,
+) -> Option<usize> {
+    let ok = |i: usize, backup: bool| {
+        let s = &backend.servers[i];
+        s.backup == backup
+            && !tried.contains(i)
+            && s.state.accepts_new()
+            && (even_full || !s.full())
+    };
+    // A new table key goes where its hash says, so concurrent first requests of one client
+    // (and other instances) agree without racing; load-aware balancers opt out so that new
+    // capacity receives new sessions first.
+    let by_key =
+        pin.filter(|p| !p.learn_only).and_then(|p| p.key).filter(|_| !backend.pin_by_balancer);
+    let pick = |backup: bool| match by_key {
+        Some(key) => rendezvous::pick(&backend.members, key, &|i| ok(i, backup)),
+        None => backend.balancer.pick(&|i| ok(i, backup)),
+    };
+    pick(false).or_else(|| pick(true))
+}
+
+/// Takes a connection slot on the picked server: at once when it has room, else by waiting
+/// in the backend's bounded queue. `None` when the server has no limit.
+pub async fn admit(
+    backend: &BackendView,
+    pick: Pick,
+) -> Result<Option<OwnedSemaphorePermit>, ProxyError> {
+    let Some(slots) = &backend.servers[pick.server].slots else { return Ok(None) };
+    if let Ok(p) = slots.clone().try_acquire_owned() {
+        return Ok(Some(p));
+    }
+    let limits = &backend.limits;
+    let waiting = &backend.waiting;
+    if waiting.fetch_add(1, Ordering::AcqRel) >= limits.queue_size as usize {
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        return Err(ProxyError::Full);
+    }
+    let result = tokio::time::timeout(limits.queue_timeout, slots.clone().acquire_owned()).await;
+    waiting.fetch_sub(1, Ordering::AcqRel);
+    match result {
+        Ok(Ok(p)) => Ok(Some(p)),
+        _ => Err(ProxyError::Full),
+    }
+}
