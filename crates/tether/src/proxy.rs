@@ -41,6 +41,8 @@ pub struct ConnCtx {
     pub listener: usize,
     /// The socket peer.
     pub peer: SocketAddr,
+    /// The peer's address as the forwarding headers write it.
+    pub peer_headers: headers::PeerHeaders,
     /// Whether the client-facing connection is TLS.
     pub https: bool,
 }
@@ -220,7 +222,12 @@ fn prepare_headers(
         }
     }
     let trusted = headers::is_trusted(ctx.peer.ip(), &listener.trusted_proxies);
-    headers::add_forwarding(h, ctx.peer.ip(), trusted, if ctx.https { "https" } else { "http" });
+    headers::add_forwarding(
+        h,
+        &ctx.peer_headers,
+        trusted,
+        if ctx.https { "https" } else { "http" },
+    );
 }
 
 /// The request for one attempt. Headers are cloned only when another attempt may follow.

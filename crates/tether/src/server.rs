@@ -432,7 +432,8 @@ impl Acceptor {
 
     fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let ctx = Arc::new(ConnCtx { listener: self.index, peer, https: false });
+        let peer_headers = crate::proxy::headers::PeerHeaders::new(peer.ip());
+        let ctx = Arc::new(ConnCtx { listener: self.index, peer, peer_headers, https: false });
         let current = Arc::clone(&self.current);
         let service = service_fn(move |req| {
             let snap = current.load_full();

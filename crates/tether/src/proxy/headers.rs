@@ -27,6 +27,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// too unless `upgrade` is true (a request or 101 response being tunnelled), in which case
 /// `Connection: upgrade` is put back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of these: one pass over the names avoids eight hashed removes.
+    let any = headers.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE);
+    if !any {
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -96,30 +104,56 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
+/// A client connection's address in the forms the forwarding headers use, built once per
+/// connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct PeerHeaders {
+    /// The socket peer.
+    pub ip: IpAddr,
+    xff: HeaderValue,
+    forwarded_for: String,
+}
+
+impl PeerHeaders {
+    /// The forms of `ip`.
+    pub fn new(ip: IpAddr) -> Self {
+        let text = ip.to_string();
+        let forwarded_for = match ip {
+            IpAddr::V4(_) => format!("for={text}"),
+            IpAddr::V6(_) => format!("for=\"[{text}]\""),
+        };
+        let xff = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown"));
+        Self { ip, xff, forwarded_for }
+    }
+}
+
 /// Adds `X-Forwarded-For`, `-Proto`, `-Host` and `Forwarded`. From a trusted peer the
 /// incoming chain is extended (and its proto/host kept); from anyone else it is replaced.
-pub fn add_forwarding(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str) {
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    peer: &PeerHeaders,
+    trusted: bool,
+    proto: &'static str,
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let xfp = HeaderName::from_static("x-forwarded-proto");
     let xfh = HeaderName::from_static("x-forwarded-host");
     let host = headers.get(header::HOST).cloned();
-    let peer_s = peer.to_string();
-    let forwarded_for = match peer {
-        IpAddr::V4(_) => format!("for={peer_s}"),
-        IpAddr::V6(_) => format!("for=\"[{peer_s}]\""),
-    };
-    let mut forwarded = forwarded_for;
+    let host_text = host.as_ref().and_then(|h| h.to_str().ok());
+    let host_text =
+        host_text.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
+    let mut forwarded =
+        String::with_capacity(peer.forwarded_for.len() + 16 + host_text.map_or(0, str::len));
+    forwarded.push_str(&peer.forwarded_for);
     forwarded.push_str(";proto=");
     forwarded.push_str(proto);
-    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
-        if h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-            forwarded.push_str(";host=\"");
-            forwarded.push_str(h);
-            forwarded.push('"');
-        }
+    if let Some(h) = host_text {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(h);
+        forwarded.push('"');
     }
     if trusted {
-        append_list(headers, &xff, &peer_s);
+        append_list(headers, &xff, peer.xff.to_str().unwrap_or("unknown"));
         append_list(headers, &header::FORWARDED, &forwarded);
         if !headers.contains_key(&xfp) {
             headers.insert(xfp, HeaderValue::from_static(proto));
@@ -128,8 +162,11 @@ pub fn add_forwarding(headers: &mut HeaderMap, peer: IpAddr, trusted: bool, prot
             headers.insert(xfh, h);
         }
     } else {
-        set(headers, xff, &peer_s);
-        set(headers, header::FORWARDED, &forwarded);
+        headers.insert(xff, peer.xff.clone());
+        // The String's buffer becomes the header's bytes: no copy.
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
+            headers.insert(header::FORWARDED, v);
+        }
         headers.insert(xfp, HeaderValue::from_static(proto));
         match host {
             Some(h) => {
@@ -171,29 +208,42 @@ pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v.trim())
 }
 
-/// Removes cookie `name` from the `Cookie` header(s); drops a header left empty.
+/// Removes cookie `name` from the `Cookie` header(s); drops a header left empty. Allocates
+/// only when other cookies must be kept beside it.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    let needle = format!("{name}=");
-    let present = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .any(|v| v.as_bytes().windows(needle.len()).any(|w| w == needle.as_bytes()));
+    let pairs = |h: &HeaderMap| -> Vec<String> {
+        h.get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (mut present, mut others) = (false, false);
+    for v in headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+        for p in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            if cookie_name(p) == name { present = true } else { others = true }
+        }
+    }
     if !present {
         return;
     }
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && p.split_once('=').map_or(*p, |(k, _)| k) != name)
-        .map(str::to_owned)
-        .collect();
+    let kept: Vec<String> = if others {
+        pairs(headers).into_iter().filter(|p| cookie_name(p) != name).collect()
+    } else {
+        Vec::new()
+    };
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
         set(headers, header::COOKIE, &kept.join("; "));
     }
+}
+
+/// The name part of a `name=value` cookie pair.
+fn cookie_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(k, _)| k).trim()
 }
 
 /// Removes a server's `Set-Cookie` headers that would overwrite Tether's own cookie.

@@ -27,7 +27,7 @@ fn hop_by_hop_and_connection_named_headers_are_removed() {
 fn naming_forwarded_for_in_connection_cannot_strip_ours() {
     let mut h = map(&[("connection", "x-forwarded-for"), ("host", "a.example")]);
     strip_hop_by_hop(&mut h, false);
-    add_forwarding(&mut h, "192.0.2.7".parse().unwrap(), false, "http");
+    add_forwarding(&mut h, &PeerHeaders::new("192.0.2.7".parse().unwrap()), false, "http");
     assert_eq!(h["x-forwarded-for"], "192.0.2.7");
 }
 
@@ -47,7 +47,7 @@ fn untrusted_forwarding_headers_are_replaced() {
         ("x-forwarded-proto", "https"),
         ("host", "shop.example"),
     ]);
-    add_forwarding(&mut h, "192.0.2.7".parse().unwrap(), false, "http");
+    add_forwarding(&mut h, &PeerHeaders::new("192.0.2.7".parse().unwrap()), false, "http");
     assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "shop.example");
@@ -57,7 +57,7 @@ fn untrusted_forwarding_headers_are_replaced() {
 #[test]
 fn trusted_forwarding_headers_are_extended() {
     let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]);
-    add_forwarding(&mut h, "10.1.2.3".parse().unwrap(), true, "http");
+    add_forwarding(&mut h, &PeerHeaders::new("10.1.2.3".parse().unwrap()), true, "http");
     assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
     assert_eq!(h["x-forwarded-proto"], "https");
 }
@@ -65,7 +65,7 @@ fn trusted_forwarding_headers_are_extended() {
 #[test]
 fn ipv6_peers_are_quoted_in_forwarded() {
     let mut h = HeaderMap::new();
-    add_forwarding(&mut h, "::1".parse().unwrap(), false, "http");
+    add_forwarding(&mut h, &PeerHeaders::new("::1".parse().unwrap()), false, "http");
     assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
 }
 
