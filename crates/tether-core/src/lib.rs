@@ -9,6 +9,8 @@
 
 pub mod affinity;
 pub mod balance;
+pub mod health;
+pub mod retry;
 pub mod rng;
 pub mod server;
 pub mod stick;

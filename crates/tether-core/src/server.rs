@@ -5,7 +5,9 @@
 //! in-flight figures carry over. Every field is an atomic; nothing here takes a lock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
 
 /// What health checking last concluded about a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +104,11 @@ pub struct ServerState {
     in_flight: AtomicU64,
     requests_total: AtomicU64,
     errors_total: AtomicU64,
+    ejected: AtomicBool,
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU32,
+    last_change: AtomicU64,
+    reason: ArcSwap<String>,
 }
 
 impl ServerState {
@@ -114,7 +121,60 @@ impl ServerState {
             in_flight: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
             errors_total: AtomicU64::new(0),
+            ejected: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            last_change: AtomicU64::new(0),
+            reason: ArcSwap::from_pointee(String::new()),
         }
+    }
+
+    /// Passive outlier detection has ejected this server for now.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    /// Ejects (true) or returns (false) the server; returns the previous value.
+    pub fn set_ejected(&self, ejected: bool) -> bool {
+        if ejected {
+            self.ejections.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ejected.swap(ejected, Ordering::AcqRel)
+    }
+
+    /// How many times the server has been ejected (for exponential ejection times).
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Records one upstream outcome for passive detection; returns the number of consecutive
+    /// failures after it (0 after a success).
+    pub fn record_outcome(&self, ok: bool) -> u32 {
+        if ok {
+            // Avoid a write on the common path when there is nothing to reset.
+            if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            0
+        } else {
+            self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+        }
+    }
+
+    /// Records why the server last changed state, and when (unix seconds).
+    pub fn note_change(&self, reason: String, unix_secs: u64) {
+        self.reason.store(Arc::new(reason));
+        self.last_change.store(unix_secs, Ordering::Relaxed);
+    }
+
+    /// Why the server last changed health or ejection state ("" when it never did).
+    pub fn reason(&self) -> Arc<String> {
+        self.reason.load_full()
+    }
+
+    /// When it last changed (unix seconds), 0 when it never did.
+    pub fn last_change(&self) -> u64 {
+        self.last_change.load(Ordering::Relaxed)
     }
 
     /// The stable name from the configuration.
@@ -147,14 +207,19 @@ impl ServerState {
         AdminState::from_u8(self.admin.swap(s.to_u8(), Ordering::AcqRel))
     }
 
+    /// Healthy as far as checks and passive detection know (not down, not ejected).
+    pub fn is_healthy(&self) -> bool {
+        self.health() != Health::Down && !self.is_ejected()
+    }
+
     /// May this server receive a *new* session (balancer choice)?
     pub fn accepts_new(&self) -> bool {
-        self.health() != Health::Down && self.admin_state() == AdminState::Ready
+        self.is_healthy() && self.admin_state() == AdminState::Ready
     }
 
     /// May this server keep serving a session already pinned to it? Draining servers do.
     pub fn accepts_pinned(&self) -> bool {
-        self.health() != Health::Down && self.admin_state() != AdminState::Maint
+        self.is_healthy() && self.admin_state() != AdminState::Maint
     }
 
     /// Requests currently being served (until their response body ends).

@@ -133,6 +133,14 @@ pub struct Backend {
     pub idle_timeout: Duration,
     /// `limits`.
     pub limits: Limits,
+    /// `[backends.NAME.health_check]`, when present.
+    pub health_check: Option<HealthCheck>,
+    /// `on_all_down`.
+    pub on_all_down: OnAllDown,
+    /// `retry`.
+    pub retry: Retry,
+    /// `outlier`, when present.
+    pub outlier: Option<Outlier>,
     /// `[[backends.NAME.servers]]`, in file order.
     pub servers: Vec<Server>,
 }
@@ -168,6 +176,69 @@ pub struct Limits {
     pub queue_size: u32,
     /// `queue_timeout`: longest wait in the queue before `503`.
     pub queue_timeout: Duration,
+}
+
+/// `health_check.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    /// An HTTP request; the status (and optionally the body) decides.
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+/// `[backends.NAME.health_check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `type` (default `http`).
+    pub kind: CheckKind,
+    /// `path` (default `/healthz`).
+    pub path: String,
+    /// `expect_status` (default `200-399`), inclusive.
+    pub expect_status: (u16, u16),
+    /// `expect_body`: a substring the body must contain.
+    pub expect_body: Option<String>,
+    /// `host`: the Host header (default: the server's address).
+    pub host: Option<String>,
+    /// `interval` (default 2 s), jittered by up to 10%.
+    pub interval: Duration,
+    /// `timeout` (default 1 s).
+    pub timeout: Duration,
+    /// `rise` (default 2).
+    pub rise: u32,
+    /// `fall` (default 3).
+    pub fall: u32,
+}
+
+/// `on_all_down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAllDown {
+    /// `"503"` (default): answer 503.
+    Unavailable,
+    /// `"fail_open"`: try the servers anyway.
+    FailOpen,
+}
+
+/// `retry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// `attempts`: total attempts for an idempotent request (default 2, 1 = no retry).
+    pub attempts: u32,
+    /// `budget_percent`: retries allowed as a share of requests (default 20).
+    pub budget_percent: u32,
+}
+
+/// `outlier`: passive ejection of failing servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// `consecutive_failures` (default 5).
+    pub consecutive_failures: u32,
+    /// `base_ejection` (default 10 s), doubled on each repeat ejection.
+    pub base_ejection: Duration,
+    /// `max_ejection` (default 300 s).
+    pub max_ejection: Duration,
+    /// `max_ejected_percent` (default 50).
+    pub max_ejected_percent: u32,
 }
 
 /// `limits.queue_timeout`.

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -32,6 +32,7 @@ use self::log::AccessLog;
 use self::select::{MAX_CONNECT_ATTEMPTS, Tried};
 
 use crate::config::{HostMatch, StickyMode};
+use crate::health;
 use crate::snapshot::{BackendView, ListenerView, Snapshot};
 
 /// What the data path knows about the client connection.
@@ -107,8 +108,11 @@ async fn forward(
         let (b, sent) = ReqBody::streaming(body, listener.body_timeout);
         (Some(b), Some(sent))
     };
+    // Idempotent, bodiless requests may also be retried after a 502/503/504 or a timeout
+    // before the response head, within `retry.attempts` and the retry budget.
+    let idempotent = replayable && parts.method.is_idempotent();
+    backend.budget.deposit();
     let mut tried = Tried::default();
-    let max_attempts = backend.servers.len().min(MAX_CONNECT_ATTEMPTS);
     loop {
         let pick = select::choose(backend, pin.as_ref(), &tried)?;
         let idx = pick.server;
@@ -119,27 +123,47 @@ async fn forward(
             l.server = Some(server.state.name_arc().clone());
             l.attempts += 1;
         }
-        let last = !replayable || tried.len() >= max_attempts;
         let request = upstream_request(&parts, server, body.take().unwrap_or(ReqBody::Empty));
         let guard = Held { guard: server.state.begin(), permit };
         let sent = Instant::now();
         let result = send(backend, request, body_sent.take()).await;
+        let may_retry = |tried: &Tried| {
+            idempotent
+                && tried.len() < backend.retry.attempts as usize
+                && select::has_alternative(backend, tried)
+                && backend.budget.try_withdraw()
+        };
         let err = match result {
-            Ok(Ok(mut resp)) => {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let failed = status.is_server_error();
+                health::observe(backend, idx, !failed);
+                if failed {
+                    server.state.record_error();
+                }
+                let retryable = matches!(status.as_u16(), 502..=504);
+                if retryable && may_retry(&tried) {
+                    tracing::debug!(backend = %backend.name, server = %server.state.name(), status = status.as_u16(), "retrying on another server");
+                    server.metrics.request(ctx.listener, status.as_u16());
+                    backend.metrics.retry();
+                    continue;
+                }
                 if let Some(l) = log.as_deref_mut() {
                     l.upstream_time = Some(sent.elapsed());
                 }
-                server.metrics.request(ctx.listener, resp.status().as_u16());
+                server.metrics.request(ctx.listener, status.as_u16());
                 backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
-                if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status())
-                {
-                    upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), guard);
-                    let (mut rp, _) = resp.into_parts();
-                    headers::strip_hop_by_hop(&mut rp.headers, true);
-                    return Ok(Response::from_parts(rp, RespBody::empty()));
-                }
-                let resp = resp.map(|b| RespBody::upstream(b, guard));
-                return Ok(respond(backend, pin, pick, now, ctx.https, resp, log));
+                return Ok(finish(
+                    backend,
+                    pin,
+                    pick,
+                    now,
+                    ctx.https,
+                    resp,
+                    guard,
+                    client_upgrade,
+                    log,
+                ));
             }
             Ok(Err(e)) if e.is_connect() => ProxyError::Connect(error_chain(&e)),
             Ok(Err(e)) if caused_by::<body::BodyStalled>(&e) => ProxyError::ClientBodyTimeout,
@@ -152,20 +176,54 @@ async fn forward(
         if let Some(kind) = err.metric_kind() {
             server.state.record_error();
             server.metrics.error(kind);
+            health::observe(backend, idx, false);
         }
+        // Nothing was sent on a failed connect: always safe to try elsewhere. Anything else
+        // only for idempotent requests, within the budget.
+        let retry = match err {
+            ProxyError::Connect(_) => {
+                replayable && tried.len() < backend.servers.len().min(MAX_CONNECT_ATTEMPTS)
+            }
+            ProxyError::Timeout | ProxyError::Upstream(_) => may_retry(&tried),
+            _ => false,
+        };
         tracing::warn!(
             backend = %backend.name,
             server = %server.state.name(),
             error = %err,
-            retry = matches!(err, ProxyError::Connect(_)) && !last,
+            retry,
             "upstream request failed"
         );
-        if !matches!(err, ProxyError::Connect(_)) || last {
+        if !retry {
             server.metrics.request(ctx.listener, err.status().as_u16());
             return Err(err);
         }
         backend.metrics.retry();
     }
+}
+
+/// Turns a server's response into the client's: a 101 starts the tunnel; anything else
+/// streams back with the affinity outcome applied.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    backend: &BackendView,
+    pin: Option<Pin>,
+    pick: select::Pick,
+    now: u32,
+    https: bool,
+    mut resp: Response<Incoming>,
+    guard: Held,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    log: Option<&mut AccessLog>,
+) -> Response<RespBody> {
+    if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
+        upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), guard);
+        let (mut rp, _) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut rp.headers, true);
+        return Response::from_parts(rp, RespBody::empty());
+    }
+    let resp = resp.map(|b| RespBody::upstream(b, guard));
+    respond(backend, pin, pick, now, https, resp, log)
 }
 
 /// Sends one attempt. The response timeout starts once the request body has been sent whole

@@ -84,6 +84,7 @@ pub struct Tether {
     commands: mpsc::Receiver<Command>,
     admin_address: Option<SocketAddr>,
     signals: Option<Signals>,
+    health_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// SIGHUP, SIGTERM and SIGINT handlers. Installed before any listener is bound, so a signal
@@ -188,7 +189,9 @@ impl Tether {
             }
             None => None,
         };
+        let health_tasks = spawn_health_checks(&current.load());
         Ok(Self {
+            health_tasks,
             signals,
             commands,
             admin_address,
@@ -248,6 +251,10 @@ impl Tether {
         let snapshot = Arc::new(self.registry.build(config, &self.fallback_keys));
         let previous = self.current.swap(Arc::clone(&snapshot));
         self.registry.metrics().forget_removed(&previous, &snapshot);
+        for t in self.health_tasks.drain(..) {
+            t.abort();
+        }
+        self.health_tasks = spawn_health_checks(&snapshot);
     }
 
     /// Applies one admin command (the controller is the only writer).
@@ -392,6 +399,14 @@ impl Tether {
             }
         }
     }
+}
+
+/// One checker task per backend that has a `[health_check]`.
+fn spawn_health_checks(snap: &Snapshot) -> Vec<tokio::task::JoinHandle<()>> {
+    snap.backends
+        .iter()
+        .filter_map(|b| b.health_check.clone().map(|c| crate::health::spawn(b, c)))
+        .collect()
 }
 
 fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
 use tether_core::affinity::{CookieKeys, ServerTag};
 use tether_core::balance::{self, Algorithm, Balancer, Member};
+use tether_core::retry::RetryBudget;
 use tether_core::stick::memory::MemoryStore;
 use tether_core::stick::{KeyHasher, StickStore};
 use tether_core::{AdminState, ServerState};
@@ -96,6 +97,16 @@ pub struct BackendView {
     pub limits: config::Limits,
     /// Requests waiting for a slot now (bounded by `limits.queue_size`).
     pub waiting: Arc<AtomicUsize>,
+    /// Passive outlier detection, when configured.
+    pub outlier: Option<config::Outlier>,
+    /// What to do when no server is usable.
+    pub on_all_down: config::OnAllDown,
+    /// Retry policy for idempotent requests.
+    pub retry: config::Retry,
+    /// Retry budget (shared by the requests of this generation).
+    pub budget: Arc<RetryBudget>,
+    /// Active health check, when configured.
+    pub health_check: Option<config::HealthCheck>,
     /// New table pins follow the balancer (load-aware algorithms, so new capacity gets new
     /// sessions first) instead of rendezvous hashing.
     pub pin_by_balancer: bool,
@@ -295,6 +306,11 @@ impl Registry {
             metrics: self.metrics.backend(listeners, &b.name, b.sticky.is_some()),
             limits: b.limits,
             waiting: Arc::new(AtomicUsize::new(0)),
+            outlier: b.outlier,
+            on_all_down: b.on_all_down,
+            retry: b.retry,
+            budget: Arc::new(RetryBudget::new(b.retry.budget_percent)),
+            health_check: b.health_check.clone(),
             pin_by_balancer: matches!(b.balance, Algorithm::LeastConn | Algorithm::P2c),
             table: None,
             hasher: KeyHasher::new(0),

@@ -75,8 +75,43 @@ pub struct RawBackend {
     pub sticky: Option<RawSticky>,
     pub timeouts: Option<RawBackendTimeouts>,
     pub limits: Option<RawBackendLimits>,
+    pub health_check: Option<RawHealthCheck>,
+    pub on_all_down: Option<S>,
+    pub retry: Option<RawRetry>,
+    pub outlier: Option<RawOutlier>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<S>,
+    pub path: Option<S>,
+    pub expect_status: Option<Spanned<toml::Value>>,
+    pub expect_body: Option<S>,
+    pub host: Option<S>,
+    pub interval: Option<S>,
+    pub timeout: Option<S>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<Spanned<i64>>,
+    pub budget_percent: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub base_ejection: Option<S>,
+    pub max_ejection: Option<S>,
+    pub max_ejected_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -275,7 +275,144 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
             DEFAULT_UPSTREAM_IDLE_TIMEOUT,
         ),
         limits: limits(c, name, b.limits.as_ref()),
+        health_check: b.health_check.as_ref().map(|h| health_check(c, name, h)),
+        on_all_down: c.choice(
+            &p("on_all_down"),
+            b.on_all_down.as_ref(),
+            OnAllDown::Unavailable,
+            &[("503", OnAllDown::Unavailable), ("fail_open", OnAllDown::FailOpen)],
+        ),
+        retry: retry(c, name, b.retry.as_ref()),
+        outlier: b.outlier.as_ref().map(|o| outlier(c, name, o)),
         servers,
+    }
+}
+
+fn int_in(
+    c: &mut Checker,
+    path: &str,
+    v: Option<&Spanned<i64>>,
+    default: u32,
+    range: std::ops::RangeInclusive<i64>,
+) -> u32 {
+    match v {
+        None => default,
+        Some(n) if range.contains(n.get_ref()) => *n.get_ref() as u32,
+        Some(n) => {
+            c.err(
+                path,
+                Some(n),
+                format!(
+                    "{} is out of range; expected {} to {}",
+                    n.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            );
+            default
+        }
+    }
+}
+
+fn health_check(c: &mut Checker, backend: &str, h: &super::raw::RawHealthCheck) -> HealthCheck {
+    let p = |k: &str| format!("backends.{backend}.health_check.{k}");
+    let kind = c.choice(
+        &p("type"),
+        h.kind.as_ref(),
+        CheckKind::Http,
+        &[("http", CheckKind::Http), ("tcp", CheckKind::Tcp)],
+    );
+    let path = h.path.as_ref().map_or("/healthz".to_owned(), |v| {
+        if !v.get_ref().starts_with('/')
+            || v.get_ref().bytes().any(|b| b.is_ascii_control() || b == b' ')
+        {
+            c.err(
+                &p("path"),
+                Some(v),
+                "must start with '/' and contain no spaces or control characters",
+            );
+        }
+        v.get_ref().clone()
+    });
+    let expect_status = match h.expect_status.as_ref() {
+        None => (200, 399),
+        Some(v) => {
+            let text = match v.get_ref() {
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::String(s) => s.clone(),
+                _ => String::new(),
+            };
+            let parse = |s: &str| s.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c));
+            let range = match text.split_once('-') {
+                Some((a, b)) => parse(a).zip(parse(b)).filter(|(a, b)| a <= b),
+                None => parse(&text).map(|c| (c, c)),
+            };
+            range.unwrap_or_else(|| {
+                c.err(
+                    &p("expect_status"),
+                    Some(v),
+                    "expected a status like 200 or a range like \"200-399\"",
+                );
+                (200, 399)
+            })
+        }
+    };
+    let interval = c.duration(&p("interval"), h.interval.as_ref(), Duration::from_secs(2));
+    let timeout = c.duration(&p("timeout"), h.timeout.as_ref(), Duration::from_secs(1));
+    HealthCheck {
+        kind,
+        path,
+        expect_status,
+        expect_body: h.expect_body.as_ref().map(|b| b.get_ref().clone()).filter(|b| !b.is_empty()),
+        host: h.host.as_ref().map(|b| b.get_ref().clone()).filter(|b| !b.is_empty()),
+        interval,
+        timeout,
+        rise: int_in(c, &p("rise"), h.rise.as_ref(), 2, 1..=100),
+        fall: int_in(c, &p("fall"), h.fall.as_ref(), 3, 1..=100),
+    }
+}
+
+fn retry(c: &mut Checker, backend: &str, r: Option<&super::raw::RawRetry>) -> Retry {
+    let p = |k: &str| format!("backends.{backend}.retry.{k}");
+    Retry {
+        attempts: int_in(c, &p("attempts"), r.and_then(|r| r.attempts.as_ref()), 2, 1..=10),
+        budget_percent: int_in(
+            c,
+            &p("budget_percent"),
+            r.and_then(|r| r.budget_percent.as_ref()),
+            20,
+            0..=100,
+        ),
+    }
+}
+
+fn outlier(c: &mut Checker, backend: &str, o: &super::raw::RawOutlier) -> Outlier {
+    let p = |k: &str| format!("backends.{backend}.outlier.{k}");
+    Outlier {
+        consecutive_failures: int_in(
+            c,
+            &p("consecutive_failures"),
+            o.consecutive_failures.as_ref(),
+            5,
+            1..=1000,
+        ),
+        base_ejection: c.duration(
+            &p("base_ejection"),
+            o.base_ejection.as_ref(),
+            Duration::from_secs(10),
+        ),
+        max_ejection: c.duration(
+            &p("max_ejection"),
+            o.max_ejection.as_ref(),
+            Duration::from_secs(300),
+        ),
+        max_ejected_percent: int_in(
+            c,
+            &p("max_ejected_percent"),
+            o.max_ejected_percent.as_ref(),
+            50,
+            0..=100,
+        ),
     }
 }
 

@@ -15,16 +15,21 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::affinity::Pin;
 use super::error::ProxyError;
-use crate::config::{OnServerDown, OnServerFull};
+use tether_core::AdminState;
+
+use crate::config::{OnAllDown, OnServerDown, OnServerFull};
 use crate::snapshot::BackendView;
 
 /// At most this many servers are tried for one request when connects fail.
 pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 
+/// Most attempts one request can make (`retry.attempts` is at most 10).
+const MAX_ATTEMPTS: usize = 10;
+
 /// Servers already tried for this request, kept inline (no allocation per request).
 #[derive(Default)]
 pub struct Tried {
-    servers: [usize; MAX_CONNECT_ATTEMPTS],
+    servers: [usize; MAX_ATTEMPTS],
     len: usize,
 }
 
@@ -42,7 +47,8 @@ impl Tried {
         self.len
     }
 
-    fn contains(&self, i: usize) -> bool {
+    /// Whether server `i` was tried.
+    pub fn contains(&self, i: usize) -> bool {
         self.servers[..self.len].contains(&i)
     }
 }
@@ -83,9 +89,25 @@ pub fn choose(backend: &BackendView, pin: Option<&Pin>, tried: &Tried) -> Result
         return Ok(Pick { server: i, spilled: false });
     }
     // Everything usable is full: queue for the server the balancer would have chosen.
-    balance(backend, pin, tried, true)
-        .map(|i| Pick { server: i, spilled: false })
-        .ok_or(ProxyError::NoServer)
+    if let Some(i) = balance(backend, pin, tried, true) {
+        return Ok(Pick { server: i, spilled: false });
+    }
+    if backend.on_all_down == OnAllDown::FailOpen {
+        // Nothing is healthy: try any server not in maintenance rather than fail outright.
+        let ok = |i: usize| {
+            let s = &backend.servers[i].state;
+            !tried.contains(i) && s.admin_state() != AdminState::Maint
+        };
+        if let Some(i) = backend.balancer.pick(&ok) {
+            return Ok(Pick { server: i, spilled: false });
+        }
+    }
+    Err(ProxyError::NoServer)
+}
+
+/// Whether another untried server could take the request (before giving up a response).
+pub fn has_alternative(backend: &BackendView, tried: &Tried) -> bool {
+    backend.servers.iter().enumerate().any(|(i, s)| !tried.contains(i) && s.state.accepts_new())
 }
 
 /// The balancer's choice among usable primaries, else backups; `even_full` also accepts
