@@ -109,6 +109,7 @@ pub struct ServerState {
     ejections: AtomicU32,
     last_change: AtomicU64,
     reason: ArcSwap<String>,
+    recovered_at_ms: AtomicU64,
 }
 
 impl ServerState {
@@ -126,6 +127,28 @@ impl ServerState {
             ejections: AtomicU32::new(0),
             last_change: AtomicU64::new(0),
             reason: ArcSwap::from_pointee(String::new()),
+            recovered_at_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the moment the server became usable again (recovery, end of ejection, added at
+    /// runtime), in unix milliseconds: slow start ramps its share from there.
+    pub fn mark_recovered(&self, unix_ms: u64) {
+        self.recovered_at_ms.store(unix_ms, Ordering::Relaxed);
+    }
+
+    /// The share of its normal load a recovering server should take at `unix_ms` under a
+    /// `ramp_ms` slow start: from 10% right after recovery to 100% at the end of the ramp.
+    pub fn ramp(&self, unix_ms: u64, ramp_ms: u64) -> f64 {
+        let since = self.recovered_at_ms.load(Ordering::Relaxed);
+        if ramp_ms == 0 || since == 0 {
+            return 1.0;
+        }
+        let elapsed = unix_ms.saturating_sub(since);
+        if elapsed >= ramp_ms {
+            1.0
+        } else {
+            (0.1 + 0.9 * elapsed as f64 / ramp_ms as f64).min(1.0)
         }
     }
 
@@ -295,6 +318,17 @@ mod tests {
         assert!(s.accepts_pinned());
         s.set_admin_state(AdminState::Maint);
         assert!(!s.accepts_pinned());
+    }
+
+    #[test]
+    fn slow_start_ramps_from_a_tenth_to_everything() {
+        let s = ServerState::new("a");
+        assert_eq!(s.ramp(5_000, 30_000), 1.0, "never recovered: full share");
+        s.mark_recovered(10_000);
+        assert!((s.ramp(10_000, 30_000) - 0.1).abs() < 1e-9);
+        assert!((s.ramp(25_000, 30_000) - 0.55).abs() < 1e-9);
+        assert_eq!(s.ramp(40_000, 30_000), 1.0);
+        assert_eq!(s.ramp(10_000, 0), 1.0, "no slow start");
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub struct Backend {
     pub retry: Retry,
     /// `outlier`, when present.
     pub outlier: Option<Outlier>,
+    /// `slow_start`: ramp a recovered or added server over this long (zero: off).
+    pub slow_start: Duration,
     /// `[[backends.NAME.servers]]`, in file order.
     pub servers: Vec<Server>,
 }

@@ -31,6 +31,11 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Unix time in milliseconds (slow start).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Starts the checker of `backend` (one task for all its servers).
 pub fn spawn(backend: &BackendView, check: HealthCheck) -> JoinHandle<()> {
     let name = Arc::clone(&backend.name);
@@ -61,6 +66,9 @@ async fn run(
                 state.note_change(reason.clone(), unix_now());
                 if next == Health::Up {
                     state.record_outcome(true);
+                    if from == Health::Down {
+                        state.mark_recovered(unix_now_ms());
+                    }
                 }
                 tracing::warn!(
                     backend = %backend,
@@ -155,6 +163,7 @@ fn eject(backend: Arc<str>, server: Arc<ServerState>, o: Outlier, failures: u32)
     tokio::spawn(async move {
         tokio::time::sleep(duration).await;
         server.record_outcome(true);
+        server.mark_recovered(unix_now_ms());
         server.set_ejected(false);
         let reason = "ejection ended".to_owned();
         server.note_change(reason.clone(), unix_now());

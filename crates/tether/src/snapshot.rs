@@ -107,6 +107,10 @@ pub struct BackendView {
     pub budget: Arc<RetryBudget>,
     /// Active health check, when configured.
     pub health_check: Option<config::HealthCheck>,
+    /// Slow-start ramp in milliseconds (0: off).
+    pub slow_start_ms: u64,
+    /// Random source for slow-start admission.
+    pub rng: tether_core::rng::SplitMix,
     /// New table pins follow the balancer (load-aware algorithms, so new capacity gets new
     /// sessions first) instead of rendezvous hashing.
     pub pin_by_balancer: bool,
@@ -261,11 +265,14 @@ impl Registry {
             .iter()
             .map(|s| {
                 let key = (b.name.clone(), s.name.clone());
-                let state = self
-                    .servers
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(ServerState::new(s.name.as_str())));
+                let state = self.servers.get(&key).cloned().unwrap_or_else(|| {
+                    let fresh = Arc::new(ServerState::new(s.name.as_str()));
+                    // Added by a reload: ramp it up like a recovered server.
+                    if self.generation > 1 {
+                        fresh.mark_recovered(crate::health::unix_now_ms());
+                    }
+                    fresh
+                });
                 if self.file_states.get(&key) != Some(&s.state) {
                     let old = state.set_admin_state(s.state);
                     if old != s.state {
@@ -311,6 +318,8 @@ impl Registry {
             retry: b.retry,
             budget: Arc::new(RetryBudget::new(b.retry.budget_percent)),
             health_check: b.health_check.clone(),
+            slow_start_ms: b.slow_start.as_millis() as u64,
+            rng: tether_core::rng::SplitMix::default(),
             pin_by_balancer: matches!(b.balance, Algorithm::LeastConn | Algorithm::P2c),
             table: None,
             hasher: KeyHasher::new(0),

@@ -153,3 +153,22 @@ async fn queue_policy_waits_for_the_pinned_server() {
     assert_eq!(server_of(&r), owner, "waited for its own server");
     assert_eq!(slow.await.unwrap(), 200);
 }
+
+#[tokio::test]
+async fn a_server_added_by_reload_ramps_up_under_slow_start() {
+    let servers = echo_servers(3);
+    let cfg = |n: usize| config(&servers[..n], "slow_start = \"60s\"", None);
+    let mut t = start(&cfg(2)).await;
+    assert_eq!(t.reload(&cfg(3)).await.unwrap()["message"], "config reloaded");
+    let c = fresh_client();
+    let mut to_new = 0;
+    for _ in 0..300 {
+        if server_of(&c.get(t.url("web")).send().await.unwrap()) == "s2" {
+            to_new += 1;
+        }
+    }
+    // Without slow start round robin would give it 100 of 300; at the start of a 60 s ramp
+    // it takes about a tenth of its share.
+    assert!(to_new > 0, "the new server gets some traffic");
+    assert!(to_new < 50, "but only a small share while ramping: {to_new}");
+}

@@ -79,6 +79,7 @@ pub struct RawBackend {
     pub on_all_down: Option<S>,
     pub retry: Option<RawRetry>,
     pub outlier: Option<RawOutlier>,
+    pub slow_start: Option<S>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
 }

@@ -284,6 +284,15 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
         ),
         retry: retry(c, name, b.retry.as_ref()),
         outlier: b.outlier.as_ref().map(|o| outlier(c, name, o)),
+        slow_start: match &b.slow_start {
+            Some(v)
+                if v.get_ref().trim().trim_end_matches(|ch: char| ch.is_ascii_alphabetic())
+                    == "0" =>
+            {
+                Duration::ZERO
+            }
+            v => c.duration(&p("slow_start"), v.as_ref(), Duration::ZERO),
+        },
         servers,
     }
 }

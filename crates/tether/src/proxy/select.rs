@@ -130,11 +130,33 @@ fn balance(
     // capacity receives new sessions first.
     let by_key =
         pin.filter(|p| !p.learn_only).and_then(|p| p.key).filter(|_| !backend.pin_by_balancer);
-    let pick = |backup: bool| match by_key {
-        Some(key) => rendezvous::pick(&backend.members, key, &|i| ok(i, backup)),
-        None => backend.balancer.pick(&|i| ok(i, backup)),
+    let pick = |backup: bool, skip: Option<usize>| {
+        let ok = |i: usize| Some(i) != skip && ok(i, backup);
+        match by_key {
+            Some(key) => rendezvous::pick(&backend.members, key, &ok),
+            None => backend.balancer.pick(&ok),
+        }
     };
-    pick(false).or_else(|| pick(true))
+    let first = pick(false, None).or_else(|| pick(true, None))?;
+    Some(slow_start(backend, first).unwrap_or_else(|| {
+        // The pick is still ramping up and lost the draw: choose again without it.
+        pick(false, Some(first)).or_else(|| pick(true, Some(first))).unwrap_or(first)
+    }))
+}
+
+/// Slow start: a server that recently recovered (or was added) takes only a growing share of
+/// new sessions, by admitting the balancer's pick with probability equal to its ramp.
+/// `None` when the pick should be skipped this time.
+fn slow_start(backend: &BackendView, i: usize) -> Option<usize> {
+    if backend.slow_start_ms == 0 {
+        return Some(i);
+    }
+    let ramp = backend.servers[i].state.ramp(crate::health::unix_now_ms(), backend.slow_start_ms);
+    if ramp >= 1.0 || (backend.rng.below(1_000_000) as f64) < ramp * 1_000_000.0 {
+        Some(i)
+    } else {
+        None
+    }
 }
 
 /// Takes a connection slot on the picked server: at once when it has room, else by waiting
