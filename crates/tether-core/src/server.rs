@@ -95,6 +95,10 @@ impl AdminState {
     }
 }
 
+/// Upper bounds (milliseconds) of the per-server latency buckets; a last bucket takes the rest.
+pub const LATENCY_BOUNDS_MS: [u64; 13] =
+    [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000];
+
 /// Runtime state of one server, identified by its stable name.
 #[derive(Debug)]
 pub struct ServerState {
@@ -110,6 +114,7 @@ pub struct ServerState {
     last_change: AtomicU64,
     reason: ArcSwap<String>,
     recovered_at_ms: AtomicU64,
+    latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
 }
 
 impl ServerState {
@@ -128,7 +133,20 @@ impl ServerState {
             last_change: AtomicU64::new(0),
             reason: ArcSwap::from_pointee(String::new()),
             recovered_at_ms: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// Counts one response head that took `micros` (dashboard latency per server).
+    pub fn record_latency(&self, micros: u64) {
+        let ms = micros / 1000;
+        let i = LATENCY_BOUNDS_MS.iter().position(|&b| ms < b).unwrap_or(LATENCY_BOUNDS_MS.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Responses per latency bucket since start (see [`LATENCY_BOUNDS_MS`]).
+    pub fn latency_counts(&self) -> Vec<u64> {
+        self.latency.iter().map(|c| c.load(Ordering::Relaxed)).collect()
     }
 
     /// Marks the moment the server became usable again (recovery, end of ejection, added at

@@ -69,6 +69,7 @@ pub struct AdminContext {
 /// The admin router.
 pub fn router(ctx: AdminContext) -> Router {
     Router::new()
+        .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -118,6 +119,24 @@ fn authorized(ctx: &AdminContext, headers: &HeaderMap, write: bool) -> bool {
     })
 }
 
+/// The live dashboard: one self-contained page (no CDN), embedded in the binary.
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
+
+async fn dashboard(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response {
+    if !authorized(&ctx, &headers, false) {
+        return unauthorized();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::HeaderName::from_static("x-content-type-options"), "nosniff"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
 async fn readyz(State(ctx): State<AdminContext>) -> Response {
     let snap = ctx.current.load();
     (StatusCode::OK, format!("ready: generation {}\n", snap.generation)).into_response()
@@ -161,6 +180,7 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
                 "health_reason": st.reason().as_str(),
                 "last_change": (st.last_change() > 0).then(|| st.last_change()),
                 "ejected": st.is_ejected(),
+                "latency_buckets": st.latency_counts(),
                 "state": st.admin_state().as_str(),
                 "in_flight": st.in_flight(),
                 "requests_total": st.requests_total(),
@@ -171,9 +191,11 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
         .collect();
     json!({
         "name": &*b.name,
+        "latency_bounds_ms": tether_core::server::LATENCY_BOUNDS_MS,
         "balance": cfg.map(|c| c.balance.as_str()),
         "sticky": b.sticky.as_ref().map(|s| s.config.mode.as_str()),
         "stick_table_entries": b.table.as_ref().map(|t| t.len()),
+        "queue_waiting": b.waiting.load(std::sync::atomic::Ordering::Relaxed),
         "servers": servers,
     })
 }

@@ -148,8 +148,10 @@ async fn forward(
                     backend.metrics.retry();
                     continue;
                 }
+                let upstream_time = sent.elapsed();
+                server.state.record_latency(upstream_time.as_micros() as u64);
                 if let Some(l) = log.as_deref_mut() {
-                    l.upstream_time = Some(sent.elapsed());
+                    l.upstream_time = Some(upstream_time);
                 }
                 server.metrics.request(ctx.listener, status.as_u16());
                 backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
