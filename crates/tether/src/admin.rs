@@ -87,10 +87,15 @@ pub fn router(ctx: AdminContext) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ctx: AdminContext,
+    extra: Option<Router>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let addr = listener.local_addr().ok();
-    if let Err(e) = axum::serve(listener, router(ctx)).with_graceful_shutdown(stop).await {
+    let app = match extra {
+        Some(extra) => extra.merge(router(ctx)),
+        None => router(ctx),
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         tracing::error!(address = ?addr, error = %e, "admin listener failed");
     }
 }

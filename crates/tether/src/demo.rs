@@ -41,26 +41,38 @@ pub enum DemoError {
 }
 
 /// Runs the demo until Ctrl-C. Returns the process exit code.
-pub async fn run(listen: SocketAddr) -> anyhow::Result<std::process::ExitCode> {
+pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<std::process::ExitCode> {
     let mut servers = Vec::new();
     for name in DEMO_SERVERS {
-        servers.push((name, start_demo_server(name).await.map_err(DemoError::from)?));
+        servers.push(DemoServer::start(name).await.map_err(DemoError::from)?);
     }
-    let config = Config::parse_with_env_keys(&demo_config(listen, &servers), None)
+    let addrs: Vec<(&str, SocketAddr)> = servers.iter().map(|s| (s.name, s.addr)).collect();
+    let config = Config::parse_with_env_keys(&demo_config(listen, admin, &addrs), None)
         .map_err(DemoError::from)?;
-    let tether = Tether::start(config, None).await.map_err(DemoError::from)?;
+    let control = Arc::new(Mutex::new(servers));
+    let tether = Tether::start_with(config, None, Some(control_router(Arc::clone(&control))))
+        .await
+        .map_err(DemoError::from)?;
     let url = tether.addresses().first().map(|(_, a)| format!("http://{a}/")).unwrap_or_default();
-    print_instructions(&url, &servers);
+    let dashboard = tether.admin_address().map(|a| format!("http://{a}/")).unwrap_or_default();
+    print_instructions(&url, &dashboard, &addrs);
     let drained = tether.run_until_signal().await?;
     println!("demo stopped");
     Ok(if drained { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(130) })
 }
 
-/// The configuration the demo runs with: cookie affinity over the three demo servers.
-pub fn demo_config(listen: SocketAddr, servers: &[(&str, SocketAddr)]) -> String {
+/// The configuration the demo runs with: cookie affinity over the three demo servers, fast
+/// TCP health checks (so a stopped server shows as down within a second), slow start, and the
+/// admin listener with the dashboard.
+pub fn demo_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    servers: &[(&str, SocketAddr)],
+) -> String {
     let mut s = format!(
         "grace_period = \"2s\"\n\n[[listeners]]\nname = \"demo\"\naddress = \"{listen}\"\n\
-         default_backend = \"app\"\n\n[backends.app]\nbalance = \"round_robin\"\n\n\
+         default_backend = \"app\"\n\n[backends.app]\nbalance = \"round_robin\"\nslow_start = \"10s\"\n\n\
+         [backends.app.health_check]\ntype = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\nrise = 2\nfall = 1\n\n\
          [backends.app.sticky]\nmode = \"cookie\"\ncookie_name = \"tether\"\nidle_timeout = \"30m\"\n"
     );
     for (name, addr) in servers {
@@ -68,11 +80,13 @@ pub fn demo_config(listen: SocketAddr, servers: &[(&str, SocketAddr)]) -> String
             "\n[[backends.app.servers]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
         ));
     }
+    s.push_str(&format!("\n[admin]\naddress = \"{admin}\"\n"));
     s
 }
 
-fn print_instructions(url: &str, servers: &[(&str, SocketAddr)]) {
+fn print_instructions(url: &str, dashboard: &str, servers: &[(&str, SocketAddr)]) {
     println!("\nTether demo is running: a sticky load balancer at {url}");
+    println!("Dashboard: {dashboard}   (stop and start demo servers there to watch failover)");
     for (name, addr) in servers {
         println!("  demo server {name:8} on {addr}");
     }
@@ -82,32 +96,115 @@ fn print_instructions(url: &str, servers: &[(&str, SocketAddr)]) {
          \x20 curl {url}                   # no cookie jar: each request is a new session (round robin)\n\
          \x20 curl -v -c jar -b jar {url}  # see the signed `tether` affinity cookie in Set-Cookie\n\
          \nThe counter lives in each server's own memory: with affinity it keeps climbing;\n\
-         without it, the count would start again on another server.\n\
+         without it, the count would start again on another server. Stop your server from the\n\
+         dashboard and your next request is served elsewhere, with a new cookie.\n\
          Press Ctrl-C to stop.\n"
     );
 }
 
-/// Starts one demo server on 127.0.0.1 (free port) and returns its address.
-pub async fn start_demo_server(name: &'static str) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let state =
-        Arc::new(DemoState { visits: Mutex::new(HashMap::new()), ids: SplitMix::default() });
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let state = Arc::clone(&state);
-            let svc = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(state.answer(name, req).await) }
-            });
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-            });
+/// A demo server that can be stopped and started again on the same port.
+pub struct DemoServer {
+    name: &'static str,
+    addr: SocketAddr,
+    state: Arc<DemoState>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DemoServer {
+    /// Starts `name` on a free port of 127.0.0.1.
+    pub async fn start(name: &'static str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state =
+            Arc::new(DemoState { visits: Mutex::new(HashMap::new()), ids: SplitMix::default() });
+        let task = Some(tokio::spawn(serve(name, listener, Arc::clone(&state))));
+        Ok(Self { name, addr, state, task })
+    }
+
+    /// Whether it is accepting connections.
+    pub fn running(&self) -> bool {
+        self.task.is_some()
+    }
+
+    /// Stops it: the port closes and open connections are dropped, like a crash.
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
         }
-    });
-    Ok(addr)
+    }
+
+    /// Starts it again on the same port, with its memory (visit counts) intact.
+    pub async fn resume(&mut self) -> std::io::Result<()> {
+        if self.task.is_none() {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_reuseaddr(true)?;
+            socket.bind(self.addr)?;
+            let listener = socket.listen(1024)?;
+            self.task = Some(tokio::spawn(serve(self.name, listener, Arc::clone(&self.state))));
+        }
+        Ok(())
+    }
+}
+
+async fn serve(name: &'static str, listener: TcpListener, state: Arc<DemoState>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let state = Arc::clone(&state);
+        let svc = service_fn(move |req| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(state.answer(name, req).await) }
+        });
+        // Connections live in this task's JoinSet, so stopping the server drops them too.
+        conns.spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+type Control = Arc<Mutex<Vec<DemoServer>>>;
+
+/// Admin API extension of the demo: list, stop and start the demo servers.
+fn control_router(control: Control) -> axum::Router {
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    async fn list(State(c): State<Control>) -> axum::Json<serde_json::Value> {
+        let servers = c.lock().await;
+        let list: Vec<_> = servers
+            .iter()
+            .map(|s| serde_json::json!({ "name": s.name, "address": s.addr.to_string(), "running": s.running() }))
+            .collect();
+        axum::Json(serde_json::json!({ "servers": list }))
+    }
+    async fn act(
+        State(c): State<Control>,
+        Path((name, action)): Path<(String, String)>,
+    ) -> (http::StatusCode, String) {
+        let mut servers = c.lock().await;
+        let Some(s) = servers.iter_mut().find(|s| s.name == name) else {
+            return (http::StatusCode::NOT_FOUND, format!("no demo server {name:?}\n"));
+        };
+        match action.as_str() {
+            "stop" => s.stop(),
+            "start" => {
+                if let Err(e) = s.resume().await {
+                    return (
+                        http::StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot restart: {e}\n"),
+                    );
+                }
+            }
+            _ => return (http::StatusCode::NOT_FOUND, "action must be stop or start\n".into()),
+        }
+        tracing::info!(server = %name, action = %action, "demo server changed from the dashboard");
+        (http::StatusCode::OK, format!("{name}: {action}\n"))
+    }
+    axum::Router::new()
+        .route("/api/v1/demo", get(list))
+        .route("/api/v1/demo/servers/{name}/{action}", post(act))
+        .with_state(control)
 }
 
 struct DemoState {

@@ -58,6 +58,9 @@ enum Command {
         /// Where the demo's load balancer listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the demo's admin API and dashboard listen.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin: SocketAddr,
     },
 }
 
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run_async(serve(config)),
-        Command::Demo { listen } => run_async(tether::demo::run(listen)),
+        Command::Demo { listen, admin } => run_async(tether::demo::run(listen, admin)),
     }
 }
 

@@ -112,6 +112,15 @@ impl Signals {
 impl Tether {
     /// Binds every listener of `config` and starts serving. `config_path` is re-read on reload.
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        Self::start_with(config, config_path, None).await
+    }
+
+    /// Like [`Tether::start`], with extra routes on the admin listener (the demo's controls).
+    pub async fn start_with(
+        config: Config,
+        config_path: Option<PathBuf>,
+        admin_extra: Option<axum::Router>,
+    ) -> Result<Self, StartError> {
         let fallback_keys = match &config.cookie_keys {
             Some(_) => None,
             None => Some(CookieKeys::random().map_err(|_| StartError::Random)?),
@@ -179,7 +188,7 @@ impl Tether {
                 let mut stop = drain_rx.clone();
                 let token = drain_token.clone();
                 tokio::spawn(async move {
-                    admin::serve(listener, ctx, async move {
+                    admin::serve(listener, ctx, admin_extra, async move {
                         let _ = stop.changed().await;
                     })
                     .await;

@@ -11,7 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tether");
 #[tokio::test]
 async fn demo_pins_a_cookie_jar_and_stops_cleanly_on_ctrl_c() {
     let mut child = Command::new(BIN)
-        .args(["--log-format", "json", "demo", "--listen", "127.0.0.1:0"])
+        .args(["--log-format", "json", "demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -30,7 +30,7 @@ async fn demo_pins_a_cookie_jar_and_stops_cleanly_on_ctrl_c() {
     while Instant::now() < deadline && (addr.is_none() || !printed.contains("Ctrl-C")) {
         let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else { continue };
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["message"] == "listener bound" {
+            if v["message"] == "listener bound" && v["listener"] == "demo" {
                 addr = v["address"].as_str().map(str::to_owned);
             }
         } else {
