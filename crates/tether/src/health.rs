@@ -144,7 +144,9 @@ pub fn observe(backend: &BackendView, i: usize, ok: bool) {
         return;
     }
     let ejected = backend.servers.iter().filter(|s| s.state.is_ejected()).count();
-    let cap = (backend.servers.len() * o.max_ejected_percent as usize / 100).max(1);
+    // Strictly within the cap: a backend of one server (or a 0% cap) never loses it to
+    // passive detection, so detection alone cannot empty a backend.
+    let cap = backend.servers.len() * o.max_ejected_percent as usize / 100;
     if ejected >= cap {
         return;
     }
@@ -159,7 +161,8 @@ fn eject(backend: Arc<str>, server: Arc<ServerState>, o: Outlier, failures: u32)
     let duration = o.base_ejection.saturating_mul(1 << (n - 1)).min(o.max_ejection);
     let reason = format!("ejected for {duration:?} after {failures} consecutive failures");
     server.note_change(reason.clone(), unix_now());
-    tracing::warn!(backend = %backend, server = %server.name(), from = "up", to = "down", reason = %reason, "server health changed");
+    let from = server.health().as_str();
+    tracing::warn!(backend = %backend, server = %server.name(), from, to = "down", reason = %reason, "server health changed");
     tokio::spawn(async move {
         tokio::time::sleep(duration).await;
         server.record_outcome(true);

@@ -16,3 +16,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
+#[cfg(unix)]
+pub mod systemd;

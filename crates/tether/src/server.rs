@@ -199,6 +199,7 @@ impl Tether {
             None => None,
         };
         let health_tasks = spawn_health_checks(&current.load());
+        crate::systemd::notify("READY=1");
         Ok(Self {
             health_tasks,
             signals,
@@ -375,7 +376,9 @@ impl Tether {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
+                    crate::systemd::notify("RELOADING=1");
                     let _ = self.reload_logged();
+                    crate::systemd::notify("READY=1");
                 }
                 Some(cmd) = self.commands.recv() => self.command(cmd),
                 _ = term.recv() => break,
@@ -383,6 +386,7 @@ impl Tether {
             }
         }
         let grace = self.grace_period();
+        crate::systemd::notify("STOPPING=1");
         tracing::info!(grace_period = ?grace, "shutting down: no new connections, finishing in-flight requests");
         let drained = tokio::select! {
             d = self.shutdown(grace) => d,
