@@ -29,7 +29,7 @@ fn tether_tells_systemd_when_it_is_ready_reloading_and_stopping() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 256];
         let n = sock.recv(&mut buf).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).into_owned()
