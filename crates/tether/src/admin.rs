@@ -40,6 +40,24 @@ pub enum Command {
         /// Answer: the new generation, or (status, message).
         reply: oneshot::Sender<Result<u64, (StatusCode, String)>>,
     },
+    /// Add a server at runtime.
+    AddServer {
+        /// Backend name.
+        backend: String,
+        /// The server, validated like a config entry.
+        server: crate::config::Server,
+        /// Answer: the new generation, or (status, message).
+        reply: oneshot::Sender<Result<u64, (StatusCode, String)>>,
+    },
+    /// Remove a server at runtime (its in-flight requests finish).
+    RemoveServer {
+        /// Backend name.
+        backend: String,
+        /// Server name.
+        server: String,
+        /// Answer: the new generation, or (status, message).
+        reply: oneshot::Sender<Result<u64, (StatusCode, String)>>,
+    },
     /// Forget every affinity binding of a backend's table.
     FlushSessions {
         /// Backend name.
@@ -77,7 +95,8 @@ pub fn router(ctx: AdminContext) -> Router {
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/backends", get(backends))
         .route("/api/v1/backends/{b}", get(backend))
-        .route("/api/v1/backends/{b}/servers/{s}", patch(patch_server))
+        .route("/api/v1/backends/{b}/servers", post(add_server))
+        .route("/api/v1/backends/{b}/servers/{s}", patch(patch_server).delete(remove_server))
         .route("/api/v1/backends/{b}/sessions", get(sessions).delete(flush_sessions))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(ctx)
@@ -356,6 +375,78 @@ async fn patch_server(
                 None => StatusCode::NO_CONTENT.into_response(),
             }
         }
+        Some(Err((code, msg))) => error(code, msg),
+        None => shutting_down(),
+    }
+}
+
+async fn add_server(
+    State(ctx): State<AdminContext>,
+    Path(backend): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&ctx, &headers, true) {
+        return unauthorized();
+    }
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "expected a JSON object"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    if let Some(k) = v.as_object().and_then(|m| {
+        m.keys().find(|k| !["name", "address", "weight", "backup"].contains(&k.as_str()))
+    }) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown field {k:?}; expected name, address, weight, backup"),
+        );
+    }
+    // Validate exactly like a configuration entry, so the API accepts what the file would.
+    let mut entry = toml::Table::new();
+    for key in ["name", "address"] {
+        match v.get(key).and_then(Value::as_str) {
+            Some(s) => entry.insert(key.into(), toml::Value::String(s.into())),
+            None => {
+                return error(StatusCode::BAD_REQUEST, format!("\"{key}\" (a string) is required"));
+            }
+        };
+    }
+    if let Some(w) = v.get("weight") {
+        match w.as_i64() {
+            Some(w) => entry.insert("weight".into(), toml::Value::Integer(w)),
+            None => return error(StatusCode::BAD_REQUEST, "\"weight\" must be an integer"),
+        };
+    }
+    if let Some(b) = v.get("backup") {
+        match b.as_bool() {
+            Some(b) => entry.insert("backup".into(), toml::Value::Boolean(b)),
+            None => return error(StatusCode::BAD_REQUEST, "\"backup\" must be true or false"),
+        };
+    }
+    let server = match crate::config::parse_server(&entry) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string().trim().to_owned()),
+    };
+    match ask(&ctx, |reply| Command::AddServer { backend, server, reply }).await {
+        Some(Ok(generation)) => {
+            (StatusCode::CREATED, axum::Json(json!({ "generation": generation }))).into_response()
+        }
+        Some(Err((code, msg))) => error(code, msg),
+        None => shutting_down(),
+    }
+}
+
+async fn remove_server(
+    State(ctx): State<AdminContext>,
+    Path((backend, server)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&ctx, &headers, true) {
+        return unauthorized();
+    }
+    match ask(&ctx, |reply| Command::RemoveServer { backend, server, reply }).await {
+        Some(Ok(generation)) => axum::Json(json!({ "generation": generation })).into_response(),
         Some(Err((code, msg))) => error(code, msg),
         None => shutting_down(),
     }

@@ -419,6 +419,16 @@ impl Config {
     }
 }
 
+/// Validates one server entry given as a TOML table (the admin API's `POST .../servers`),
+/// with the same rules and messages as in a file.
+pub fn parse_server(entry: &toml::Table) -> Result<Server, ConfigErrors> {
+    let text =
+        toml::to_string(entry).map_err(|e| ConfigErrors::one("server", None, e.to_string()))?;
+    let raw: raw::RawServer = toml::from_str(&text)
+        .map_err(|e| ConfigErrors::one("server", None, e.message().to_owned()))?;
+    validate::server_entry(&raw, &text)
+}
+
 /// 1-based line number of byte offset `pos` in `text`.
 fn line_of(text: &str, pos: usize) -> usize {
     text.as_bytes()[..pos.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1

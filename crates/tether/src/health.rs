@@ -153,6 +153,7 @@ pub fn observe(backend: &BackendView, i: usize, ok: bool) {
     if server.set_ejected(true) {
         return; // another request got there first
     }
+    backend.servers[i].metrics.ejection();
     eject(Arc::clone(&backend.name), Arc::clone(server), o, failures);
 }
 

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub(crate) in_flight: Family<ServerLabels, Gauge>,
     pub(crate) sessions_bound: Family<ServerLabels, Gauge>,
     pub(crate) table_entries: Family<BackendLabels, Gauge>,
+    ejections: Family<ServerLabels, Counter>,
+    queue_depth: Family<BackendLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,6 +119,8 @@ impl Default for Metrics {
         let in_flight = Family::default();
         let sessions_bound = Family::default();
         let table_entries = Family::default();
+        let ejections = Family::default();
+        let queue_depth = Family::default();
         registry.register(
             "requests",
             "Requests answered, by server and status class",
@@ -163,7 +167,19 @@ impl Default for Metrics {
             "Entries in the backend's stick table",
             table_entries.clone(),
         );
+        registry.register(
+            "ejections",
+            "Times passive outlier detection ejected the server",
+            ejections.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Requests waiting for a connection slot in the backend",
+            queue_depth.clone(),
+        );
         Self {
+            ejections,
+            queue_depth,
             registry,
             requests,
             duration,
@@ -186,6 +202,7 @@ pub struct ServerMetrics {
     requests: Vec<[Counter; 5]>,
     /// Per [`ERROR_KINDS`].
     errors: [Counter; 3],
+    ejections: Counter,
 }
 
 impl ServerMetrics {
@@ -195,6 +212,11 @@ impl ServerMetrics {
         if let Some(c) = self.requests.get(listener) {
             c[class].inc();
         }
+    }
+
+    /// Counts one ejection by passive detection.
+    pub fn ejection(&self) {
+        self.ejections.inc();
     }
 
     /// Counts one failed attempt of kind `kind` (index into [`ERROR_KINDS`]).
@@ -259,7 +281,11 @@ impl Metrics {
                 ErrorLabels { backend: backend.to_owned(), server: server.to_owned(), kind };
             self.upstream_errors.get_or_create(&labels).clone()
         });
-        ServerMetrics { requests, errors }
+        let ejections = self
+            .ejections
+            .get_or_create(&ServerLabels { backend: backend.to_owned(), server: server.to_owned() })
+            .clone();
+        ServerMetrics { requests, errors, ejections }
     }
 
     /// Resolves the handles of `backend` for `listeners`.
@@ -322,6 +348,7 @@ impl Metrics {
                     });
                 }
                 let labels = ServerLabels { backend, server };
+                self.ejections.remove(&labels);
                 self.server_up.remove(&labels);
                 self.in_flight.remove(&labels);
                 self.sessions_bound.remove(&labels);
@@ -337,6 +364,7 @@ impl Metrics {
                         .remove(&OutcomeLabels { backend: backend.clone(), outcome: o.as_str() });
                 }
                 self.retries.remove(&BackendLabels { backend: backend.clone() });
+                self.queue_depth.remove(&BackendLabels { backend: backend.clone() });
                 self.table_entries.remove(&BackendLabels { backend });
             }
         }
@@ -356,6 +384,9 @@ impl Metrics {
                         .set(t.sessions_bound(s.state.name()) as i64);
                 }
             }
+            self.queue_depth
+                .get_or_create(&BackendLabels { backend: b.name.to_string() })
+                .set(b.waiting.load(std::sync::atomic::Ordering::Relaxed) as i64);
             if let Some(t) = &b.table {
                 self.table_entries
                     .get_or_create(&BackendLabels { backend: b.name.to_string() })

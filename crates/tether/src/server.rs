@@ -252,13 +252,18 @@ impl Tether {
         if !same_listeners {
             return Err(ReloadError::ListenersChanged);
         }
-        self.publish(config);
+        self.publish(config, true);
         Ok(self.current.load().generation)
     }
 
-    /// Builds and publishes a snapshot of `config`, dropping metric series of what is gone.
-    fn publish(&mut self, config: Config) {
-        let snapshot = Arc::new(self.registry.build(config, &self.fallback_keys));
+    /// Builds and publishes a snapshot of `config` (from the file, or changed at runtime),
+    /// dropping metric series of what is gone.
+    fn publish(&mut self, config: Config, from_file: bool) {
+        let snapshot = Arc::new(if from_file {
+            self.registry.build(config, &self.fallback_keys)
+        } else {
+            self.registry.rebuild(config, &self.fallback_keys)
+        });
         let previous = self.current.swap(Arc::clone(&snapshot));
         self.registry.metrics().forget_removed(&previous, &snapshot);
         for t in self.health_tasks.drain(..) {
@@ -276,6 +281,30 @@ impl Tether {
             }
             Command::SetServer { backend, server, state, weight, reply } => {
                 let _ = reply.send(self.set_server(&backend, &server, state, weight));
+            }
+            Command::AddServer { backend, server, reply } => {
+                let _ = reply.send(self.edit_servers(&backend, |servers| {
+                    if servers.iter().any(|s| s.name == server.name) {
+                        return Err((StatusCode::CONFLICT, format!("server {:?} already exists", server.name)));
+                    }
+                    tracing::info!(backend = %backend, server = %server.name, address = %server.address, "server added by the admin API");
+                    servers.push(server);
+                    Ok(())
+                }));
+            }
+            Command::RemoveServer { backend, server, reply } => {
+                let _ = reply.send(self.edit_servers(&backend, |servers| {
+                    let before = servers.len();
+                    servers.retain(|s| s.name != server);
+                    if servers.len() == before {
+                        return Err((StatusCode::NOT_FOUND, format!("no server {server:?} in backend {backend:?}")));
+                    }
+                    if servers.is_empty() {
+                        return Err((StatusCode::CONFLICT, "a backend needs at least one server".to_owned()));
+                    }
+                    tracing::info!(backend = %backend, server = %server, "server removed by the admin API; its in-flight requests finish");
+                    Ok(())
+                }));
             }
             Command::FlushSessions { backend, reply } => {
                 let snap = self.current.load();
@@ -297,6 +326,25 @@ impl Tether {
                 let _ = reply.send(r);
             }
         }
+    }
+
+    /// Adds or removes servers of `backend` at runtime: a new snapshot of the current
+    /// configuration with the change (it lasts until a reload re-reads the file).
+    fn edit_servers(
+        &mut self,
+        backend: &str,
+        edit: impl FnOnce(&mut Vec<crate::config::Server>) -> Result<(), (StatusCode, String)>,
+    ) -> Result<u64, (StatusCode, String)> {
+        let snap = self.current.load_full();
+        let mut config = (*snap.config).clone();
+        let b = config
+            .backends
+            .iter_mut()
+            .find(|b| b.name == backend)
+            .ok_or((StatusCode::NOT_FOUND, format!("no backend {backend:?}")))?;
+        edit(&mut b.servers)?;
+        self.publish(config, false);
+        Ok(self.current.load().generation)
     }
 
     /// Runtime change of a server: the state is set on its shared runtime state (it persists
@@ -340,10 +388,8 @@ impl Tether {
                 .and_then(|cb| cb.servers.iter_mut().find(|cs| cs.name == server))
             {
                 cs.weight = w;
-                // The file's state must not be re-applied by this rebuild.
-                cs.state = s.state.admin_state();
             }
-            self.publish(config);
+            self.publish(config, false);
             tracing::info!(backend, server, weight = w, "server weight changed by the admin API");
         }
         Ok(self.current.load().generation)

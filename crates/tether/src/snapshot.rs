@@ -167,6 +167,7 @@ pub struct Registry {
     /// The `state` each server had in the previous file: applied only when it changes, so a
     /// reload does not undo a runtime change the file says nothing new about.
     file_states: HashMap<(String, String), AdminState>,
+    from_file: bool,
     tables: HashMap<String, (u64, Arc<MemoryStore>)>,
     slots: HashMap<(String, String), (u32, Arc<Semaphore>)>,
     clients: HashMap<String, (ClientKey, UpstreamClient)>,
@@ -183,6 +184,19 @@ impl Registry {
     /// Builds the next snapshot from `config`, reusing the state of servers and backends that
     /// still exist and dropping the rest. `fallback_keys` sign cookies when the config has none.
     pub fn build(&mut self, config: Config, fallback_keys: &Arc<CookieKeys>) -> Snapshot {
+        self.from_file = true;
+        self.build_inner(config, fallback_keys)
+    }
+
+    /// Like [`Registry::build`] for a change made at runtime (admin API): server states in
+    /// `config` are ignored — the servers' runtime states stand — and the file's states are
+    /// still the reference for the next reload.
+    pub fn rebuild(&mut self, config: Config, fallback_keys: &Arc<CookieKeys>) -> Snapshot {
+        self.from_file = false;
+        self.build_inner(config, fallback_keys)
+    }
+
+    fn build_inner(&mut self, config: Config, fallback_keys: &Arc<CookieKeys>) -> Snapshot {
         self.generation += 1;
         let keys =
             config.cookie_keys.clone().map(Arc::new).unwrap_or_else(|| Arc::clone(fallback_keys));
@@ -214,11 +228,13 @@ impl Registry {
         self.clients = clients;
         self.tables = tables;
         self.slots = slots;
-        self.file_states = config
-            .backends
-            .iter()
-            .flat_map(|b| b.servers.iter().map(|s| ((b.name.clone(), s.name.clone()), s.state)))
-            .collect();
+        if self.from_file {
+            self.file_states = config
+                .backends
+                .iter()
+                .flat_map(|b| b.servers.iter().map(|s| ((b.name.clone(), s.name.clone()), s.state)))
+                .collect();
+        }
         let index: HashMap<&str, usize> =
             config.backends.iter().enumerate().map(|(i, b)| (b.name.as_str(), i)).collect();
         let listeners = config
@@ -273,7 +289,7 @@ impl Registry {
                     }
                     fresh
                 });
-                if self.file_states.get(&key) != Some(&s.state) {
+                if self.from_file && self.file_states.get(&key) != Some(&s.state) {
                     let old = state.set_admin_state(s.state);
                     if old != s.state {
                         tracing::info!(backend = %b.name, server = %s.name, from = old.as_str(), to = s.state.as_str(), "server state changed by configuration");

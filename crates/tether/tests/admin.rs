@@ -286,3 +286,99 @@ async fn flushing_sessions_empties_the_table() {
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert!(c.get(admin_url(&t, "/readyz")).send().await.unwrap().status().is_success());
 }
+
+#[tokio::test]
+async fn servers_are_added_and_removed_at_runtime() {
+    let servers = echo_servers(2);
+    let t = start(&with_admin(&header_cfg(&servers[..1]), "")).await;
+    let c = client();
+    let url = admin_url(&t, "/api/v1/backends/app/servers");
+    let body = format!("{{\"name\":\"s1\",\"address\":\"{}\",\"weight\":3}}", servers[1].addr());
+    let r = c.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(c.post(&url).body(body).send().await.unwrap().status(), 409, "duplicate name");
+    for bad in [
+        "{}",
+        "{\"name\":\"x\"}",
+        "{\"name\":\"x\",\"address\":\"nope\"}",
+        "{\"name\":\"x\",\"address\":\"127.0.0.1:1\",\"weight\":0}",
+        "{\"name\":\"bad name\",\"address\":\"127.0.0.1:1\"}",
+        "[1]",
+        "{\"name\":\"x\",\"address\":\"127.0.0.1:1\",\"colour\":1}",
+    ] {
+        let r = c.post(&url).body(bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    assert_eq!(
+        c.post(admin_url(&t, "/api/v1/backends/ghost/servers"))
+            .body("{\"name\":\"x\",\"address\":\"127.0.0.1:1\"}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let mut reached = false;
+    for i in 0..40 {
+        let r = c.get(t.url("web")).header("x-session-id", format!("n{i}")).send().await.unwrap();
+        reached |= server_of(&r) == "s1";
+    }
+    assert!(reached, "the added server takes new sessions");
+    let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
+    assert_eq!(v["servers"][1]["weight"], 3);
+    assert_eq!(
+        c.delete(admin_url(&t, "/api/v1/backends/app/servers/ghost"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.delete(admin_url(&t, "/api/v1/backends/app/servers/s1")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.delete(admin_url(&t, "/api/v1/backends/app/servers/s0")).send().await.unwrap().status(),
+        409,
+        "the last server stays"
+    );
+    for i in 0..20 {
+        let r = c.get(t.url("web")).header("x-session-id", format!("n{i}")).send().await.unwrap();
+        assert_eq!(server_of(&r), "s0");
+    }
+}
+
+#[tokio::test]
+async fn a_runtime_drain_survives_a_reload_that_does_not_change_the_state() {
+    let servers = echo_servers(2);
+    let cfg = with_admin(&header_cfg(&servers), "");
+    let mut t = start(&cfg).await;
+    let c = client();
+    let r = c
+        .patch(admin_url(&t, "/api/v1/backends/app/servers/s0"))
+        .body("{\"state\":\"drain\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .patch(admin_url(&t, "/api/v1/backends/app/servers/s1"))
+        .body("{\"weight\":5}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(t.reload(&cfg).await.unwrap()["message"], "config reloaded");
+    let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
+    assert_eq!(v["servers"][0]["state"], "drain", "the file did not change s0's state");
+    assert_eq!(v["servers"][1]["weight"], 1, "runtime weights last until the next reload");
+    let changed = cfg.replacen(
+        &format!("address = \"{}\"\n", servers[0].addr()),
+        &format!("address = \"{}\"\nstate = \"maint\"\n", servers[0].addr()),
+        1,
+    );
+    assert_eq!(t.reload(&changed).await.unwrap()["message"], "config reloaded");
+    let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
+    assert_eq!(v["servers"][0]["state"], "maint", "a state change in the file wins");
+}

@@ -425,6 +425,13 @@ fn outlier(c: &mut Checker, backend: &str, o: &super::raw::RawOutlier) -> Outlie
     }
 }
 
+/// Validates a lone server entry (runtime addition).
+pub(super) fn server_entry(raw: &RawServer, text: &str) -> Result<Server, ConfigErrors> {
+    let mut c = Checker { text, errors: Vec::new() };
+    let s = server(&mut c, "server", raw);
+    if c.errors.is_empty() { Ok(s) } else { Err(ConfigErrors(c.errors)) }
+}
+
 fn server(c: &mut Checker, path: &str, s: &RawServer) -> Server {
     c.name(&format!("{path}.name"), &s.name);
     let addr = s.address.get_ref().trim();
