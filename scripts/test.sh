@@ -10,6 +10,11 @@ say() { printf '\n== %s\n' "$*"; }
 need_apt=()
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (https://rustup.rs)"; exit 1; }
 command -v curl >/dev/null || need_apt+=(curl)
+# The dashboard tests drive a real headless Chromium (crates/tether-testkit/src/browser.rs);
+# they fail, not skip, without one. $TETHER_CHROMIUM may name another Chromium or Chrome.
+if [ -z "${TETHER_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${need_apt[*]}"

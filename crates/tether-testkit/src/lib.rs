@@ -7,7 +7,9 @@
 //!   ([`HangServer`], [`ResetServer`], ...), each stoppable and restartable on the same port.
 //! - [`harness`]: runs the real `tether` binary as a child process and reads its JSON logs.
 //! - [`wait`]: polling helpers so tests wait for a condition instead of sleeping.
+//! - [`browser`]: a real headless Chromium driven over the DevTools Protocol (dashboard tests).
 
+pub mod browser;
 pub mod harness;
 pub mod servers;
 pub mod wait;

@@ -82,6 +82,8 @@ pub struct AdminContext {
     pub token_for_reads: bool,
     /// Process start.
     pub started: Instant,
+    /// Serving `tether demo` (its extra routes are mounted).
+    pub demo: bool,
 }
 
 /// The admin router.
@@ -111,7 +113,7 @@ pub async fn serve(
 ) {
     let addr = listener.local_addr().ok();
     let app = match extra {
-        Some(extra) => extra.merge(router(ctx)),
+        Some(extra) => extra.merge(router(AdminContext { demo: true, ..ctx })),
         None => router(ctx),
     };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
@@ -183,6 +185,7 @@ async fn status(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": ctx.started.elapsed().as_secs(),
         "generation": snap.generation,
+        "demo": ctx.demo,
     }))
     .into_response()
 }

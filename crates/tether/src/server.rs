@@ -152,8 +152,10 @@ impl Tether {
         let mut accept_tasks = JoinSet::new();
         let mut bound = Vec::new();
         for (index, l) in listeners_cfg.iter().enumerate() {
-            let listener = TcpListener::bind(l.address).await.map_err(|source| {
-                StartError::Bind { name: l.name.clone(), address: l.address, source }
+            let listener = bind(l.address).map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                address: l.address,
+                source,
             })?;
             let address = listener.local_addr().unwrap_or(l.address);
             tracing::info!(listener = %l.name, address = %address, "listener bound");
@@ -179,6 +181,7 @@ impl Tether {
                     token_for_reads: !a.address.ip().is_loopback(),
                     token: a.token.map(Arc::from),
                     started: std::time::Instant::now(),
+                    demo: false,
                 };
                 let listener = TcpListener::bind(a.address).await.map_err(|source| {
                     StartError::Bind { name: "admin".to_owned(), address: a.address, source }
@@ -458,6 +461,24 @@ impl Tether {
             }
         }
     }
+}
+
+/// Pending connections the kernel may queue per listener (capped by `net.core.somaxconn`).
+/// tokio's default backlog overflows under connection bursts, and an overflowing accept queue
+/// drops SYNs, which clients retry only after a second or more.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (restarts while old
+/// connections linger in TIME_WAIT).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// One checker task per backend that has a `[health_check]`.
