@@ -119,17 +119,26 @@ async fn client_ip_prefix_groups_a_nat_pool_on_one_server() {
 #[tokio::test]
 async fn app_cookie_learns_server_issued_ids_and_ignores_invented_ones() {
     let servers = echo_servers(3);
-    let t = start(&table_config(
+    let cfg = table_config(
         &servers,
         &[1, 1, 1],
         "mode = \"app_cookie\"\napp_cookie = \"JSESSIONID\"",
         "",
-    ))
-    .await;
+    ) + "\n[admin]\naddress = \"127.0.0.1:0\"\n";
+    let t = start(&cfg).await;
     let c = fresh_client();
+    let sessions_url = format!("http://{}/api/v1/backends/app/sessions", t.listener_addr("admin"));
+    let entries = || {
+        let (c, url) = (c.clone(), sessions_url.clone());
+        async move {
+            let v: serde_json::Value = c.get(url).send().await.unwrap().json().await.unwrap();
+            v["entries"].as_u64().unwrap()
+        }
+    };
     // Invented ids are never bound: the same made-up id keeps being balanced.
     let invented = spread(&c, &t.url("web"), 30, "cookie", |_| "JSESSIONID=made-up".into()).await;
     assert_eq!(invented.len(), 3, "an invented id pins nothing: {invented:?}");
+    assert_eq!(entries().await, 0, "client-invented ids create no entries");
     // The application hands out an id: from then on it routes to that server.
     let login = c
         .get(format!("{}/login?cookie_name=JSESSIONID&cookie_value=abc123", t.url("web")))
@@ -141,6 +150,7 @@ async fn app_cookie_learns_server_issued_ids_and_ignores_invented_ones() {
     let learned =
         spread(&c, &t.url("web"), 1000, "cookie", |_| "theme=dark; JSESSIONID=abc123".into()).await;
     assert_eq!(learned, HashMap::from([(owner, 1000)]));
+    assert_eq!(entries().await, 1, "only the server-issued id is in the table");
 }
 
 #[tokio::test]
