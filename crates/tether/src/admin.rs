@@ -304,6 +304,31 @@ fn shutting_down() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
 }
 
+/// The HTTP answer to a controller reply: `ok` on success, the controller's error otherwise.
+fn answer<T>(
+    reply: Option<Result<T, (StatusCode, String)>>,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match reply {
+        Some(Ok(v)) => ok(v),
+        Some(Err((code, msg))) => error(code, msg),
+        None => shutting_down(),
+    }
+}
+
+/// A JSON object body whose keys are all in `allowed`.
+fn json_object(body: &[u8], allowed: &[&str]) -> Result<serde_json::Map<String, Value>, String> {
+    let map = match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err("expected a JSON object".to_owned()),
+        Err(e) => return Err(format!("invalid JSON: {e}")),
+    };
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("unknown field {k:?}; expected {}", allowed.join(", ")));
+    }
+    Ok(map)
+}
+
 async fn reload(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response {
     if !authorized(&ctx, &headers, true) {
         return unauthorized();
@@ -324,18 +349,10 @@ async fn patch_server(
     if !authorized(&ctx, &headers, true) {
         return unauthorized();
     }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(Value::Object(m)) => Value::Object(m),
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "expected a JSON object"),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    let v = match json_object(&body, &["state", "weight"]) {
+        Ok(m) => Value::Object(m),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if let Some(k) = v.as_object().and_then(|m| m.keys().find(|k| *k != "state" && *k != "weight"))
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown field {k:?}; expected \"state\" or \"weight\""),
-        );
-    }
     let state = match v.get("state") {
         None => None,
         Some(s) => match s.as_str().and_then(AdminState::parse) {
@@ -370,17 +387,13 @@ async fn patch_server(
         weight,
         reply,
     };
-    match ask(&ctx, cmd).await {
-        Some(Ok(_)) => {
-            let snap = ctx.current.load();
-            match snap.backends.iter().find(|b| *b.name == *backend) {
-                Some(b) => axum::Json(backend_json(b, &snap)).into_response(),
-                None => StatusCode::NO_CONTENT.into_response(),
-            }
+    answer(ask(&ctx, cmd).await, |_| {
+        let snap = ctx.current.load();
+        match snap.backends.iter().find(|b| *b.name == *backend) {
+            Some(b) => axum::Json(backend_json(b, &snap)).into_response(),
+            None => StatusCode::NO_CONTENT.into_response(),
         }
-        Some(Err((code, msg))) => error(code, msg),
-        None => shutting_down(),
-    }
+    })
 }
 
 async fn add_server(
@@ -392,19 +405,10 @@ async fn add_server(
     if !authorized(&ctx, &headers, true) {
         return unauthorized();
     }
-    let v: Value = match serde_json::from_slice(&body) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return error(StatusCode::BAD_REQUEST, "expected a JSON object"),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    let v = match json_object(&body, &["name", "address", "weight", "backup"]) {
+        Ok(m) => Value::Object(m),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if let Some(k) = v.as_object().and_then(|m| {
-        m.keys().find(|k| !["name", "address", "weight", "backup"].contains(&k.as_str()))
-    }) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown field {k:?}; expected name, address, weight, backup"),
-        );
-    }
     // Validate exactly like a configuration entry, so the API accepts what the file would.
     let mut entry = toml::Table::new();
     for key in ["name", "address"] {
@@ -431,13 +435,10 @@ async fn add_server(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string().trim().to_owned()),
     };
-    match ask(&ctx, |reply| Command::AddServer { backend, server, reply }).await {
-        Some(Ok(generation)) => {
-            (StatusCode::CREATED, axum::Json(json!({ "generation": generation }))).into_response()
-        }
-        Some(Err((code, msg))) => error(code, msg),
-        None => shutting_down(),
-    }
+    let reply = ask(&ctx, |reply| Command::AddServer { backend, server, reply }).await;
+    answer(reply, |generation| {
+        (StatusCode::CREATED, axum::Json(json!({ "generation": generation }))).into_response()
+    })
 }
 
 async fn remove_server(
@@ -448,11 +449,8 @@ async fn remove_server(
     if !authorized(&ctx, &headers, true) {
         return unauthorized();
     }
-    match ask(&ctx, |reply| Command::RemoveServer { backend, server, reply }).await {
-        Some(Ok(generation)) => axum::Json(json!({ "generation": generation })).into_response(),
-        Some(Err((code, msg))) => error(code, msg),
-        None => shutting_down(),
-    }
+    let reply = ask(&ctx, |reply| Command::RemoveServer { backend, server, reply }).await;
+    answer(reply, |generation| axum::Json(json!({ "generation": generation })).into_response())
 }
 
 async fn flush_sessions(
@@ -463,11 +461,8 @@ async fn flush_sessions(
     if !authorized(&ctx, &headers, true) {
         return unauthorized();
     }
-    match ask(&ctx, |reply| Command::FlushSessions { backend, reply }).await {
-        Some(Ok(n)) => axum::Json(json!({ "flushed": n })).into_response(),
-        Some(Err((code, msg))) => error(code, msg),
-        None => shutting_down(),
-    }
+    let reply = ask(&ctx, |reply| Command::FlushSessions { backend, reply }).await;
+    answer(reply, |n| axum::Json(json!({ "flushed": n })).into_response())
 }
 
 /// Whether an admin address may be served without a token.

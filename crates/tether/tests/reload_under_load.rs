@@ -127,16 +127,8 @@ fn reload_text(all: &[tether_testkit::EchoServer], phase: u64) -> String {
     } else {
         vec![&all[0], &all[1], &all[3]]
     };
-    let entries: String = servers
-        .iter()
-        .map(|s| {
-            format!(
-                "[[backends.app.servers]]\nname = \"{}\"\naddress = \"{}\"\n",
-                s.name(),
-                s.addr()
-            )
-        })
-        .collect();
+    let entries: String =
+        servers.iter().map(|s| server_entries(std::slice::from_ref(*s))).collect();
     format!(
         "grace_period = \"5s\"\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\
          default_backend = \"app\"\n[backends.app]\n[backends.app.sticky]\nmode = \"cookie\"\n{entries}\n\
