@@ -15,6 +15,9 @@ command -v curl >/dev/null || need_apt+=(curl)
 if [ -z "${TETHER_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   need_apt+=(chromium)
 fi
+# The shared stick table's tests start real Redis servers (crates/tether-testkit/src/redis.rs);
+# they fail, not skip, without one.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${need_apt[*]}"

@@ -8,9 +8,12 @@
 //! - [`harness`]: runs the real `tether` binary as a child process and reads its JSON logs.
 //! - [`wait`]: polling helpers so tests wait for a condition instead of sleeping.
 //! - [`browser`]: a real headless Chromium driven over the DevTools Protocol (dashboard tests).
+//! - [`redis`]: a real `redis-server` to break on purpose (kill, pause), and a RESP client to
+//!   look inside it.
 
 pub mod browser;
 pub mod harness;
+pub mod redis;
 pub mod servers;
 pub mod wait;
 

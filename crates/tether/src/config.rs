@@ -59,10 +59,23 @@ pub struct Config {
     pub backends: Vec<Backend>,
     /// `[secrets].cookie_keys` or `TETHER_COOKIE_KEYS`; `None` means a random per-process key.
     pub cookie_keys: Option<CookieKeys>,
-    /// `[stick_table].capacity`: bindings per backend table.
+    /// `[stick_table].capacity`: bindings per backend table (the local cache with Redis).
     pub stick_capacity: u64,
+    /// `[stick_table] store = "redis"`: the shared table.
+    pub redis: Option<RedisStore>,
     /// `[admin]`, when present.
     pub admin: Option<Admin>,
+}
+
+/// `[stick_table] store = "redis"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStore {
+    /// `redis_url`.
+    pub url: String,
+    /// `redis_timeout` (default 10 ms): the longest a request waits on Redis.
+    pub timeout: Duration,
+    /// `redis_prefix` (default `tether`): key namespace.
+    pub prefix: String,
 }
 
 /// `[admin]`: the admin API, metrics and dashboard listener.

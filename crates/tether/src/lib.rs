@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
+pub mod stick;
 #[cfg(unix)]
 pub mod systemd;

@@ -85,17 +85,18 @@ async fn forward(
         l.backend = Some(backend.name.clone());
     }
     let now = unix_now();
-    let pin = backend.sticky.as_ref().map(|s| match &s.config.mode {
-        StickyMode::Cookie => {
+    let pin = match backend.sticky.as_ref().map(|s| (s, &s.config.mode)) {
+        None => None,
+        Some((s, StickyMode::Cookie)) => {
             let value = headers::find_cookie(req.headers(), &s.config.cookie_name);
-            affinity::read_pin(s, &backend.name, value, now)
+            Some(affinity::read_pin(s, &backend.name, value, now))
         }
-        mode => {
+        Some((_, mode)) => {
             let client =
                 headers::client_ip(ctx.peer.ip(), req.headers(), &listener.trusted_proxies);
-            affinity::read_table_pin(backend, mode, req.headers(), client, now)
+            Some(affinity::read_table_pin(backend, mode, req.headers(), client, now).await)
         }
-    });
+    };
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();

@@ -21,14 +21,16 @@ use ipnet::IpNet;
 use tether_core::affinity::{CookieKeys, ServerTag};
 use tether_core::balance::{self, Algorithm, Balancer, Member};
 use tether_core::retry::RetryBudget;
+use tether_core::stick::KeyHasher;
 use tether_core::stick::memory::MemoryStore;
-use tether_core::stick::{KeyHasher, StickStore};
 use tether_core::{AdminState, ServerState};
 use tokio::sync::Semaphore;
 
 use crate::config::{self, Config, HostMatch, SameSite, Secure};
 use crate::metrics::{BackendMetrics, Metrics, ServerMetrics};
 use crate::proxy::body::ReqBody;
+use crate::stick::Table;
+use crate::stick::redis::{RedisShared, RedisTable};
 
 /// The pooled HTTP client a backend forwards with.
 pub type UpstreamClient = Client<HttpConnector, ReqBody>;
@@ -84,7 +86,7 @@ pub struct BackendView {
     /// Affinity, when configured.
     pub sticky: Option<StickyView>,
     /// The stick table, for table-based affinity modes (`client_ip`, `header`, `app_cookie`).
-    pub table: Option<Arc<dyn StickStore>>,
+    pub table: Option<Table>,
     /// Turns raw affinity keys into table keys.
     pub hasher: KeyHasher,
     /// Balancer members (also used for rendezvous hashing of new table keys).
@@ -159,6 +161,13 @@ pub struct StickyView {
     pub attributes: String,
 }
 
+/// What a stick table was built with: it is kept across a reload only if this is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TableKey {
+    capacity: u64,
+    redis: Option<config::RedisStore>,
+}
+
 /// Runtime state kept across reloads, owned by the single task that builds snapshots.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -168,7 +177,8 @@ pub struct Registry {
     /// reload does not undo a runtime change the file says nothing new about.
     file_states: HashMap<(String, String), AdminState>,
     from_file: bool,
-    tables: HashMap<String, (u64, Arc<MemoryStore>)>,
+    tables: HashMap<String, (TableKey, Table)>,
+    redis: Option<(config::RedisStore, Arc<RedisShared>)>,
     slots: HashMap<(String, String), (u32, Arc<Semaphore>)>,
     clients: HashMap<String, (ClientKey, UpstreamClient)>,
     generation: u64,
@@ -207,19 +217,26 @@ impl Registry {
         let mut clients = HashMap::new();
         let mut tables = HashMap::new();
         let mut slots = HashMap::new();
+        // One Redis connection for every backend, kept while the URL and settings stay.
+        let redis = config.redis.as_ref().map(|cfg| match &self.redis {
+            Some((old, shared)) if old == cfg => Arc::clone(shared),
+            _ => RedisShared::connect(cfg),
+        });
+        self.redis = config.redis.clone().zip(redis.clone());
         let backends: Vec<BackendView> = config
             .backends
             .iter()
             .map(|b| {
                 let (key, client) = self.client_for(b);
                 clients.insert(b.name.clone(), (key, client.clone()));
-                let table = self.table_for(b, capacity);
+                let table = self.table_for(b, capacity, redis.as_ref());
                 if let Some(t) = &table {
-                    tables.insert(b.name.clone(), (capacity, Arc::clone(t)));
+                    let key = TableKey { capacity, redis: config.redis.clone() };
+                    tables.insert(b.name.clone(), (key, t.clone()));
                 }
                 let mut view =
                     self.backend(b, &keys, &mut servers, &mut slots, client, &listener_names);
-                view.table = table.map(|t| t as Arc<dyn StickStore>);
+                view.table = table;
                 view.hasher = hasher;
                 view
             })
@@ -348,14 +365,28 @@ impl Registry {
 
     /// The stick table of a table-mode backend: the existing one (its bindings survive the
     /// reload) unless the capacity changed.
-    fn table_for(&self, b: &config::Backend, capacity: u64) -> Option<Arc<MemoryStore>> {
+    fn table_for(
+        &self,
+        b: &config::Backend,
+        capacity: u64,
+        redis: Option<&Arc<RedisShared>>,
+    ) -> Option<Table> {
         let sticky = b.sticky.as_ref().filter(|s| s.mode.uses_table())?;
+        let redis_cfg = self.redis.as_ref().map(|(c, _)| c.clone());
         match self.tables.get(&b.name) {
-            Some((cap, t)) if *cap == capacity => {
+            Some((key, t)) if key.capacity == capacity && key.redis == redis_cfg => {
                 t.set_expiry(sticky.expiry);
-                Some(Arc::clone(t))
+                Some(t.clone())
             }
-            _ => Some(Arc::new(MemoryStore::new(capacity, sticky.expiry))),
+            _ => Some(match redis {
+                Some(shared) => Table::Redis(Arc::new(RedisTable::new(
+                    Arc::clone(shared),
+                    &b.name,
+                    capacity,
+                    sticky.expiry,
+                ))),
+                None => Table::Memory(Arc::new(MemoryStore::new(capacity, sticky.expiry))),
+            }),
         }
     }
 

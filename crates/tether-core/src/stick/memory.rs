@@ -96,6 +96,21 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Like [`StickStore::get`], also returning when the binding was last used before this
+    /// lookup (so a shared store in front of which this is a cache can refresh its TTL only
+    /// now and then, not on every request).
+    pub fn get_with_last_use(&self, key: StickKey, now: u32) -> (Lookup, u32) {
+        let Some(e) = self.cache.get(&key) else { return (Lookup::Missing, 0) };
+        if !self.live(&e, now) {
+            self.cache.invalidate(&key);
+            return (Lookup::Expired, 0);
+        }
+        let before = e.last_used.fetch_max(now, Ordering::Relaxed);
+        (Lookup::Bound(Arc::clone(&e.server)), before)
+    }
+}
+
 impl StickStore for MemoryStore {
     fn get(&self, key: StickKey, now: u32) -> Lookup {
         let Some(e) = self.cache.get(&key) else { return Lookup::Missing };

@@ -39,6 +39,9 @@ pub struct RawAdmin {
 pub struct RawStickTable {
     pub store: Option<S>,
     pub capacity: Option<Spanned<i64>>,
+    pub redis_url: Option<S>,
+    pub redis_timeout: Option<S>,
+    pub redis_prefix: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -93,6 +93,7 @@ pub(super) fn validate(
     let routes =
         raw.routes.iter().enumerate().filter_map(|(i, r)| route(&mut c, i, r, &known)).collect();
     let stick_capacity = stick_capacity(&mut c, raw.stick_table.as_ref());
+    let redis = redis_store(&mut c, raw.stick_table.as_ref());
     let admin = raw.admin.as_ref().map(|a| admin(&mut c, a));
     let cookie_keys =
         cookie_keys(&mut c, raw.secrets.as_ref().and_then(|s| s.cookie_keys.as_ref()), env_keys);
@@ -105,6 +106,7 @@ pub(super) fn validate(
             backends,
             cookie_keys,
             stick_capacity,
+            redis,
             admin,
         })
     } else {
@@ -632,21 +634,6 @@ fn limits(c: &mut Checker, backend: &str, raw: Option<&super::raw::RawBackendLim
 
 fn stick_capacity(c: &mut Checker, raw: Option<&RawStickTable>) -> u64 {
     let Some(t) = raw else { return DEFAULT_STICK_CAPACITY };
-    if let Some(store) = &t.store {
-        match store.get_ref().as_str() {
-            "memory" => {}
-            "redis" => c.err(
-                "stick_table.store",
-                Some(store),
-                "store \"redis\" is not available in this version; use \"memory\"",
-            ),
-            other => c.err(
-                "stick_table.store",
-                Some(store),
-                format!("unknown value {other:?}; expected one of: memory | redis"),
-            ),
-        }
-    }
     match &t.capacity {
         None => DEFAULT_STICK_CAPACITY,
         Some(n) if *n.get_ref() >= 1 => *n.get_ref() as u64,
@@ -655,6 +642,66 @@ fn stick_capacity(c: &mut Checker, raw: Option<&RawStickTable>) -> u64 {
             DEFAULT_STICK_CAPACITY
         }
     }
+}
+
+fn redis_store(c: &mut Checker, raw: Option<&RawStickTable>) -> Option<RedisStore> {
+    let t = raw?;
+    let store = t.store.as_ref().map_or("memory", |s| s.get_ref().as_str());
+    match store {
+        "memory" => {
+            for (key, v) in [
+                ("redis_url", &t.redis_url),
+                ("redis_timeout", &t.redis_timeout),
+                ("redis_prefix", &t.redis_prefix),
+            ] {
+                if let Some(v) = v {
+                    c.err(
+                        &format!("stick_table.{key}"),
+                        Some(v),
+                        "only used with store = \"redis\"",
+                    );
+                }
+            }
+            return None;
+        }
+        "redis" => {}
+        other => {
+            c.err(
+                "stick_table.store",
+                t.store.as_ref(),
+                format!("unknown value {other:?}; expected one of: memory | redis"),
+            );
+            return None;
+        }
+    }
+    let Some(url) = &t.redis_url else {
+        c.err::<()>(
+            "stick_table.redis_url",
+            None,
+            "store = \"redis\" needs redis_url, e.g. \"redis://127.0.0.1:6379\"",
+        );
+        return None;
+    };
+    let u = url.get_ref().trim();
+    if u.starts_with("rediss://") {
+        c.err("stick_table.redis_url", Some(url), "TLS to Redis (rediss://) is not available in this version; use redis:// on a trusted network");
+    } else if !u.starts_with("redis://") || redis::Client::open(u).is_err() {
+        c.err(
+            "stick_table.redis_url",
+            Some(url),
+            format!("invalid Redis URL {u:?}; expected redis://[user:password@]host:port[/db]"),
+        );
+    }
+    let timeout = c.duration(
+        "stick_table.redis_timeout",
+        t.redis_timeout.as_ref(),
+        Duration::from_millis(10),
+    );
+    let prefix = t.redis_prefix.as_ref().map_or("tether".to_owned(), |p| {
+        c.name("stick_table.redis_prefix", p);
+        p.get_ref().clone()
+    });
+    Some(RedisStore { url: u.to_owned(), timeout, prefix })
 }
 
 fn admin(c: &mut Checker, a: &super::raw::RawAdmin) -> Admin {

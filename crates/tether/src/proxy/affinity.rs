@@ -98,7 +98,7 @@ pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u
 }
 
 /// Reads the pin of a table mode: the client's key from the request, then the table.
-pub fn read_table_pin(
+pub async fn read_table_pin(
     backend: &BackendView,
     mode: &StickyMode,
     headers: &HeaderMap,
@@ -115,7 +115,7 @@ pub fn read_table_pin(
         refresh: false,
     };
     let (Some(key), Some(table)) = (key, backend.table.as_ref()) else { return pin };
-    match table.get(key, now) {
+    match table.get(key, now).await {
         Lookup::Bound(name) => match backend.by_name.get(&name) {
             Some(&i) => {
                 pin.server = Some(i);

@@ -1,0 +1,472 @@
+//! The Redis-shared stick table (`[stick_table] store = "redis"`): Tethers in front of one
+//! real Redis share table affinity, and a Redis that dies or freezes never costs a request.
+//!
+//! Every test runs two instances, A and B, over the same three servers but with different
+//! views of them: on A only `s0` takes new sessions, on B only `s1` and `s2` do (the others
+//! drain, which keeps the sessions they are given). Alone, B never sends a new key to `s0`,
+//! so every request B sends there follows a binding it can only have learned through Redis.
+
+// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
+#![allow(clippy::unwrap_used)]
+
+mod fixture;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fixture::*;
+use serde_json::Value;
+use tether_testkit::redis::RedisServer;
+use tether_testkit::{EchoServer, Tether, run_check, wait_until_async};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+const HEADER_STICKY: &str = "mode = \"header\"\nheader = \"X-Session-Id\"\nidle_timeout = \"10m\"";
+const APP_COOKIE_STICKY: &str = "mode = \"app_cookie\"\napp_cookie = \"JSESSIONID\"";
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// For the sharing tests: generous, so a slow machine does not turn a lookup into a miss.
+const PATIENT: &str = "redis_timeout = \"500ms\"";
+/// For the failure tests: the default, which bounds how long a request may wait.
+const REDIS_TIMEOUT_10MS: &str = "redis_timeout = \"10ms\"";
+
+/// How long background writes and reconnects get before a test gives up on them.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+async fn redis() -> RedisServer {
+    RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Listener "web" → backend "app" over `servers`, where only the names in `active` take new
+/// sessions, and the stick table in `redis`. `[stick_table]` comes last: TOML tables after
+/// it would be read as its keys otherwise.
+fn shared_config(
+    servers: &[EchoServer],
+    active: &[&str],
+    sticky: &str,
+    redis: &RedisServer,
+    stick_extra: &str,
+) -> String {
+    let entries: String = servers
+        .iter()
+        .map(|s| {
+            let state = if active.contains(&s.name()) { "ready" } else { "drain" };
+            format!(
+                "[[backends.app.servers]]\nname = \"{}\"\naddress = \"{}\"\nstate = \"{state}\"\n",
+                s.name(),
+                s.addr()
+            )
+        })
+        .collect();
+    format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
+         [backends.app]\n[backends.app.sticky]\n{sticky}\n\n{entries}\n\
+         [secrets]\ncookie_keys = [\"{KEY}\"]\n\n\
+         [stick_table]\nstore = \"redis\"\nredis_url = \"{}\"\n{stick_extra}\n",
+        redis.url()
+    )
+}
+
+/// A (new sessions → s0) and B (new sessions → s1, s2), sharing `redis`.
+async fn pair(
+    servers: &[EchoServer],
+    sticky: &str,
+    redis: &RedisServer,
+    stick_extra: &str,
+) -> (Tether, Tether) {
+    let a = start(&shared_config(servers, &["s0"], sticky, redis, stick_extra)).await;
+    let b = start(&shared_config(servers, &["s1", "s2"], sticky, redis, stick_extra)).await;
+    (a, b)
+}
+
+/// Waits until both instances write to `redis` (they connect in the background after
+/// start-up, and a binding made before that stays local), then empties it.
+async fn both_connected(c: &reqwest::Client, (a, b): (&Tether, &Tether), redis: &RedisServer) {
+    let probe = AtomicUsize::new(0);
+    let connected = wait_until_async(DEADLINE, || async {
+        let i = probe.fetch_add(1, Ordering::Relaxed);
+        warm_up(c, a, &format!("warm-up-a-{i}")).await;
+        warm_up(c, b, &format!("warm-up-b-{i}")).await;
+        let mut values = Vec::new();
+        for key in redis.keys("tether:app:*").await.unwrap() {
+            values.extend(redis.get(&key).await.unwrap());
+        }
+        // A binds only s0, B only s1 and s2: both have written.
+        values.iter().any(|v| v == "s0") && values.iter().any(|v| v != "s0")
+    })
+    .await;
+    assert!(connected, "A and B did not both write to redis within {DEADLINE:?}");
+    redis.command(&["FLUSHALL"]).await.unwrap();
+}
+
+/// A new session `id` in either mode: as the session header, and as an application cookie
+/// the server issues.
+async fn warm_up(c: &reqwest::Client, t: &Tether, id: &str) {
+    let url = format!("{}/warm-up?cookie_name=JSESSIONID&cookie_value={id}", t.url("web"));
+    let r = c.get(url).header("x-session-id", id).send().await.unwrap();
+    assert_eq!(r.status(), 200, "warm-up {id}");
+}
+
+/// The server that answered a request with session header `key`; panics unless it is a 200.
+async fn route(c: &reqwest::Client, t: &Tether, key: &str) -> String {
+    let r = c.get(t.url("web")).header("x-session-id", key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "session {key:?}");
+    server_of(&r)
+}
+
+/// Which server answered how often, for `n` requests alternating A, B, A, ... with header
+/// `name: value`.
+async fn alternate(
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    n: u32,
+    (name, value): (&str, &str),
+) -> HashMap<String, u32> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let t = if i % 2 == 0 { a } else { b };
+        let r = c.get(t.url("web")).header(name, value).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        *counts.entry(server_of(&r)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Waits for the first binding of backend `app` to be written and returns its key; panics
+/// when there is none within [`DEADLINE`] or there is more than one.
+async fn the_one_binding(redis: &RedisServer) -> String {
+    let written = wait_until_async(DEADLINE, || async {
+        !redis.keys("tether:app:*").await.unwrap().is_empty()
+    })
+    .await;
+    assert!(written, "no binding in redis within {DEADLINE:?}: {:?}", redis.keys("*").await);
+    let keys = redis.keys("tether:app:*").await.unwrap();
+    assert_eq!(keys.len(), 1, "one session, one binding: {keys:?}");
+    keys.into_iter().next().unwrap()
+}
+
+/// `{prefix}:{backend}:{32 hex chars}`: a keyed hash, never the client's key.
+fn assert_hashed(key: &str, raw: &str) {
+    let hash = key.strip_prefix("tether:app:").unwrap_or_else(|| panic!("prefix of {key:?}"));
+    assert!(
+        hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "not 32 hex chars: {key:?}"
+    );
+    assert!(!key.contains(raw), "the raw session key {raw:?} is in redis: {key:?}");
+}
+
+/// Every key and value in `redis`, to check that `raw` appears nowhere.
+async fn assert_nowhere_in(redis: &RedisServer, raw: &str) {
+    for key in redis.keys("*").await.unwrap() {
+        assert!(!key.contains(raw), "{raw:?} in key {key:?}");
+        let value = redis.get(&key).await.unwrap().unwrap_or_default();
+        assert!(!value.contains(raw), "{raw:?} in the value of {key:?}: {value:?}");
+    }
+}
+
+#[tokio::test]
+async fn two_instances_share_header_affinity_for_1000_requests() {
+    let redis = redis().await;
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, HEADER_STICKY, &redis, PATIENT).await;
+    let c = client();
+    both_connected(&c, (&a, &b), &redis).await;
+    let raw = "alice-7f3a9c-session";
+
+    assert_eq!(route(&c, &a, raw).await, "s0", "A gives new sessions to s0");
+    let key = the_one_binding(&redis).await;
+    assert_hashed(&key, raw);
+    assert_nowhere_in(&redis, raw).await;
+    assert_eq!(redis.get(&key).await.unwrap().as_deref(), Some("s0"), "the value is the server");
+    let ttl = redis.ttl(&key).await.unwrap().expect("every binding has a TTL");
+    assert!(
+        ttl <= IDLE_TIMEOUT && ttl > IDLE_TIMEOUT - Duration::from_secs(60),
+        "TTL {ttl:?}, idle_timeout {IDLE_TIMEOUT:?}"
+    );
+
+    let counts = alternate(&c, (&a, &b), 1000, ("x-session-id", raw)).await;
+    assert_eq!(counts, HashMap::from([("s0".to_owned(), 1000)]), "B follows A's binding");
+    assert_eq!(redis.keys("tether:app:*").await.unwrap(), [key], "still one binding");
+
+    // The premise: B's own new sessions never go to s0.
+    for i in 0..20 {
+        assert_ne!(route(&c, &b, &format!("bob-{i}")).await, "s0", "B's new session {i}");
+    }
+}
+
+#[tokio::test]
+async fn two_instances_share_a_learned_app_cookie() {
+    let redis = redis().await;
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, APP_COOKIE_STICKY, &redis, PATIENT).await;
+    let c = fresh_client();
+    both_connected(&c, (&a, &b), &redis).await;
+    let id = "abc123sessionid";
+
+    let login = c
+        .get(format!("{}/login?cookie_name=JSESSIONID&cookie_value={id}", a.url("web")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((login.status().as_u16(), server_of(&login)), (200, "s0".to_owned()));
+    let key = the_one_binding(&redis).await;
+    assert_hashed(&key, id);
+    assert_nowhere_in(&redis, id).await;
+    assert_eq!(redis.get(&key).await.unwrap().as_deref(), Some("s0"));
+
+    // An id no server issued pins nothing on B, and is not written.
+    let invented = alternate(&c, (&b, &b), 20, ("cookie", "JSESSIONID=made-up")).await;
+    assert!(!invented.contains_key("s0"), "B balances invented ids over s1, s2: {invented:?}");
+    let cookie = format!("theme=dark; JSESSIONID={id}");
+    let learned = alternate(&c, (&a, &b), 200, ("cookie", &cookie)).await;
+    assert_eq!(learned, HashMap::from([("s0".to_owned(), 200)]), "B follows what A learned");
+    assert_eq!(redis.keys("tether:app:*").await.unwrap(), [key], "only the issued id is bound");
+}
+
+#[tokio::test]
+async fn twenty_concurrent_first_requests_over_two_instances_converge() {
+    let redis = redis().await;
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, HEADER_STICKY, &redis, PATIENT).await;
+    let c = client();
+    both_connected(&c, (&a, &b), &redis).await;
+    let raw = "race-for-a-new-session";
+
+    // A alone would bind s0 and B s1 or s2: both bind, one SET NX wins.
+    let mut racers = JoinSet::new();
+    for i in 0..20 {
+        let (c, url) = (c.clone(), if i % 2 == 0 { a.url("web") } else { b.url("web") });
+        racers.spawn(async move { c.get(url).header("x-session-id", raw).send().await });
+    }
+    while let Some(joined) = racers.join_next().await {
+        let r = joined.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let key = the_one_binding(&redis).await;
+    assert_hashed(&key, raw);
+    let winner = redis.get(&key).await.unwrap().unwrap();
+    assert!(["s0", "s1", "s2"].contains(&winner.as_str()), "value {winner:?}");
+    let converged = wait_until_async(DEADLINE, || async {
+        route(&c, &a, raw).await == winner && route(&c, &b, raw).await == winner
+    })
+    .await;
+    assert!(converged, "A and B never both routed to the winner {winner} in {DEADLINE:?}");
+    let counts = alternate(&c, (&a, &b), 100, ("x-session-id", raw)).await;
+    assert_eq!(counts, HashMap::from([(winner.clone(), 100)]), "and stay there");
+    assert_eq!(redis.get(&key).await.unwrap(), Some(winner), "redis holds the first writer");
+}
+
+#[tokio::test]
+async fn redis_killed_during_traffic_costs_no_requests_and_bounded_latency() {
+    breaks_during_traffic_and_recovers(Break::Kill).await;
+}
+
+#[tokio::test]
+async fn redis_paused_with_sigstop_costs_no_requests() {
+    breaks_during_traffic_and_recovers(Break::Pause).await;
+}
+
+#[test]
+fn invalid_redis_url_is_a_clear_config_error() {
+    let config = |url: &str| {
+        format!(
+            "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
+             [backends.app]\n[backends.app.sticky]\n{HEADER_STICKY}\n\n\
+             [[backends.app.servers]]\nname = \"s0\"\naddress = \"127.0.0.1:9\"\n\n\
+             [secrets]\ncookie_keys = [\"{KEY}\"]\n\n\
+             [stick_table]\nstore = \"redis\"\nredis_url = \"{url}\"\n"
+        )
+    };
+    for bad in ["http://x", "not a url", ""] {
+        let out = run_check(BIN, &config(bad)).unwrap();
+        assert_eq!(out.code, Some(1), "{bad:?}: {out:?}");
+        assert!(out.stderr.contains("stick_table.redis_url"), "{bad:?}: {}", out.stderr);
+    }
+    // The same file with a valid URL passes, credentials included (and no Redis is needed
+    // to check it).
+    let good = run_check(BIN, &config("redis://tether:s3cret@127.0.0.1:6390/0")).unwrap();
+    assert_eq!(good.code, Some(0), "{good:?}");
+}
+
+// === Redis breaking under traffic ===
+
+#[derive(Debug, Clone, Copy)]
+enum Break {
+    /// SIGKILL: connections are reset, the port refuses.
+    Kill,
+    /// SIGSTOP: connections stay open and nothing answers.
+    Pause,
+}
+
+/// How long the traffic runs, and when Redis breaks during it.
+const TRAFFIC: Duration = Duration::from_secs(5);
+const BREAK_AT: Duration = Duration::from_millis(1500);
+/// Requests the traffic loop sends at most.
+const MAX_REQUESTS: usize = 20_000;
+/// `redis_timeout` (10 ms) plus generous slack for a debug build on a busy machine: a
+/// correctness bound (requests do not wait on Redis), not a benchmark.
+const P99_BOUND: Duration = Duration::from_millis(200);
+/// No single request may come near a connect or reconnect timeout either.
+const MAX_BOUND: Duration = Duration::from_secs(1);
+
+/// What the traffic loop saw.
+#[derive(Debug, Default)]
+struct Traffic {
+    sent: usize,
+    failures: Vec<String>,
+    /// Latency of every request sent after Redis broke.
+    broken: Vec<Duration>,
+}
+
+async fn breaks_during_traffic_and_recovers(how: Break) {
+    let mut redis = redis().await;
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, HEADER_STICKY, &redis, REDIS_TIMEOUT_10MS).await;
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+
+    both_connected(&c, (&a, &b), &redis).await;
+
+    // Log lines are judged from the break on: before it, a background write slower than
+    // 10 ms on a busy machine may already have flipped an instance once.
+    let mut marks = [0, 0];
+    let traffic = traffic(&c, (&a, &b), || {
+        marks = [a.log_mark(), b.log_mark()];
+        match how {
+            Break::Kill => redis.kill(),
+            Break::Pause => redis.pause(),
+        }
+    })
+    .await;
+    assert!(traffic.failures.is_empty(), "{how:?}: failed requests: {:?}", traffic.failures);
+    assert!(traffic.broken.len() >= 50, "{how:?}: too little traffic after the break");
+    let (p99, max) = p99_and_max(traffic.broken.clone());
+    assert!(
+        p99 < P99_BOUND && max < MAX_BOUND,
+        "{how:?}: latency with redis broken: p99 {p99:?} (bound {P99_BOUND:?}), \
+         max {max:?} (bound {MAX_BOUND:?}) over {} requests",
+        traffic.broken.len()
+    );
+    for (t, mark) in [(&a, marks[0]), (&b, marks[1])] {
+        let unavailable = |l: &Value| is(l, "redis unavailable");
+        let logged = t.wait_for_log_since(mark, unavailable, DEADLINE).await;
+        assert!(logged.is_some(), "{how:?}: no \"redis unavailable\" line in {:?}", about_redis(t));
+        let times = count(t, mark, "redis unavailable");
+        assert_eq!(times, 1, "{how:?}: logged once, not per failure: {:?}", about_redis(t));
+    }
+
+    match how {
+        Break::Kill => redis.restart().await.unwrap(),
+        Break::Pause => redis.resume().unwrap(),
+    }
+    recovers(&c, (&a, &b), marks, &redis).await;
+}
+
+/// Alternates requests with distinct sessions over A and B for [`TRAFFIC`], calling
+/// `break_redis` after [`BREAK_AT`].
+async fn traffic(
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    break_redis: impl FnOnce() -> Result<(), tether_testkit::redis::RedisError>,
+) -> Traffic {
+    let mut seen = Traffic::default();
+    let mut break_redis = Some(break_redis);
+    let start = Instant::now();
+    while start.elapsed() < TRAFFIC && seen.sent < MAX_REQUESTS {
+        if start.elapsed() >= BREAK_AT {
+            if let Some(break_now) = break_redis.take() {
+                break_now().unwrap();
+            }
+        }
+        let broken = break_redis.is_none();
+        let t = if seen.sent % 2 == 0 { a } else { b };
+        let sent = Instant::now();
+        let r = c.get(t.url("web")).header("x-session-id", format!("user-{}", seen.sent)).send();
+        match r.await {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => seen.failures.push(format!("request {}: status {}", seen.sent, r.status())),
+            Err(e) => seen.failures.push(format!("request {}: {e}", seen.sent)),
+        }
+        if broken {
+            seen.broken.push(sent.elapsed());
+        }
+        seen.sent += 1;
+    }
+    seen
+}
+
+/// After Redis is back: both instances say so, new bindings are written again, and a new
+/// session pinned through A is followed by B.
+async fn recovers(
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    [mark_a, mark_b]: [usize; 2],
+    redis: &RedisServer,
+) {
+    let probe = AtomicUsize::new(0);
+    let before = redis.dbsize().await.unwrap();
+    let back = wait_until_async(DEADLINE, || async {
+        // Traffic on both, in case reconnecting waits for a request.
+        let i = probe.fetch_add(1, Ordering::Relaxed);
+        route(c, a, &format!("probe-a-{i}")).await;
+        route(c, b, &format!("probe-b-{i}")).await;
+        count(a, mark_a, "redis available") >= 1
+            && count(b, mark_b, "redis available") >= 1
+            && redis.dbsize().await.unwrap() > before
+    })
+    .await;
+    assert!(
+        back,
+        "within {DEADLINE:?} of redis coming back: \"redis available\" logged by A {} and B {} \
+         times (want 1+ each), {} keys (had {before}); A said {:?}; B said {:?}",
+        count(a, mark_a, "redis available"),
+        count(b, mark_b, "redis available"),
+        redis.dbsize().await.unwrap(),
+        about_redis(a),
+        about_redis(b),
+    );
+
+    // A new session pinned through A is followed by B. Each try is a new session: with a
+    // 10 ms timeout one slow lookup on a busy machine may rightly fall back to local affinity.
+    let tries = AtomicUsize::new(0);
+    let shared = wait_until_async(DEADLINE, || async {
+        let raw = format!("carol-{}", tries.fetch_add(1, Ordering::Relaxed));
+        assert_eq!(route(c, a, &raw).await, "s0");
+        route(c, b, &raw).await == "s0"
+    })
+    .await;
+    let tries = tries.into_inner();
+    assert!(
+        shared,
+        "B followed none of A's {tries} new sessions after recovery; A said {:?}; B said {:?}",
+        about_redis(a),
+        about_redis(b)
+    );
+    let raw = format!("carol-{}", tries - 1);
+    let counts = alternate(c, (a, b), 50, ("x-session-id", &raw)).await;
+    assert_eq!(counts, HashMap::from([("s0".to_owned(), 50)]), "shared again");
+}
+
+/// Every line that mentions Redis, for failure reports.
+fn about_redis(t: &Tether) -> Vec<Value> {
+    let mentions = |l: &Value| l["message"].as_str().is_some_and(|m| m.contains("redis"));
+    t.logs().into_iter().filter(mentions).collect()
+}
+
+/// Lines with `message` logged after `mark`.
+fn count(t: &Tether, mark: usize, message: &str) -> usize {
+    t.logs().iter().skip(mark).filter(|l| is(l, message)).count()
+}
+
+/// The log contract: `"message"` is exactly the event, details go in fields.
+fn is(line: &Value, message: &str) -> bool {
+    line["message"] == message
+}
+
+fn p99_and_max(mut latencies: Vec<Duration>) -> (Duration, Duration) {
+    latencies.sort();
+    let max = latencies.last().copied().unwrap_or_default();
+    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or(max);
+    (p99, max)
+}
