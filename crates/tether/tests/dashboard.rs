@@ -158,7 +158,8 @@ async fn dashboard_shows_every_server_with_live_numbers_and_no_console_errors() 
         let url = t.url("web");
         tokio::spawn(async move {
             let c = client();
-            for i in 0.. {
+            // Bounded: at most ~30 s of traffic even if the test never aborts it.
+            for i in 0..3000 {
                 let id = format!("user{}", i % 12);
                 let _ = c.get(&url).header("x-session-id", id).send().await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
