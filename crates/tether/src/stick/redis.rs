@@ -43,6 +43,9 @@ pub struct RedisShared {
     errors: AtomicU64,
     url: String,
     connecting: AtomicBool,
+    /// Unix seconds when Redis last became available: local bindings last used before then
+    /// may have been made (or moved) while the instances could not see each other.
+    recovered_at: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisShared {
@@ -66,6 +69,7 @@ impl RedisShared {
             errors: AtomicU64::new(0),
             url: cfg.url.clone(),
             connecting: AtomicBool::new(false),
+            recovered_at: AtomicU64::new(0),
         });
         shared.reconnect();
         shared
@@ -133,6 +137,10 @@ impl RedisShared {
 
     fn mark_available(&self) {
         if !self.available.swap(true, Ordering::Relaxed) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.recovered_at.store(now, Ordering::Relaxed);
             tracing::warn!("redis available");
         }
     }
@@ -259,7 +267,10 @@ impl RedisTable {
     /// Local table first; on a miss, Redis within the timeout.
     pub async fn get(&self, key: StickKey, now: u32) -> Lookup {
         let (local, last_use) = self.local.get_with_last_use(key, now);
-        if let Lookup::Bound(_) = &local {
+        if let Lookup::Bound(mine) = &local {
+            if u64::from(last_use) <= self.shared.recovered_at.load(Ordering::Relaxed) {
+                return self.reconcile(key, mine, now).await;
+            }
             let quarter = self.expiry.load().idle_timeout / 4;
             if now.saturating_sub(last_use) >= quarter.max(1) {
                 self.background(
@@ -278,6 +289,28 @@ impl RedisTable {
                 Lookup::Bound(server)
             }
             _ => local,
+        }
+    }
+
+    /// A local binding not seen since Redis (re)appeared: Redis's binding wins if it has one
+    /// (another instance bound or moved the key meanwhile); if it has none, ours is published.
+    /// One Redis round trip per such key, then the key is back on the fast path.
+    async fn reconcile(&self, key: StickKey, mine: &Arc<str>, now: u32) -> Lookup {
+        let mut cmd = redis::cmd("GETEX");
+        cmd.arg(self.key(key)).arg("PX").arg(self.ttl_ms());
+        match self.shared.run::<Option<String>>("get", cmd).await {
+            Some(Some(theirs)) if *theirs != **mine => {
+                let theirs: Arc<str> = Arc::from(theirs);
+                self.local.rebind(key, &theirs, now);
+                Lookup::Bound(theirs)
+            }
+            Some(None) => {
+                let mut set = redis::cmd("SET");
+                set.arg(self.key(key)).arg(&**mine).arg("NX").arg("PX").arg(self.ttl_ms());
+                self.background(set, "publish");
+                Lookup::Bound(Arc::clone(mine))
+            }
+            _ => Lookup::Bound(Arc::clone(mine)),
         }
     }
 
