@@ -470,3 +470,35 @@ fn p99_and_max(mut latencies: Vec<Duration>) -> (Duration, Duration) {
     let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or(max);
     (p99, max)
 }
+
+#[tokio::test]
+async fn bindings_made_while_redis_was_down_converge_after_it_returns() {
+    let servers = echo_servers(3);
+    let mut redis = redis().await;
+    let (a, b) = pair(&servers, HEADER_STICKY, &redis, PATIENT).await;
+    let c = client();
+    both_connected(&c, (&a, &b), &redis).await;
+    redis.kill().unwrap_or_else(|e| panic!("{e}"));
+    // Redis is gone: each instance binds the same new session on its own side.
+    assert_eq!(route(&c, &a, "split-brain").await, "s0");
+    let on_b = route(&c, &b, "split-brain").await;
+    assert_ne!(on_b, "s0", "without Redis, B cannot know A's binding");
+    redis.restart().await.unwrap_or_else(|e| panic!("{e}"));
+    let recovered = wait_until_async(DEADLINE, || async {
+        let logged =
+            |t: &Tether| t.logs().iter().filter(|l| l["message"] == "redis available").count() >= 2;
+        logged(&a) && logged(&b)
+    })
+    .await;
+    assert!(recovered, "both instances see Redis again");
+    // A's next use publishes its binding; B's next use adopts it.
+    assert_eq!(route(&c, &a, "split-brain").await, "s0");
+    let published =
+        wait_until_async(DEADLINE, || async { redis.dbsize().await.unwrap_or(0) >= 1 }).await;
+    assert!(published, "A published its local binding");
+    assert_eq!(route(&c, &b, "split-brain").await, "s0", "B adopted the shared binding");
+    for _ in 0..20 {
+        assert_eq!(route(&c, &b, "split-brain").await, "s0");
+        assert_eq!(route(&c, &a, "split-brain").await, "s0");
+    }
+}

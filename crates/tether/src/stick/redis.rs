@@ -89,10 +89,12 @@ impl RedisShared {
                 let Some(shared) = weak.upgrade() else { return };
                 match connect(&shared.url).await {
                     Ok(conn) => {
-                        // Available only once it answered (a paused Redis accepts connections).
+                        // `connect` saw a PING answered (a paused Redis accepts connections but
+                        // does not answer), so Redis is usable again.
                         shared.conn.store(Some(Arc::new(conn)));
                         shared.connecting.store(false, Ordering::Release);
                         shared.retry_at_ms.store(0, Ordering::Relaxed);
+                        shared.mark_available();
                         return;
                     }
                     Err(e) => {
