@@ -713,3 +713,22 @@ async fn an_ejection_is_logged_from_the_health_the_server_had() {
     assert!(line["reason"].as_str().is_some_and(|r| r.contains("ejected")), "{line}");
     assert_eq!(line["from"], before, "`from` is the health the admin API showed: {line}");
 }
+
+#[tokio::test]
+async fn a_recovered_server_ramps_up_under_slow_start() {
+    let flaky = start_flaky("flaky");
+    let steady = echo_servers(2);
+    let servers = format!("{}{}", server("flaky", flaky.addr()), echo_entries(&steady));
+    let t = start(&config_with("slow_start = \"60s\"", Some(FAST_HTTP_CHECK), &servers)).await;
+    let c = client();
+    wait_health(&t, &c, "flaky", "up", TRANSITION).await;
+    let before: usize = spread(&t, &c, 300).await.iter().filter(|(_, by)| by == "flaky").count();
+    assert!(before >= 90, "a server that never went down takes its full third: {before}");
+    flaky.behaviour().healthy.store(false, Ordering::SeqCst);
+    wait_health(&t, &c, "flaky", "down", TRANSITION).await;
+    flaky.behaviour().healthy.store(true, Ordering::SeqCst);
+    wait_health(&t, &c, "flaky", "up", TRANSITION).await;
+    let after: usize = spread(&t, &c, 300).await.iter().filter(|(_, by)| by == "flaky").count();
+    assert!(after > 0, "the recovered server gets some traffic");
+    assert!(after < 50, "but only a small share at the start of its 60 s ramp: {after} of 300");
+}
