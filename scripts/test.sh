@@ -21,7 +21,16 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${need_apt[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # Packages such as redis-server start a system service on install; the tests start their
+    # own servers, so keep services from starting (and from failing where there is no init).
+    policy_added=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+    fi
+    status=0
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null || status=$?
+    [ "$policy_added" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ "$status" = 0 ] || { echo "installing ${need_apt[*]} failed"; exit "$status"; }
   else
     echo "missing: ${need_apt[*]} (install them, or run as root on Debian/Ubuntu)"; exit 1
   fi
