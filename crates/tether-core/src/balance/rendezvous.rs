@@ -37,18 +37,8 @@ pub fn pick(members: &[Member], key: u128, usable: &dyn Fn(usize) -> bool) -> Op
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::ServerState;
-
-    fn members(weights: &[u32]) -> Vec<Member> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Member { state: Arc::new(ServerState::new(format!("s{i}"))), weight: w })
-            .collect()
-    }
+    use crate::balance::tests::members;
 
     #[test]
     fn same_key_same_server_and_shares_follow_weights() {

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::server::ServerState;
 
-fn members(weights: &[u32]) -> Vec<Member> {
+pub(super) fn members(weights: &[u32]) -> Vec<Member> {
     weights
         .iter()
         .enumerate()
