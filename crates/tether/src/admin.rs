@@ -275,22 +275,30 @@ async fn sessions(
             "this backend keeps no stick table (cookie affinity lives in the client's cookie)",
         );
     };
-    let idle = b.sticky.as_ref().map_or(0, |s| s.config.expiry.idle_timeout);
-    let entries: Vec<Value> = table
-        .list(q.limit.unwrap_or(100).min(10_000))
-        .into_iter()
+    let table = table.clone();
+    drop(snap);
+    let listing = table.sessions(q.limit.unwrap_or(100).min(10_000)).await;
+    let entries: Vec<Value> = listing
+        .entries
+        .iter()
         .map(|e| {
             json!({
-                "key": format!("{:032x}", e.key),
+                "key": e.key,
                 "server": &*e.server,
                 "created": e.created,
                 "last_used": e.last_used,
-                "expires": e.last_used.saturating_add(idle),
+                "expires": e.expires,
             })
         })
         .collect();
-    axum::Json(json!({ "backend": name, "entries": table.len(), "sessions": entries }))
-        .into_response()
+    axum::Json(json!({
+        "backend": name,
+        "source": listing.source,
+        "entries": listing.total,
+        "complete": listing.complete,
+        "sessions": entries,
+    }))
+    .into_response()
 }
 
 /// Sends a command to the controller and waits for its answer; `None` while shutting down.

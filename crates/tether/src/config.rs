@@ -76,6 +76,23 @@ pub struct RedisStore {
     pub timeout: Duration,
     /// `redis_prefix` (default `tether`): key namespace.
     pub prefix: String,
+    /// `redis_cluster` (default false): `url` lists seed nodes of a Redis Cluster.
+    pub cluster: bool,
+    /// The PEM read from `redis_ca_file`: the CA that signs Redis's certificate (`rediss://`);
+    /// `None` trusts the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl RedisStore {
+    /// The node URLs: one, or (cluster) the comma-separated seed list.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    }
+
+    /// Whether the connection uses TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        self.url.trim_start().starts_with("rediss://")
+    }
 }
 
 /// `[admin]`: the admin API, metrics and dashboard listener.

@@ -19,3 +19,4 @@ pub mod snapshot;
 pub mod stick;
 #[cfg(unix)]
 pub mod systemd;
+pub mod tls;

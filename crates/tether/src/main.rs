@@ -67,6 +67,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
+    tether::tls::install_crypto_provider();
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run_async(serve(config)),

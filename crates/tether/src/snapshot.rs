@@ -379,12 +379,12 @@ impl Registry {
                 Some(t.clone())
             }
             _ => Some(match redis {
-                Some(shared) => Table::Redis(Arc::new(RedisTable::new(
+                Some(shared) => Table::Redis(RedisTable::new(
                     Arc::clone(shared),
                     &b.name,
                     capacity,
                     sticky.expiry,
-                ))),
+                )),
                 None => Table::Memory(Arc::new(MemoryStore::new(capacity, sticky.expiry))),
             }),
         }

@@ -7,6 +7,8 @@
 
 pub mod redis;
 
+pub use redis::{SessionEntry, Sessions};
+
 use std::sync::Arc;
 
 use tether_core::affinity::Expiry;
@@ -54,14 +56,20 @@ impl Table {
         }
     }
 
-    /// Sessions bound to `server` in this instance's table.
+    /// Sessions bound to `server` (with Redis: the shared count from the last census).
     pub fn sessions_bound(&self, server: &str) -> u64 {
-        self.local().sessions_bound(server)
+        match self {
+            Table::Memory(m) => m.sessions_bound(server),
+            Table::Redis(r) => r.sessions_bound(server),
+        }
     }
 
-    /// Entries in this instance's table.
+    /// Entries in the table (with Redis: the shared count from the last census).
     pub fn len(&self) -> u64 {
-        self.local().len()
+        match self {
+            Table::Memory(m) => m.len(),
+            Table::Redis(r) => r.len(),
+        }
     }
 
     /// True when empty.
@@ -69,9 +77,28 @@ impl Table {
         self.len() == 0
     }
 
-    /// Up to `limit` entries of this instance's table.
-    pub fn list(&self, limit: usize) -> Vec<Binding> {
-        self.local().list(limit)
+    /// Up to `limit` bindings: from Redis when the table is shared and Redis answers,
+    /// else from this instance's table.
+    pub async fn sessions(&self, limit: usize) -> Sessions {
+        if let Table::Redis(r) = self {
+            if let Some(s) = r.sessions(limit).await {
+                return s;
+            }
+        }
+        let local = self.local();
+        let entries: Vec<SessionEntry> = local
+            .list(limit)
+            .into_iter()
+            .map(|b: Binding| SessionEntry {
+                key: format!("{:032x}", b.key),
+                server: b.server,
+                created: Some(b.created),
+                last_used: Some(b.last_used),
+                expires: b.last_used.saturating_add(local.expiry().idle_timeout),
+            })
+            .collect();
+        let total = local.len();
+        Sessions { source: "local", total, complete: true, entries }
     }
 
     /// Forgets every binding (with Redis: this backend's keys there too, in the background).

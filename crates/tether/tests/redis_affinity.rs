@@ -288,6 +288,88 @@ fn invalid_redis_url_is_a_clear_config_error() {
     // to check it).
     let good = run_check(BIN, &config("redis://tether:s3cret@127.0.0.1:6390/0")).unwrap();
     assert_eq!(good.code, Some(0), "{good:?}");
+    // TLS and cluster URLs are accepted; their settings are checked.
+    let tls = run_check(BIN, &config("rediss://127.0.0.1:6390")).unwrap();
+    assert_eq!(tls.code, Some(0), "{tls:?}");
+    let seeds = "redis://127.0.0.1:7000,redis://127.0.0.1:7001";
+    let cluster = run_check(BIN, &format!("{}redis_cluster = true\n", config(seeds))).unwrap();
+    assert_eq!(cluster.code, Some(0), "{cluster:?}");
+    let not_cluster = run_check(BIN, &config(seeds)).unwrap();
+    assert_eq!(not_cluster.code, Some(1), "{not_cluster:?}");
+    assert!(not_cluster.stderr.contains("redis_cluster = true"), "{}", not_cluster.stderr);
+    let mixed = "redis://127.0.0.1:7000,rediss://127.0.0.1:7001";
+    let mixed = run_check(BIN, &format!("{}redis_cluster = true\n", config(mixed))).unwrap();
+    assert!(mixed.stderr.contains("all use redis:// or all use rediss://"), "{}", mixed.stderr);
+    let ca_plain =
+        run_check(BIN, &format!("{}redis_ca_file = \"/nope.pem\"\n", config("redis://h:1")))
+            .unwrap();
+    assert!(ca_plain.stderr.contains("stick_table.redis_ca_file"), "{}", ca_plain.stderr);
+    assert!(ca_plain.stderr.contains("only used with TLS"), "{}", ca_plain.stderr);
+    let ca_missing =
+        run_check(BIN, &format!("{}redis_ca_file = \"/nope.pem\"\n", config("rediss://h:1")))
+            .unwrap();
+    assert!(ca_missing.stderr.contains("cannot read \"/nope.pem\""), "{}", ca_missing.stderr);
+}
+
+/// With Redis, the figures an operator drains by (`sessions_bound`, the sessions endpoint)
+/// count the shared table, so an instance reports bindings another instance made.
+#[tokio::test]
+async fn session_figures_count_what_redis_holds_not_just_this_instance() {
+    let redis = redis().await;
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, HEADER_STICKY, &redis, &format!("{PATIENT}\n{ADMIN}")).await;
+    let c = client();
+    both_connected(&c, (&a, &b), &redis).await;
+    // Twelve sessions through A only (all on s0: A sends new sessions nowhere else).
+    for i in 0..12 {
+        assert_eq!(route(&c, &a, &format!("census-{i}")).await, "s0");
+    }
+    let written = wait_until_async(DEADLINE, || async {
+        redis.keys("tether:app:*").await.unwrap().len() == 12
+    })
+    .await;
+    assert!(written, "12 bindings in redis: {:?}", redis.keys("*").await);
+    // B made none of them, yet reports them once its census has run (every 5 s).
+    let seen = wait_until_async(Duration::from_secs(15), || async {
+        let backend = admin_json(&c, &b, "/api/v1/backends/app").await;
+        let s0 = backend["servers"].as_array().unwrap().iter().find(|s| s["name"] == "s0").cloned();
+        s0.is_some_and(|s| s["sessions_bound"] == 12) && backend["stick_table_entries"] == 12
+    })
+    .await;
+    assert!(seen, "B counts A's sessions: {}", admin_json(&c, &b, "/api/v1/backends/app").await);
+    let listing = admin_json(&c, &b, "/api/v1/backends/app/sessions?limit=5").await;
+    assert_eq!(listing["source"], "redis", "{listing}");
+    assert_eq!(listing["sessions"].as_array().unwrap().len(), 5, "{listing}");
+    let first = &listing["sessions"][0];
+    assert_eq!(first["server"], "s0", "{listing}");
+    assert_eq!(first["key"].as_str().unwrap().len(), 32, "{listing}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let expires = first["expires"].as_u64().unwrap();
+    assert!(
+        expires > now.as_secs() && expires <= now.as_secs() + IDLE_TIMEOUT.as_secs() + 1,
+        "expires within the idle timeout: {listing}"
+    );
+    let all = admin_json(&c, &b, "/api/v1/backends/app/sessions?limit=100").await;
+    assert_eq!(all["sessions"].as_array().unwrap().len(), 12, "{all}");
+    // Flushing through B empties Redis too.
+    let r = c.delete(admin_url(&b, "/api/v1/backends/app/sessions")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let emptied = wait_until_async(DEADLINE, || async {
+        redis.keys("tether:app:*").await.unwrap().is_empty()
+    })
+    .await;
+    assert!(emptied, "flush empties redis: {:?}", redis.keys("*").await);
+}
+
+/// An admin listener on a free port (appended after `[stick_table]`, so it is its own table).
+const ADMIN: &str = "[admin]\naddress = \"127.0.0.1:0\"";
+
+async fn admin_json(c: &reqwest::Client, t: &Tether, path: &str) -> Value {
+    c.get(admin_url(t, path)).send().await.unwrap().json().await.unwrap()
+}
+
+fn admin_url(t: &Tether, path: &str) -> String {
+    format!("{}{path}", t.url("admin"))
 }
 
 // === Redis breaking under traffic ===

@@ -43,6 +43,11 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
+    /// The expiry policy in force.
+    pub fn expiry(&self) -> Expiry {
+        **self.expiry.load()
+    }
+
     /// A table holding at most `capacity` bindings that expire per `expiry`.
     pub fn new(capacity: u64, expiry: Expiry) -> Self {
         let counts: Arc<Counts> = Arc::new(ArcSwap::from_pointee(HashMap::new()));

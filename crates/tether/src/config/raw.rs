@@ -42,6 +42,8 @@ pub struct RawStickTable {
     pub redis_url: Option<S>,
     pub redis_timeout: Option<S>,
     pub redis_prefix: Option<S>,
+    pub redis_cluster: Option<bool>,
+    pub redis_ca_file: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

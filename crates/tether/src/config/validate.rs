@@ -653,6 +653,7 @@ fn redis_store(c: &mut Checker, raw: Option<&RawStickTable>) -> Option<RedisStor
                 ("redis_url", &t.redis_url),
                 ("redis_timeout", &t.redis_timeout),
                 ("redis_prefix", &t.redis_prefix),
+                ("redis_ca_file", &t.redis_ca_file),
             ] {
                 if let Some(v) = v {
                     c.err(
@@ -683,15 +684,64 @@ fn redis_store(c: &mut Checker, raw: Option<&RawStickTable>) -> Option<RedisStor
         return None;
     };
     let u = url.get_ref().trim();
-    if u.starts_with("rediss://") {
-        c.err("stick_table.redis_url", Some(url), "TLS to Redis (rediss://) is not available in this version; use redis:// on a trusted network");
-    } else if !u.starts_with("redis://") || redis::Client::open(u).is_err() {
+    let cluster = t.redis_cluster.unwrap_or(false);
+    let urls: Vec<&str> = u.split(',').map(str::trim).collect();
+    if urls.len() > 1 && !cluster {
         c.err(
             "stick_table.redis_url",
             Some(url),
-            format!("invalid Redis URL {u:?}; expected redis://[user:password@]host:port[/db]"),
+            "several URLs are only accepted with redis_cluster = true (they are the cluster's seed nodes)",
         );
     }
+    let tls = urls.first().is_some_and(|f| f.starts_with("rediss://"));
+    for one in &urls {
+        let scheme_ok = one.starts_with("redis://") || one.starts_with("rediss://");
+        if !scheme_ok || redis::Client::open(*one).is_err() {
+            c.err(
+                "stick_table.redis_url",
+                Some(url),
+                format!(
+                    "invalid Redis URL {one:?}; expected redis://[user:password@]host:port[/db] \
+                     (rediss:// for TLS)"
+                ),
+            );
+        } else if one.starts_with("rediss://") != tls {
+            c.err(
+                "stick_table.redis_url",
+                Some(url),
+                "cluster seed nodes must all use redis:// or all use rediss://",
+            );
+        }
+    }
+    let ca_pem = t.redis_ca_file.as_ref().and_then(|f| {
+        if !tls {
+            c.err(
+                "stick_table.redis_ca_file",
+                Some(f),
+                "only used with TLS (a rediss:// redis_url)",
+            );
+            return None;
+        }
+        match std::fs::read(f.get_ref()) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                c.err(
+                    "stick_table.redis_ca_file",
+                    Some(f),
+                    format!("{:?} holds no PEM certificate", f.get_ref()),
+                );
+                None
+            }
+            Err(e) => {
+                c.err(
+                    "stick_table.redis_ca_file",
+                    Some(f),
+                    format!("cannot read {:?}: {e}", f.get_ref()),
+                );
+                None
+            }
+        }
+    });
     let timeout = c.duration(
         "stick_table.redis_timeout",
         t.redis_timeout.as_ref(),
@@ -701,7 +751,7 @@ fn redis_store(c: &mut Checker, raw: Option<&RawStickTable>) -> Option<RedisStor
         c.name("stick_table.redis_prefix", p);
         p.get_ref().clone()
     });
-    Some(RedisStore { url: u.to_owned(), timeout, prefix })
+    Some(RedisStore { url: u.to_owned(), timeout, prefix, cluster, ca_pem })
 }
 
 fn admin(c: &mut Checker, a: &super::raw::RawAdmin) -> Admin {

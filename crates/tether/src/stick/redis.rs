@@ -13,218 +13,19 @@
 //!   next second requests use the local table alone, then one request probes again. The
 //!   connection manager reconnects by itself. No request ever fails because of Redis.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+mod census;
+mod shared;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use redis::aio::ConnectionManager;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arc_swap::ArcSwap;
 use tether_core::affinity::Expiry;
 use tether_core::stick::memory::MemoryStore;
 use tether_core::stick::{Lookup, StickKey, StickStore};
 
-use crate::config::RedisStore;
-
-/// How long Redis is left alone after a failure before one request probes it again.
-const PROBE_AFTER: Duration = Duration::from_secs(1);
-
-/// Time allowed to background writes, which no request waits for. Their timeouts are not
-/// taken as Redis being down (a busy Redis may be slower than the read timeout and still fine).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The connection and health of one Redis, shared by every backend's table.
-pub struct RedisShared {
-    conn: ArcSwapOption<ConnectionManager>,
-    timeout: Duration,
-    prefix: String,
-    available: AtomicBool,
-    retry_at_ms: AtomicU64,
-    epoch: Instant,
-    errors: AtomicU64,
-    url: String,
-    connecting: AtomicBool,
-    /// Unix seconds when Redis last became available: local bindings last used before then
-    /// may have been made (or moved) while the instances could not see each other.
-    recovered_at: AtomicU64,
-}
-
-impl std::fmt::Debug for RedisShared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisShared")
-            .field("available", &self.available.load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
-impl RedisShared {
-    /// Starts connecting to `cfg.url` in the background (start-up never waits for Redis).
-    pub fn connect(cfg: &RedisStore) -> Arc<Self> {
-        let shared = Arc::new(Self {
-            conn: ArcSwapOption::empty(),
-            timeout: cfg.timeout,
-            prefix: cfg.prefix.clone(),
-            available: AtomicBool::new(false),
-            retry_at_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            errors: AtomicU64::new(0),
-            url: cfg.url.clone(),
-            connecting: AtomicBool::new(false),
-            recovered_at: AtomicU64::new(0),
-        });
-        shared.reconnect();
-        shared
-    }
-
-    /// (Re)connects in the background with exponential backoff (100 ms to 5 s), unless a
-    /// connection attempt is already under way. Requests use the local table meanwhile.
-    fn reconnect(self: &Arc<Self>) {
-        if self.connecting.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.conn.store(None);
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                let Some(shared) = weak.upgrade() else { return };
-                match connect(&shared.url).await {
-                    Ok(conn) => {
-                        // `connect` saw a PING answered (a paused Redis accepts connections but
-                        // does not answer), so Redis is usable again.
-                        shared.conn.store(Some(Arc::new(conn)));
-                        shared.connecting.store(false, Ordering::Release);
-                        shared.retry_at_ms.store(0, Ordering::Relaxed);
-                        shared.mark_available();
-                        return;
-                    }
-                    Err(e) => {
-                        shared.errors.fetch_add(1, Ordering::Relaxed);
-                        if shared.available.swap(false, Ordering::Relaxed) || shared.errors() == 1 {
-                            tracing::warn!(error = %e, "redis unavailable");
-                        }
-                    }
-                }
-                drop(shared);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        });
-    }
-
-    /// Redis failures counted so far.
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    /// Whether Redis answered the last time it was asked.
-    pub fn is_available(&self) -> bool {
-        self.available.load(Ordering::Relaxed)
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// The connection, when Redis may be asked now.
-    fn usable(&self) -> Option<Arc<ConnectionManager>> {
-        let conn = self.conn.load_full()?;
-        if self.available.load(Ordering::Relaxed)
-            || self.now_ms() >= self.retry_at_ms.load(Ordering::Relaxed)
-        {
-            Some(conn)
-        } else {
-            None
-        }
-    }
-
-    fn mark_available(&self) {
-        if !self.available.swap(true, Ordering::Relaxed) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            self.recovered_at.store(now, Ordering::Relaxed);
-            tracing::warn!("redis available");
-        }
-    }
-
-    fn mark_failed(&self, what: &str, error: &str) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        self.retry_at_ms.store(self.now_ms() + PROBE_AFTER.as_millis() as u64, Ordering::Relaxed);
-        if self.available.swap(false, Ordering::Relaxed) {
-            tracing::warn!(operation = what, error, "redis unavailable");
-        }
-    }
-
-    /// Runs one command within the timeout, recording the outcome. After an error the
-    /// connection is replaced by a fresh one in the background; a mere timeout (a slow or
-    /// paused Redis) keeps it.
-    async fn run<T: redis::FromRedisValue>(
-        self: &Arc<Self>,
-        what: &str,
-        cmd: redis::Cmd,
-    ) -> Option<T> {
-        self.run_within(self.timeout, true, what, cmd).await
-    }
-
-    /// A background write: a longer timeout, and a timeout alone does not mark Redis down.
-    async fn write<T: redis::FromRedisValue>(
-        self: &Arc<Self>,
-        what: &str,
-        cmd: redis::Cmd,
-    ) -> Option<T> {
-        self.run_within(WRITE_TIMEOUT, false, what, cmd).await
-    }
-
-    async fn run_within<T: redis::FromRedisValue>(
-        self: &Arc<Self>,
-        timeout: Duration,
-        timeout_is_failure: bool,
-        what: &str,
-        cmd: redis::Cmd,
-    ) -> Option<T> {
-        let conn = self.usable()?;
-        let mut conn = (*conn).clone();
-        match tokio::time::timeout(timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.mark_available();
-                Some(v)
-            }
-            Ok(Err(e)) => {
-                self.mark_failed(what, &e.to_string());
-                // Whatever broke, start from a fresh connection rather than trust the old one.
-                self.reconnect();
-                None
-            }
-            Err(_) => {
-                if timeout_is_failure {
-                    self.mark_failed(what, &format!("no answer within {timeout:?}"));
-                }
-                None
-            }
-        }
-    }
-}
-
-async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(Duration::from_secs(1))
-        .set_number_of_retries(1);
-    let mut conn = tokio::time::timeout(
-        Duration::from_secs(3),
-        ConnectionManager::new_with_config(client, config),
-    )
-    .await
-    .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))??;
-    let _: String =
-        tokio::time::timeout(Duration::from_secs(1), redis::cmd("PING").query_async(&mut conn))
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::IoError, "no answer to PING"))
-            })??;
-    Ok(conn)
-}
+pub use census::{SessionEntry, Sessions};
+pub use shared::RedisShared;
 
 /// One backend's table: a local [`MemoryStore`] in front of the shared Redis keys.
 pub struct RedisTable {
@@ -232,6 +33,7 @@ pub struct RedisTable {
     shared: Arc<RedisShared>,
     namespace: String,
     expiry: ArcSwap<Expiry>,
+    census: ArcSwap<census::Census>,
 }
 
 impl std::fmt::Debug for RedisTable {
@@ -242,14 +44,83 @@ impl std::fmt::Debug for RedisTable {
 
 impl RedisTable {
     /// The table of `backend`, with a local cache of `capacity` entries.
-    pub fn new(shared: Arc<RedisShared>, backend: &str, capacity: u64, expiry: Expiry) -> Self {
+    /// Starts the background census of its keys in Redis.
+    pub fn new(
+        shared: Arc<RedisShared>,
+        backend: &str,
+        capacity: u64,
+        expiry: Expiry,
+    ) -> Arc<Self> {
         let namespace = format!("{}:{backend}:", shared.prefix);
-        Self {
+        let table = Arc::new(Self {
             local: Arc::new(MemoryStore::new(capacity, expiry)),
             shared,
             namespace,
             expiry: ArcSwap::from_pointee(expiry),
+            census: ArcSwap::from_pointee(census::Census::default()),
+        });
+        let weak = Arc::downgrade(&table);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(census::CENSUS_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(table) = weak.upgrade() else { return };
+                if let Some(c) = census::take(&table.shared, &table.namespace).await {
+                    table.census.store(Arc::new(c));
+                }
+            }
+        });
+        table
+    }
+
+    /// Sessions bound to `server`: Redis's count from the last census while it is recent,
+    /// else this instance's table.
+    pub fn sessions_bound(&self, server: &str) -> u64 {
+        let c = self.census.load();
+        if c.fresh() {
+            c.per_server.get(server).copied().unwrap_or(0)
+        } else {
+            self.local.sessions_bound(server)
         }
+    }
+
+    /// Bindings in Redis (last census) or, when that is stale, in the local table.
+    pub fn len(&self) -> u64 {
+        let c = self.census.load();
+        if c.fresh() { c.total } else { self.local.len() }
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `limit` bindings, read from Redis (a bounded SCAN); from the local table when
+    /// Redis cannot be walked.
+    pub async fn sessions(&self, limit: usize) -> Option<Sessions> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut entries = Vec::new();
+        census::walk(&self.shared, &self.namespace, limit, true, |hex, server, ttl| {
+            let left = u64::try_from(ttl.unwrap_or(0).max(0)).unwrap_or(0) / 1000;
+            entries.push(census::SessionEntry {
+                key: hex.to_owned(),
+                server: Arc::from(server),
+                created: None,
+                last_used: None,
+                expires: u32::try_from(now + left).unwrap_or(u32::MAX),
+            });
+        })
+        .await?;
+        let c = self.census.load();
+        let (total, complete) = if c.fresh() {
+            (c.total.max(entries.len() as u64), c.complete)
+        } else {
+            (entries.len() as u64, entries.len() < limit)
+        };
+        Some(Sessions { source: "redis", total, complete, entries })
     }
 
     /// The local cache.
@@ -347,26 +218,31 @@ impl RedisTable {
     /// Forgets every binding here and this backend's keys in Redis (bounded SCAN + DEL).
     pub fn clear(&self) {
         self.local.clear();
+        self.census.store(Arc::new(census::Census::default()));
         let shared = Arc::clone(&self.shared);
-        let pattern = format!("{}*", self.namespace);
+        let namespace = self.namespace.clone();
         tokio::spawn(async move {
-            let mut cursor: u64 = 0;
-            for _ in 0..10_000 {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-                let Some((next, keys)) = shared.write::<(u64, Vec<String>)>("flush", scan).await
-                else {
-                    return;
-                };
-                if !keys.is_empty() {
+            // Repeat while a walk stops at its bound (more keys than one walk visits).
+            for _ in 0..50 {
+                let mut keys = Vec::new();
+                let complete = census::walk(
+                    &shared,
+                    &namespace,
+                    census::CENSUS_MAX_KEYS,
+                    false,
+                    |hex, _, _| {
+                        keys.push(format!("{namespace}{hex}"));
+                    },
+                )
+                .await;
+                for batch in keys.chunks(1000) {
                     let mut del = redis::cmd("DEL");
-                    del.arg(keys);
+                    del.arg(batch);
                     let _ = shared.write::<i64>("flush", del).await;
                 }
-                if next == 0 {
+                if complete != Some(false) {
                     return;
                 }
-                cursor = next;
             }
         });
     }
