@@ -9,7 +9,9 @@
 
 pub mod affinity;
 pub mod balance;
+pub mod conns;
 pub mod health;
+pub mod rate;
 pub mod retry;
 pub mod rng;
 pub mod server;

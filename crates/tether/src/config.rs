@@ -124,6 +124,73 @@ pub struct Listener {
     pub body_timeout: Duration,
     /// `timeouts.idle`.
     pub idle_timeout: Duration,
+    /// `limits`.
+    pub limits: ListenerLimits,
+    /// `rate_limit`: per-client request rate, over every request of the listener.
+    pub rate_limit: Option<RateLimit>,
+    /// `tls`: terminate TLS with these certificates.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// `proxy_protocol`: connections start with a PROXY protocol (v1 or v2) header, accepted
+    /// only from `trusted_proxies`.
+    pub proxy_protocol: bool,
+    /// `http2.max_concurrent_streams` (default 100).
+    pub h2_max_streams: u32,
+}
+
+/// `listeners[].limits`. Defaults follow Envoy's edge guidance where it gives one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// `max_header_bytes` (default 65536): request line plus headers; beyond it, 431.
+    pub max_header_bytes: usize,
+    /// `max_headers` (default 100): header lines per request; beyond it, 431.
+    pub max_headers: usize,
+    /// `max_body_bytes` (default 0 = unlimited): request body; beyond it, 413.
+    pub max_body_bytes: u64,
+    /// `max_connections` (default 0 = unlimited): open client connections on the listener.
+    pub max_connections: usize,
+    /// `max_connections_per_ip` (default 0 = unlimited): open connections per client address.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_body_bytes: 0,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+        }
+    }
+}
+
+/// `limits.max_header_bytes`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// `limits.max_headers`.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// `http2.max_concurrent_streams`.
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 100;
+
+/// `rate_limit` on a listener or a backend: a token bucket per client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// `requests_per_second`: the sustained rate.
+    pub per_second: f64,
+    /// `burst` (default: twice the rate, at least 1): requests allowed at once.
+    pub burst: u32,
+    /// `key`: what identifies a client.
+    pub key: RateKey,
+}
+
+/// `rate_limit.key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKey {
+    /// `client_ip` (default): the client's address (after trusted proxies).
+    ClientIp,
+    /// `affinity`: the session's affinity key (cookie, header, application cookie), so one
+    /// session cannot flood its pinned server from many addresses; requests without one
+    /// fall back to the client address.
+    Affinity,
 }
 
 /// How a route matches the request's host.
@@ -173,6 +240,8 @@ pub struct Backend {
     pub outlier: Option<Outlier>,
     /// `slow_start`: ramp a recovered or added server over this long (zero: off).
     pub slow_start: Duration,
+    /// `rate_limit`: per-client request rate into this backend.
+    pub rate_limit: Option<RateLimit>,
     /// `[[backends.NAME.servers]]`, in file order.
     pub servers: Vec<Server>,
 }

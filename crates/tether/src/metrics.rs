@@ -40,6 +40,23 @@ struct RequestLabels {
     code_class: &'static str,
 }
 
+/// `reason` label values of `tether_connections_refused_total`.
+pub const CONN_REFUSALS: [&str; 5] = [
+    "max_connections",
+    "max_connections_per_ip",
+    "untrusted_proxy",
+    "proxy_header",
+    "tls_handshake",
+];
+/// `reason` label values of `tether_requests_refused_total`.
+pub const REQUEST_REFUSALS: [&str; 3] = ["framing", "body_too_large", "rate_limit"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerReason {
+    listener: String,
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerBackend {
     listener: String,
@@ -97,6 +114,8 @@ pub struct Metrics {
     pub(crate) table_entries: Family<BackendLabels, Gauge>,
     ejections: Family<ServerLabels, Counter>,
     queue_depth: Family<BackendLabels, Gauge>,
+    conns_refused: Family<ListenerReason, Counter>,
+    requests_refused: Family<ListenerReason, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +140,19 @@ impl Default for Metrics {
         let table_entries = Family::default();
         let ejections = Family::default();
         let queue_depth = Family::default();
+        let conns_refused = Family::default();
+        let requests_refused = Family::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed before HTTP: connection limits, PROXY header, TLS handshake",
+            conns_refused.clone(),
+        );
+        registry.register(
+            "requests_refused",
+            "Requests Tether answered itself: framing violations (400/501), body over the limit \
+             (413), rate limits (429)",
+            requests_refused.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by server and status class",
@@ -178,6 +210,8 @@ impl Default for Metrics {
             queue_depth.clone(),
         );
         Self {
+            conns_refused,
+            requests_refused,
             ejections,
             queue_depth,
             registry,
@@ -258,7 +292,69 @@ impl BackendMetrics {
     }
 }
 
+/// A listener's refusal counters, resolved once per snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerMetrics {
+    /// Per [`CONN_REFUSALS`].
+    conns: Vec<Counter>,
+    /// Per [`REQUEST_REFUSALS`].
+    requests: Vec<Counter>,
+}
+
+/// Why a connection was closed before HTTP (index into [`CONN_REFUSALS`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ConnRefusal {
+    /// `max_connections`.
+    MaxConnections = 0,
+    /// `max_connections_per_ip`.
+    MaxPerIp = 1,
+    /// A PROXY header expected from an address not in `trusted_proxies`.
+    UntrustedProxy = 2,
+    /// A missing, slow or malformed PROXY header.
+    ProxyHeader = 3,
+    /// A failed or timed-out TLS handshake.
+    TlsHandshake = 4,
+}
+
+/// Why Tether answered a request itself (index into [`REQUEST_REFUSALS`]).
+#[derive(Debug, Clone, Copy)]
+pub enum RequestRefusal {
+    /// A framing violation.
+    Framing = 0,
+    /// A body over `max_body_bytes`.
+    BodyTooLarge = 1,
+    /// Over a `rate_limit`.
+    RateLimit = 2,
+}
+
+impl ListenerMetrics {
+    /// Counts a connection closed for `why`.
+    pub fn connection_refused(&self, why: ConnRefusal) {
+        if let Some(c) = self.conns.get(why as usize) {
+            c.inc();
+        }
+    }
+
+    /// Counts a request refused for `why`.
+    pub fn request_refused(&self, why: RequestRefusal) {
+        if let Some(c) = self.requests.get(why as usize) {
+            c.inc();
+        }
+    }
+}
+
 impl Metrics {
+    /// Resolves the refusal counters of listener `listener`.
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        let get = |family: &Family<ListenerReason, Counter>, reason| {
+            family.get_or_create(&ListenerReason { listener: listener.to_owned(), reason }).clone()
+        };
+        ListenerMetrics {
+            conns: CONN_REFUSALS.iter().map(|r| get(&self.conns_refused, r)).collect(),
+            requests: REQUEST_REFUSALS.iter().map(|r| get(&self.requests_refused, r)).collect(),
+        }
+    }
+
     /// Resolves the handles of server `server` of `backend` for `listeners`.
     pub fn server(&self, listeners: &[String], backend: &str, server: &str) -> ServerMetrics {
         let requests = listeners

@@ -11,6 +11,7 @@ pub mod body;
 pub mod error;
 pub mod headers;
 pub mod log;
+pub mod rate;
 mod select;
 mod upgrade;
 

@@ -21,6 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tether_core::affinity::CookieKeys;
+use tether_core::conns::{ConnCounter, ConnSlot, Refused};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -28,10 +29,12 @@ use tokio::task::JoinSet;
 use axum::http::StatusCode;
 
 use crate::admin::{self, AdminContext, Command};
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, Listener};
+use crate::metrics::ConnRefusal;
 use crate::proxy::{self, ConnCtx};
 use crate::snapshot::{Registry, Snapshot};
 
+mod accept;
 mod connection;
 
 use connection::{ActivityIo, DrainToken};
@@ -164,8 +167,7 @@ impl Tether {
                 index,
                 listener,
                 current: Arc::clone(&current),
-                builder: connection_builder(l.header_timeout),
-                idle: l.idle_timeout,
+                conns: ConnCounter::new(u64::from(std::process::id()) ^ (index as u64) << 32),
                 drain: drain_rx.clone(),
                 token: drain_token.clone(),
             };
@@ -489,10 +491,26 @@ fn spawn_health_checks(snap: &Snapshot) -> Vec<tokio::task::JoinHandle<()>> {
         .collect()
 }
 
-fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// hyper's settings for a listener's connections: the header timeout and size limits for
+/// HTTP/1; stream, window and reset limits for HTTP/2 (Envoy's edge values: 100 streams,
+/// 64 KiB stream and 1 MiB connection windows). Pending-accept resets bound the "rapid
+/// reset" attack (CVE-2023-44487); the header list size bounds CONTINUATION floods.
+pub(crate) fn connection_builder(l: &Listener) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
-    b.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(l.header_timeout)
+        .keep_alive(true)
+        .max_buf_size(l.limits.max_header_bytes.max(8192))
+        .max_headers(l.limits.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(l.h2_max_streams)
+        .max_header_list_size(u32::try_from(l.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(1024 * 1024)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
     b
 }
 
@@ -501,8 +519,7 @@ struct Acceptor {
     index: usize,
     listener: TcpListener,
     current: Arc<ArcSwap<Snapshot>>,
-    builder: auto::Builder<TokioExecutor>,
-    idle: Duration,
+    conns: Arc<ConnCounter>,
     drain: watch::Receiver<bool>,
     token: DrainToken,
 }
@@ -525,11 +542,140 @@ impl Acceptor {
         }
     }
 
+    /// Admits the connection (connection limits), then in its own task: the PROXY header,
+    /// the TLS handshake, and HTTP.
     fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let snap = self.current.load_full();
+        let Some(l) = snap.listeners.get(self.index) else { return };
+        let limits = l.limits;
+        let slot = if l.proxy_protocol {
+            // The client's address is known only after the header: count it then.
+            None
+        } else {
+            match self.admit(&snap, peer) {
+                Some(slot) => Some(slot),
+                None => return,
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let peer_headers = crate::proxy::headers::PeerHeaders::new(peer.ip());
-        let ctx = Arc::new(ConnCtx { listener: self.index, peer, peer_headers, https: false });
-        let current = Arc::clone(&self.current);
+        let (index, current, drain, token, conns) = (
+            self.index,
+            Arc::clone(&self.current),
+            self.drain.clone(),
+            self.token.clone(),
+            Arc::clone(&self.conns),
+        );
+        tokio::spawn(async move {
+            let l = &snap.listeners[index];
+            let mut stream = stream;
+            let mut client = peer;
+            let mut prefix = bytes::Bytes::new();
+            let mut slot = slot;
+            if l.proxy_protocol {
+                if !l.trusted_proxies.iter().any(|n| n.contains(&peer.ip())) {
+                    tracing::debug!(peer = %peer, listener = %l.name, "PROXY protocol from an untrusted address: connection closed");
+                    l.metrics.connection_refused(ConnRefusal::UntrustedProxy);
+                    return;
+                }
+                let header = accept::read_proxy_header(&mut stream);
+                match tokio::time::timeout(l.header_timeout, header).await {
+                    Ok(Ok((addr, rest))) => {
+                        client = addr.unwrap_or(peer);
+                        prefix = rest;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, listener = %l.name, error = %e, "bad PROXY protocol header: connection closed");
+                        l.metrics.connection_refused(ConnRefusal::ProxyHeader);
+                        return;
+                    }
+                    Err(_) => {
+                        l.metrics.connection_refused(ConnRefusal::ProxyHeader);
+                        return;
+                    }
+                }
+                match admit(&conns, &snap, index, client, limits) {
+                    Some(s) => slot = Some(s),
+                    None => return,
+                }
+            }
+            let io = accept::Prefixed::new(prefix, stream);
+            let ctx = ConnCtx {
+                listener: index,
+                peer: client,
+                peer_headers: crate::proxy::headers::PeerHeaders::new(client.ip()),
+                https: l.tls.is_some(),
+            };
+            let http = Arc::clone(&l.http);
+            let idle = l.idle_timeout;
+            let serve = Serve { current, ctx: Arc::new(ctx), http, idle, drain, token };
+            match &l.tls {
+                None => serve.run(io).await,
+                Some(config) => {
+                    let handshake = tokio_rustls::TlsAcceptor::from(Arc::clone(config)).accept(io);
+                    match tokio::time::timeout(l.header_timeout, handshake).await {
+                        Ok(Ok(tls)) => serve.run(tls).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %client, listener = %l.name, error = %e, "TLS handshake failed");
+                            l.metrics.connection_refused(ConnRefusal::TlsHandshake);
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %client, listener = %l.name, "TLS handshake timed out");
+                            l.metrics.connection_refused(ConnRefusal::TlsHandshake);
+                        }
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
+
+    fn admit(&self, snap: &Snapshot, peer: SocketAddr) -> Option<ConnSlot> {
+        let limits = snap.listeners.get(self.index)?.limits;
+        admit(&self.conns, snap, self.index, peer, limits)
+    }
+}
+
+/// Counts a connection from `client` against the listener's limits; `None` (logged, counted)
+/// when it is over one and must be closed.
+fn admit(
+    conns: &Arc<ConnCounter>,
+    snap: &Snapshot,
+    index: usize,
+    client: SocketAddr,
+    limits: crate::config::ListenerLimits,
+) -> Option<ConnSlot> {
+    match conns.admit(client.ip(), limits.max_connections, limits.max_connections_per_ip) {
+        Ok(slot) => Some(slot),
+        Err(why) => {
+            let (reason, what) = match why {
+                Refused::Total => (ConnRefusal::MaxConnections, "listener at max_connections"),
+                Refused::PerIp => (ConnRefusal::MaxPerIp, "client at max_connections_per_ip"),
+            };
+            let l = snap.listeners.get(index)?;
+            tracing::debug!(client = %client, listener = %l.name, "{what}: connection closed");
+            l.metrics.connection_refused(reason);
+            None
+        }
+    }
+}
+
+/// HTTP on one accepted (and, where configured, decrypted) connection.
+struct Serve {
+    current: Arc<ArcSwap<Snapshot>>,
+    ctx: Arc<ConnCtx>,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    idle: Duration,
+    drain: watch::Receiver<bool>,
+    token: DrainToken,
+}
+
+impl Serve {
+    async fn run<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Serve { current, ctx, http, idle, drain, token } = self;
+        let peer = ctx.peer;
         let service = service_fn(move |req| {
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
@@ -537,14 +683,10 @@ impl Acceptor {
         });
         let epoch = std::time::Instant::now();
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let io = TokioIo::new(ActivityIo::new(stream, epoch, Arc::clone(&last)));
-        let conn = self.builder.serve_connection_with_upgrades(io, service).into_owned();
-        let drive =
-            connection::drive(conn, self.drain.clone(), self.idle, epoch, last, self.token.clone());
-        tokio::spawn(async move {
-            if let Err(e) = drive.await {
-                tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
-            }
-        });
+        let io = TokioIo::new(ActivityIo::new(io, epoch, Arc::clone(&last)));
+        let conn = http.serve_connection_with_upgrades(io, service);
+        if let Err(e) = connection::drive(conn, drain, idle, epoch, last, token).await {
+            tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+        }
     }
 }

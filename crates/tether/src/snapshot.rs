@@ -17,6 +17,7 @@ use std::time::Duration;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use tether_core::affinity::{CookieKeys, ServerTag};
 use tether_core::balance::{self, Algorithm, Balancer, Member};
@@ -27,8 +28,9 @@ use tether_core::{AdminState, ServerState};
 use tokio::sync::Semaphore;
 
 use crate::config::{self, Config, HostMatch, SameSite, Secure};
-use crate::metrics::{BackendMetrics, Metrics, ServerMetrics};
+use crate::metrics::{BackendMetrics, ListenerMetrics, Metrics, ServerMetrics};
 use crate::proxy::body::ReqBody;
+use crate::proxy::rate::RateLimiter;
 use crate::stick::Table;
 use crate::stick::redis::{RedisShared, RedisTable};
 
@@ -61,6 +63,22 @@ pub struct ListenerView {
     pub trusted_proxies: Vec<IpNet>,
     /// Longest pause allowed while receiving a request body.
     pub body_timeout: Duration,
+    /// `limits`.
+    pub limits: config::ListenerLimits,
+    /// `rate_limit`.
+    pub rate: Option<Arc<RateLimiter>>,
+    /// TLS termination, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `proxy_protocol`.
+    pub proxy_protocol: bool,
+    /// `timeouts.header`: the request head, and the TLS handshake and PROXY header before it.
+    pub header_timeout: Duration,
+    /// `timeouts.idle`.
+    pub idle_timeout: Duration,
+    /// HTTP/1 and HTTP/2 settings of its connections.
+    pub http: Arc<auto::Builder<TokioExecutor>>,
+    /// Refusal counters.
+    pub metrics: ListenerMetrics,
 }
 
 /// A route with its backend resolved.
@@ -120,6 +138,8 @@ pub struct BackendView {
     pub client: UpstreamClient,
     /// Time allowed until the server's response head.
     pub response_timeout: Duration,
+    /// `rate_limit`: per-client rate into this backend.
+    pub rate: Option<Arc<RateLimiter>>,
 }
 
 /// One server of a backend.
@@ -181,6 +201,7 @@ pub struct Registry {
     redis: Option<(config::RedisStore, Arc<RedisShared>)>,
     slots: HashMap<(String, String), (u32, Arc<Semaphore>)>,
     clients: HashMap<String, (ClientKey, UpstreamClient)>,
+    limiters: HashMap<String, Arc<RateLimiter>>,
     generation: u64,
 }
 
@@ -223,7 +244,7 @@ impl Registry {
             _ => RedisShared::connect(cfg),
         });
         self.redis = config.redis.clone().zip(redis.clone());
-        let backends: Vec<BackendView> = config
+        let mut backends: Vec<BackendView> = config
             .backends
             .iter()
             .map(|b| {
@@ -254,6 +275,11 @@ impl Registry {
         }
         let index: HashMap<&str, usize> =
             config.backends.iter().enumerate().map(|(i, b)| (b.name.as_str(), i)).collect();
+        let mut limiters = HashMap::new();
+        for (b, view) in config.backends.iter().zip(&mut backends) {
+            view.rate =
+                b.rate_limit.map(|r| self.limiter(&mut limiters, format!("backend/{}", b.name), r));
+        }
         let listeners = config
             .listeners
             .iter()
@@ -262,6 +288,16 @@ impl Registry {
                 default_backend: l.default_backend.as_deref().and_then(|b| index.get(b).copied()),
                 trusted_proxies: l.trusted_proxies.clone(),
                 body_timeout: l.body_timeout,
+                limits: l.limits,
+                rate: l
+                    .rate_limit
+                    .map(|r| self.limiter(&mut limiters, format!("listener/{}", l.name), r)),
+                tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
+                proxy_protocol: l.proxy_protocol,
+                header_timeout: l.header_timeout,
+                idle_timeout: l.idle_timeout,
+                http: Arc::new(crate::server::connection_builder(l)),
+                metrics: self.metrics.listener(&l.name),
             })
             .collect();
         let routes = config
@@ -275,6 +311,7 @@ impl Registry {
                 })
             })
             .collect();
+        self.limiters = limiters;
         Snapshot {
             generation: self.generation,
             config: Arc::new(config),
@@ -282,6 +319,22 @@ impl Registry {
             routes,
             backends,
         }
+    }
+
+    /// The limiter called `name`, kept from the previous snapshot when its settings stay
+    /// (clients keep their buckets across a reload).
+    fn limiter(
+        &self,
+        next: &mut HashMap<String, Arc<RateLimiter>>,
+        name: String,
+        config: config::RateLimit,
+    ) -> Arc<RateLimiter> {
+        let limiter = match self.limiters.get(&name) {
+            Some(l) if l.config == config => Arc::clone(l),
+            _ => Arc::new(RateLimiter::new(config)),
+        };
+        next.insert(name, Arc::clone(&limiter));
+        limiter
     }
 
     fn backend(
@@ -360,6 +413,7 @@ impl Registry {
             sticky,
             client,
             response_timeout: b.response_timeout,
+            rate: None,
         }
     }
 

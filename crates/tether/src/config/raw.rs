@@ -55,6 +55,52 @@ pub struct RawListener {
     #[serde(default)]
     pub trusted_proxies: Vec<S>,
     pub timeouts: Option<RawListenerTimeouts>,
+    pub limits: Option<RawListenerLimits>,
+    pub rate_limit: Option<RawRateLimit>,
+    pub tls: Option<RawTls>,
+    pub proxy_protocol: Option<bool>,
+    pub http2: Option<RawHttp2>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerLimits {
+    pub max_header_bytes: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_connections_per_ip: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests_per_second: Spanned<toml::Value>,
+    pub burst: Option<Spanned<i64>>,
+    pub key: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<S>,
+    pub key: Option<S>,
+    #[serde(default)]
+    pub certificates: Vec<RawCertPair>,
+    pub min_version: Option<S>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertPair {
+    pub cert: S,
+    pub key: S,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp2 {
+    pub max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +131,7 @@ pub struct RawBackend {
     pub retry: Option<RawRetry>,
     pub outlier: Option<RawOutlier>,
     pub slow_start: Option<S>,
+    pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
 }

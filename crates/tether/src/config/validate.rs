@@ -15,6 +15,8 @@ use super::raw::{
 };
 use super::*;
 
+mod edge;
+
 struct Checker<'a> {
     text: &'a str,
     errors: Vec<ConfigError>,
@@ -185,6 +187,14 @@ fn listeners(c: &mut Checker, raw: &[RawListener], known: &HashSet<&str>) -> Vec
                 t.and_then(|t| t.idle.as_ref()),
                 DEFAULT_CLIENT_IDLE_TIMEOUT,
             ),
+            limits: edge::listener_limits(c, &p("limits"), l.limits.as_ref()),
+            rate_limit: l
+                .rate_limit
+                .as_ref()
+                .and_then(|r| edge::rate_limit(c, &p("rate_limit"), r)),
+            tls: l.tls.as_ref().and_then(|t| edge::tls(c, &p("tls"), t)),
+            proxy_protocol: edge::proxy_protocol(c, &p("proxy_protocol"), l),
+            h2_max_streams: edge::h2_streams(c, &p("http2.max_concurrent_streams"), l),
         });
     }
     out
@@ -277,6 +287,10 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
             DEFAULT_UPSTREAM_IDLE_TIMEOUT,
         ),
         limits: limits(c, name, b.limits.as_ref()),
+        rate_limit: b
+            .rate_limit
+            .as_ref()
+            .and_then(|r| edge::rate_limit(c, &format!("backends.{name}.rate_limit"), r)),
         health_check: b.health_check.as_ref().map(|h| health_check(c, name, h)),
         on_all_down: c.choice(
             &p("on_all_down"),

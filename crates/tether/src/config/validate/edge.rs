@@ -1,0 +1,186 @@
+//! The edge settings of a listener: limits, rate limits, TLS, PROXY protocol, HTTP/2.
+
+use toml::Spanned;
+
+use super::super::raw::{RawListener, RawListenerLimits, RawRateLimit, RawTls};
+use super::Checker;
+use crate::config::{DEFAULT_H2_MAX_STREAMS, ListenerLimits, RateKey, RateLimit};
+use crate::tls::{CertFiles, TlsSettings, TlsVersion};
+
+/// A whole number in `min..=max`, or `default` when absent (with an error when out of range).
+fn number(
+    c: &mut Checker,
+    path: &str,
+    v: Option<&Spanned<i64>>,
+    (min, max): (i64, i64),
+    default: i64,
+    meaning: &str,
+) -> i64 {
+    match v {
+        None => default,
+        Some(n) if (min..=max).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            c.err(path, Some(n), format!("{} is out of range: {meaning}", n.get_ref()));
+            default
+        }
+    }
+}
+
+pub(super) fn listener_limits(
+    c: &mut Checker,
+    path: &str,
+    raw: Option<&RawListenerLimits>,
+) -> ListenerLimits {
+    let d = ListenerLimits::default();
+    let Some(l) = raw else { return d };
+    let p = |k: &str| format!("{path}.{k}");
+    let unlimited = "use 0 (unlimited) or a positive number";
+    ListenerLimits {
+        max_header_bytes: number(
+            c,
+            &p("max_header_bytes"),
+            l.max_header_bytes.as_ref(),
+            (8192, 16 * 1024 * 1024),
+            d.max_header_bytes as i64,
+            "use 8192 to 16777216 bytes",
+        ) as usize,
+        max_headers: number(
+            c,
+            &p("max_headers"),
+            l.max_headers.as_ref(),
+            (1, 10_000),
+            d.max_headers as i64,
+            "use 1 to 10000",
+        ) as usize,
+        max_body_bytes: number(
+            c,
+            &p("max_body_bytes"),
+            l.max_body_bytes.as_ref(),
+            (0, i64::MAX),
+            0,
+            unlimited,
+        ) as u64,
+        max_connections: number(
+            c,
+            &p("max_connections"),
+            l.max_connections.as_ref(),
+            (0, i64::from(u32::MAX)),
+            0,
+            unlimited,
+        ) as usize,
+        max_connections_per_ip: number(
+            c,
+            &p("max_connections_per_ip"),
+            l.max_connections_per_ip.as_ref(),
+            (0, i64::from(u32::MAX)),
+            0,
+            unlimited,
+        ) as usize,
+    }
+}
+
+pub(super) fn rate_limit(c: &mut Checker, path: &str, r: &RawRateLimit) -> Option<RateLimit> {
+    let p = |k: &str| format!("{path}.{k}");
+    let rps = match r.requests_per_second.get_ref() {
+        toml::Value::Integer(n) => *n as f64,
+        toml::Value::Float(f) => *f,
+        _ => -1.0,
+    };
+    if !(rps > 0.0 && rps <= 1e9) {
+        c.err(
+            &p("requests_per_second"),
+            Some(&r.requests_per_second),
+            "must be a number greater than 0 (e.g. 100 or 0.5)",
+        );
+        return None;
+    }
+    let default_burst = (rps * 2.0).ceil().clamp(1.0, f64::from(u32::MAX)) as i64;
+    let burst = number(
+        c,
+        &p("burst"),
+        r.burst.as_ref(),
+        (1, i64::from(u32::MAX)),
+        default_burst,
+        "must be at least 1",
+    ) as u32;
+    let key = c.choice(
+        &p("key"),
+        r.key.as_ref(),
+        RateKey::ClientIp,
+        &[("client_ip", RateKey::ClientIp), ("affinity", RateKey::Affinity)],
+    );
+    Some(RateLimit { per_second: rps, burst, key })
+}
+
+pub(super) fn tls(c: &mut Checker, path: &str, t: &RawTls) -> Option<TlsSettings> {
+    let mut files = Vec::new();
+    match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => files.push((format!("{path}.cert"), cert, key)),
+        (None, None) => {}
+        (Some(cert), None) => {
+            c.err(&format!("{path}.key"), Some(cert), "tls.cert needs tls.key (its private key)");
+        }
+        (None, Some(key)) => {
+            c.err(&format!("{path}.cert"), Some(key), "tls.key needs tls.cert (the certificate)");
+        }
+    }
+    for (i, pair) in t.certificates.iter().enumerate() {
+        files.push((format!("{path}.certificates[{i}].cert"), &pair.cert, &pair.key));
+    }
+    if files.is_empty() {
+        c.err::<()>(path, None, "tls needs a certificate: tls = { cert = \"...\", key = \"...\" }");
+        return None;
+    }
+    let min_version = c.choice(
+        &format!("{path}.min_version"),
+        t.min_version.as_ref(),
+        TlsVersion::V1_2,
+        &[("1.2", TlsVersion::V1_2), ("1.3", TlsVersion::V1_3)],
+    );
+    let mut certs = Vec::new();
+    let mut ok = true;
+    for (key_path, cert, key) in files {
+        let pair = CertFiles { cert: cert.get_ref().into(), key: key.get_ref().into() };
+        match crate::tls::load(&pair) {
+            Ok(loaded) => certs.push(loaded),
+            Err(e) => {
+                ok = false;
+                c.err(&key_path, Some(cert), e.to_string());
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    match TlsSettings::new(certs, min_version) {
+        Ok(settings) => Some(settings),
+        Err(e) => {
+            c.err::<()>(path, None, format!("cannot set up TLS: {e}"));
+            None
+        }
+    }
+}
+
+pub(super) fn proxy_protocol(c: &mut Checker, path: &str, l: &RawListener) -> bool {
+    let on = l.proxy_protocol.unwrap_or(false);
+    if on && l.trusted_proxies.is_empty() {
+        c.err::<()>(
+            path,
+            None,
+            "proxy_protocol = true needs trusted_proxies: the addresses of the proxies allowed \
+             to send the header (anyone else could claim any client address)",
+        );
+    }
+    on
+}
+
+pub(super) fn h2_streams(c: &mut Checker, path: &str, l: &RawListener) -> u32 {
+    number(
+        c,
+        path,
+        l.http2.as_ref().and_then(|h| h.max_concurrent_streams.as_ref()),
+        (1, 10_000),
+        i64::from(DEFAULT_H2_MAX_STREAMS),
+        "use 1 to 10000",
+    ) as u32
+}
