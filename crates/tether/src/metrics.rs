@@ -324,7 +324,7 @@ pub enum RequestRefusal {
     /// A body over `max_body_bytes`.
     BodyTooLarge = 1,
     /// Over a `rate_limit`.
-    RateLimit = 2,
+    RateLimited = 2,
 }
 
 impl ListenerMetrics {

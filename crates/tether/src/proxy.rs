@@ -9,6 +9,7 @@
 pub mod affinity;
 pub mod body;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod log;
 pub mod rate;
@@ -32,8 +33,9 @@ use self::error::ProxyError;
 use self::log::AccessLog;
 use self::select::{MAX_CONNECT_ATTEMPTS, Tried};
 
-use crate::config::{HostMatch, StickyMode};
+use crate::config::{HostMatch, RateKey, StickyMode};
 use crate::health;
+use crate::metrics::RequestRefusal;
 use crate::snapshot::{BackendView, ListenerView, Snapshot};
 
 /// What the data path knows about the client connection.
@@ -81,23 +83,44 @@ async fn forward(
     arrived: Instant,
     mut log: Option<&mut AccessLog>,
 ) -> Result<Response<RespBody>, ProxyError> {
+    let (version, head) = (req.version(), req.headers_mut());
+    framing::check(version, head).inspect_err(|_| {
+        listener.metrics.request_refused(RequestRefusal::Framing);
+    })?;
+    let max_body = listener.limits.max_body_bytes;
+    if max_body > 0 && framing::content_length(req.headers()).is_some_and(|n| n > max_body) {
+        listener.metrics.request_refused(RequestRefusal::BodyTooLarge);
+        return Err(ProxyError::BodyTooLarge);
+    }
     let backend = &snap.backends[route(snap, listener, &req).ok_or(ProxyError::NoRoute)?];
     if let Some(l) = log.as_deref_mut() {
         l.backend = Some(backend.name.clone());
     }
     let now = unix_now();
+    // The session's identity for `rate_limit.key = "affinity"`: a valid cookie, or the
+    // table key.
+    let mut session: Option<u128> = None;
     let pin = match backend.sticky.as_ref().map(|s| (s, &s.config.mode)) {
         None => None,
         Some((s, StickyMode::Cookie)) => {
             let value = headers::find_cookie(req.headers(), &s.config.cookie_name);
-            Some(affinity::read_pin(s, &backend.name, value, now))
+            let pin = affinity::read_pin(s, &backend.name, value, now);
+            if pin.server.is_some() {
+                session = value.map(|v| backend.hasher.hash(v.as_bytes()));
+            }
+            Some(pin)
         }
         Some((_, mode)) => {
             let client =
                 headers::client_ip(ctx.peer.ip(), req.headers(), &listener.trusted_proxies);
-            Some(affinity::read_table_pin(backend, mode, req.headers(), client, now).await)
+            let pin = affinity::read_table_pin(backend, mode, req.headers(), client, now).await;
+            session = pin.key;
+            Some(pin)
         }
     };
+    if listener.rate.is_some() || backend.rate.is_some() {
+        rate_limit(listener, backend, ctx, &req, session)?;
+    }
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -107,7 +130,7 @@ async fn forward(
     let (mut body, mut body_sent) = if replayable {
         (None, None)
     } else {
-        let (b, sent) = ReqBody::streaming(body, listener.body_timeout);
+        let (b, sent) = ReqBody::streaming(body, listener.body_timeout, max_body);
         (Some(b), Some(sent))
     };
     // Idempotent, bodiless requests may also be retried after a 502/503/504 or a timeout
@@ -171,6 +194,10 @@ async fn forward(
             }
             Ok(Err(e)) if e.is_connect() => ProxyError::Connect(error_chain(&e)),
             Ok(Err(e)) if caused_by::<body::BodyStalled>(&e) => ProxyError::ClientBodyTimeout,
+            Ok(Err(e)) if caused_by::<body::BodyTooLarge>(&e) => {
+                listener.metrics.request_refused(RequestRefusal::BodyTooLarge);
+                ProxyError::BodyTooLarge
+            }
             Ok(Err(e)) if caused_by::<body::ClientBodyFailed>(&e) => {
                 ProxyError::ClientBody(error_chain(&e))
             }
@@ -204,6 +231,33 @@ async fn forward(
         }
         backend.metrics.retry();
     }
+}
+
+/// Applies the listener's and the backend's `rate_limit` to this request's client.
+fn rate_limit(
+    listener: &ListenerView,
+    backend: &BackendView,
+    ctx: &ConnCtx,
+    req: &Request<Incoming>,
+    session: Option<u128>,
+) -> Result<(), ProxyError> {
+    let ip = headers::client_ip(ctx.peer.ip(), req.headers(), &listener.trusted_proxies);
+    let ip_key: &[u8] = &match ip {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    let session_key = session.map(u128::to_le_bytes);
+    for limiter in [&listener.rate, &backend.rate].into_iter().flatten() {
+        let key = match (limiter.key(), &session_key) {
+            (RateKey::Affinity, Some(k)) => &k[..],
+            _ => ip_key,
+        };
+        if let Err(wait) = limiter.check(&backend.hasher, key) {
+            listener.metrics.request_refused(RequestRefusal::RateLimited);
+            return Err(ProxyError::RateLimited { wait, close: !req.body().is_end_stream() });
+        }
+    }
+    Ok(())
 }
 
 /// Turns a server's response into the client's: a 101 starts the tunnel; anything else

@@ -36,6 +36,8 @@ pub enum ReqBody {
 #[derive(Debug)]
 pub struct Streaming {
     body: Incoming,
+    /// Bytes the body may still carry (`max_body_bytes`; `u64::MAX` when unlimited).
+    allowance: u64,
     stall: Duration,
     timer: Pin<Box<Sleep>>,
     sent: Option<oneshot::Sender<()>>,
@@ -46,6 +48,11 @@ pub struct Streaming {
 #[error("the client stopped sending its request body")]
 pub struct BodyStalled;
 
+/// The client's body went past the listener's `max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than max_body_bytes")]
+pub struct BodyTooLarge;
+
 /// Reading the client's request body failed (connection lost, malformed chunking).
 #[derive(Debug, thiserror::Error)]
 #[error("reading the client's request body failed: {0}")]
@@ -55,12 +62,19 @@ pub struct ClientBodyFailed(#[source] pub hyper::Error);
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ReqBody {
-    /// Streams `body`, failing after `stall` without data; the receiver resolves once the
-    /// body has been passed on completely (or was dropped).
-    pub fn streaming(body: Incoming, stall: Duration) -> (Self, oneshot::Receiver<()>) {
+    /// Streams `body`, failing after `stall` without data or past `max_bytes` (0: no
+    /// limit); the receiver resolves once the body has been passed on completely (or was
+    /// dropped).
+    pub fn streaming(
+        body: Incoming,
+        stall: Duration,
+        max_bytes: u64,
+    ) -> (Self, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
         let timer = Box::pin(tokio::time::sleep(stall));
-        (ReqBody::Streaming(Box::new(Streaming { body, stall, timer, sent: Some(tx) })), rx)
+        let allowance = if max_bytes == 0 { u64::MAX } else { max_bytes };
+        let s = Streaming { body, allowance, stall, timer, sent: Some(tx) };
+        (ReqBody::Streaming(Box::new(s)), rx)
     }
 }
 
@@ -78,6 +92,11 @@ impl Body for ReqBody {
         };
         match Pin::new(&mut s.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match s.allowance.checked_sub(len) {
+                    Some(left) => s.allowance = left,
+                    None => return Poll::Ready(Some(Err(Box::new(BodyTooLarge)))),
+                }
                 let deadline = tokio::time::Instant::now() + s.stall;
                 s.timer.as_mut().reset(deadline);
                 if s.body.is_end_stream() {

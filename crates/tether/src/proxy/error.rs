@@ -34,6 +34,23 @@ pub enum ProxyError {
     /// The server answered something unusable or closed the connection.
     #[error("the server sent an invalid response: {0}")]
     Upstream(String),
+    /// The request's framing breaks the policy in [`super::framing`].
+    #[error("request framing refused: {0}")]
+    Framing(&'static str),
+    /// A transfer coding Tether does not implement.
+    #[error("unsupported Transfer-Encoding")]
+    UnknownCoding,
+    /// The body is larger than the listener's `max_body_bytes`.
+    #[error("request body over the listener's max_body_bytes")]
+    BodyTooLarge,
+    /// The client is over a `rate_limit`; it may try again after this long.
+    #[error("rate limit exceeded")]
+    RateLimited {
+        /// Until a request would be allowed.
+        wait: std::time::Duration,
+        /// The request has an unread body: close the connection rather than read it.
+        close: bool,
+    },
 }
 
 impl ProxyError {
@@ -49,7 +66,10 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(_) | ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -78,6 +98,10 @@ impl ProxyError {
             ProxyError::Upstream(_) => "the server sent an invalid response",
             ProxyError::ClientBodyTimeout => "the request body stopped arriving",
             ProxyError::ClientBody(_) => "the request body could not be read",
+            ProxyError::Framing(_) => "the request's framing is ambiguous",
+            ProxyError::UnknownCoding => "unsupported transfer coding",
+            ProxyError::BodyTooLarge => "the request body is too large",
+            ProxyError::RateLimited { .. } => "too many requests; slow down",
         };
         let mut resp =
             Response::new(RespBody::full(format!("{} {reason}: {short}\n", status.as_u16())));
@@ -85,11 +109,25 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self, ProxyError::ClientBodyTimeout | ProxyError::ClientBody(_)) {
+        let close = match self {
+            ProxyError::ClientBodyTimeout
+            | ProxyError::ClientBody(_)
+            | ProxyError::Framing(_)
+            | ProxyError::UnknownCoding
+            | ProxyError::BodyTooLarge => true,
+            ProxyError::RateLimited { close, .. } => *close,
+            _ => false,
+        };
+        if close {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ProxyError::RateLimited { wait, .. } = self {
+            // Whole seconds, rounded up: a client that waits this long finds a token.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         resp
     }

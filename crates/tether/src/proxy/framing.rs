@@ -1,0 +1,159 @@
+//! The request framing policy, enforced by Tether on top of hyper's parser, so that Tether
+//! and every server behind it agree on where each request ends (request smuggling needs
+//! them to disagree). hyper already refuses malformed heads, a `Transfer-Encoding` whose
+//! last coding is not `chunked`, `Transfer-Encoding` on HTTP/1.0 and differing
+//! `Content-Length` values (400, connection closed). On top of that, for HTTP/1.x:
+//!
+//! - `Transfer-Encoding` must appear once with the value `chunked` alone: several header
+//!   lines or a list (`gzip, chunked`, `chunked, chunked`) → 400; a single coding other
+//!   than `chunked` → 501 (defensive: hyper refuses those first);
+//! - `Transfer-Encoding` together with `Content-Length` → 400 (RFC 9112 §6.3 allows a
+//!   recipient to drop the length; a proxy that forwards both invites desync);
+//! - repeated `Content-Length` values (several lines, or a list) that all agree are
+//!   collapsed to one before forwarding; differing ones → 400.
+//!
+//! Every refusal closes the connection (`Connection: close`): after a framing error the
+//! rest of the bytes on it cannot be trusted to start a request.
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Version};
+
+use super::error::ProxyError;
+
+/// Checks (and normalises) the framing headers of a request head.
+pub fn check(version: Version, headers: &mut HeaderMap) -> Result<(), ProxyError> {
+    if version >= Version::HTTP_2 {
+        // HTTP/2 frames its own messages; h2 refuses connection-specific headers and a
+        // content-length that disagrees with the DATA frames.
+        return Ok(());
+    }
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if te.next().is_some() {
+            return Err(ProxyError::Framing("more than one Transfer-Encoding header"));
+        }
+        if headers.contains_key(CONTENT_LENGTH) {
+            return Err(ProxyError::Framing("both Transfer-Encoding and Content-Length"));
+        }
+        if version == Version::HTTP_10 {
+            return Err(ProxyError::Framing("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        let value = first.as_bytes().trim_ascii();
+        if !value.eq_ignore_ascii_case(b"chunked") {
+            return Err(if value.contains(&b',') {
+                ProxyError::Framing("a Transfer-Encoding other than chunked alone")
+            } else {
+                ProxyError::UnknownCoding
+            });
+        }
+        return Ok(());
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else { return Ok(()) };
+    let several = lengths.next().is_some() || first.as_bytes().contains(&b',');
+    if !several {
+        return Ok(());
+    }
+    let mut agreed: Option<u64> = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let n = parse_length(part.trim_ascii())
+                .ok_or(ProxyError::Framing("an invalid Content-Length"))?;
+            if agreed.is_some_and(|a| a != n) {
+                return Err(ProxyError::Framing("conflicting Content-Length values"));
+            }
+            agreed = Some(n);
+        }
+    }
+    if let Some(n) = agreed {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    Ok(())
+}
+
+/// Digits only (no sign, no spaces, no hex), as RFC 9110 defines `Content-Length`.
+fn parse_length(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// The request's declared length, when it has a single valid `Content-Length`.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    parse_length(headers.get(CONTENT_LENGTH)?.as_bytes().trim_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn verdict(version: Version, pairs: &[(&str, &str)]) -> Result<HeaderMap, u16> {
+        let mut h = head(pairs);
+        check(version, &mut h).map(|()| h).map_err(|e| e.status().as_u16())
+    }
+
+    #[test]
+    fn transfer_encoding_must_be_chunked_alone() {
+        let v11 = Version::HTTP_11;
+        assert!(verdict(v11, &[("transfer-encoding", "chunked")]).is_ok());
+        assert!(verdict(v11, &[("transfer-encoding", " Chunked ")]).is_ok());
+        assert_eq!(verdict(v11, &[("transfer-encoding", "chunked, chunked")]).unwrap_err(), 400);
+        assert_eq!(verdict(v11, &[("transfer-encoding", "gzip, chunked")]).unwrap_err(), 400);
+        assert_eq!(
+            verdict(v11, &[("transfer-encoding", "gzip"), ("transfer-encoding", "chunked")])
+                .unwrap_err(),
+            400
+        );
+        assert_eq!(verdict(v11, &[("transfer-encoding", "gzip")]).unwrap_err(), 501);
+        assert_eq!(
+            verdict(v11, &[("transfer-encoding", "chunked"), ("content-length", "5")]).unwrap_err(),
+            400
+        );
+        assert_eq!(
+            verdict(Version::HTTP_10, &[("transfer-encoding", "chunked")]).unwrap_err(),
+            400
+        );
+    }
+
+    #[test]
+    fn content_length_duplicates_collapse_when_equal_and_fail_otherwise() {
+        let v11 = Version::HTTP_11;
+        let h = verdict(v11, &[("content-length", "5"), ("content-length", "5")]).unwrap();
+        assert_eq!(h.get_all(CONTENT_LENGTH).iter().count(), 1);
+        assert_eq!(h[CONTENT_LENGTH], "5");
+        let h = verdict(v11, &[("content-length", "7, 7")]).unwrap();
+        assert_eq!(h[CONTENT_LENGTH], "7");
+        assert_eq!(
+            verdict(v11, &[("content-length", "5"), ("content-length", "6")]).unwrap_err(),
+            400
+        );
+        assert_eq!(verdict(v11, &[("content-length", "5, 6")]).unwrap_err(), 400);
+        assert_eq!(verdict(v11, &[("content-length", "5, +5")]).unwrap_err(), 400);
+        assert!(verdict(v11, &[("content-length", "12")]).is_ok());
+        // HTTP/2 is framed by its own frames.
+        assert!(
+            verdict(Version::HTTP_2, &[("content-length", "1"), ("content-length", "2")]).is_ok()
+        );
+    }
+
+    #[test]
+    fn lengths_are_digits_only() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b"18446744073709551615"), None);
+        for bad in [&b""[..], b"-1", b"+1", b"0x10", b"1 1", b"1e3"] {
+            assert_eq!(parse_length(bad), None, "{bad:?}");
+        }
+    }
+}
