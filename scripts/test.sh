@@ -18,6 +18,8 @@ fi
 # The shared stick table's tests start real Redis servers (crates/tether-testkit/src/redis.rs);
 # they fail, not skip, without one.
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+# The TLS and HTTP/2 tests drive Tether with h2load (nghttp2's load client).
+command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${need_apt[*]}"

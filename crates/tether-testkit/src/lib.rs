@@ -4,22 +4,26 @@
 //! hyper's own `tests/support`: a behaviour is only tested when it goes through a real proxy.
 //!
 //! - [`servers`]: upstream servers that behave well ([`EchoServer`]) or badly on purpose
-//!   ([`HangServer`], [`ResetServer`], ...), each stoppable and restartable on the same port.
+//!   ([`HangServer`], [`ResetServer`], ...), each stoppable and restartable on the same port;
+//!   [`RecorderServer`] keeps every byte it receives, for request-smuggling tests.
 //! - [`harness`]: runs the real `tether` binary as a child process and reads its JSON logs.
 //! - [`wait`]: polling helpers so tests wait for a condition instead of sleeping.
 //! - [`browser`]: a real headless Chromium driven over the DevTools Protocol (dashboard tests).
-//! - [`redis`]: a real `redis-server` to break on purpose (kill, pause), and a RESP client to
-//!   look inside it.
+//! - [`redis`]: a real `redis-server` to break on purpose (kill, pause), plain, TLS or a
+//!   Redis Cluster, and a RESP client to look inside it.
+//! - [`tls`]: a throwaway CA, certificates it signs (expired ones too), and a rustls client
+//!   that trusts it.
 
 pub mod browser;
 pub mod harness;
 pub mod redis;
 pub mod servers;
+pub mod tls;
 pub mod wait;
 
 pub use harness::{CheckOutput, HarnessError, Tether, run_check};
 pub use servers::{
     Behaviour, CloseMidResponseServer, Counters, EchoServer, GarbageServer, HangServer,
-    ResetServer, Server, StatusServer, WebSocketEchoServer,
+    RecorderServer, Recording, ResetServer, Server, StatusServer, WebSocketEchoServer,
 };
 pub use wait::{wait_until, wait_until_async};

@@ -22,6 +22,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`RedisServer::start_tls`] runs one that speaks TLS only, with a certificate from a
+//! [`TestCa`], and [`RedisCluster`] a Redis Cluster of several primaries.
+//!
 //! [`kill`]: RedisServer::kill
 //! [`pause`]: RedisServer::pause
 //! [`resume`]: RedisServer::resume
@@ -32,14 +35,22 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::tls::{TestCa, tls_connect, write_pem};
 use crate::wait::POLL_INTERVAL;
+
+mod cluster;
+
+pub use cluster::{CLUSTER_DEADLINE, REDIS_CLI, RedisCluster};
 
 /// The executable started, looked up on `PATH`.
 pub const REDIS_SERVER: &str = "redis-server";
@@ -98,6 +109,14 @@ pub enum RedisError {
         /// The error reply, or what was wrong with the answer.
         reason: String,
     },
+    /// A [`RedisCluster`] could not be formed (or `redis-cli` is missing).
+    #[error("redis cluster: {reason}; details:\n{log}")]
+    Cluster {
+        /// What went wrong.
+        reason: String,
+        /// `redis-cli`'s output, or the nodes' `CLUSTER INFO`.
+        log: String,
+    },
 }
 
 /// Wraps an `io::Error` with what the harness was doing.
@@ -129,7 +148,29 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    mode: Mode,
 }
+
+/// How a [`RedisServer`] listens.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// Plain TCP on `port`.
+    Plain,
+    /// TLS only on `port` (`--port 0 --tls-port PORT`), its files in the server's directory;
+    /// `client` trusts the CA that signed its certificate.
+    Tls { client: Arc<rustls::ClientConfig> },
+    /// Plain TCP, cluster mode, the cluster bus on `bus_port` (`--cluster-port`).
+    ClusterNode { bus_port: u16 },
+}
+
+/// The server's certificate, key and CA certificate in its directory (TLS only).
+const TLS_CERT_FILE: &str = "redis.crt";
+const TLS_KEY_FILE: &str = "redis.key";
+const TLS_CA_FILE: &str = "ca.crt";
+
+/// The name TLS clients check the server's certificate against; the certificate also holds
+/// `localhost`.
+const TLS_SERVER_NAME: &str = "127.0.0.1";
 
 // === impl RedisServer ===
 
@@ -140,10 +181,43 @@ impl RedisServer {
     /// The port is found by binding `127.0.0.1:0` and closing it again; should another
     /// process take it in between, a fresh port is tried (up to 3 times).
     pub async fn start() -> Result<Self, RedisError> {
-        let mut server = Self { child: None, port: 0, dir: new_dir()? };
+        Self::start_in(new_dir()?, Mode::Plain).await
+    }
+
+    /// Starts `redis-server` listening with TLS only (no plain TCP port) on a free loopback
+    /// port, with a certificate from `ca` for `localhost` and the IP SAN `127.0.0.1`, and
+    /// waits up to [`START_DEADLINE`] until it answers `PING` over TLS.
+    ///
+    /// Clients need not present a certificate (`--tls-auth-clients no`). [`RedisServer::url`]
+    /// is then `rediss://127.0.0.1:PORT`, [`RedisServer::ca_file`] the CA's PEM for
+    /// `redis_ca_file`, and [`RedisServer::command`] and its helpers speak TLS.
+    pub async fn start_tls(ca: &TestCa) -> Result<Self, RedisError> {
+        let dir = new_dir()?;
+        let tls_error = |e: crate::tls::TlsError| {
+            io_error("making redis's TLS certificate")(io::Error::other(e))
+        };
+        let cert = ca.issue(&["localhost", "127.0.0.1"]).map_err(tls_error)?;
+        let client = ca.client_config(&[]).map_err(tls_error)?;
+        let write = |name: &str, pem: &str| {
+            write_pem(&dir, name, pem).map_err(io_error(format!("writing {name}")))
+        };
+        write(TLS_CERT_FILE, &cert.cert_pem)?;
+        write(TLS_KEY_FILE, &cert.key_pem)?;
+        write(TLS_CA_FILE, &ca.cert_pem())?;
+        Self::start_in(dir, Mode::Tls { client }).await
+    }
+
+    /// Starts a server in `dir` (which it then owns) on fresh ports, retrying when a port
+    /// was taken meanwhile.
+    async fn start_in(dir: PathBuf, mode: Mode) -> Result<Self, RedisError> {
+        let mut server = Self { child: None, port: 0, dir, mode };
         let mut attempt = 1;
         loop {
-            server.port = free_port()?;
+            let ports = free_ports(2)?;
+            server.port = ports[0];
+            if let Mode::ClusterNode { bus_port } = &mut server.mode {
+                *bus_port = ports[1];
+            }
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
                 // Most likely the port was taken meanwhile: try another one.
@@ -154,9 +228,26 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`; `rediss://127.0.0.1:PORT` for [`RedisServer::start_tls`]
+    /// (its certificate has the IP SAN `127.0.0.1`).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.is_tls() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it listens with TLS ([`RedisServer::start_tls`]).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.mode, Mode::Tls { .. })
+    }
+
+    /// The CA certificate's PEM file, for `redis_ca_file`; `None` unless TLS.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.is_tls().then(|| self.dir.join(TLS_CA_FILE))
+    }
+
+    /// The server's directory (its log, and for TLS its certificate files).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The port, the same across [`RedisServer::restart`].
@@ -251,16 +342,11 @@ impl RedisServer {
 
     /// Sends one command on a new connection and reads its reply, within
     /// [`COMMAND_DEADLINE`]. An error reply (`-ERR ...`) is a [`RedisError::Protocol`].
+    ///
+    /// Over TLS for a [`RedisServer::start_tls`] server.
     pub async fn command(&self, args: &[&str]) -> Result<Reply, RedisError> {
         let owned = || args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
-        let exchange = async {
-            let mut stream = TcpStream::connect(self.addr())
-                .await
-                .map_err(io_error(format!("connecting to redis at {}", self.addr())))?;
-            stream.write_all(&encode(args)).await.map_err(io_error("sending a redis command"))?;
-            read_reply(&mut BufReader::new(stream)).await
-        };
-        match tokio::time::timeout(COMMAND_DEADLINE, exchange).await {
+        match tokio::time::timeout(COMMAND_DEADLINE, self.exchange(args)).await {
             Ok(Ok(Ok(reply))) => Ok(reply),
             Ok(Ok(Err(reason))) => Err(RedisError::Protocol { command: owned(), reason }),
             Ok(Err(e)) => Err(e),
@@ -268,11 +354,66 @@ impl RedisServer {
         }
     }
 
+    /// Connects (TCP, then TLS when [`Mode::Tls`]), sends one command and reads one reply.
+    async fn exchange(&self, args: &[&str]) -> Result<Result<Reply, String>, RedisError> {
+        let addr = self.addr();
+        match &self.mode {
+            Mode::Tls { client } => {
+                let stream = tls_connect(addr, TLS_SERVER_NAME, Arc::clone(client))
+                    .await
+                    .map_err(io_error(format!("connecting to redis over TLS at {addr}")))?;
+                send_and_read(stream, args).await
+            }
+            Mode::Plain | Mode::ClusterNode { .. } => {
+                let stream = TcpStream::connect(addr)
+                    .await
+                    .map_err(io_error(format!("connecting to redis at {addr}")))?;
+                send_and_read(stream, args).await
+            }
+        }
+    }
+
+    /// The command line options that differ between modes.
+    fn mode_args(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        let file = |name: &str| self.dir.join(name).display().to_string();
+        match &self.mode {
+            Mode::Plain => vec!["--port".into(), port],
+            Mode::Tls { .. } => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port,
+                "--tls-cert-file".into(),
+                file(TLS_CERT_FILE),
+                "--tls-key-file".into(),
+                file(TLS_KEY_FILE),
+                "--tls-ca-cert-file".into(),
+                file(TLS_CA_FILE),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            Mode::ClusterNode { bus_port } => vec![
+                "--port".into(),
+                port.clone(),
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-port".into(),
+                bus_port.to_string(),
+                "--cluster-config-file".into(),
+                file(&format!("nodes-{port}.conf")),
+                "--cluster-node-timeout".into(),
+                cluster::NODE_TIMEOUT_MS.to_string(),
+            ],
+        }
+    }
+
     /// Spawns `redis-server` on `self.port` and waits for `PING`.
     async fn spawn_and_wait(&mut self) -> Result<(), RedisError> {
         let log = self.dir.join("redis.log");
         let spawned = Command::new(REDIS_SERVER)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(self.mode_args())
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -307,16 +448,13 @@ impl RedisServer {
         }
     }
 
-    /// One `PING` attempt: true on `+PONG`.
+    /// One `PING` attempt within 1 s: true on `+PONG`.
     async fn ping(&self) -> bool {
-        let attempt = async {
-            let mut stream = TcpStream::connect(self.addr()).await.ok()?;
-            stream.write_all(b"*1\r\n$4\r\nPING\r\n").await.ok()?;
-            let mut answer = [0u8; 7];
-            stream.read_exact(&mut answer).await.ok()?;
-            Some(&answer == b"+PONG\r\n")
-        };
-        matches!(tokio::time::timeout(Duration::from_secs(1), attempt).await, Ok(Some(true)))
+        let attempt = self.exchange(&["PING"]);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), attempt).await,
+            Ok(Ok(Ok(Reply::Simple(pong)))) if pong == "PONG"
+        )
     }
 
     fn start_error(&self, reason: String) -> RedisError {
@@ -346,12 +484,29 @@ fn signal(pid: u32, name: &str) -> Result<(), RedisError> {
     Err(io_error(format!("`kill -s {name} {pid}`"))(source))
 }
 
-/// A port that was free a moment ago: bind `127.0.0.1:0`, read the port, close.
-fn free_port() -> Result<u16, RedisError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(io_error("binding 127.0.0.1:0 to find a free port"))?;
-    let port = listener.local_addr().map_err(io_error("reading a bound port"))?.port();
-    Ok(port)
+/// `n` distinct ports that were free a moment ago: bind `127.0.0.1:0` `n` times at once,
+/// read the ports, close.
+fn free_ports(n: usize) -> Result<Vec<u16>, RedisError> {
+    let listeners = (0..n)
+        .map(|_| {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .map_err(io_error("binding 127.0.0.1:0 to find a free port"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr().map_err(io_error("reading a bound port"))?.port()))
+        .collect()
+}
+
+/// Sends one command on `stream` and reads one reply.
+async fn send_and_read<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    mut stream: S,
+    args: &[&str],
+) -> Result<Result<Reply, String>, RedisError> {
+    stream.write_all(&encode(args)).await.map_err(io_error("sending a redis command"))?;
+    stream.flush().await.map_err(io_error("sending a redis command"))?;
+    read_reply(&mut BufReader::new(stream)).await
 }
 
 /// A new, empty `tether-redis-<pid>-<counter>-<nanos>` under the system temp dir.

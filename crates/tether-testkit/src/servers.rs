@@ -20,6 +20,7 @@
 mod body;
 mod echo;
 mod raw;
+mod recorder;
 mod status;
 mod websocket;
 
@@ -45,6 +46,10 @@ pub use echo::{Echo, EchoServer};
 pub use raw::{
     CloseMidResponse, CloseMidResponseServer, GARBAGE, Garbage, GarbageServer, Hang, HangServer,
     Reset, ResetServer, TRUNCATED_RESPONSE,
+};
+pub use recorder::{
+    EARLY_PREFIX, Malformed, RecordedConnection, RecordedRequest, Recorder, RecorderServer,
+    Recording,
 };
 pub use status::{Status, StatusServer};
 pub use websocket::{WebSocketEcho, WebSocketEchoServer};

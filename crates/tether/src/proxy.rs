@@ -83,8 +83,8 @@ async fn forward(
     arrived: Instant,
     mut log: Option<&mut AccessLog>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let (version, head) = (req.version(), req.headers_mut());
-    framing::check(version, head).inspect_err(|_| {
+    let (method, version) = (req.method().clone(), req.version());
+    framing::check(&method, version, req.headers_mut()).inspect_err(|_| {
         listener.metrics.request_refused(RequestRefusal::Framing);
     })?;
     let max_body = listener.limits.max_body_bytes;

@@ -606,8 +606,9 @@ impl Acceptor {
                 https: l.tls.is_some(),
             };
             let http = Arc::clone(&l.http);
-            let idle = l.idle_timeout;
-            let serve = Serve { current, ctx: Arc::new(ctx), http, idle, drain, token };
+            let (idle, header_timeout) = (l.idle_timeout, l.header_timeout);
+            let serve =
+                Serve { current, ctx: Arc::new(ctx), http, idle, header_timeout, drain, token };
             match &l.tls {
                 None => serve.run(io).await,
                 Some(config) => {
@@ -665,6 +666,7 @@ struct Serve {
     ctx: Arc<ConnCtx>,
     http: Arc<auto::Builder<TokioExecutor>>,
     idle: Duration,
+    header_timeout: Duration,
     drain: watch::Receiver<bool>,
     token: DrainToken,
 }
@@ -674,9 +676,12 @@ impl Serve {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Serve { current, ctx, http, idle, drain, token } = self;
+        let Serve { current, ctx, http, idle, header_timeout, drain, token } = self;
         let peer = ctx.peer;
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let first = connection::FirstRequest { timeout: header_timeout, seen: Arc::clone(&seen) };
         let service = service_fn(move |req| {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(&snap, &ctx, req).await) }
@@ -685,7 +690,7 @@ impl Serve {
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let io = TokioIo::new(ActivityIo::new(io, epoch, Arc::clone(&last)));
         let conn = http.serve_connection_with_upgrades(io, service);
-        if let Err(e) = connection::drive(conn, drain, idle, epoch, last, token).await {
+        if let Err(e) = connection::drive(conn, drain, idle, epoch, last, first, token).await {
             tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
         }
     }

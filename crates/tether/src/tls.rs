@@ -108,6 +108,17 @@ pub enum CertError {
     },
 }
 
+impl CertError {
+    /// Whether the key file, rather than the certificate, is at fault.
+    pub fn concerns_key(&self, files: &CertFiles) -> bool {
+        match self {
+            CertError::Read { path, .. } => *path == files.key,
+            CertError::Mismatch { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Reads and checks one certificate and key.
 pub fn load(files: &CertFiles) -> Result<LoadedCert, CertError> {
     let read = |path: &PathBuf, detail: String| CertError::Read { path: path.clone(), detail };

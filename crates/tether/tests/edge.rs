@@ -10,7 +10,6 @@ mod fixture;
 use std::time::{Duration, Instant};
 
 use fixture::*;
-use tether_testkit::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

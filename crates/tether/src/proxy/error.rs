@@ -37,6 +37,9 @@ pub enum ProxyError {
     /// The request's framing breaks the policy in [`super::framing`].
     #[error("request framing refused: {0}")]
     Framing(&'static str),
+    /// An HTTP/1.0 request that may carry a body has no `Content-Length`.
+    #[error("HTTP/1.0 request body without Content-Length")]
+    LengthRequired,
     /// A transfer coding Tether does not implement.
     #[error("unsupported Transfer-Encoding")]
     UnknownCoding,
@@ -68,6 +71,7 @@ impl ProxyError {
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody(_) | ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -100,6 +104,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "the request body could not be read",
             ProxyError::Framing(_) => "the request's framing is ambiguous",
             ProxyError::UnknownCoding => "unsupported transfer coding",
+            ProxyError::LengthRequired => "an HTTP/1.0 request body needs Content-Length",
             ProxyError::BodyTooLarge => "the request body is too large",
             ProxyError::RateLimited { .. } => "too many requests; slow down",
         };
@@ -114,6 +119,7 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::Framing(_)
             | ProxyError::UnknownCoding
+            | ProxyError::LengthRequired
             | ProxyError::BodyTooLarge => true,
             ProxyError::RateLimited { close, .. } => *close,
             _ => false,

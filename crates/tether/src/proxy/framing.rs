@@ -10,22 +10,41 @@
 //! - `Transfer-Encoding` together with `Content-Length` → 400 (RFC 9112 §6.3 allows a
 //!   recipient to drop the length; a proxy that forwards both invites desync);
 //! - repeated `Content-Length` values (several lines, or a list) that all agree are
-//!   collapsed to one before forwarding; differing ones → 400.
+//!   collapsed to one before forwarding; differing ones → 400;
+//! - an HTTP/1.0 `POST`, `PUT` or `PATCH` without `Content-Length` → 411 (HTTP/1.0 bodies
+//!   are delimited by their length; without one, the bytes after the head would be read as
+//!   the next request);
+//! - HTTP/1.1 without `Host`, or with more than one `Host` → 400 (RFC 9112 §3.2: routing
+//!   and the server could read different hosts).
+//!
+//! Two cases hyper settles before Tether sees the request, both without desync: with
+//! `Transfer-Encoding` *and* `Content-Length`, hyper frames the body by the chunks alone,
+//! drops `Content-Length` and closes the connection after the response (RFC 9112 §6.1);
+//! a bare LF ends a header line (RFC 9112 §2.2 allows it). Tether forwards every header
+//! with CRLF and re-frames every body, so the servers behind never see either ambiguity.
 //!
 //! Every refusal closes the connection (`Connection: close`): after a framing error the
 //! rest of the bytes on it cannot be trusted to start a request.
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Version};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Version};
 
 use super::error::ProxyError;
 
 /// Checks (and normalises) the framing headers of a request head.
-pub fn check(version: Version, headers: &mut HeaderMap) -> Result<(), ProxyError> {
+pub fn check(method: &Method, version: Version, headers: &mut HeaderMap) -> Result<(), ProxyError> {
     if version >= Version::HTTP_2 {
         // HTTP/2 frames its own messages; h2 refuses connection-specific headers and a
         // content-length that disagrees with the DATA frames.
         return Ok(());
+    }
+    let mut hosts = headers.get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err(ProxyError::Framing("more than one Host header")),
+        (None, None) if version == Version::HTTP_11 => {
+            return Err(ProxyError::Framing("an HTTP/1.1 request without Host"));
+        }
+        _ => {}
     }
     let mut te = headers.get_all(TRANSFER_ENCODING).iter();
     if let Some(first) = te.next() {
@@ -47,6 +66,12 @@ pub fn check(version: Version, headers: &mut HeaderMap) -> Result<(), ProxyError
             });
         }
         return Ok(());
+    }
+    if version == Version::HTTP_10
+        && !headers.contains_key(CONTENT_LENGTH)
+        && matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+    {
+        return Err(ProxyError::LengthRequired);
     }
     let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
     let Some(first) = lengths.next() else { return Ok(()) };
@@ -101,7 +126,22 @@ mod tests {
 
     fn verdict(version: Version, pairs: &[(&str, &str)]) -> Result<HeaderMap, u16> {
         let mut h = head(pairs);
-        check(version, &mut h).map(|()| h).map_err(|e| e.status().as_u16())
+        h.append(HOST, HeaderValue::from_static("x"));
+        check(&Method::POST, version, &mut h).map(|()| h).map_err(|e| e.status().as_u16())
+    }
+
+    #[test]
+    fn host_must_appear_once_and_http10_bodies_need_a_length() {
+        let mut two = head(&[("host", "a"), ("host", "b")]);
+        assert_eq!(check(&Method::GET, Version::HTTP_11, &mut two).unwrap_err().status(), 400);
+        let mut none = head(&[]);
+        assert_eq!(check(&Method::GET, Version::HTTP_11, &mut none).unwrap_err().status(), 400);
+        // HTTP/1.0 may omit Host.
+        assert!(check(&Method::GET, Version::HTTP_10, &mut head(&[])).is_ok());
+        let mut post10 = head(&[]);
+        assert_eq!(check(&Method::POST, Version::HTTP_10, &mut post10).unwrap_err().status(), 411);
+        let mut sized = head(&[("content-length", "3")]);
+        assert!(check(&Method::POST, Version::HTTP_10, &mut sized).is_ok());
     }
 
     #[test]

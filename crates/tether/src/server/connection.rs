@@ -12,7 +12,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -97,14 +97,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     }
 }
 
-/// Drives `conn` until it ends, closing it gracefully on drain or after `idle` without a
-/// byte moving. `last_ms` is the connection's [`ActivityIo`] stamp.
+/// What the connection's first request must beat: a client that has not started one
+/// within `timeout` of connecting is closed. hyper's own header timeout starts only once
+/// HTTP/1 has been recognised; before that (no byte yet, a TLS session with nothing in it, a
+/// partial HTTP/2 preface) only this bounds the wait.
+pub struct FirstRequest {
+    /// `timeouts.header`.
+    pub timeout: Duration,
+    /// Set by the service when a request arrives.
+    pub seen: Arc<AtomicBool>,
+}
+
+/// Drives `conn` until it ends, closing it gracefully on drain, after `idle` without a
+/// byte moving, or when no request has started within the header timeout. `last_ms` is the
+/// connection's [`ActivityIo`] stamp.
 pub async fn drive<C: GracefulConnection>(
     conn: C,
     mut drain: watch::Receiver<bool>,
     idle: Duration,
     epoch: Instant,
     last_ms: Arc<AtomicU64>,
+    first: FirstRequest,
     _token: DrainToken,
 ) -> C::Output {
     let mut conn = std::pin::pin!(conn);
@@ -112,12 +125,22 @@ pub async fn drive<C: GracefulConnection>(
     if closing {
         conn.as_mut().graceful_shutdown();
     }
+    let first_deadline = tokio::time::sleep(first.timeout);
+    tokio::pin!(first_deadline);
+    let mut first_checked = false;
     let check_every = (idle / 4).max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(check_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             out = conn.as_mut() => return out,
+            _ = &mut first_deadline, if !closing && !first_checked => {
+                first_checked = true;
+                if !first.seen.load(Ordering::Relaxed) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
             _ = drain.changed(), if !closing => {
                 // A drain, or the server itself gone: finish what is in progress either way.
                 closing = true;

@@ -115,7 +115,7 @@ pub(super) fn rate_limit(c: &mut Checker, path: &str, r: &RawRateLimit) -> Optio
 pub(super) fn tls(c: &mut Checker, path: &str, t: &RawTls) -> Option<TlsSettings> {
     let mut files = Vec::new();
     match (&t.cert, &t.key) {
-        (Some(cert), Some(key)) => files.push((format!("{path}.cert"), cert, key)),
+        (Some(cert), Some(key)) => files.push((format!("{path}."), cert, key)),
         (None, None) => {}
         (Some(cert), None) => {
             c.err(&format!("{path}.key"), Some(cert), "tls.cert needs tls.key (its private key)");
@@ -125,7 +125,7 @@ pub(super) fn tls(c: &mut Checker, path: &str, t: &RawTls) -> Option<TlsSettings
         }
     }
     for (i, pair) in t.certificates.iter().enumerate() {
-        files.push((format!("{path}.certificates[{i}].cert"), &pair.cert, &pair.key));
+        files.push((format!("{path}.certificates[{i}]."), &pair.cert, &pair.key));
     }
     if files.is_empty() {
         c.err::<()>(path, None, "tls needs a certificate: tls = { cert = \"...\", key = \"...\" }");
@@ -139,13 +139,14 @@ pub(super) fn tls(c: &mut Checker, path: &str, t: &RawTls) -> Option<TlsSettings
     );
     let mut certs = Vec::new();
     let mut ok = true;
-    for (key_path, cert, key) in files {
+    for (prefix, cert, key) in files {
         let pair = CertFiles { cert: cert.get_ref().into(), key: key.get_ref().into() };
         match crate::tls::load(&pair) {
             Ok(loaded) => certs.push(loaded),
             Err(e) => {
                 ok = false;
-                c.err(&key_path, Some(cert), e.to_string());
+                let (which, at) = if e.concerns_key(&pair) { ("key", key) } else { ("cert", cert) };
+                c.err(&format!("{prefix}{which}"), Some(at), e.to_string());
             }
         }
     }

@@ -16,6 +16,9 @@ use crate::config::RedisStore;
 /// How long Redis is left alone after a failure before one request probes it again.
 const PROBE_AFTER: Duration = Duration::from_secs(1);
 
+/// At most one warning pair (unavailable, available) per this long.
+const QUIET_FOR: Duration = Duration::from_secs(30);
+
 /// Time allowed to background writes, which no request waits for. Their timeouts are not
 /// taken as Redis being down (a busy Redis may be slower than the read timeout and still fine).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,6 +37,10 @@ pub struct RedisShared {
     /// Unix seconds when Redis last became available: local bindings last used before then
     /// may have been made (or moved) while the instances could not see each other.
     pub(super) recovered_at: AtomicU64,
+    /// `now_ms` of the last transition logged as a warning (0: none yet).
+    last_loud_ms: AtomicU64,
+    /// Whether the current outage's "unavailable" was a warning.
+    outage_loud: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisShared {
@@ -58,6 +65,8 @@ impl RedisShared {
             cfg: cfg.clone(),
             connecting: AtomicBool::new(false),
             recovered_at: AtomicU64::new(0),
+            last_loud_ms: AtomicU64::new(0),
+            outage_loud: AtomicBool::new(false),
         });
         shared.reconnect();
         shared
@@ -87,7 +96,8 @@ impl RedisShared {
                     }
                     Err(e) => {
                         shared.errors.fetch_add(1, Ordering::Relaxed);
-                        if shared.available.swap(false, Ordering::Relaxed) || shared.errors() == 1 {
+                        let was_up = shared.available.swap(false, Ordering::Relaxed);
+                        if (was_up || shared.errors() == 1) && shared.loud(true) {
                             tracing::warn!(error = %e, "redis unavailable");
                         }
                     }
@@ -131,7 +141,11 @@ impl RedisShared {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             self.recovered_at.store(now, Ordering::Relaxed);
-            tracing::warn!("redis available");
+            if self.loud(false) || self.errors() == 0 {
+                tracing::warn!("redis available");
+            } else {
+                tracing::debug!("redis available");
+            }
         }
     }
 
@@ -139,8 +153,30 @@ impl RedisShared {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.retry_at_ms.store(self.now_ms() + PROBE_AFTER.as_millis() as u64, Ordering::Relaxed);
         if self.available.swap(false, Ordering::Relaxed) {
-            tracing::warn!(operation = what, error, "redis unavailable");
+            if self.loud(true) {
+                tracing::warn!(operation = what, error, "redis unavailable");
+            } else {
+                tracing::debug!(operation = what, error, "redis unavailable");
+            }
         }
+    }
+
+    /// Whether a transition is logged as a warning. An outage's "unavailable" is, unless one
+    /// was already this [`QUIET_FOR`]; its "available" is when its "unavailable" was. So a
+    /// Redis (or one cluster node) that keeps failing and answering the probe logs one pair
+    /// per 30 s, the rest at debug; `errors` counts every failure.
+    fn loud(&self, going_down: bool) -> bool {
+        if !going_down {
+            return self.outage_loud.swap(false, Ordering::Relaxed);
+        }
+        let now = self.now_ms().max(1);
+        let last = self.last_loud_ms.load(Ordering::Relaxed);
+        let loud = last == 0 || now.saturating_sub(last) >= QUIET_FOR.as_millis() as u64;
+        if loud {
+            self.last_loud_ms.store(now, Ordering::Relaxed);
+        }
+        self.outage_loud.store(loud, Ordering::Relaxed);
+        loud
     }
 
     /// Runs one command within the timeout, recording the outcome. After an error the
@@ -202,8 +238,12 @@ impl RedisShared {
             }
             Ok(Err(e)) => {
                 self.mark_failed(what, &e.to_string());
-                // Whatever broke, start from a fresh connection rather than trust the old one.
-                self.reconnect();
+                // One server: whatever broke, start from a fresh connection rather than trust
+                // the old one. A cluster client reconnects to its nodes by itself, and a fresh
+                // client would "succeed" through the nodes still up while one is down.
+                if matches!(*conn, Conn::Single(_)) {
+                    self.reconnect();
+                }
                 None
             }
             Err(_) => {

@@ -1,0 +1,251 @@
+//! A throwaway PKI for TLS tests: a CA made on the spot, certificates it signs (expired ones
+//! too, on purpose), and a rustls client that trusts that CA and nothing else.
+//!
+//! Keys are ECDSA P-256 (rcgen's default), made fresh for every [`TestCa`] and
+//! [`IssuedCert`]; nothing is read from or written to disk unless a test asks
+//! ([`write_pem`], [`IssuedCert::write`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::{Duration, SystemTime};
+//! use tether_testkit::tls::{TestCa, peer_cert_der, tls_connect, write_pem};
+//!
+//! let ca = TestCa::new("tether test CA")?;
+//! let cert = ca.issue(&["localhost", "127.0.0.1"])?; // an IP string becomes an IP SAN
+//! let dir = std::env::temp_dir();
+//! let (cert_file, key_file) = cert.write(&dir, "server")?; // server.crt, server.key
+//! let ca_file = write_pem(&dir, "ca.crt", &ca.cert_pem())?;
+//!
+//! let day = Duration::from_secs(86_400);
+//! let now = SystemTime::now();
+//! let expired = ca.issue_with_validity(&["localhost"], now - 2 * day, now - day)?;
+//!
+//! // ... start a server with cert_file/key_file on `addr`, then:
+//! # let addr: std::net::SocketAddr = "127.0.0.1:443".parse()?;
+//! let stream = tls_connect(addr, "localhost", ca.client_config(&[b"h2"])?).await?;
+//! assert_eq!(peer_cert_der(&stream), Some(cert.cert_der()));
+//! # let _ = (cert_file, key_file, ca_file, expired);
+//! # Ok(()) }
+//! ```
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, date_time_ymd,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// How long [`tls_connect`] may take, TCP connect and handshake together: 5 s.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long before "now" a certificate from [`TestCa::issue`] becomes valid: 1 day, so a
+/// clock a little behind does not reject it.
+pub const DEFAULT_BACKDATE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long after "now" a certificate from [`TestCa::issue`] stays valid: 365 days.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Why making a certificate or a client configuration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rcgen could not make a key or a certificate (e.g. a name that is not valid IA5).
+    #[error("rcgen: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// The CA given to [`client_config`] is not a PEM certificate.
+    #[error("reading a PEM certificate: {0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// rustls refused the configuration or the CA certificate.
+    #[error("rustls: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A self-signed certificate authority that issues certificates for tests.
+#[derive(Debug)]
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+}
+
+/// A certificate signed by a [`TestCa`], with its private key.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The certificate, PEM (`-----BEGIN CERTIFICATE-----`).
+    pub cert_pem: String,
+    /// Its private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+    pub key_pem: String,
+    cert_der: CertificateDer<'static>,
+}
+
+// === impl TestCa ===
+
+impl TestCa {
+    /// A new CA with a fresh key, its common name `name`. It is valid from 1975 to 4096
+    /// (rcgen's defaults), so any validity given to [`TestCa::issue_with_validity`] fits
+    /// inside it.
+    pub fn new(name: &str) -> Result<Self, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, PEM: what a client (or `redis_ca_file`) trusts.
+    pub fn cert_pem(&self) -> String {
+        self.cert_pem.clone()
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.cert_der.clone()
+    }
+
+    /// A rustls client that trusts this CA only; see [`client_config`].
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        client_config(&self.cert_pem, alpn)
+    }
+
+    /// A server (and client) certificate for `names`, valid from a day ago
+    /// ([`DEFAULT_BACKDATE`]) for a year ([`DEFAULT_LIFETIME`]).
+    ///
+    /// Each name that parses as an IP address (`127.0.0.1`, `::1`) becomes an IP address SAN,
+    /// every other one a DNS name SAN; the first name is also the common name.
+    pub fn issue(&self, names: &[&str]) -> Result<IssuedCert, TlsError> {
+        let now = SystemTime::now();
+        self.issue_with_validity(names, now - DEFAULT_BACKDATE, now + DEFAULT_LIFETIME)
+    }
+
+    /// Like [`TestCa::issue`], valid from `not_before` to `not_after` (whole seconds): a
+    /// window in the past makes an expired certificate, one in the future a not-yet-valid
+    /// one.
+    pub fn issue_with_validity(
+        &self,
+        names: &[&str],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<IssuedCert, TlsError> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+        if let Some(first) = names.first() {
+            params.distinguished_name.push(DnType::CommonName, *first);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        // rcgen takes `time::OffsetDateTime`, which this crate does not name: count from 1970.
+        let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        params.not_before = date_time_ymd(1970, 1, 1) + since_epoch(not_before);
+        params.not_after = date_time_ymd(1970, 1, 1) + since_epoch(not_after);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+        })
+    }
+}
+
+// === impl IssuedCert ===
+
+impl IssuedCert {
+    /// The certificate, DER: compare it with [`peer_cert_der`] to tell which certificate a
+    /// server presented.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.cert_der.clone()
+    }
+
+    /// Writes `<stem>.crt` and `<stem>.key` into `dir` and returns their paths
+    /// (certificate, key).
+    pub fn write(&self, dir: &Path, stem: &str) -> io::Result<(PathBuf, PathBuf)> {
+        let cert = write_pem(dir, &format!("{stem}.crt"), &self.cert_pem)?;
+        let key = write_pem(dir, &format!("{stem}.key"), &self.key_pem)?;
+        Ok((cert, key))
+    }
+}
+
+/// Writes `pem` to `dir/name` (replacing it) and returns the path.
+pub fn write_pem(dir: &Path, name: &str, pem: &str) -> io::Result<PathBuf> {
+    let path = dir.join(name);
+    fs::write(&path, pem)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// A rustls client configuration with the ring provider that trusts only the CA in
+/// `ca_pem` (every certificate in it, when it holds several), with no client certificate,
+/// offering the ALPN protocols `alpn` (e.g. `&[b"h2", b"http/1.1"]`; empty: no ALPN).
+pub fn client_config(ca_pem: &str, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::Pem(rustls::pki_types::pem::Error::NoItemsFound));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Connects to `addr` over TCP and completes a TLS handshake, verifying the server's
+/// certificate for `server_name` (a DNS name, or an IP address checked against IP SANs),
+/// within [`CONNECT_DEADLINE`]. A refused certificate is an [`io::ErrorKind::InvalidData`]
+/// error whose inner error is the [`rustls::Error`].
+pub async fn tls_connect(
+    addr: SocketAddr,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> io::Result<TlsStream<TcpStream>> {
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let connect = async {
+        let tcp = TcpStream::connect(addr).await?;
+        TlsConnector::from(config).connect(name, tcp).await
+    };
+    tokio::time::timeout(CONNECT_DEADLINE, connect).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("TLS connection to {addr} not done within {CONNECT_DEADLINE:?}"),
+        )
+    })?
+}
+
+/// The end-entity certificate the server presented, DER; compare it with
+/// [`IssuedCert::cert_der`].
+pub fn peer_cert_der(stream: &TlsStream<TcpStream>) -> Option<CertificateDer<'static>> {
+    let (_, session) = stream.get_ref();
+    session.peer_certificates()?.first().map(|c| c.clone().into_owned())
+}
+
+/// The ALPN protocol the handshake settled on, if any.
+pub fn negotiated_alpn(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+}

@@ -1,0 +1,293 @@
+//! A hand-built HTTP/2 client (cleartext, prior knowledge) for frames no HTTP/2 library
+//! would send: header values with CR, LF or NUL, connection-specific headers, uppercase
+//! names, a `content-length` the DATA frames disagree with.
+//!
+//! Header blocks use only HPACK "literal without indexing, new name", never Huffman, so what
+//! is on the wire is exactly the bytes the test wrote. Of the server's answer only the
+//! outcome of stream 1 is read: its `:status`, a `RST_STREAM`, a `GOAWAY` or the end of the
+//! connection.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The client connection preface (RFC 9113 §3.4).
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long to wait for the server's verdict on stream 1: 10 s.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+
+const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+
+/// The `NO_ERROR` code of `GOAWAY` and `RST_STREAM`.
+const NO_ERROR: u32 = 0;
+
+/// What the server did with stream 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response head; the status when it could be decoded (see [`decode_status`]).
+    Response(Option<u16>),
+    /// `RST_STREAM` on stream 1 with this error code.
+    Reset(u32),
+    /// `GOAWAY` with this error code (a connection error).
+    GoAway(u32),
+    /// The connection ended without a verdict on stream 1.
+    Closed,
+    /// Nothing within [`DEADLINE`].
+    Silent,
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// Whether the request was refused: reset, connection error, closed, or a 4xx answer.
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            Outcome::Reset(_) | Outcome::GoAway(_) | Outcome::Closed => true,
+            Outcome::Response(Some(status)) => (400..500).contains(status),
+            Outcome::Response(None) | Outcome::Silent => false,
+        }
+    }
+}
+
+/// One frame: 9-byte header then `payload`.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap();
+    assert!(len < 1 << 14, "frames above the default SETTINGS_MAX_FRAME_SIZE");
+    let mut out = len.to_be_bytes()[1..].to_vec();
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An empty `SETTINGS` frame (all defaults).
+pub fn settings() -> Vec<u8> {
+    frame(SETTINGS, 0, 0, &[])
+}
+
+/// A complete `HEADERS` frame (`END_HEADERS`) carrying `fields`.
+pub fn headers(stream: u32, fields: &[(&[u8], &[u8])], end_stream: bool) -> Vec<u8> {
+    let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
+    frame(HEADERS, flags, stream, &hpack(fields))
+}
+
+/// A `DATA` frame.
+pub fn data(stream: u32, bytes: &[u8], end_stream: bool) -> Vec<u8> {
+    frame(DATA, if end_stream { END_STREAM } else { 0 }, stream, bytes)
+}
+
+/// The pseudo-headers of a request to `path` on authority `x`, then `extra`.
+pub fn request<'a>(
+    method: &'a str,
+    path: &'a str,
+    extra: &[(&'a [u8], &'a [u8])],
+) -> Vec<(&'a [u8], &'a [u8])> {
+    let mut fields: Vec<(&[u8], &[u8])> = vec![
+        (b":method", method.as_bytes()),
+        (b":scheme", b"http"),
+        (b":path", path.as_bytes()),
+        (b":authority", b"x"),
+    ];
+    fields.extend_from_slice(extra);
+    fields
+}
+
+/// A header block of literal fields without indexing, with new names, no Huffman coding.
+pub fn hpack(fields: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        out.push(0x00); // literal without indexing, name follows as a string
+        for s in [name, value] {
+            hpack_int(&mut out, 7, 0x00, s.len()); // H = 0: raw octets
+            out.extend_from_slice(s);
+        }
+    }
+    out
+}
+
+/// HPACK integer with an `n`-bit prefix (RFC 7541 §5.1); `flags` fill the rest of the octet.
+fn hpack_int(out: &mut Vec<u8>, n: u32, flags: u8, value: usize) {
+    let max = (1usize << n) - 1;
+    if value < max {
+        out.push(flags | value as u8); // below 2^n - 1 < 128: fits the prefix
+        return;
+    }
+    out.push(flags | max as u8);
+    let mut rest = value - max;
+    while rest >= 128 {
+        out.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.push(rest as u8);
+}
+
+/// Opens a connection to `addr`, sends the preface, an empty `SETTINGS` and `frames`, and
+/// reads until the server's verdict on stream 1 (acknowledging its `SETTINGS`).
+pub async fn exchange(addr: SocketAddr, frames: &[u8]) -> Outcome {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut out = PREFACE.to_vec();
+    out.extend(settings());
+    out.extend_from_slice(frames);
+    // The server may refuse and close before taking everything; its verdict is still read.
+    let _ = stream.write_all(&out).await;
+    tokio::time::timeout(DEADLINE, verdict(&mut stream)).await.unwrap_or(Outcome::Silent)
+}
+
+async fn verdict(stream: &mut TcpStream) -> Outcome {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0; 16 * 1024];
+    loop {
+        while let Some((kind, flags, id, payload, used)) = next_frame(&buf) {
+            let outcome = match kind {
+                SETTINGS if flags & ACK == 0 => {
+                    let _ = stream.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
+                    None
+                }
+                HEADERS if id == 1 => Some(Outcome::Response(header_block(flags, &payload))),
+                RST_STREAM if id == 1 => Some(Outcome::Reset(be_u32(payload.get(..4)))),
+                GOAWAY => {
+                    let (last, code) = (be_u32(payload.get(..4)), be_u32(payload.get(4..8)));
+                    // A graceful GOAWAY that still covers stream 1: its answer follows.
+                    (code != NO_ERROR || last == 0).then_some(Outcome::GoAway(code))
+                }
+                _ => None,
+            };
+            buf.drain(..used);
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Outcome::Closed,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The first complete frame in `buf`: type, flags, stream, payload, bytes used.
+fn next_frame(buf: &[u8]) -> Option<(u8, u8, u32, Vec<u8>, usize)> {
+    let header = buf.get(..9)?;
+    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let payload = buf.get(9..9 + len)?;
+    let stream = be_u32(Some(&header[5..9])) & 0x7fff_ffff;
+    Some((header[3], header[4], stream, payload.to_vec(), 9 + len))
+}
+
+fn be_u32(bytes: Option<&[u8]>) -> u32 {
+    bytes.and_then(|b| <[u8; 4]>::try_from(b).ok()).map_or(u32::MAX, u32::from_be_bytes)
+}
+
+/// The status in a `HEADERS` payload, after stripping padding and priority.
+fn header_block(flags: u8, payload: &[u8]) -> Option<u16> {
+    let mut block = payload;
+    let mut pad = 0;
+    if flags & PADDED != 0 {
+        pad = usize::from(*block.first()?);
+        block = &block[1..];
+    }
+    if flags & PRIORITY != 0 {
+        block = block.get(5..)?;
+    }
+    decode_status(block.get(..block.len().checked_sub(pad)?)?)
+}
+
+/// The `:status` of a response header block, which servers send first: an indexed static
+/// entry (200, 204, 206, 304, 400, 404, 500) or a literal with the static `:status` name
+/// and a plain or Huffman-coded value. `None` for anything else (e.g. a dynamic-table hit,
+/// which cannot happen on a connection's first response).
+pub fn decode_status(block: &[u8]) -> Option<u16> {
+    let mut at = 0;
+    while block.get(at)? & 0xe0 == 0x20 {
+        at = read_int(block, at, 5)?.1; // dynamic table size update
+    }
+    let first = *block.get(at)?;
+    if first & 0x80 != 0 {
+        let (index, _) = read_int(block, at, 7)?;
+        const STATIC: [u16; 7] = [200, 204, 206, 304, 400, 404, 500];
+        return index.checked_sub(8).and_then(|i| STATIC.get(usize::try_from(i).ok()?)).copied();
+    }
+    let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
+    let (name_index, at) = read_int(block, at, prefix)?;
+    if name_index != 8 {
+        return None;
+    }
+    let huffman = block.get(at)? & 0x80 != 0;
+    let (len, at) = read_int(block, at, 7)?;
+    let value = block.get(at..at + usize::try_from(len).ok()?)?;
+    let text =
+        if huffman { huffman_digits(value)? } else { String::from_utf8(value.to_vec()).ok()? };
+    text.parse().ok()
+}
+
+/// An HPACK integer with an `n`-bit prefix at `at`: its value and the next offset.
+fn read_int(block: &[u8], at: usize, n: u32) -> Option<(u64, usize)> {
+    let max = (1u64 << n) - 1;
+    let mut value = u64::from(*block.get(at)?) & max;
+    let mut at = at + 1;
+    if value < max {
+        return Some((value, at));
+    }
+    let mut shift = 0;
+    loop {
+        let b = *block.get(at)?;
+        at += 1;
+        value += u64::from(b & 0x7f).checked_shl(shift)?;
+        shift += 7;
+        if b & 0x80 == 0 || shift > 28 {
+            return Some((value, at));
+        }
+    }
+}
+
+/// Decodes a Huffman-coded string of ASCII digits (RFC 7541 Appendix B: '0'–'2' are the
+/// 5-bit codes 0–2, '3'–'9' the 6-bit codes 25–31); `None` for any other symbol.
+fn huffman_digits(bytes: &[u8]) -> Option<String> {
+    let total = bytes.len() * 8;
+    let bit = |p: usize| u8::from(bytes[p / 8] & (0x80 >> (p % 8)) != 0);
+    let bits = |p: usize, n: usize| (p..p + n).fold(0u8, |v, p| v << 1 | bit(p));
+    let mut out = String::new();
+    let mut at = 0;
+    loop {
+        let rest = total - at;
+        if rest < 8 && (at..total).all(|p| bit(p) == 1) {
+            return Some(out); // end-of-string padding
+        }
+        if rest >= 5 && bits(at, 5) <= 2 {
+            out.push(char::from(b'0' + bits(at, 5)));
+            at += 5;
+        } else if rest >= 6 && (25..=31).contains(&bits(at, 6)) {
+            out.push(char::from(b'3' + bits(at, 6) - 25));
+            at += 6;
+        } else {
+            return None;
+        }
+    }
+}
+
+#[test]
+fn statuses_decode_from_every_encoding_a_server_uses() {
+    assert_eq!(decode_status(&[0x88]), Some(200));
+    assert_eq!(decode_status(&[0x3f, 0xe1, 0x1f, 0x8c]), Some(400), "after a size update");
+    // Literal with incremental indexing, Huffman: "502" = 011011 00000 00010 (16 bits) and
+    // "503" = 011011 00000 011001 (17 bits) + 7 bits of padding.
+    assert_eq!(decode_status(&[0x48, 0x82, 0x6c, 0x02]), Some(502));
+    assert_eq!(decode_status(&[0x48, 0x83, 0x6c, 0x0c, 0xff]), Some(503));
+    assert_eq!(decode_status(b"\x08\x03503"), Some(503));
+    assert_eq!(decode_status(&[0x89 + 10]), None);
+}

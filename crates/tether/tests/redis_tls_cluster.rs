@@ -1,0 +1,716 @@
+//! The Redis-shared stick table over TLS (`rediss://` + `redis_ca_file`) and on a Redis
+//! Cluster (`redis_cluster = true`, a seed list), against real `redis-server`s.
+//!
+//! As in `redis_affinity.rs`, every test runs two instances, A and B, over the same three
+//! servers with different views of them: on A only `s0` takes new sessions, on B only `s1`
+//! and `s2` do (the others drain, which keeps the sessions they are given). Alone, B never
+//! sends a new key to `s0`, so every request B sends there follows a binding it can only
+//! have learned through Redis.
+
+// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
+#![allow(clippy::unwrap_used)]
+
+mod fixture;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fixture::*;
+use serde_json::Value;
+use tether_testkit::redis::{CLUSTER_DEADLINE, RedisCluster, RedisServer, Reply};
+use tether_testkit::tls::{TestCa, write_pem};
+use tether_testkit::{EchoServer, Tether, wait_until_async};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+const HEADER_STICKY: &str = "mode = \"header\"\nheader = \"X-Session-Id\"\nidle_timeout = \"10m\"";
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// For the sharing tests: generous, so a slow machine does not turn a lookup into a miss.
+const PATIENT: &str = "redis_timeout = \"500ms\"";
+
+/// How long background writes and reconnects get before a test gives up on them.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long an instance gets to count what Redis holds: its census runs every 5 s.
+const CENSUS_DEADLINE: Duration = Duration::from_secs(15);
+
+/// An admin listener on a free port (appended after `[stick_table]`, so it is its own table).
+const ADMIN: &str = "[admin]\naddress = \"127.0.0.1:0\"";
+
+async fn tls_redis(ca: &TestCa) -> RedisServer {
+    RedisServer::start_tls(ca).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn cluster() -> RedisCluster {
+    RedisCluster::start(3).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn test_ca(name: &str) -> TestCa {
+    TestCa::new(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `[stick_table]` lines for a TLS Redis whose certificate `ca_file` vouches for, then
+/// `extra`.
+fn tls_extra(ca_file: &Path, extra: &str) -> String {
+    format!("redis_ca_file = \"{}\"\n{extra}", ca_file.display())
+}
+
+/// `[stick_table]` lines for a cluster seed list, then `extra`.
+fn cluster_extra(extra: &str) -> String {
+    format!("redis_cluster = true\n{extra}")
+}
+
+/// What the tests read from a single Redis or a cluster (every running node).
+trait Store {
+    async fn keys(&self, pattern: &str) -> Vec<String>;
+    async fn get(&self, key: &str) -> Option<String>;
+    async fn flush(&self);
+    async fn dbsize(&self) -> u64;
+}
+
+impl Store for RedisServer {
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        RedisServer::keys(self, pattern).await.unwrap()
+    }
+    async fn get(&self, key: &str) -> Option<String> {
+        RedisServer::get(self, key).await.unwrap()
+    }
+    async fn flush(&self) {
+        self.command(&["FLUSHALL"]).await.unwrap();
+    }
+    async fn dbsize(&self) -> u64 {
+        RedisServer::dbsize(self).await.unwrap()
+    }
+}
+
+impl Store for RedisCluster {
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        RedisCluster::keys(self, pattern).await.unwrap()
+    }
+    async fn get(&self, key: &str) -> Option<String> {
+        RedisCluster::get(self, key).await.unwrap()
+    }
+    async fn flush(&self) {
+        for node in self.nodes() {
+            node.command(&["FLUSHALL"]).await.unwrap();
+        }
+    }
+    async fn dbsize(&self) -> u64 {
+        RedisCluster::dbsize(self).await.unwrap()
+    }
+}
+
+/// Listener "web" → backend "app" over `servers`, where only the names in `active` take new
+/// sessions, and the stick table in the Redis at `url`. `[stick_table]` comes last: TOML
+/// tables after it would be read as its keys otherwise.
+fn shared_config(servers: &[EchoServer], active: &[&str], url: &str, stick_extra: &str) -> String {
+    let entries: String = servers
+        .iter()
+        .map(|s| {
+            let state = if active.contains(&s.name()) { "ready" } else { "drain" };
+            format!(
+                "[[backends.app.servers]]\nname = \"{}\"\naddress = \"{}\"\nstate = \"{state}\"\n",
+                s.name(),
+                s.addr()
+            )
+        })
+        .collect();
+    format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
+         [backends.app]\n[backends.app.sticky]\n{HEADER_STICKY}\n\n{entries}\n\
+         [secrets]\ncookie_keys = [\"{KEY}\"]\n\n\
+         [stick_table]\nstore = \"redis\"\nredis_url = \"{url}\"\n{stick_extra}\n"
+    )
+}
+
+/// A (new sessions → s0) and B (new sessions → s1, s2), sharing the Redis at `url`.
+async fn pair(servers: &[EchoServer], url: &str, stick_extra: &str) -> (Tether, Tether) {
+    let a = start(&shared_config(servers, &["s0"], url, stick_extra)).await;
+    let b = start(&shared_config(servers, &["s1", "s2"], url, stick_extra)).await;
+    (a, b)
+}
+
+/// Waits until both instances write to `store` (they connect in the background after
+/// start-up, and a binding made before that stays local), then empties it.
+async fn both_connected(c: &reqwest::Client, (a, b): (&Tether, &Tether), store: &impl Store) {
+    let probe = AtomicUsize::new(0);
+    let connected = wait_until_async(DEADLINE, || async {
+        let i = probe.fetch_add(1, Ordering::Relaxed);
+        route(c, a, &format!("warm-up-a-{i}")).await;
+        route(c, b, &format!("warm-up-b-{i}")).await;
+        let mut values = Vec::new();
+        for key in store.keys("tether:app:*").await {
+            values.extend(store.get(&key).await);
+        }
+        // A binds only s0, B only s1 and s2: both have written.
+        values.iter().any(|v| v == "s0") && values.iter().any(|v| v != "s0")
+    })
+    .await;
+    assert!(
+        connected,
+        "A and B did not both write to redis within {DEADLINE:?}; A said {:?}; B said {:?}",
+        about_redis(a),
+        about_redis(b)
+    );
+    store.flush().await;
+}
+
+/// The server that answered a request with session header `key`; panics unless it is a 200.
+async fn route(c: &reqwest::Client, t: &Tether, key: &str) -> String {
+    let r = c.get(t.url("web")).header("x-session-id", key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "session {key:?}");
+    server_of(&r)
+}
+
+/// Which server answered how often, for `n` requests alternating A, B, A, ... with session
+/// `key`.
+async fn alternate(
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    n: u32,
+    key: &str,
+) -> HashMap<String, u32> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let t = if i % 2 == 0 { a } else { b };
+        let r = c.get(t.url("web")).header("x-session-id", key).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        *counts.entry(server_of(&r)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Waits for the first binding of backend `app` to be written and returns its key; panics
+/// when there is none within [`DEADLINE`] or there is more than one.
+async fn the_one_binding(store: &impl Store) -> String {
+    let written =
+        wait_until_async(DEADLINE, || async { !store.keys("tether:app:*").await.is_empty() }).await;
+    assert!(written, "no binding in redis within {DEADLINE:?}: {:?}", store.keys("*").await);
+    let keys = store.keys("tether:app:*").await;
+    assert_eq!(keys.len(), 1, "one session, one binding: {keys:?}");
+    keys.into_iter().next().unwrap()
+}
+
+/// Waits until `store` holds exactly `n` bindings of backend `app` and returns them.
+async fn n_bindings(store: &impl Store, n: usize) -> Vec<String> {
+    let written =
+        wait_until_async(DEADLINE, || async { store.keys("tether:app:*").await.len() == n }).await;
+    let keys = store.keys("tether:app:*").await;
+    assert!(written, "{n} bindings in redis within {DEADLINE:?}, not {}: {keys:?}", keys.len());
+    keys
+}
+
+/// `{prefix}:{backend}:{32 hex chars}`: a keyed hash, never the client's key.
+fn assert_hashed(key: &str, raw: &str) {
+    let hash = key.strip_prefix("tether:app:").unwrap_or_else(|| panic!("prefix of {key:?}"));
+    assert!(
+        hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "not 32 hex chars: {key:?}"
+    );
+    assert!(!key.contains(raw), "the raw session key {raw:?} is in redis: {key:?}");
+}
+
+/// How many of `app`'s bindings each node of `cluster` holds, in node order.
+async fn per_node(cluster: &RedisCluster) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for node in cluster.nodes() {
+        counts.push(node.keys("tether:app:*").await.unwrap().len());
+    }
+    counts
+}
+
+async fn admin_json(c: &reqwest::Client, t: &Tether, path: &str) -> Value {
+    c.get(admin_url(t, path)).send().await.unwrap().json().await.unwrap()
+}
+
+fn admin_url(t: &Tether, path: &str) -> String {
+    format!("{}{path}", t.url("admin"))
+}
+
+/// Every line that mentions Redis, for failure reports.
+fn about_redis(t: &Tether) -> Vec<Value> {
+    let mentions = |l: &Value| l["message"].as_str().is_some_and(|m| m.contains("redis"));
+    t.logs().into_iter().filter(mentions).collect()
+}
+
+/// Lines with `message` logged after `mark`.
+fn count(t: &Tether, mark: usize, message: &str) -> usize {
+    t.logs().iter().skip(mark).filter(|l| is(l, message)).count()
+}
+
+/// The log contract: `"message"` is exactly the event, details go in fields.
+fn is(line: &Value, message: &str) -> bool {
+    line["message"] == message
+}
+
+fn p99_and_max(mut latencies: Vec<Duration>) -> (Duration, Duration) {
+    latencies.sort();
+    let max = latencies.last().copied().unwrap_or_default();
+    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or(max);
+    (p99, max)
+}
+
+// === TLS ===
+
+#[tokio::test]
+async fn tls_two_instances_share_header_affinity() {
+    let ca = test_ca("redis CA");
+    let redis = tls_redis(&ca).await;
+    assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
+    let servers = echo_servers(3);
+    let extra = tls_extra(&redis.ca_file().unwrap(), PATIENT);
+    let (a, b) = pair(&servers, &redis.url(), &extra).await;
+    let c = client();
+    both_connected(&c, (&a, &b), &redis).await;
+    let raw = "tls-alice-5e1d07-session";
+
+    assert_eq!(route(&c, &a, raw).await, "s0", "A gives new sessions to s0");
+    let key = the_one_binding(&redis).await;
+    assert_hashed(&key, raw);
+    assert_eq!(Store::get(&redis, &key).await.as_deref(), Some("s0"), "the value is the server");
+    let ttl = redis.ttl(&key).await.unwrap().expect("every binding has a TTL");
+    assert!(
+        ttl <= IDLE_TIMEOUT && ttl > IDLE_TIMEOUT - Duration::from_secs(60),
+        "TTL {ttl:?}, idle_timeout {IDLE_TIMEOUT:?}"
+    );
+
+    let counts = alternate(&c, (&a, &b), 200, raw).await;
+    assert_eq!(counts, HashMap::from([("s0".to_owned(), 200)]), "B follows A's binding");
+    assert_eq!(Store::keys(&redis, "tether:app:*").await, [key], "still one binding");
+
+    // The premise: B's own new sessions never go to s0.
+    for i in 0..20 {
+        assert_ne!(route(&c, &b, &format!("tls-bob-{i}")).await, "s0", "B's new session {i}");
+    }
+}
+
+/// A `redis_ca_file` that did not sign Redis's certificate: the handshake fails, Tether says
+/// Redis is unavailable and keeps serving with its local table, and writes nothing.
+#[tokio::test]
+async fn tls_with_the_wrong_ca_serves_locally_and_writes_nothing() {
+    let ca = test_ca("redis CA");
+    let wrong = test_ca("some other CA");
+    let redis = tls_redis(&ca).await;
+    // In Redis's directory, which goes when `redis` drops.
+    let wrong_file = write_pem(redis.dir(), "wrong-ca.pem", &wrong.cert_pem()).unwrap();
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, &redis.url(), &tls_extra(&wrong_file, PATIENT)).await;
+    let c = client();
+
+    for (name, t) in [("A", &a), ("B", &b)] {
+        let line = t.wait_for_log(|l| is(l, "redis unavailable"), DEADLINE).await;
+        let line = line.unwrap_or_else(|| {
+            panic!("{name}: no \"redis unavailable\" within {DEADLINE:?}: {:?}", about_redis(t))
+        });
+        let error = line["error"].as_str().unwrap_or_default().to_lowercase();
+        assert!(
+            error.contains("certificate") || error.contains("issuer"),
+            "{name}: the reason is the certificate: {line}"
+        );
+    }
+
+    // Every request is served, each instance keeps its own sessions, and none is shared.
+    for i in 0..40 {
+        let raw = format!("wrong-ca-{i}");
+        assert_eq!(route(&c, &a, &raw).await, "s0", "A's new session {i}");
+        let on_b = route(&c, &b, &raw).await;
+        assert_ne!(on_b, "s0", "B cannot have learned A's binding {i}");
+        for _ in 0..3 {
+            assert_eq!(route(&c, &a, &raw).await, "s0", "A keeps session {i}");
+            assert_eq!(route(&c, &b, &raw).await, on_b, "B keeps session {i}");
+        }
+    }
+    assert_eq!(Store::dbsize(&redis).await, 0, "nothing written: {:?}", redis.keys("*").await);
+    // Reconnecting goes on in the background; the failure is logged once, not per attempt.
+    for (name, t) in [("A", &a), ("B", &b)] {
+        assert_eq!(
+            count(t, 0, "redis available"),
+            0,
+            "{name} never connected: {:?}",
+            about_redis(t)
+        );
+        assert_eq!(
+            count(t, 0, "redis unavailable"),
+            1,
+            "{name} logs it once: {:?}",
+            about_redis(t)
+        );
+    }
+}
+
+// === Cluster ===
+
+#[tokio::test]
+async fn cluster_two_instances_share_one_session_and_thirty_spread_over_the_nodes() {
+    let cluster = cluster().await;
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, &cluster.url(), &cluster_extra(PATIENT)).await;
+    let c = client();
+    both_connected(&c, (&a, &b), &cluster).await;
+
+    // One session, 200 requests alternating over A and B.
+    let raw = "cluster-alice-93b1c2";
+    assert_eq!(route(&c, &a, raw).await, "s0", "A gives new sessions to s0");
+    let key = the_one_binding(&cluster).await;
+    assert_hashed(&key, raw);
+    assert_eq!(Store::get(&cluster, &key).await.as_deref(), Some("s0"));
+    let ttl = cluster.ttl(&key).await.unwrap().expect("every binding has a TTL");
+    assert!(ttl > IDLE_TIMEOUT - Duration::from_secs(60), "TTL {ttl:?}");
+    let counts = alternate(&c, (&a, &b), 200, raw).await;
+    assert_eq!(counts, HashMap::from([("s0".to_owned(), 200)]), "B follows A's binding");
+
+    // Thirty more sessions through A: their keys spread over the slots, so over the nodes.
+    let sessions: Vec<String> = (0..30).map(|i| format!("cluster-user-{i}")).collect();
+    for raw in &sessions {
+        assert_eq!(route(&c, &a, raw).await, "s0", "A's new session {raw}");
+    }
+    let keys = n_bindings(&cluster, 31).await;
+    for key in &keys {
+        assert_eq!(Store::get(&cluster, key).await.as_deref(), Some("s0"), "{key}");
+    }
+    let spread = per_node(&cluster).await;
+    assert!(
+        spread.iter().filter(|&&n| n > 0).count() >= 2,
+        "31 keys on at least two nodes: {spread:?}"
+    );
+    // B follows every one of them, whichever node holds it.
+    for raw in &sessions {
+        assert_eq!(route(&c, &b, raw).await, "s0", "B follows A's session {raw}");
+    }
+    for raw in &sessions {
+        let counts = alternate(&c, (&a, &b), 6, raw).await;
+        assert_eq!(counts, HashMap::from([("s0".to_owned(), 6)]), "session {raw}");
+    }
+    assert_eq!(Store::keys(&cluster, "tether:app:*").await, keys, "no new bindings");
+
+    // The premise: B's own new sessions never go to s0.
+    for i in 0..20 {
+        assert_ne!(route(&c, &b, &format!("cluster-bob-{i}")).await, "s0", "B's session {i}");
+    }
+}
+
+#[tokio::test]
+async fn cluster_twenty_concurrent_first_requests_over_two_instances_converge() {
+    let cluster = cluster().await;
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, &cluster.url(), &cluster_extra(PATIENT)).await;
+    let c = client();
+    both_connected(&c, (&a, &b), &cluster).await;
+    let raw = "cluster-race-for-a-new-session";
+
+    // A alone would bind s0 and B s1 or s2: both bind, one SET NX wins.
+    let mut racers = JoinSet::new();
+    for i in 0..20 {
+        let (c, url) = (c.clone(), if i % 2 == 0 { a.url("web") } else { b.url("web") });
+        racers.spawn(async move { c.get(url).header("x-session-id", raw).send().await });
+    }
+    while let Some(joined) = racers.join_next().await {
+        let r = joined.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let key = the_one_binding(&cluster).await;
+    assert_hashed(&key, raw);
+    let winner = Store::get(&cluster, &key).await.unwrap();
+    assert!(["s0", "s1", "s2"].contains(&winner.as_str()), "value {winner:?}");
+    let converged = wait_until_async(DEADLINE, || async {
+        route(&c, &a, raw).await == winner && route(&c, &b, raw).await == winner
+    })
+    .await;
+    assert!(converged, "A and B never both routed to the winner {winner} in {DEADLINE:?}");
+    let counts = alternate(&c, (&a, &b), 100, raw).await;
+    assert_eq!(counts, HashMap::from([(winner.clone(), 100)]), "and stay there");
+    assert_eq!(Store::get(&cluster, &key).await, Some(winner), "redis holds the first writer");
+}
+
+/// B reports bindings A made, wherever in the cluster they live: its census and its
+/// sessions listing SCAN every primary, not just the node they happen to ask.
+#[tokio::test]
+async fn cluster_census_counts_bindings_on_every_primary() {
+    const N: usize = 30;
+    let cluster = cluster().await;
+    let servers = echo_servers(3);
+    let extra = cluster_extra(&format!("{PATIENT}\n{ADMIN}"));
+    let (a, b) = pair(&servers, &cluster.url(), &extra).await;
+    let c = client();
+    both_connected(&c, (&a, &b), &cluster).await;
+
+    for i in 0..N {
+        assert_eq!(route(&c, &a, &format!("census-{i}")).await, "s0");
+    }
+    let keys = n_bindings(&cluster, N).await;
+    let spread = per_node(&cluster).await;
+    assert!(
+        spread.iter().filter(|&&n| n > 0).count() >= 2,
+        "{N} keys on at least two nodes: {spread:?}"
+    );
+
+    // B made none of them, yet counts them all once its census has run (every 5 s).
+    let seen = wait_until_async(CENSUS_DEADLINE, || async {
+        let backend = admin_json(&c, &b, "/api/v1/backends/app").await;
+        let s0 = backend["servers"].as_array().unwrap().iter().find(|s| s["name"] == "s0").cloned();
+        s0.is_some_and(|s| s["sessions_bound"] == N) && backend["stick_table_entries"] == N
+    })
+    .await;
+    assert!(
+        seen,
+        "B counts all {N} of A's sessions (per node {spread:?}): {}",
+        admin_json(&c, &b, "/api/v1/backends/app").await
+    );
+
+    let listing = admin_json(&c, &b, "/api/v1/backends/app/sessions?limit=100").await;
+    assert_eq!(listing["source"], "redis", "{listing}");
+    assert_eq!(listing["entries"], N, "{listing}");
+    assert_eq!(listing["complete"], true, "{listing}");
+    let sessions = listing["sessions"].as_array().unwrap();
+    assert!(sessions.iter().all(|s| s["server"] == "s0"), "{listing}");
+    let listed: HashSet<String> =
+        sessions.iter().map(|s| format!("tether:app:{}", s["key"].as_str().unwrap())).collect();
+    let stored: HashSet<String> = keys.iter().cloned().collect();
+    assert_eq!(listed, stored, "B lists exactly the keys the nodes hold");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    for s in sessions {
+        let expires = s["expires"].as_u64().unwrap();
+        assert!(
+            expires > now.as_secs() && expires <= now.as_secs() + IDLE_TIMEOUT.as_secs() + 1,
+            "expires within the idle timeout: {s}"
+        );
+    }
+    // A smaller page is a page, not the whole table.
+    let page = admin_json(&c, &b, "/api/v1/backends/app/sessions?limit=5").await;
+    assert_eq!(page["source"], "redis", "{page}");
+    assert_eq!(page["sessions"].as_array().unwrap().len(), 5, "{page}");
+
+    // Flushing through B empties every node.
+    let r = c.delete(admin_url(&b, "/api/v1/backends/app/sessions")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let emptied = wait_until_async(DEADLINE, || async {
+        Store::keys(&cluster, "tether:app:*").await.is_empty()
+    })
+    .await;
+    assert!(emptied, "flush empties every node: {:?}", per_node(&cluster).await);
+}
+
+// === A cluster node dying under traffic ===
+
+/// How long the traffic runs, and when the node is killed during it.
+const TRAFFIC: Duration = Duration::from_secs(6);
+const BREAK_AT: Duration = Duration::from_millis(1500);
+/// Requests the traffic loop sends at most.
+const MAX_REQUESTS: usize = 20_000;
+/// `redis_timeout` (the default, 10 ms) plus generous slack for a debug build on a busy
+/// machine: a correctness bound (requests do not wait on a dead node), not a benchmark.
+const P99_BOUND: Duration = Duration::from_millis(300);
+/// No single request may come near a connect or reconnect timeout either.
+const MAX_BOUND: Duration = Duration::from_secs(1);
+
+/// What the traffic loop saw.
+#[derive(Debug, Default)]
+struct Traffic {
+    sent: usize,
+    failures: Vec<String>,
+    /// Latency of every request sent after the node died.
+    broken: Vec<Duration>,
+}
+
+/// What happened around the kill.
+#[derive(Debug)]
+struct NodeKilled {
+    traffic: Traffic,
+    /// A's and B's log marks just before the kill.
+    marks: [usize; 2],
+    /// The index of the killed node.
+    owner: usize,
+    /// Connections the surviving nodes accepted while the node was dead.
+    new_connections: u64,
+}
+
+/// `total_connections_received` of `node` (`INFO stats`).
+async fn connections_received(node: &RedisServer) -> u64 {
+    let info = match node.command(&["INFO", "stats"]).await.unwrap() {
+        Reply::Bulk(Some(text)) => String::from_utf8_lossy(&text).into_owned(),
+        other => panic!("INFO stats: {other:?}"),
+    };
+    let line = info.lines().find_map(|l| l.strip_prefix("total_connections_received:"));
+    line.unwrap_or_else(|| panic!("INFO stats: {info}")).trim().parse().unwrap()
+}
+
+/// The sum of [`connections_received`] over the nodes other than `except`.
+async fn survivors_connections(cluster: &RedisCluster, except: usize) -> u64 {
+    let mut total = 0;
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        if i != except {
+            total += connections_received(node).await;
+        }
+    }
+    total
+}
+
+/// Pins `pinned` through A and waits until B follows it, then sends traffic alternating A
+/// and B for [`TRAFFIC`] (half of it `pinned`, the rest each a new session) and kills the
+/// node that holds `pinned`'s key after [`BREAK_AT`]. A request fails unless it is a 200,
+/// and `pinned` also unless it lands on s0.
+async fn kill_a_node_under_traffic(
+    cluster: &mut RedisCluster,
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    pinned: &str,
+) -> NodeKilled {
+    both_connected(c, (a, b), &*cluster).await;
+    assert_eq!(route(c, a, pinned).await, "s0");
+    let key = the_one_binding(&*cluster).await;
+    let owner = cluster.owner(&key).await.unwrap();
+    // With a 10 ms timeout B's first lookup may miss on a busy machine; its own binding then
+    // loses the SET NX to A's, and it adopts s0.
+    let learned = wait_until_async(DEADLINE, || async { route(c, b, pinned).await == "s0" }).await;
+    assert!(learned, "B never followed A's binding of {pinned:?}: {:?}", about_redis(b));
+
+    let mut marks = [0, 0];
+    let mut connections_at_kill = 0;
+    let mut traffic = Traffic::default();
+    let mut killed = false;
+    let start = Instant::now();
+    while start.elapsed() < TRAFFIC && traffic.sent < MAX_REQUESTS {
+        if !killed && start.elapsed() >= BREAK_AT {
+            connections_at_kill = survivors_connections(cluster, owner).await;
+            marks = [a.log_mark(), b.log_mark()];
+            cluster.nodes_mut()[owner].kill().unwrap();
+            killed = true;
+        }
+        let t = if traffic.sent % 2 == 0 { a } else { b };
+        // Half the requests are the pinned session (on A and on B in turn), the others each
+        // a new one.
+        let session =
+            if traffic.sent % 4 < 2 { pinned.to_owned() } else { format!("u-{}", traffic.sent) };
+        let sent = Instant::now();
+        let n = traffic.sent;
+        match c.get(t.url("web")).header("x-session-id", &session).send().await {
+            Ok(r) if r.status() != 200 => {
+                traffic.failures.push(format!("request {n}: status {}", r.status()));
+            }
+            Ok(r) if session == pinned && server_of(&r) != "s0" => {
+                traffic.failures.push(format!("request {n}: pinned, on {}", server_of(&r)));
+            }
+            Ok(_) => {}
+            Err(e) => traffic.failures.push(format!("request {n}: {e}")),
+        }
+        if killed {
+            traffic.broken.push(sent.elapsed());
+        }
+        traffic.sent += 1;
+    }
+    assert!(killed, "the node was never killed");
+    let new_connections = survivors_connections(cluster, owner).await - connections_at_kill;
+    NodeKilled { traffic, marks, owner, new_connections }
+}
+
+#[tokio::test]
+async fn cluster_node_killed_during_traffic_costs_no_requests_and_bounded_latency() {
+    let mut cluster = cluster().await;
+    let servers = echo_servers(3);
+    // The default redis_timeout (10 ms): what bounds a request while a node is gone.
+    let (a, b) = pair(&servers, &cluster.url(), &cluster_extra("")).await;
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let pinned = "pinned-across-a-node-failure";
+    let NodeKilled { traffic, marks, owner, .. } =
+        kill_a_node_under_traffic(&mut cluster, &c, (&a, &b), pinned).await;
+
+    assert!(traffic.failures.is_empty(), "failed requests: {:?}", traffic.failures);
+    assert!(traffic.broken.len() >= 50, "too little traffic after the kill: {traffic:?}");
+    let (p99, max) = p99_and_max(traffic.broken.clone());
+    assert!(
+        p99 < P99_BOUND && max < MAX_BOUND,
+        "latency with node {owner} dead: p99 {p99:?} (bound {P99_BOUND:?}), max {max:?} \
+         (bound {MAX_BOUND:?}) over {} requests",
+        traffic.broken.len()
+    );
+    for (name, t, mark) in [("A", &a, marks[0]), ("B", &b, marks[1])] {
+        let logged = t.wait_for_log_since(mark, |l| is(l, "redis unavailable"), DEADLINE).await;
+        assert!(logged.is_some(), "{name}: no \"redis unavailable\": {:?}", about_redis(t));
+    }
+
+    // Still serving, the pinned session where it was, new sessions as each instance likes.
+    for i in 0..20 {
+        assert_eq!(route(&c, &a, pinned).await, "s0", "A, pinned, {i}");
+        assert_eq!(route(&c, &b, pinned).await, "s0", "B, pinned, {i}");
+        assert_eq!(route(&c, &a, &format!("after-a-{i}")).await, "s0", "A, new, {i}");
+        assert_ne!(route(&c, &b, &format!("after-b-{i}")).await, "s0", "B, new, {i}");
+    }
+
+    // The node comes back (empty): sharing resumes, a new session pinned through A is
+    // followed by B. Each try is a new session: with a 10 ms timeout one slow lookup on a
+    // busy machine may rightly fall back to local affinity.
+    cluster.nodes_mut()[owner].restart().await.unwrap();
+    cluster.wait_ok(CLUSTER_DEADLINE).await.unwrap();
+    let tries = AtomicUsize::new(0);
+    let shared = wait_until_async(Duration::from_secs(20), || async {
+        let raw = format!("carol-{}", tries.fetch_add(1, Ordering::Relaxed));
+        assert_eq!(route(&c, &a, &raw).await, "s0");
+        route(&c, &b, &raw).await == "s0"
+    })
+    .await;
+    assert!(
+        shared,
+        "B followed none of A's {} new sessions after the node came back; A said {:?}; \
+         B said {:?}",
+        tries.load(Ordering::Relaxed),
+        about_redis(&a),
+        about_redis(&b)
+    );
+}
+
+/// "redis unavailable" lines one instance may log while a node stays dead for the
+/// ~4.5 s of traffic: after a failure Redis is left alone for a second before one request
+/// probes it, so a probe that happens to reach a live node and the next request that
+/// reaches the dead one flip the state at most about once a second. Hundreds means every
+/// failed request flips it.
+const MAX_UNAVAILABLE_LINES: usize = 10;
+/// Connections both instances together may open to the surviving nodes meanwhile
+/// (reconnecting at most about once a second each).
+const MAX_NEW_CONNECTIONS: u64 = 50;
+
+/// A dead node is a state, not an event per request: Tether must not reconnect to the
+/// whole cluster and log "redis unavailable" / "redis available" for every request whose
+/// key lives on the dead node.
+#[tokio::test]
+async fn cluster_node_killed_is_logged_as_a_state_not_per_failed_request() {
+    let mut cluster = cluster().await;
+    let servers = echo_servers(3);
+    let (a, b) = pair(&servers, &cluster.url(), &cluster_extra("")).await;
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let killed = kill_a_node_under_traffic(&mut cluster, &c, (&a, &b), "flap").await;
+    assert!(killed.traffic.failures.is_empty(), "failed requests: {:?}", killed.traffic.failures);
+
+    // Per instance: "redis unavailable" lines, "redis available" lines, and warnings from
+    // the redis client library itself, all since the kill.
+    let lines: Vec<(usize, usize, usize)> = [(&a, killed.marks[0]), (&b, killed.marks[1])]
+        .into_iter()
+        .map(|(t, mark)| {
+            let client = t.logs().iter().skip(mark).filter(|l| is_from_redis_client(l)).count();
+            (count(t, mark, "redis unavailable"), count(t, mark, "redis available"), client)
+        })
+        .collect();
+    let first_lines: Vec<Value> =
+        about_redis(&a).into_iter().filter(|l| l["message"] != "request").take(4).collect();
+    assert!(
+        lines.iter().all(|&(unavailable, ..)| unavailable <= MAX_UNAVAILABLE_LINES)
+            && killed.new_connections <= MAX_NEW_CONNECTIONS,
+        "with node {} dead for {} requests: (\"redis unavailable\", \"redis available\", redis \
+         client warnings) logged by A {:?} and B {:?} (bound {MAX_UNAVAILABLE_LINES} \
+         \"redis unavailable\" each); the surviving nodes accepted {} new connections (bound \
+         {MAX_NEW_CONNECTIONS}); A's first lines about redis: {first_lines:?}",
+        killed.owner,
+        killed.traffic.broken.len(),
+        lines[0],
+        lines[1],
+        killed.new_connections,
+    );
+}
+
+/// A line logged by the redis client library (`redis::...`), not by Tether.
+fn is_from_redis_client(line: &Value) -> bool {
+    line["target"].as_str().is_some_and(|t| t.starts_with("redis::"))
+}
