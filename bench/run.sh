@@ -36,7 +36,7 @@ TETHER=${TETHER:-1}               # 0: no Tether column (peers only; no build)
 BUILD=${BUILD:-1}                 # 0: never run cargo; use the binary as it is
 ONLY=${ONLY:-}                    # regex: keep only matching scenario names
 SKIP=${SKIP:-}                    # regex: drop matching scenario names
-PHASES=${PHASES:-"load idle"}     # load idle h2
+PHASES=${PHASES:-"load idle"}     # load idle h2 tls
 IDLE_N=${IDLE_N:-10000}
 IDLE_PEERS=${IDLE_PEERS:-$PEERS}  # (+ tether)
 IDLE_MODE=${IDLE_MODE:-"request connect"}  # request: 1 GET per conn then idle; connect: no request
@@ -214,7 +214,8 @@ ensure_tools() {
   for p in $PEERS $IDLE_PEERS; do
     case $p in haproxy) want+=(haproxy:haproxy) ;; caddy) want+=(caddy:caddy) ;; esac
   done
-  [[ " $PHASES " == *" h2 "* ]] && want+=(h2load:nghttp2-client)
+  [[ " $PHASES " == *" h2 "* || " $PHASES " == *" tls "* ]] && want+=(h2load:nghttp2-client)
+  [[ " $PHASES " == *" tls "* ]] && want+=(openssl:openssl)
   for b in "${want[@]}"; do
     command -v "${b%%:*}" >/dev/null 2>&1 || [[ " ${need[*]} " == *" ${b#*:} "* ]] || need+=("${b#*:}")
   done
@@ -311,10 +312,14 @@ EOF
   } > "$d/nginx.conf"
 }
 
-write_nginx_conf() { # $1 dir $2 mode(rr|iphash) $3 h2(0|1)
-  local lb="" h2=""
+write_nginx_conf() { # $1 dir $2 mode(rr|iphash) $3 h2(0|1|tls)
+  local lb="" h2="" tls=""
   [ "$2" = iphash ] && lb="ip_hash;"
   [ "${3:-0}" = 1 ] && h2=" http2"
+  if [ "${3:-0}" = tls ]; then
+    h2=" ssl http2"
+    tls="ssl_certificate $TLS_DIR/site.crt; ssl_certificate_key $TLS_DIR/site.key; ssl_session_cache shared:SSL:10m;"
+  fi
   mkdir -p "$1"
   { nginx_common "$1"; echo "http {"; nginx_http_common "$1"
     cat <<EOF
@@ -327,6 +332,7 @@ write_nginx_conf() { # $1 dir $2 mode(rr|iphash) $3 h2(0|1)
   }
   server {
     listen 127.0.0.1:$PX backlog=4096$h2;
+    $tls
     location / {
       proxy_pass http://up;
       proxy_http_version 1.1;
@@ -338,8 +344,9 @@ EOF
   } > "$1/nginx.conf"
 }
 
-write_haproxy_conf() { # $1 dir $2 mode(rr|cookie)
-  local ck="" c1="" c2="" c3=""
+write_haproxy_conf() { # $1 dir $2 mode(rr|cookie) $3 tls(0|tls)
+  local ck="" c1="" c2="" c3="" ssl=""
+  [ "${3:-0}" = tls ] && ssl=" ssl crt $TLS_DIR/site.pem alpn h2,http/1.1"
   if [ "$2" = cookie ]; then
     ck="  cookie SRV insert indirect nocache"; c1=" cookie s1"; c2=" cookie s2"; c3=" cookie s3"
   fi
@@ -357,7 +364,7 @@ defaults
   timeout http-request 300s
   timeout http-keep-alive 300s
 frontend fe
-  bind 127.0.0.1:$PX
+  bind 127.0.0.1:$PX$ssl
   maxconn $HAPROXY_MAXCONN
   default_backend be
 backend be
@@ -404,7 +411,7 @@ start_peer() {
   port_free "$PX" || { log "port $PX busy"; return 1; }
   case $peer in
     haproxy)
-      write_haproxy_conf "$d" "$mode"
+      write_haproxy_conf "$d" "$mode" "$h2"
       taskset -c "$cpus" haproxy -db -f "$d/haproxy.cfg" >"$d/out.log" 2>&1 &
       ;;
     nginx)
@@ -421,12 +428,26 @@ start_peer() {
       [ "$mode" = sticky ] && tpl=$LB_STICKY_CMD
       [ "$h2" = 1 ] && tpl=$LB_H2_CMD
       echo "$(lb_expand "$tpl" "$d")" > "$d/cmd"
-      taskset -c "$cpus" bash -c "exec $(lb_expand "$tpl" "$d")" >"$d/out.log" 2>&1 &
+      if [ "$h2" = tls ]; then
+        TETHER_TLS_CERT=$TLS_DIR/site.crt TETHER_TLS_KEY=$TLS_DIR/site.key \
+          taskset -c "$cpus" bash -c "exec $(lb_expand "$LB_CMD" "$d")" >"$d/out.log" 2>&1 &
+      else
+        taskset -c "$cpus" bash -c "exec $(lb_expand "$tpl" "$d")" >"$d/out.log" 2>&1 &
+      fi
       ;;
     *) log "unknown peer $peer"; return 1 ;;
   esac
   PEER_PID=$!
   PIDS+=("$PEER_PID")
+  if [ "$h2" = tls ]; then
+    local i
+    for i in $(seq 1 100); do
+      [ "$(curl -sk -o /dev/null -m 1 -w '%{http_code}' "https://127.0.0.1:$PX/")" = 200 ] && return 0
+      kill -0 "$PEER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    log "$shown/$mode (tls) did not become ready (see $d/out.log)"; return 1
+  fi
   if [ "$h2" = 1 ] && [ "$peer" = nginx ]; then
     # h2c-only listener: probe with prior knowledge
     local i
@@ -665,6 +686,53 @@ phase_h2() {
   done
 }
 
+# ---------------------------------------------------------------- TLS (h2load)
+# Each proxy terminates TLS (one self-signed P-256 certificate, the same for all) and is driven
+# by h2load over https: HTTP/2 (ALPN h2, H2_STREAMS streams per connection) and HTTP/1.1
+# (--h1, one request at a time per connection). Then a handshake-bound run: every request on
+# a new connection (TLS_NEWCONN_N requests), which is what TLS termination costs.
+TLS_NEWCONN_N=${TLS_NEWCONN_N:-3000}
+phase_tls() {
+  command -v h2load >/dev/null || { log "h2load missing: skip tls"; return; }
+  TLS_DIR="$WORK/tls"; mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$TLS_DIR/site.key" -out "$TLS_DIR/site.crt" \
+    >"$LOGS/openssl.log" 2>&1 || { log "openssl failed: skip tls"; return; }
+  cat "$TLS_DIR/site.crt" "$TLS_DIR/site.key" > "$TLS_DIR/site.pem"
+  local layout; layout_cpus "${LAYOUTS%% *}"
+  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
+  local peers=$H2_PEERS; [ -n "$LB_CMD" ] && peers="$peers lb"
+  echo "## TLS with h2load (-c$H2_CONNS, ${DURATION}s, layout ${LAYOUTS%% *})" | tee -a "$WORK/tls.md"
+  local p kind
+  for kind in h2 h1 newconn; do
+    for p in $peers; do
+      quiet_gate
+      start_peer "$p" rr "$PXC" tls || { stop_pid "$PEER_PID"; continue; }
+      local lf="$LOGS/tls.$kind.$p.txt" args
+      case $kind in
+        h2) args=(-c "$H2_CONNS" -m "$H2_STREAMS" --warm-up-time="$WARMUP" -D "$DURATION") ;;
+        h1) args=(--h1 -c "$H2_CONNS" -m 1 --warm-up-time="$WARMUP" -D "$DURATION") ;;
+        newconn) args=(--h1 -c "$H2_CONNS" -m 1 -n "$TLS_NEWCONN_N" -H "Connection: close") ;;
+      esac
+      run_wait timeout -k 5 $((WARMUP + DURATION + 60)) taskset -c "$LG" h2load -t 1 "${args[@]}" \
+        "https://127.0.0.1:$PX/" > "$lf" 2>&1
+      local rss; rss=$(rss_kb "$PEER_PID")
+      stop_pid "$PEER_PID"
+      local rps ok proto
+      rps=$(awk '/^finished in/{gsub(",", "", $4); print $4}' "$lf")
+      ok=$(awk '/^requests:/{print $8, "succeeded,", $10, "failed"}' "$lf")
+      proto=$(awk '/Application protocol:/{print $3}' "$lf")
+      local shown=$p; [ "$p" = lb ] && shown=$LB_NAME
+      printf '%s\t%s\t%s\t%s\t%s\n' "$kind" "$shown" "${rps:-0}" "${proto:-?}" "${rss% *}" >> "$WORK/tls.tsv"
+      echo "$kind $shown: proto=$proto req/s=$rps ($ok) rss=${rss% *}kB" | tee -a "$WORK/tls.md"
+    done
+  done
+  # Ratios: Tether / each peer, per kind.
+  awk -F'\t' -v lb="$LB_NAME" '{r[$1,$2]=$3; k[$1]=1; p[$2]=1}
+    END{for (kk in k) for (pp in p) if (pp != lb && r[kk,pp] > 0 && r[kk,lb] > 0)
+      printf "ratio %s %s/%s = %.2f\n", kk, lb, pp, r[kk,lb] / r[kk,pp]}' "$WORK/tls.tsv" | sort | tee -a "$WORK/tls.md"
+}
+
 # ---------------------------------------------------------------- main
 ensure_tools
 ensure_tether
@@ -691,6 +759,7 @@ for ph in $PHASES; do
     load) phase_load ;;
     idle) phase_idle ;;
     h2) phase_h2 ;;
+    tls) phase_tls ;;
     *) log "unknown phase $ph" ;;
   esac
 done

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let mut req = httparse::Request::new(&mut slots);
     let Ok(httparse::Status::Complete(_)) = req.parse(data) else { return };
     let version = if req.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
+    let Some(Ok(method)) = req.method.map(|m| http::Method::from_bytes(m.as_bytes())) else { return };
     let mut head = HeaderMap::new();
     for h in req.headers.iter() {
         // hyper refuses a head whose names or values http cannot hold; so does this.
@@ -45,10 +46,11 @@ fuzz_target!(|data: &[u8]| {
     let trusted_nets: Vec<ipnet::IpNet> =
         if trusted { vec![ipnet::IpNet::from(PEER)] } else { Vec::new() };
     let _client = headers::client_ip(PEER, &head, &trusted_nets);
-    if framing::check(version, &mut head).is_err() {
+    if framing::check(&method, version, &mut head).is_err() {
         return;
     }
     assert!(head.get_all(header::CONTENT_LENGTH).iter().count() <= 1);
+    assert!(head.get_all(header::HOST).iter().count() <= 1);
     assert!(!(head.contains_key(header::CONTENT_LENGTH) && head.contains_key(header::TRANSFER_ENCODING)));
     headers::strip_hop_by_hop(&mut head, upgrade);
     for name in [

@@ -182,6 +182,27 @@ pub struct RateLimit {
     pub key: RateKey,
 }
 
+/// `backends.NAME.tls`: TLS to the servers.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// PEM of `ca_file`: the CA that signs the servers' certificates; `None` trusts the
+    /// system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// `server_name`: the name sent as SNI and verified in the servers' certificates;
+    /// `None` verifies each server's IP address.
+    pub server_name: Option<String>,
+    /// The rustls client configuration built from them.
+    pub client_config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca_pem == other.ca_pem && self.server_name == other.server_name
+    }
+}
+
+impl Eq for UpstreamTls {}
+
 /// `rate_limit.key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateKey {
@@ -242,6 +263,10 @@ pub struct Backend {
     pub slow_start: Duration,
     /// `rate_limit`: per-client request rate into this backend.
     pub rate_limit: Option<RateLimit>,
+    /// `tls`: connect to the servers over TLS.
+    pub tls: Option<UpstreamTls>,
+    /// `http2`: speak HTTP/2 to the servers (ALPN `h2` over TLS, prior knowledge without).
+    pub http2: bool,
     /// `[[backends.NAME.servers]]`, in file order.
     pub servers: Vec<Server>,
 }

@@ -21,7 +21,7 @@ use tether_core::rng::SplitMix;
 use tether_core::{Health, ServerState};
 use tokio::task::JoinHandle;
 
-use crate::config::{CheckKind, HealthCheck, Outlier};
+use crate::config::{CheckKind, HealthCheck, Outlier, UpstreamTls};
 use crate::snapshot::BackendView;
 
 /// Largest body read from a health-check answer.
@@ -41,19 +41,21 @@ pub fn spawn(backend: &BackendView, check: HealthCheck) -> JoinHandle<()> {
     let name = Arc::clone(&backend.name);
     let targets: Vec<(Arc<ServerState>, http::uri::Authority)> =
         backend.servers.iter().map(|s| (Arc::clone(&s.state), s.authority.clone())).collect();
-    tokio::spawn(run(name, check, targets))
+    let tls = backend.upstream_tls.clone();
+    tokio::spawn(run(name, check, targets, tls))
 }
 
 async fn run(
     backend: Arc<str>,
     check: HealthCheck,
     targets: Vec<(Arc<ServerState>, http::uri::Authority)>,
+    tls: Option<UpstreamTls>,
 ) {
     let mut hysteresis: Vec<Hysteresis> =
         targets.iter().map(|(s, _)| Hysteresis::new(check.rise, check.fall, s.health())).collect();
     let rng = SplitMix::default();
     loop {
-        let probes = targets.iter().map(|(_, addr)| probe(&check, addr));
+        let probes = targets.iter().map(|(_, addr)| probe(&check, addr, tls.as_ref()));
         let results = futures_util::future::join_all(probes).await;
         for ((state, _), (h, result)) in targets.iter().zip(hysteresis.iter_mut().zip(results)) {
             let ok = result.is_ok();
@@ -86,20 +88,49 @@ async fn run(
 }
 
 /// One probe: `Ok` when the server passes, else why not.
-async fn probe(check: &HealthCheck, addr: &http::uri::Authority) -> Result<(), String> {
-    match tokio::time::timeout(check.timeout, probe_inner(check, addr)).await {
+async fn probe(
+    check: &HealthCheck,
+    addr: &http::uri::Authority,
+    tls: Option<&UpstreamTls>,
+) -> Result<(), String> {
+    match tokio::time::timeout(check.timeout, probe_inner(check, addr, tls)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {:?}", check.timeout)),
     }
 }
 
-async fn probe_inner(check: &HealthCheck, addr: &http::uri::Authority) -> Result<(), String> {
+async fn probe_inner(
+    check: &HealthCheck,
+    addr: &http::uri::Authority,
+    tls: Option<&UpstreamTls>,
+) -> Result<(), String> {
     let stream =
         tokio::net::TcpStream::connect(addr.as_str()).await.map_err(|e| format!("connect: {e}"))?;
     if check.kind == CheckKind::Tcp {
         return Ok(());
     }
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let Some(tls) = tls else { return http_check(stream, check, addr).await };
+    let name = tls.server_name.clone().unwrap_or_else(|| addr.host().to_owned());
+    let name = rustls_pki_types::ServerName::try_from(name).map_err(|e| format!("tls: {e}"))?;
+    let mut config = (*tls.client_config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    http_check(stream, check, addr).await
+}
+
+/// The HTTP part of a check, over a plain or TLS connection.
+async fn http_check<I>(
+    io: I,
+    check: &HealthCheck,
+    addr: &http::uri::Authority,
+) -> Result<(), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     let driver = tokio::spawn(conn);

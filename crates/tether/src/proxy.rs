@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::uri::Scheme;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -148,7 +147,8 @@ async fn forward(
             l.server = Some(server.state.name_arc().clone());
             l.attempts += 1;
         }
-        let request = upstream_request(&parts, server, body.take().unwrap_or(ReqBody::Empty));
+        let request =
+            upstream_request(&parts, backend, server, body.take().unwrap_or(ReqBody::Empty));
         let guard = Held { guard: server.state.begin(), permit };
         let sent = Instant::now();
         let result = send(backend, request, body_sent.take()).await;
@@ -349,18 +349,19 @@ fn prepare_headers(
 /// The request for one attempt. Headers are cloned only when another attempt may follow.
 fn upstream_request(
     parts: &Parts,
+    backend: &BackendView,
     server: &crate::snapshot::ServerView,
     body: ReqBody,
 ) -> Request<ReqBody> {
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(backend.scheme.clone());
     uri.authority = Some(server.authority.clone());
     uri.path_and_query = parts.uri.path_and_query().cloned();
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     // Both parts come from already-valid URIs, so this cannot fail; fall back to "/" anyway.
     *req.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| Uri::from_static("/"));
-    *req.version_mut() = Version::HTTP_11;
+    *req.version_mut() = if backend.client_http2 { Version::HTTP_2 } else { Version::HTTP_11 };
     *req.headers_mut() = parts.headers.clone();
     req
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -35,7 +36,7 @@ use crate::stick::Table;
 use crate::stick::redis::{RedisShared, RedisTable};
 
 /// The pooled HTTP client a backend forwards with.
-pub type UpstreamClient = Client<HttpConnector, ReqBody>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ReqBody>;
 
 /// Everything the data path needs, for one configuration generation.
 #[derive(Debug)]
@@ -140,6 +141,12 @@ pub struct BackendView {
     pub response_timeout: Duration,
     /// `rate_limit`: per-client rate into this backend.
     pub rate: Option<Arc<RateLimiter>>,
+    /// `https` for TLS backends, else `http`.
+    pub scheme: http::uri::Scheme,
+    /// The client speaks HTTP/2 to the servers (`http2`).
+    pub client_http2: bool,
+    /// `tls`: how to reach the servers over TLS (also used by health checks).
+    pub upstream_tls: Option<config::UpstreamTls>,
 }
 
 /// One server of a backend.
@@ -205,10 +212,12 @@ pub struct Registry {
     generation: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ClientKey {
     connect: Duration,
     idle: Duration,
+    tls: Option<config::UpstreamTls>,
+    http2: bool,
 }
 
 impl Registry {
@@ -414,6 +423,13 @@ impl Registry {
             client,
             response_timeout: b.response_timeout,
             rate: None,
+            scheme: if b.tls.is_some() {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            client_http2: b.http2,
+            upstream_tls: b.tls.clone(),
         }
     }
 
@@ -455,24 +471,49 @@ impl Registry {
     }
 
     fn client_for(&self, b: &config::Backend) -> (ClientKey, UpstreamClient) {
-        let key = ClientKey { connect: b.connect_timeout, idle: b.idle_timeout };
+        let key = ClientKey {
+            connect: b.connect_timeout,
+            idle: b.idle_timeout,
+            tls: b.tls.clone(),
+            http2: b.http2,
+        };
         match self.clients.get(&b.name) {
             Some((k, c)) if *k == key => (key, c.clone()),
-            _ => (key, new_client(key)),
+            _ => {
+                let client = new_client(&key);
+                (key, client)
+            }
         }
     }
 }
 
-fn new_client(key: ClientKey) -> UpstreamClient {
+/// The pooled client of one backend: plain HTTP or TLS (hyper-rustls over the same TCP
+/// connector), HTTP/1.1 or (`http2`) HTTP/2 only.
+fn new_client(key: &ClientKey) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(key.connect));
     http.set_nodelay(true);
-    http.enforce_http(true);
+    http.enforce_http(false);
+    let tls_config = key
+        .tls
+        .as_ref()
+        .map_or_else(crate::tls::unused_client_config, |t| (*t.client_config).clone());
+    let mut builder = HttpsConnectorBuilder::new().with_tls_config(tls_config).https_or_http();
+    let server_name = key.tls.as_ref().and_then(|t| t.server_name.clone());
+    if let Some(name) = server_name.and_then(|n| rustls_pki_types::ServerName::try_from(n).ok()) {
+        builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
+    }
+    let connector = if key.http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    };
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(key.idle)
-        .build(http)
+        .http2_only(key.http2)
+        .build(connector)
 }
 
 fn sticky_view(

@@ -31,6 +31,45 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The client side of TLS to servers: rustls with ring, trusting `ca_pem` (PEM, one or more
+/// certificates) or, without it, the system's roots.
+pub fn upstream_client_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match ca_pem {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("ca_file: {e}"))?;
+                roots.add(cert).map_err(|e| format!("ca_file: {e}"))?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => {
+            use hyper_rustls::ConfigBuilderExt as _;
+            builder.with_native_roots().map_err(|e| {
+                format!("no system CA certificates to verify the servers ({e}); set ca_file")
+            })?
+        }
+    };
+    Ok(config.with_no_client_auth())
+}
+
+/// A client configuration that is never used to connect (plain-HTTP backends share the
+/// TLS-capable connector type).
+pub fn unused_client_config() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            // Only a provider without TLS 1.2/1.3 could fail; ring has both.
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+}
+
 /// `tls.min_version`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsVersion {

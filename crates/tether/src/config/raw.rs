@@ -132,6 +132,8 @@ pub struct RawBackend {
     pub outlier: Option<RawOutlier>,
     pub slow_start: Option<S>,
     pub rate_limit: Option<RawRateLimit>,
+    pub tls: Option<Spanned<toml::Value>>,
+    pub http2: Option<bool>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
 }

@@ -291,6 +291,8 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
             .rate_limit
             .as_ref()
             .and_then(|r| edge::rate_limit(c, &format!("backends.{name}.rate_limit"), r)),
+        tls: b.tls.as_ref().and_then(|t| edge::upstream_tls(c, &format!("backends.{name}.tls"), t)),
+        http2: b.http2.unwrap_or(false),
         health_check: b.health_check.as_ref().map(|h| health_check(c, name, h)),
         on_all_down: c.choice(
             &p("on_all_down"),

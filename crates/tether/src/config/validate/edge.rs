@@ -4,7 +4,7 @@ use toml::Spanned;
 
 use super::super::raw::{RawListener, RawListenerLimits, RawRateLimit, RawTls};
 use super::Checker;
-use crate::config::{DEFAULT_H2_MAX_STREAMS, ListenerLimits, RateKey, RateLimit};
+use crate::config::{DEFAULT_H2_MAX_STREAMS, ListenerLimits, RateKey, RateLimit, UpstreamTls};
 use crate::tls::{CertFiles, TlsSettings, TlsVersion};
 
 /// A whole number in `min..=max`, or `default` when absent (with an error when out of range).
@@ -184,4 +184,82 @@ pub(super) fn h2_streams(c: &mut Checker, path: &str, l: &RawListener) -> u32 {
         i64::from(DEFAULT_H2_MAX_STREAMS),
         "use 1 to 10000",
     ) as u32
+}
+
+/// `backends.NAME.tls`: `true`, or `{ ca_file = "...", server_name = "..." }`.
+pub(super) fn upstream_tls(
+    c: &mut Checker,
+    path: &str,
+    v: &Spanned<toml::Value>,
+) -> Option<UpstreamTls> {
+    let table = match v.get_ref() {
+        toml::Value::Boolean(true) => return upstream_tls_config(c, path, v, None, None),
+        toml::Value::Boolean(false) => return None,
+        toml::Value::Table(t) => t,
+        _ => {
+            c.err(
+                path,
+                Some(v),
+                "expected true, false or { ca_file = \"...\", server_name = \"...\" }",
+            );
+            return None;
+        }
+    };
+    for key in table.keys() {
+        if key != "ca_file" && key != "server_name" {
+            c.err(
+                &format!("{path}.{key}"),
+                Some(v),
+                "unknown key; expected ca_file or server_name",
+            );
+        }
+    }
+    let text = |c: &mut Checker, key: &str| match table.get(key) {
+        None => None,
+        Some(toml::Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            c.err(&format!("{path}.{key}"), Some(v), "expected a string");
+            None
+        }
+    };
+    let server_name = text(c, "server_name");
+    if let Some(n) = &server_name {
+        if rustls_pki_types::ServerName::try_from(n.as_str()).is_err() {
+            c.err(
+                &format!("{path}.server_name"),
+                Some(v),
+                format!("{n:?} is not a DNS name or IP address"),
+            );
+        }
+    }
+    let ca_pem = text(c, "ca_file").and_then(|f| match std::fs::read(&f) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+        Ok(_) => {
+            c.err(&format!("{path}.ca_file"), Some(v), format!("{f:?} holds no PEM certificate"));
+            None
+        }
+        Err(e) => {
+            c.err(&format!("{path}.ca_file"), Some(v), format!("cannot read {f:?}: {e}"));
+            None
+        }
+    });
+    upstream_tls_config(c, path, v, ca_pem, server_name)
+}
+
+fn upstream_tls_config(
+    c: &mut Checker,
+    path: &str,
+    v: &Spanned<toml::Value>,
+    ca_pem: Option<Vec<u8>>,
+    server_name: Option<String>,
+) -> Option<UpstreamTls> {
+    match crate::tls::upstream_client_config(ca_pem.as_deref()) {
+        Ok(config) => {
+            Some(UpstreamTls { ca_pem, server_name, client_config: std::sync::Arc::new(config) })
+        }
+        Err(e) => {
+            c.err(path, Some(v), e);
+            None
+        }
+    }
 }
