@@ -37,6 +37,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
@@ -267,9 +268,11 @@ async fn accept_loop<B: Behaviour>(
     connections.shutdown().await;
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `stream`, answering with `handler`.
-async fn serve_http<H, F>(stream: TcpStream, handler: H)
+/// Serves HTTP/1.1 and HTTP/2 (told apart by the HTTP/2 preface, so prior knowledge and
+/// ALPN `h2` both work) on `stream`, a TCP or TLS connection, answering with `handler`.
+async fn serve_http<I, H, F>(stream: I, handler: H)
 where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<TestBody>> + Send + 'static,
 {

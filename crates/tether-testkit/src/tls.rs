@@ -40,7 +40,7 @@ use rcgen::{
     KeyUsagePurpose, date_time_ymd,
 };
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -175,6 +175,21 @@ impl IssuedCert {
     /// server presented.
     pub fn cert_der(&self) -> CertificateDer<'static> {
         self.cert_der.clone()
+    }
+
+    /// A rustls server configuration with the ring provider that presents this certificate,
+    /// asks for no client certificate and offers the ALPN protocols `alpn` (empty: no ALPN).
+    /// [`crate::EchoServer::start_tls`] serves with it.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![self.cert_der()], key)?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
     }
 
     /// Writes `<stem>.crt` and `<stem>.key` into `dir` and returns their paths

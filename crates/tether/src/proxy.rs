@@ -151,7 +151,7 @@ async fn forward(
             upstream_request(&parts, backend, server, body.take().unwrap_or(ReqBody::Empty));
         let guard = Held { guard: server.state.begin(), permit };
         let sent = Instant::now();
-        let result = send(backend, request, body_sent.take()).await;
+        let result = send(backend, server, request, body_sent.take()).await;
         let may_retry = |tried: &Tried| {
             idempotent
                 && tried.len() < backend.retry.attempts as usize
@@ -289,13 +289,15 @@ fn finish(
 /// listener's body timeout instead).
 async fn send(
     backend: &BackendView,
+    server: &crate::snapshot::ServerView,
     request: Request<ReqBody>,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<
     Result<Response<Incoming>, hyper_util::client::legacy::Error>,
     tokio::time::error::Elapsed,
 > {
-    let mut response = std::pin::pin!(backend.client.request(request));
+    let client = server.client.as_ref().unwrap_or(&backend.client);
+    let mut response = std::pin::pin!(client.request(request));
     if let Some(sent) = body_sent {
         tokio::select! {
             r = &mut response => return Ok(r),
@@ -355,7 +357,17 @@ fn upstream_request(
 ) -> Request<ReqBody> {
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(backend.scheme.clone());
-    uri.authority = Some(server.authority.clone());
+    // HTTP/2 sends the URI's authority as `:authority`: the client's host (the server's own
+    // client dials the server whatever the URI says). HTTP/1.1 sends `Host` as a header and
+    // the URI's authority picks the pooled connection.
+    let client_host = || {
+        let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+        host.parse::<http::uri::Authority>().ok()
+    };
+    uri.authority = match backend.client_http2.then(client_host).flatten() {
+        Some(host) => Some(host),
+        None => Some(server.authority.clone()),
+    };
     uri.path_and_query = parts.uri.path_and_query().cloned();
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();

@@ -14,10 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use tether_core::affinity::{CookieKeys, ServerTag};
@@ -30,13 +27,15 @@ use tokio::sync::Semaphore;
 
 use crate::config::{self, Config, HostMatch, SameSite, Secure};
 use crate::metrics::{BackendMetrics, ListenerMetrics, Metrics, ServerMetrics};
-use crate::proxy::body::ReqBody;
 use crate::proxy::rate::RateLimiter;
 use crate::stick::Table;
 use crate::stick::redis::{RedisShared, RedisTable};
 
 /// The pooled HTTP client a backend forwards with.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, ReqBody>;
+pub use upstream::UpstreamClient;
+use upstream::{ClientKey, new_client};
+
+mod upstream;
 
 /// Everything the data path needs, for one configuration generation.
 #[derive(Debug)]
@@ -164,6 +163,8 @@ pub struct ServerView {
     pub metrics: ServerMetrics,
     /// Connection slots when `limits.max_connections_per_server` is set (FIFO waiters).
     pub slots: Option<Arc<Semaphore>>,
+    /// HTTP/2 backends: this server's own client (see [`upstream`]); else the backend's.
+    pub client: Option<UpstreamClient>,
 }
 
 impl ServerView {
@@ -208,16 +209,16 @@ pub struct Registry {
     redis: Option<(config::RedisStore, Arc<RedisShared>)>,
     slots: HashMap<(String, String), (u32, Arc<Semaphore>)>,
     clients: HashMap<String, (ClientKey, UpstreamClient)>,
+    server_clients: HashMap<(String, String), (ClientKey, UpstreamClient)>,
     limiters: HashMap<String, Arc<RateLimiter>>,
     generation: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ClientKey {
-    connect: Duration,
-    idle: Duration,
-    tls: Option<config::UpstreamTls>,
-    http2: bool,
+/// The per-server state a snapshot build collects for the next generation.
+struct PerServer<'a> {
+    states: &'a mut HashMap<(String, String), Arc<ServerState>>,
+    slots: &'a mut HashMap<(String, String), (u32, Arc<Semaphore>)>,
+    clients: &'a mut HashMap<(String, String), (ClientKey, UpstreamClient)>,
 }
 
 impl Registry {
@@ -245,6 +246,7 @@ impl Registry {
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let mut servers = HashMap::new();
         let mut clients = HashMap::new();
+        let mut server_clients = HashMap::new();
         let mut tables = HashMap::new();
         let mut slots = HashMap::new();
         // One Redis connection for every backend, kept while the URL and settings stay.
@@ -264,8 +266,12 @@ impl Registry {
                     let key = TableKey { capacity, redis: config.redis.clone() };
                     tables.insert(b.name.clone(), (key, t.clone()));
                 }
-                let mut view =
-                    self.backend(b, &keys, &mut servers, &mut slots, client, &listener_names);
+                let mut next = PerServer {
+                    states: &mut servers,
+                    slots: &mut slots,
+                    clients: &mut server_clients,
+                };
+                let mut view = self.backend(b, &keys, &mut next, client, &listener_names);
                 view.table = table;
                 view.hasher = hasher;
                 view
@@ -273,6 +279,7 @@ impl Registry {
             .collect();
         self.servers = servers;
         self.clients = clients;
+        self.server_clients = server_clients;
         self.tables = tables;
         self.slots = slots;
         if self.from_file {
@@ -346,12 +353,34 @@ impl Registry {
         limiter
     }
 
+    /// The own client of server `s` of an HTTP/2 backend, kept across reloads while its
+    /// settings and address stay.
+    fn server_client(
+        &self,
+        b: &config::Backend,
+        s: &config::Server,
+        key: &(String, String),
+        next: &mut HashMap<(String, String), (ClientKey, UpstreamClient)>,
+    ) -> UpstreamClient {
+        let mut ck = ClientKey::of(b);
+        ck.pinned = Some(s.address.to_string());
+        let client = match self.server_clients.get(key) {
+            Some((k, c)) if *k == ck => c.clone(),
+            _ => {
+                let scheme = if b.tls.is_some() { "https" } else { "http" };
+                let target = format!("{scheme}://{}", s.address).parse::<http::Uri>().ok();
+                new_client(&ck, target)
+            }
+        };
+        next.insert(key.clone(), (ck, client.clone()));
+        client
+    }
+
     fn backend(
         &self,
         b: &config::Backend,
         keys: &Arc<CookieKeys>,
-        servers: &mut HashMap<(String, String), Arc<ServerState>>,
-        slots: &mut HashMap<(String, String), (u32, Arc<Semaphore>)>,
+        next: &mut PerServer<'_>,
         client: UpstreamClient,
         listeners: &[String],
     ) -> BackendView {
@@ -380,10 +409,12 @@ impl Registry {
                     _ => Arc::new(Semaphore::new(limit as usize)),
                 });
                 if let Some(sem) = &sem {
-                    slots.insert(key.clone(), (limit, Arc::clone(sem)));
+                    next.slots.insert(key.clone(), (limit, Arc::clone(sem)));
                 }
-                servers.insert(key, Arc::clone(&state));
+                let client = b.http2.then(|| self.server_client(b, s, &key, next.clients));
+                next.states.insert(key, Arc::clone(&state));
                 ServerView {
+                    client,
                     slots: sem,
                     state,
                     authority: s.address.clone(),
@@ -471,49 +502,15 @@ impl Registry {
     }
 
     fn client_for(&self, b: &config::Backend) -> (ClientKey, UpstreamClient) {
-        let key = ClientKey {
-            connect: b.connect_timeout,
-            idle: b.idle_timeout,
-            tls: b.tls.clone(),
-            http2: b.http2,
-        };
+        let key = ClientKey::of(b);
         match self.clients.get(&b.name) {
             Some((k, c)) if *k == key => (key, c.clone()),
             _ => {
-                let client = new_client(&key);
+                let client = new_client(&key, None);
                 (key, client)
             }
         }
     }
-}
-
-/// The pooled client of one backend: plain HTTP or TLS (hyper-rustls over the same TCP
-/// connector), HTTP/1.1 or (`http2`) HTTP/2 only.
-fn new_client(key: &ClientKey) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(key.connect));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let tls_config = key
-        .tls
-        .as_ref()
-        .map_or_else(crate::tls::unused_client_config, |t| (*t.client_config).clone());
-    let mut builder = HttpsConnectorBuilder::new().with_tls_config(tls_config).https_or_http();
-    let server_name = key.tls.as_ref().and_then(|t| t.server_name.clone());
-    if let Some(name) = server_name.and_then(|n| rustls_pki_types::ServerName::try_from(n).ok()) {
-        builder = builder.with_server_name_resolver(FixedServerNameResolver::new(name));
-    }
-    let connector = if key.http2 {
-        builder.enable_http2().wrap_connector(http)
-    } else {
-        builder.enable_http1().wrap_connector(http)
-    };
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(key.idle)
-        .http2_only(key.http2)
-        .build(connector)
 }
 
 fn sticky_view(

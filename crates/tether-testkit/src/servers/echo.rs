@@ -11,10 +11,17 @@
 //! | anything else | 200, the echo JSON below |
 //!
 //! Every answer carries `x-server: <name>`. The echo JSON is
-//! `{"server", "method", "path", "query" (null when absent), "version" ("HTTP/1.1" or
-//! "HTTP/2.0"), "headers" ({lowercase name: value, or [values] when repeated}),
-//! "body_bytes"}`. The request body is counted frame by frame and never buffered, so a 1 GiB
-//! upload costs no memory.
+//! `{"server", "method", "path", "query" (null when absent), "authority" (the request
+//! target's authority: HTTP/2's `:authority`, null for an HTTP/1.1 origin-form target),
+//! "version" ("HTTP/1.1" or "HTTP/2.0"), "headers" ({lowercase name: value, or [values] when
+//! repeated}), "body_bytes", "tls" (whether the connection is TLS), "sni" (the name the
+//! client sent in the TLS handshake, null when none or plain TCP), "alpn" (the protocol the
+//! TLS handshake settled on, e.g. "h2", null when none)}`. The request body is counted frame
+//! by frame and never buffered, so a 1 GiB upload costs no memory.
+//!
+//! [`EchoServer::start_tls`] serves the same over TLS (HTTP/1.1 and HTTP/2, ALPN `h2` and
+//! `http/1.1`); a client that fails the handshake is disconnected and counts as a connection
+//! but no request.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,19 +34,30 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 use super::body::TestBody;
 use super::{ANY_LOCAL_PORT, Behaviour, Counters, Server, serve_http, text_response};
+use crate::tls::IssuedCert;
 
 /// Behaviour of an [`EchoServer`]: answers as described in the module docs.
-#[derive(Debug)]
 pub struct Echo {
     name: Arc<str>,
     name_header: HeaderValue,
+    /// Set for [`EchoServer::start_tls`]: every connection starts with a TLS handshake.
+    tls: Option<TlsAcceptor>,
 }
 
 /// An HTTP/1.1 + HTTP/2 server that describes each request back as JSON.
 pub type EchoServer = Server<Echo>;
+
+/// What the echo JSON says about the connection a request came on.
+#[derive(Debug, Default)]
+struct Connection {
+    tls: bool,
+    sni: Option<String>,
+    alpn: Option<String>,
+}
 
 /// What a request asks the echo server for.
 enum Route {
@@ -62,10 +80,28 @@ impl Server<Echo> {
 
     /// Starts an echo server named `name` on `addr`, e.g. the address of a stopped one.
     pub fn start_on(name: &str, addr: SocketAddr) -> io::Result<Self> {
-        let name_header = HeaderValue::from_str(name)
+        Self::start_with(Echo::new(name, None)?, addr)
+    }
+
+    /// Starts an echo server named `name` on `127.0.0.1:0` that speaks TLS only, presenting
+    /// `cert`, with HTTP/1.1 and HTTP/2 (ALPN `h2` and `http/1.1`) inside. It keeps TLS
+    /// across [`Server::restart`]. [`Server::url`] still says `http://`: build `https://`
+    /// URLs from [`Server::addr`].
+    pub fn start_tls(name: &str, cert: &IssuedCert) -> io::Result<Self> {
+        Self::start_tls_on(name, ANY_LOCAL_PORT, cert)
+    }
+
+    /// Like [`EchoServer::start_tls`], on `addr`.
+    pub fn start_tls_on(name: &str, addr: SocketAddr, cert: &IssuedCert) -> io::Result<Self> {
+        let config = cert
+            .server_config(&[b"h2", b"http/1.1"])
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let echo = Echo { name: name.into(), name_header };
-        Self::start_with(echo, addr)
+        Self::start_with(Echo::new(name, Some(TlsAcceptor::from(config)))?, addr)
+    }
+
+    /// Whether the server speaks TLS ([`EchoServer::start_tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.behaviour().tls.is_some()
     }
 
     /// The name sent in `x-server` and in the echo JSON.
@@ -78,20 +114,67 @@ impl Server<Echo> {
 
 impl Behaviour for Echo {
     async fn serve(self: Arc<Self>, stream: TcpStream, counters: Arc<Counters>) {
-        serve_http(stream, move |request| {
-            let echo = Arc::clone(&self);
-            let counters = Arc::clone(&counters);
-            async move {
-                counters.record_request();
-                echo.respond(request).await
-            }
-        })
-        .await;
+        let Some(acceptor) = self.tls.clone() else {
+            return self.serve_on(stream, Connection::default(), counters).await;
+        };
+        // A failed handshake (the client distrusts the certificate, or is not TLS at all) is
+        // the client's doing; it sees the effect, and the connection is simply over.
+        let Ok(stream) = acceptor.accept(stream).await else {
+            return;
+        };
+        let session = stream.get_ref().1;
+        let connection = Connection {
+            tls: true,
+            sni: session.server_name().map(str::to_owned),
+            alpn: session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()),
+        };
+        self.serve_on(stream, connection, counters).await;
+    }
+}
+
+impl std::fmt::Debug for Echo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Echo")
+            .field("name", &self.name)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl Echo {
-    async fn respond(&self, request: Request<Incoming>) -> Response<TestBody> {
+    /// Fails when `name` is not a valid header value (it is sent as `x-server`).
+    fn new(name: &str, tls: Option<TlsAcceptor>) -> io::Result<Self> {
+        let name_header = HeaderValue::from_str(name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(Self { name: name.into(), name_header, tls })
+    }
+
+    async fn serve_on<I>(
+        self: Arc<Self>,
+        stream: I,
+        connection: Connection,
+        counters: Arc<Counters>,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let connection = Arc::new(connection);
+        serve_http(stream, move |request| {
+            let echo = Arc::clone(&self);
+            let counters = Arc::clone(&counters);
+            let connection = Arc::clone(&connection);
+            async move {
+                counters.record_request();
+                echo.respond(request, &connection).await
+            }
+        })
+        .await;
+    }
+
+    async fn respond(
+        &self,
+        request: Request<Incoming>,
+        connection: &Connection,
+    ) -> Response<TestBody> {
         let uri = request.uri().clone();
         let mut response = match route(request.uri()) {
             Ok(Route::Healthz) => text_response(StatusCode::OK, "ok"),
@@ -101,9 +184,9 @@ impl Echo {
             Ok(Route::Download { bytes, delay }) => download(bytes, delay),
             Ok(Route::Slow(wait)) => {
                 tokio::time::sleep(wait).await;
-                self.echo(request).await
+                self.echo(request, connection).await
             }
-            Ok(Route::Echo) => self.echo(request).await,
+            Ok(Route::Echo) => self.echo(request, connection).await,
             Err(reason) => text_response(StatusCode::BAD_REQUEST, reason),
         };
         response.headers_mut().insert("x-server", self.name_header.clone());
@@ -113,7 +196,11 @@ impl Echo {
         response
     }
 
-    async fn echo(&self, request: Request<Incoming>) -> Response<TestBody> {
+    async fn echo(
+        &self,
+        request: Request<Incoming>,
+        connection: &Connection,
+    ) -> Response<TestBody> {
         let (parts, body) = request.into_parts();
         let body_bytes = count_body_bytes(body).await;
         let description = json!({
@@ -121,9 +208,13 @@ impl Echo {
             "method": parts.method.as_str(),
             "path": parts.uri.path(),
             "query": parts.uri.query(),
+            "authority": parts.uri.authority().map(|a| a.as_str()),
             "version": format!("{:?}", parts.version),
             "headers": headers_json(&parts.headers),
             "body_bytes": body_bytes,
+            "tls": connection.tls,
+            "sni": connection.sni,
+            "alpn": connection.alpn,
         });
         let mut response = Response::new(TestBody::full(description.to_string()));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
