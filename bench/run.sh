@@ -318,7 +318,7 @@ write_nginx_conf() { # $1 dir $2 mode(rr|iphash) $3 h2(0|1|tls)
   [ "${3:-0}" = 1 ] && h2=" http2"
   if [ "${3:-0}" = tls ]; then
     h2=" ssl http2"
-    tls="ssl_certificate $TLS_DIR/site.crt; ssl_certificate_key $TLS_DIR/site.key; ssl_session_cache shared:SSL:10m;"
+    tls="ssl_certificate $TLS_DIR/site.crt; ssl_certificate_key $TLS_DIR/site.key; ssl_protocols TLSv1.3; ssl_session_cache shared:SSL:10m;"
   fi
   mkdir -p "$1"
   { nginx_common "$1"; echo "http {"; nginx_http_common "$1"
@@ -346,7 +346,7 @@ EOF
 
 write_haproxy_conf() { # $1 dir $2 mode(rr|cookie) $3 tls(0|tls)
   local ck="" c1="" c2="" c3="" ssl=""
-  [ "${3:-0}" = tls ] && ssl=" ssl crt $TLS_DIR/site.pem alpn h2,http/1.1"
+  [ "${3:-0}" = tls ] && ssl=" ssl crt $TLS_DIR/site.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3"
   if [ "$2" = cookie ]; then
     ck="  cookie SRV insert indirect nocache"; c1=" cookie s1"; c2=" cookie s2"; c3=" cookie s3"
   fi
@@ -687,7 +687,8 @@ phase_h2() {
 }
 
 # ---------------------------------------------------------------- TLS (h2load)
-# Each proxy terminates TLS (one self-signed P-256 certificate, the same for all) and is driven
+# Each proxy terminates TLS 1.3 (one self-signed P-256 certificate, the same for all; TLS 1.3
+# everywhere, so every handshake costs the same kind of work) and is driven
 # by h2load over https: HTTP/2 (ALPN h2, H2_STREAMS streams per connection) and HTTP/1.1
 # (--h1, one request at a time per connection). Then a handshake-bound run: every request on
 # a new connection (TLS_NEWCONN_N requests), which is what TLS termination costs.
