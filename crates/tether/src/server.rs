@@ -32,7 +32,7 @@ use crate::admin::{self, AdminContext, Command};
 use crate::config::{Config, ConfigErrors, Listener};
 use crate::metrics::ConnRefusal;
 use crate::proxy::{self, ConnCtx};
-use crate::snapshot::{Registry, Snapshot};
+use crate::snapshot::{ConnSettings, Registry, Snapshot};
 
 mod accept;
 mod connection;
@@ -543,16 +543,20 @@ impl Acceptor {
     }
 
     /// Admits the connection (connection limits), then in its own task: the PROXY header,
-    /// the TLS handshake, and HTTP.
+    /// the TLS handshake, and HTTP. The task holds the listener's [`ConnSettings`] as they
+    /// were at accept time, not the snapshot (a long keep-alive connection must not keep an
+    /// old configuration alive across reloads).
     fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
-        let snap = self.current.load_full();
-        let Some(l) = snap.listeners.get(self.index) else { return };
-        let limits = l.limits;
-        let slot = if l.proxy_protocol {
+        let Some(settings) =
+            self.current.load().listeners.get(self.index).map(|l| Arc::clone(&l.conn))
+        else {
+            return;
+        };
+        let slot = if settings.proxy_protocol {
             // The client's address is known only after the header: count it then.
             None
         } else {
-            match self.admit(&snap, peer) {
+            match admit(&self.conns, &settings, peer) {
                 Some(slot) => Some(slot),
                 None => return,
             }
@@ -566,7 +570,7 @@ impl Acceptor {
             Arc::clone(&self.conns),
         );
         tokio::spawn(async move {
-            let l = &snap.listeners[index];
+            let l = &*settings;
             let mut stream = stream;
             let mut client = peer;
             let mut prefix = bytes::Bytes::new();
@@ -593,7 +597,7 @@ impl Acceptor {
                         return;
                     }
                 }
-                match admit(&conns, &snap, index, client, limits) {
+                match admit(&conns, l, client) {
                     Some(s) => slot = Some(s),
                     None => return,
                 }
@@ -605,10 +609,13 @@ impl Acceptor {
                 peer_headers: crate::proxy::headers::PeerHeaders::new(client.ip()),
                 https: l.tls.is_some(),
             };
-            let http = Arc::clone(&l.http);
-            let (idle, header_timeout) = (l.idle_timeout, l.header_timeout);
-            let serve =
-                Serve { current, ctx: Arc::new(ctx), http, idle, header_timeout, drain, token };
+            let serve = Serve {
+                current,
+                ctx: Arc::new(ctx),
+                settings: Arc::clone(&settings),
+                drain,
+                token,
+            };
             match &l.tls {
                 None => serve.run(io).await,
                 Some(config) => {
@@ -629,30 +636,18 @@ impl Acceptor {
             drop(slot);
         });
     }
-
-    fn admit(&self, snap: &Snapshot, peer: SocketAddr) -> Option<ConnSlot> {
-        let limits = snap.listeners.get(self.index)?.limits;
-        admit(&self.conns, snap, self.index, peer, limits)
-    }
 }
 
 /// Counts a connection from `client` against the listener's limits; `None` (logged, counted)
 /// when it is over one and must be closed.
-fn admit(
-    conns: &Arc<ConnCounter>,
-    snap: &Snapshot,
-    index: usize,
-    client: SocketAddr,
-    limits: crate::config::ListenerLimits,
-) -> Option<ConnSlot> {
-    match conns.admit(client.ip(), limits.max_connections, limits.max_connections_per_ip) {
+fn admit(conns: &Arc<ConnCounter>, l: &ConnSettings, client: SocketAddr) -> Option<ConnSlot> {
+    match conns.admit(client.ip(), l.limits.max_connections, l.limits.max_connections_per_ip) {
         Ok(slot) => Some(slot),
         Err(why) => {
             let (reason, what) = match why {
                 Refused::Total => (ConnRefusal::MaxConnections, "listener at max_connections"),
                 Refused::PerIp => (ConnRefusal::MaxPerIp, "client at max_connections_per_ip"),
             };
-            let l = snap.listeners.get(index)?;
             tracing::debug!(client = %client, listener = %l.name, "{what}: connection closed");
             l.metrics.connection_refused(reason);
             None
@@ -664,9 +659,7 @@ fn admit(
 struct Serve {
     current: Arc<ArcSwap<Snapshot>>,
     ctx: Arc<ConnCtx>,
-    http: Arc<auto::Builder<TokioExecutor>>,
-    idle: Duration,
-    header_timeout: Duration,
+    settings: Arc<ConnSettings>,
     drain: watch::Receiver<bool>,
     token: DrainToken,
 }
@@ -676,7 +669,8 @@ impl Serve {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Serve { current, ctx, http, idle, header_timeout, drain, token } = self;
+        let Serve { current, ctx, settings, drain, token } = self;
+        let (idle, header_timeout) = (settings.idle_timeout, settings.header_timeout);
         let peer = ctx.peer;
         let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let first = connection::FirstRequest { timeout: header_timeout, seen: Arc::clone(&seen) };
@@ -689,7 +683,7 @@ impl Serve {
         let epoch = std::time::Instant::now();
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let io = TokioIo::new(ActivityIo::new(io, epoch, Arc::clone(&last)));
-        let conn = http.serve_connection_with_upgrades(io, service);
+        let conn = settings.http.serve_connection_with_upgrades(io, service);
         if let Err(e) = connection::drive(conn, drain, idle, epoch, last, first, token).await {
             tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
         }

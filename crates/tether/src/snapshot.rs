@@ -67,16 +67,32 @@ pub struct ListenerView {
     pub limits: config::ListenerLimits,
     /// `rate_limit`.
     pub rate: Option<Arc<RateLimiter>>,
+    /// Refusal counters.
+    pub metrics: ListenerMetrics,
+    /// What a client connection needs before and around HTTP (held by the connection task,
+    /// which must not keep a whole snapshot alive).
+    pub conn: Arc<ConnSettings>,
+}
+
+/// A listener's connection-level settings.
+#[derive(Debug)]
+pub struct ConnSettings {
+    /// Listener name (logs).
+    pub name: Arc<str>,
     /// TLS termination, when configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `proxy_protocol`.
     pub proxy_protocol: bool,
+    /// Peers allowed to send a PROXY header.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `limits` (connection counts).
+    pub limits: config::ListenerLimits,
     /// `timeouts.header`: the request head, and the TLS handshake and PROXY header before it.
     pub header_timeout: Duration,
     /// `timeouts.idle`.
     pub idle_timeout: Duration,
     /// HTTP/1 and HTTP/2 settings of its connections.
-    pub http: Arc<auto::Builder<TokioExecutor>>,
+    pub http: auto::Builder<TokioExecutor>,
     /// Refusal counters.
     pub metrics: ListenerMetrics,
 }
@@ -308,12 +324,18 @@ impl Registry {
                 rate: l
                     .rate_limit
                     .map(|r| self.limiter(&mut limiters, format!("listener/{}", l.name), r)),
-                tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
-                proxy_protocol: l.proxy_protocol,
-                header_timeout: l.header_timeout,
-                idle_timeout: l.idle_timeout,
-                http: Arc::new(crate::server::connection_builder(l)),
                 metrics: self.metrics.listener(&l.name),
+                conn: Arc::new(ConnSettings {
+                    name: l.name.as_str().into(),
+                    tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
+                    proxy_protocol: l.proxy_protocol,
+                    trusted_proxies: l.trusted_proxies.clone(),
+                    limits: l.limits,
+                    header_timeout: l.header_timeout,
+                    idle_timeout: l.idle_timeout,
+                    http: crate::server::connection_builder(l),
+                    metrics: self.metrics.listener(&l.name),
+                }),
             })
             .collect();
         let routes = config
