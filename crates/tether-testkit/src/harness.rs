@@ -19,7 +19,6 @@
 //! ```
 
 mod logs;
-mod scratch;
 
 use std::collections::HashSet;
 use std::fs;
@@ -32,9 +31,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::scratch::ScratchDir;
 use crate::wait::POLL_INTERVAL;
 use logs::LogCapture;
-use scratch::ScratchDir;
 
 /// How long [`Tether::start`] waits for every listener to be bound: 20 s.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(20);
@@ -131,7 +130,7 @@ impl Tether {
     /// Like [`Tether::start`] without waiting for anything: for tests of startup itself.
     pub fn spawn(bin: impl AsRef<Path>, config_toml: &str) -> Result<Self, HarnessError> {
         let bin = bin.as_ref();
-        let dir = ScratchDir::new().map_err(io_error("creating a scratch directory"))?;
+        let dir = ScratchDir::new("test").map_err(io_error("creating a scratch directory"))?;
         let config_path = dir.path().join("tether.toml");
         write_atomically(&config_path, config_toml)?;
         let mut child = Command::new(bin)
@@ -361,7 +360,7 @@ pub struct CheckOutput {
 /// Writes `config_toml` to a fresh directory and runs `BIN check -c <file>` to completion.
 pub fn run_check(bin: impl AsRef<Path>, config_toml: &str) -> Result<CheckOutput, HarnessError> {
     let bin = bin.as_ref();
-    let dir = ScratchDir::new().map_err(io_error("creating a scratch directory"))?;
+    let dir = ScratchDir::new("test").map_err(io_error("creating a scratch directory"))?;
     let config_path = dir.path().join("tether.toml");
     write_atomically(&config_path, config_toml)?;
     let output = Command::new(bin)

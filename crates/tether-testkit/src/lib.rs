@@ -12,16 +12,19 @@
 //! - [`redis`]: a real `redis-server` to break on purpose (kill, pause), plain, TLS or a
 //!   Redis Cluster, and a RESP client to look inside it.
 //! - [`tls`]: a throwaway CA, certificates it signs (expired ones too), and a rustls client
-//!   that trusts it.
+//!   that trusts it; [`tls::Pki`] writes them into a [`ScratchDir`] for a config to name.
+//! - [`ScratchDir`]: a temporary directory, removed on drop.
 
 pub mod browser;
 pub mod harness;
 pub mod redis;
+mod scratch;
 pub mod servers;
 pub mod tls;
 pub mod wait;
 
 pub use harness::{CheckOutput, HarnessError, Tether, run_check};
+pub use scratch::ScratchDir;
 pub use servers::{
     Behaviour, CloseMidResponseServer, Counters, EchoServer, GarbageServer, HangServer,
     RecorderServer, Recording, ResetServer, Server, StatusServer, WebSocketEchoServer,

@@ -3,7 +3,8 @@
 //!
 //! Keys are ECDSA P-256 (rcgen's default), made fresh for every [`TestCa`] and
 //! [`IssuedCert`]; nothing is read from or written to disk unless a test asks
-//! ([`write_pem`], [`IssuedCert::write`]).
+//! ([`write_pem`], [`IssuedCert::write`], or a [`Pki`], which writes a CA and one certificate
+//! into a directory of its own for a config to name).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,6 +46,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::ScratchDir;
+
 /// How long [`tls_connect`] may take, TCP connect and handshake together: 5 s.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -67,6 +70,9 @@ pub enum TlsError {
     /// rustls refused the configuration or the CA certificate.
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A [`Pki`] could not make its directory or write its files.
+    #[error("{0}")]
+    Io(#[from] io::Error),
 }
 
 /// A self-signed certificate authority that issues certificates for tests.
@@ -198,6 +204,45 @@ impl IssuedCert {
         let cert = write_pem(dir, &format!("{stem}.crt"), &self.cert_pem)?;
         let key = write_pem(dir, &format!("{stem}.key"), &self.key_pem)?;
         Ok((cert, key))
+    }
+}
+
+/// A [`TestCa`] and one certificate it issued, written into a [`ScratchDir`] of their own
+/// (removed when this drops) as `server.crt`, `server.key` and `ca.pem`: for configs that
+/// name certificate files.
+#[derive(Debug)]
+pub struct Pki {
+    /// The CA, made for this PKI alone.
+    pub ca: TestCa,
+    /// The certificate for the names given to [`Pki::new`].
+    pub cert: IssuedCert,
+    /// `server.crt`: [`Pki::cert`], PEM.
+    pub cert_file: PathBuf,
+    /// `server.key`: its private key, PEM.
+    pub key_file: PathBuf,
+    /// `ca.pem`: the CA certificate, PEM.
+    pub ca_file: PathBuf,
+    // Last: the files outlive everything that names them.
+    dir: ScratchDir,
+}
+
+// === impl Pki ===
+
+impl Pki {
+    /// A new CA and a certificate for `names` (see [`TestCa::issue`]), written into a new
+    /// directory `tether-<tag>-...`.
+    pub fn new(tag: &str, names: &[&str]) -> Result<Self, TlsError> {
+        let dir = ScratchDir::new(tag)?;
+        let ca = TestCa::new("tether test CA")?;
+        let cert = ca.issue(names)?;
+        let (cert_file, key_file) = cert.write(dir.path(), "server")?;
+        let ca_file = write_pem(dir.path(), "ca.pem", &ca.cert_pem())?;
+        Ok(Self { ca, cert, cert_file, key_file, ca_file, dir })
+    }
+
+    /// The directory the files are in, for more of them (removed with it).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 }
 

@@ -13,15 +13,6 @@ use fixture::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A config whose listener "web" has `listener_extra` (inline tables, e.g. `limits = {..}`).
-fn edge_config(servers: &[tether_testkit::EchoServer], listener_extra: &str) -> String {
-    config(servers, "", None).replacen(
-        "default_backend = \"app\"\n",
-        &format!("default_backend = \"app\"\n{listener_extra}\n"),
-        1,
-    )
-}
-
 /// Sends `raw` on a new connection and reads until the server closes or `deadline`.
 /// Returns what was read and whether the connection was closed.
 async fn exchange(addr: std::net::SocketAddr, raw: &[u8], deadline: Duration) -> (String, bool) {
@@ -56,9 +47,11 @@ async fn bystander_ok(c: &reqwest::Client, t: &tether_testkit::Tether) {
 #[tokio::test]
 async fn oversized_headers_get_431_and_too_many_headers_too() {
     let servers = echo_servers(1);
-    let t =
-        start(&edge_config(&servers, "limits = { max_header_bytes = 16384, max_headers = 20 }"))
-            .await;
+    let t = start(&listener_config(
+        &servers,
+        "limits = { max_header_bytes = 16384, max_headers = 20 }",
+    ))
+    .await;
     let addr = t.listener_addr("web");
     let big = format!("GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(20_000));
     let (resp, closed) = exchange(addr, big.as_bytes(), Duration::from_secs(10)).await;
@@ -80,7 +73,7 @@ async fn oversized_headers_get_431_and_too_many_headers_too() {
 #[tokio::test]
 async fn bodies_over_max_body_bytes_get_413_declared_or_streamed() {
     let servers = echo_servers(1);
-    let t = start(&edge_config(&servers, "limits = { max_body_bytes = 1000 }")).await;
+    let t = start(&listener_config(&servers, "limits = { max_body_bytes = 1000 }")).await;
     let addr = t.listener_addr("web");
     // Declared: refused before anything is forwarded.
     let req =
@@ -108,7 +101,7 @@ async fn bodies_over_max_body_bytes_get_413_declared_or_streamed() {
 #[tokio::test]
 async fn a_slow_header_client_is_disconnected_after_the_header_timeout() {
     let servers = echo_servers(1);
-    let t = start(&edge_config(&servers, "timeouts = { header = \"1s\" }")).await;
+    let t = start(&listener_config(&servers, "timeouts = { header = \"1s\" }")).await;
     let addr = t.listener_addr("web");
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
@@ -138,7 +131,7 @@ async fn a_slow_header_client_is_disconnected_after_the_header_timeout() {
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     let servers = echo_servers(2);
-    let cfg = edge_config(
+    let cfg = listener_config(
         &servers,
         "rate_limit = { requests_per_second = 1, burst = 5 }\ntrusted_proxies = [\"127.0.0.1\"]",
     );
@@ -184,8 +177,7 @@ async fn an_affinity_keyed_limit_stops_one_session_flooding_its_server_from_many
         "default_backend = \"app\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
         1,
     );
-    let cfg = format!("{cfg}\n[admin]\naddress = \"127.0.0.1:0\"\n");
-    let t = start(&cfg).await;
+    let t = start(&with_admin(&cfg)).await;
     let c = client();
     let url = t.url("web");
     // One session from ten addresses: limited as one client.
@@ -215,14 +207,7 @@ async fn an_affinity_keyed_limit_stops_one_session_flooding_its_server_from_many
             .unwrap();
         assert_eq!(r.status(), 200, "session user-{i}");
     }
-    let text = c
-        .get(format!("http://{}/metrics", t.listener_addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = c.get(admin_url(&t, "/metrics")).send().await.unwrap().text().await.unwrap();
     let line = text
         .lines()
         .find(|l| l.starts_with("tether_requests_refused_total") && l.contains("\"rate_limit\""))
@@ -234,7 +219,7 @@ async fn an_affinity_keyed_limit_stops_one_session_flooding_its_server_from_many
 #[tokio::test]
 async fn connections_over_the_per_ip_limit_are_closed_and_freed_slots_are_reused() {
     let servers = echo_servers(1);
-    let t = start(&edge_config(&servers, "limits = { max_connections_per_ip = 3 }")).await;
+    let t = start(&listener_config(&servers, "limits = { max_connections_per_ip = 3 }")).await;
     let addr = t.listener_addr("web");
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -277,7 +262,8 @@ fn proxy_v2(src: [u8; 4], port: u16) -> Vec<u8> {
 #[tokio::test]
 async fn proxy_protocol_gives_the_client_address_and_is_refused_from_untrusted_peers() {
     let servers = echo_servers(1);
-    let trusted = edge_config(&servers, "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]");
+    let trusted =
+        listener_config(&servers, "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]");
     let t = start(&trusted).await;
     let addr = t.listener_addr("web");
     let get = b"GET /pp HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
@@ -302,7 +288,7 @@ async fn proxy_protocol_gives_the_client_address_and_is_refused_from_untrusted_p
 
     // The same listener trusting only another network refuses 127.0.0.1's headers.
     let untrusted =
-        edge_config(&servers, "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]");
+        listener_config(&servers, "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]");
     let t = start(&untrusted).await;
     let mut raw = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n".to_vec();
     raw.extend_from_slice(get);
@@ -315,7 +301,7 @@ async fn proxy_protocol_gives_the_client_address_and_is_refused_from_untrusted_p
 async fn edge_settings_are_checked_with_clear_errors() {
     let servers = echo_servers(1);
     let check =
-        |extra: &str| tether_testkit::run_check(BIN, &edge_config(&servers, extra)).unwrap();
+        |extra: &str| tether_testkit::run_check(BIN, &listener_config(&servers, extra)).unwrap();
     let out = check("limits = { max_header_bytes = 100 }");
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("listeners[0].limits.max_header_bytes"), "{}", out.stderr);

@@ -58,44 +58,10 @@ fn echo_entries(servers: &[EchoServer]) -> String {
     servers.iter().map(|s| server(s.name(), s.addr())).collect()
 }
 
-fn admin_url(t: &Tether, path: &str) -> String {
-    format!("http://{}{path}", t.listener_addr("admin"))
-}
-
-/// The admin JSON of server `name` in backend "app" (`Null` when absent).
-async fn server_json(t: &Tether, c: &reqwest::Client, name: &str) -> Value {
-    let v: Value =
-        c.get(admin_url(t, "/api/v1/backends/app")).send().await.unwrap().json().await.unwrap();
-    v["servers"]
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == name))
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 /// Every server's admin JSON in backend "app".
 async fn servers_json(t: &Tether, c: &reqwest::Client) -> Vec<Value> {
-    let v: Value =
-        c.get(admin_url(t, "/api/v1/backends/app")).send().await.unwrap().json().await.unwrap();
+    let v = admin_json(c, t, "/api/v1/backends/app").await;
     v["servers"].as_array().cloned().unwrap_or_default()
-}
-
-/// Waits until the admin API shows server `name` with health `want`; panics with the last
-/// JSON seen when it does not within `deadline`.
-async fn wait_health(
-    t: &Tether,
-    c: &reqwest::Client,
-    name: &str,
-    want: &str,
-    deadline: Duration,
-) -> Value {
-    let reached = wait_until_async(deadline, move || async move {
-        server_json(t, c, name).await["health"] == want
-    })
-    .await;
-    let last = server_json(t, c, name).await;
-    assert!(reached, "server {name} did not become {want} within {deadline:?}: {last}");
-    last
 }
 
 /// `(status, x-server)` of `n` GETs of `/`.

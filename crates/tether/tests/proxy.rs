@@ -35,10 +35,7 @@ async fn forwarding_headers_are_set_and_host_is_preserved() {
 #[tokio::test]
 async fn trusted_proxies_have_their_forwarded_for_extended() {
     let servers = echo_servers(1);
-    let cfg = config(&servers, "", None).replace(
-        "default_backend = \"app\"",
-        "default_backend = \"app\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
-    );
+    let cfg = listener_config(&servers, "trusted_proxies = [\"127.0.0.0/8\"]");
     let t = start(&cfg).await;
     let r =
         client().get(t.url("web")).header("x-forwarded-for", "203.0.113.9").send().await.unwrap();
@@ -284,10 +281,7 @@ async fn access_log_has_one_structured_line_per_request() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let servers = echo_servers(1);
-    let cfg = config(&servers, "", None).replace(
-        "default_backend = \"app\"",
-        "default_backend = \"app\"\ntimeouts = { header = \"30s\", idle = \"300ms\" }",
-    );
+    let cfg = listener_config(&servers, "timeouts = { header = \"30s\", idle = \"300ms\" }");
     let t = start(&cfg).await;
     let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
@@ -316,10 +310,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn a_slow_response_outlasting_the_idle_timeout_is_not_cut() {
     let servers = echo_servers(1);
-    let cfg = config(&servers, "", None).replace(
-        "default_backend = \"app\"",
-        "default_backend = \"app\"\ntimeouts = { idle = \"200ms\" }",
-    );
+    let cfg = listener_config(&servers, "timeouts = { idle = \"200ms\" }");
     let t = start(&cfg).await;
     let r = client().get(format!("{}/slow?ms=1000", t.url("web"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -348,10 +339,7 @@ async fn an_upload_slower_than_the_response_timeout_still_succeeds() {
 #[tokio::test]
 async fn a_stalled_upload_gets_408_after_the_body_timeout() {
     let servers = echo_servers(1);
-    let cfg = config(&servers, "", None).replace(
-        "default_backend = \"app\"",
-        "default_backend = \"app\"\ntimeouts = { body = \"300ms\" }",
-    );
+    let cfg = listener_config(&servers, "timeouts = { body = \"300ms\" }");
     let t = start(&cfg).await;
     let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
     s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")

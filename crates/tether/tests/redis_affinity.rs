@@ -10,150 +10,26 @@
 #![allow(clippy::unwrap_used)]
 
 mod fixture;
+mod redis_common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fixture::*;
+use redis_common::*;
 use serde_json::Value;
 use tether_testkit::redis::RedisServer;
-use tether_testkit::{EchoServer, Tether, run_check, wait_until_async};
-use tokio::task::JoinSet;
+use tether_testkit::{Tether, run_check, wait_until_async};
 use tokio::time::Instant;
 
-const HEADER_STICKY: &str = "mode = \"header\"\nheader = \"X-Session-Id\"\nidle_timeout = \"10m\"";
 const APP_COOKIE_STICKY: &str = "mode = \"app_cookie\"\napp_cookie = \"JSESSIONID\"";
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// For the sharing tests: generous, so a slow machine does not turn a lookup into a miss.
-const PATIENT: &str = "redis_timeout = \"500ms\"";
 /// For the failure tests: the default, which bounds how long a request may wait.
 const REDIS_TIMEOUT_10MS: &str = "redis_timeout = \"10ms\"";
 
-/// How long background writes and reconnects get before a test gives up on them.
-const DEADLINE: Duration = Duration::from_secs(10);
-
 async fn redis() -> RedisServer {
     RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Listener "web" → backend "app" over `servers`, where only the names in `active` take new
-/// sessions, and the stick table in `redis`. `[stick_table]` comes last: TOML tables after
-/// it would be read as its keys otherwise.
-fn shared_config(
-    servers: &[EchoServer],
-    active: &[&str],
-    sticky: &str,
-    redis: &RedisServer,
-    stick_extra: &str,
-) -> String {
-    let entries: String = servers
-        .iter()
-        .map(|s| {
-            let state = if active.contains(&s.name()) { "ready" } else { "drain" };
-            format!(
-                "[[backends.app.servers]]\nname = \"{}\"\naddress = \"{}\"\nstate = \"{state}\"\n",
-                s.name(),
-                s.addr()
-            )
-        })
-        .collect();
-    format!(
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
-         [backends.app]\n[backends.app.sticky]\n{sticky}\n\n{entries}\n\
-         [secrets]\ncookie_keys = [\"{KEY}\"]\n\n\
-         [stick_table]\nstore = \"redis\"\nredis_url = \"{}\"\n{stick_extra}\n",
-        redis.url()
-    )
-}
-
-/// A (new sessions → s0) and B (new sessions → s1, s2), sharing `redis`.
-async fn pair(
-    servers: &[EchoServer],
-    sticky: &str,
-    redis: &RedisServer,
-    stick_extra: &str,
-) -> (Tether, Tether) {
-    let a = start(&shared_config(servers, &["s0"], sticky, redis, stick_extra)).await;
-    let b = start(&shared_config(servers, &["s1", "s2"], sticky, redis, stick_extra)).await;
-    (a, b)
-}
-
-/// Waits until both instances write to `redis` (they connect in the background after
-/// start-up, and a binding made before that stays local), then empties it.
-async fn both_connected(c: &reqwest::Client, (a, b): (&Tether, &Tether), redis: &RedisServer) {
-    let probe = AtomicUsize::new(0);
-    let connected = wait_until_async(DEADLINE, || async {
-        let i = probe.fetch_add(1, Ordering::Relaxed);
-        warm_up(c, a, &format!("warm-up-a-{i}")).await;
-        warm_up(c, b, &format!("warm-up-b-{i}")).await;
-        let mut values = Vec::new();
-        for key in redis.keys("tether:app:*").await.unwrap() {
-            values.extend(redis.get(&key).await.unwrap());
-        }
-        // A binds only s0, B only s1 and s2: both have written.
-        values.iter().any(|v| v == "s0") && values.iter().any(|v| v != "s0")
-    })
-    .await;
-    assert!(connected, "A and B did not both write to redis within {DEADLINE:?}");
-    redis.command(&["FLUSHALL"]).await.unwrap();
-}
-
-/// A new session `id` in either mode: as the session header, and as an application cookie
-/// the server issues.
-async fn warm_up(c: &reqwest::Client, t: &Tether, id: &str) {
-    let url = format!("{}/warm-up?cookie_name=JSESSIONID&cookie_value={id}", t.url("web"));
-    let r = c.get(url).header("x-session-id", id).send().await.unwrap();
-    assert_eq!(r.status(), 200, "warm-up {id}");
-}
-
-/// The server that answered a request with session header `key`; panics unless it is a 200.
-async fn route(c: &reqwest::Client, t: &Tether, key: &str) -> String {
-    let r = c.get(t.url("web")).header("x-session-id", key).send().await.unwrap();
-    assert_eq!(r.status(), 200, "session {key:?}");
-    server_of(&r)
-}
-
-/// Which server answered how often, for `n` requests alternating A, B, A, ... with header
-/// `name: value`.
-async fn alternate(
-    c: &reqwest::Client,
-    (a, b): (&Tether, &Tether),
-    n: u32,
-    (name, value): (&str, &str),
-) -> HashMap<String, u32> {
-    let mut counts = HashMap::new();
-    for i in 0..n {
-        let t = if i % 2 == 0 { a } else { b };
-        let r = c.get(t.url("web")).header(name, value).send().await.unwrap();
-        assert_eq!(r.status(), 200, "request {i}");
-        *counts.entry(server_of(&r)).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Waits for the first binding of backend `app` to be written and returns its key; panics
-/// when there is none within [`DEADLINE`] or there is more than one.
-async fn the_one_binding(redis: &RedisServer) -> String {
-    let written = wait_until_async(DEADLINE, || async {
-        !redis.keys("tether:app:*").await.unwrap().is_empty()
-    })
-    .await;
-    assert!(written, "no binding in redis within {DEADLINE:?}: {:?}", redis.keys("*").await);
-    let keys = redis.keys("tether:app:*").await.unwrap();
-    assert_eq!(keys.len(), 1, "one session, one binding: {keys:?}");
-    keys.into_iter().next().unwrap()
-}
-
-/// `{prefix}:{backend}:{32 hex chars}`: a keyed hash, never the client's key.
-fn assert_hashed(key: &str, raw: &str) {
-    let hash = key.strip_prefix("tether:app:").unwrap_or_else(|| panic!("prefix of {key:?}"));
-    assert!(
-        hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
-        "not 32 hex chars: {key:?}"
-    );
-    assert!(!key.contains(raw), "the raw session key {raw:?} is in redis: {key:?}");
 }
 
 /// Every key and value in `redis`, to check that `raw` appears nowhere.
@@ -232,30 +108,7 @@ async fn twenty_concurrent_first_requests_over_two_instances_converge() {
     let c = client();
     both_connected(&c, (&a, &b), &redis).await;
     let raw = "race-for-a-new-session";
-
-    // A alone would bind s0 and B s1 or s2: both bind, one SET NX wins.
-    let mut racers = JoinSet::new();
-    for i in 0..20 {
-        let (c, url) = (c.clone(), if i % 2 == 0 { a.url("web") } else { b.url("web") });
-        racers.spawn(async move { c.get(url).header("x-session-id", raw).send().await });
-    }
-    while let Some(joined) = racers.join_next().await {
-        let r = joined.unwrap().unwrap();
-        assert_eq!(r.status(), 200);
-    }
-
-    let key = the_one_binding(&redis).await;
-    assert_hashed(&key, raw);
-    let winner = redis.get(&key).await.unwrap().unwrap();
-    assert!(["s0", "s1", "s2"].contains(&winner.as_str()), "value {winner:?}");
-    let converged = wait_until_async(DEADLINE, || async {
-        route(&c, &a, raw).await == winner && route(&c, &b, raw).await == winner
-    })
-    .await;
-    assert!(converged, "A and B never both routed to the winner {winner} in {DEADLINE:?}");
-    let counts = alternate(&c, (&a, &b), 100, ("x-session-id", raw)).await;
-    assert_eq!(counts, HashMap::from([(winner.clone(), 100)]), "and stay there");
-    assert_eq!(redis.get(&key).await.unwrap(), Some(winner), "redis holds the first writer");
+    concurrent_first_requests_converge(&c, (&a, &b), &redis, raw).await;
 }
 
 #[tokio::test]
@@ -330,12 +183,7 @@ async fn session_figures_count_what_redis_holds_not_just_this_instance() {
     .await;
     assert!(written, "12 bindings in redis: {:?}", redis.keys("*").await);
     // B made none of them, yet reports them once its census has run (every 5 s).
-    let seen = wait_until_async(Duration::from_secs(15), || async {
-        let backend = admin_json(&c, &b, "/api/v1/backends/app").await;
-        let s0 = backend["servers"].as_array().unwrap().iter().find(|s| s["name"] == "s0").cloned();
-        s0.is_some_and(|s| s["sessions_bound"] == 12) && backend["stick_table_entries"] == 12
-    })
-    .await;
+    let seen = census_shows(&c, &b, 12).await;
     assert!(seen, "B counts A's sessions: {}", admin_json(&c, &b, "/api/v1/backends/app").await);
     let listing = admin_json(&c, &b, "/api/v1/backends/app/sessions?limit=5").await;
     assert_eq!(listing["source"], "redis", "{listing}");
@@ -352,24 +200,8 @@ async fn session_figures_count_what_redis_holds_not_just_this_instance() {
     let all = admin_json(&c, &b, "/api/v1/backends/app/sessions?limit=100").await;
     assert_eq!(all["sessions"].as_array().unwrap().len(), 12, "{all}");
     // Flushing through B empties Redis too.
-    let r = c.delete(admin_url(&b, "/api/v1/backends/app/sessions")).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    let emptied = wait_until_async(DEADLINE, || async {
-        redis.keys("tether:app:*").await.unwrap().is_empty()
-    })
-    .await;
+    let emptied = flush_empties(&c, &b, &redis).await;
     assert!(emptied, "flush empties redis: {:?}", redis.keys("*").await);
-}
-
-/// An admin listener on a free port (appended after `[stick_table]`, so it is its own table).
-const ADMIN: &str = "[admin]\naddress = \"127.0.0.1:0\"";
-
-async fn admin_json(c: &reqwest::Client, t: &Tether, path: &str) -> Value {
-    c.get(admin_url(t, path)).send().await.unwrap().json().await.unwrap()
-}
-
-fn admin_url(t: &Tether, path: &str) -> String {
-    format!("{}{path}", t.url("admin"))
 }
 
 // === Redis breaking under traffic ===
@@ -392,15 +224,6 @@ const MAX_REQUESTS: usize = 20_000;
 const P99_BOUND: Duration = Duration::from_millis(200);
 /// No single request may come near a connect or reconnect timeout either.
 const MAX_BOUND: Duration = Duration::from_secs(1);
-
-/// What the traffic loop saw.
-#[derive(Debug, Default)]
-struct Traffic {
-    sent: usize,
-    failures: Vec<String>,
-    /// Latency of every request sent after Redis broke.
-    broken: Vec<Duration>,
-}
 
 async fn breaks_during_traffic_and_recovers(how: Break) {
     let mut redis = redis().await;
@@ -528,29 +351,6 @@ async fn recovers(
     let raw = format!("carol-{}", tries - 1);
     let counts = alternate(c, (a, b), 50, ("x-session-id", &raw)).await;
     assert_eq!(counts, HashMap::from([("s0".to_owned(), 50)]), "shared again");
-}
-
-/// Every line that mentions Redis, for failure reports.
-fn about_redis(t: &Tether) -> Vec<Value> {
-    let mentions = |l: &Value| l["message"].as_str().is_some_and(|m| m.contains("redis"));
-    t.logs().into_iter().filter(mentions).collect()
-}
-
-/// Lines with `message` logged after `mark`.
-fn count(t: &Tether, mark: usize, message: &str) -> usize {
-    t.logs().iter().skip(mark).filter(|l| is(l, message)).count()
-}
-
-/// The log contract: `"message"` is exactly the event, details go in fields.
-fn is(line: &Value, message: &str) -> bool {
-    line["message"] == message
-}
-
-fn p99_and_max(mut latencies: Vec<Duration>) -> (Duration, Duration) {
-    latencies.sort();
-    let max = latencies.last().copied().unwrap_or_default();
-    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or(max);
-    (p99, max)
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod fixture;
+mod redis_common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -18,27 +19,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fixture::*;
+use redis_common::*;
 use serde_json::Value;
 use tether_testkit::redis::{CLUSTER_DEADLINE, RedisCluster, RedisServer, Reply};
 use tether_testkit::tls::{TestCa, write_pem};
-use tether_testkit::{EchoServer, Tether, wait_until_async};
-use tokio::task::JoinSet;
+use tether_testkit::{Tether, wait_until_async};
 use tokio::time::Instant;
-
-const HEADER_STICKY: &str = "mode = \"header\"\nheader = \"X-Session-Id\"\nidle_timeout = \"10m\"";
-const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// For the sharing tests: generous, so a slow machine does not turn a lookup into a miss.
-const PATIENT: &str = "redis_timeout = \"500ms\"";
-
-/// How long background writes and reconnects get before a test gives up on them.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// How long an instance gets to count what Redis holds: its census runs every 5 s.
-const CENSUS_DEADLINE: Duration = Duration::from_secs(15);
-
-/// An admin listener on a free port (appended after `[stick_table]`, so it is its own table).
-const ADMIN: &str = "[admin]\naddress = \"127.0.0.1:0\"";
 
 async fn tls_redis(ca: &TestCa) -> RedisServer {
     RedisServer::start_tls(ca).await.unwrap_or_else(|e| panic!("{e}"))
@@ -63,137 +49,6 @@ fn cluster_extra(extra: &str) -> String {
     format!("redis_cluster = true\n{extra}")
 }
 
-/// What the tests read from a single Redis or a cluster (every running node).
-trait Store {
-    async fn keys(&self, pattern: &str) -> Vec<String>;
-    async fn get(&self, key: &str) -> Option<String>;
-    async fn flush(&self);
-    async fn dbsize(&self) -> u64;
-}
-
-impl Store for RedisServer {
-    async fn keys(&self, pattern: &str) -> Vec<String> {
-        RedisServer::keys(self, pattern).await.unwrap()
-    }
-    async fn get(&self, key: &str) -> Option<String> {
-        RedisServer::get(self, key).await.unwrap()
-    }
-    async fn flush(&self) {
-        self.command(&["FLUSHALL"]).await.unwrap();
-    }
-    async fn dbsize(&self) -> u64 {
-        RedisServer::dbsize(self).await.unwrap()
-    }
-}
-
-impl Store for RedisCluster {
-    async fn keys(&self, pattern: &str) -> Vec<String> {
-        RedisCluster::keys(self, pattern).await.unwrap()
-    }
-    async fn get(&self, key: &str) -> Option<String> {
-        RedisCluster::get(self, key).await.unwrap()
-    }
-    async fn flush(&self) {
-        for node in self.nodes() {
-            node.command(&["FLUSHALL"]).await.unwrap();
-        }
-    }
-    async fn dbsize(&self) -> u64 {
-        RedisCluster::dbsize(self).await.unwrap()
-    }
-}
-
-/// Listener "web" → backend "app" over `servers`, where only the names in `active` take new
-/// sessions, and the stick table in the Redis at `url`. `[stick_table]` comes last: TOML
-/// tables after it would be read as its keys otherwise.
-fn shared_config(servers: &[EchoServer], active: &[&str], url: &str, stick_extra: &str) -> String {
-    let entries: String = servers
-        .iter()
-        .map(|s| {
-            let state = if active.contains(&s.name()) { "ready" } else { "drain" };
-            format!(
-                "[[backends.app.servers]]\nname = \"{}\"\naddress = \"{}\"\nstate = \"{state}\"\n",
-                s.name(),
-                s.addr()
-            )
-        })
-        .collect();
-    format!(
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
-         [backends.app]\n[backends.app.sticky]\n{HEADER_STICKY}\n\n{entries}\n\
-         [secrets]\ncookie_keys = [\"{KEY}\"]\n\n\
-         [stick_table]\nstore = \"redis\"\nredis_url = \"{url}\"\n{stick_extra}\n"
-    )
-}
-
-/// A (new sessions → s0) and B (new sessions → s1, s2), sharing the Redis at `url`.
-async fn pair(servers: &[EchoServer], url: &str, stick_extra: &str) -> (Tether, Tether) {
-    let a = start(&shared_config(servers, &["s0"], url, stick_extra)).await;
-    let b = start(&shared_config(servers, &["s1", "s2"], url, stick_extra)).await;
-    (a, b)
-}
-
-/// Waits until both instances write to `store` (they connect in the background after
-/// start-up, and a binding made before that stays local), then empties it.
-async fn both_connected(c: &reqwest::Client, (a, b): (&Tether, &Tether), store: &impl Store) {
-    let probe = AtomicUsize::new(0);
-    let connected = wait_until_async(DEADLINE, || async {
-        let i = probe.fetch_add(1, Ordering::Relaxed);
-        route(c, a, &format!("warm-up-a-{i}")).await;
-        route(c, b, &format!("warm-up-b-{i}")).await;
-        let mut values = Vec::new();
-        for key in store.keys("tether:app:*").await {
-            values.extend(store.get(&key).await);
-        }
-        // A binds only s0, B only s1 and s2: both have written.
-        values.iter().any(|v| v == "s0") && values.iter().any(|v| v != "s0")
-    })
-    .await;
-    assert!(
-        connected,
-        "A and B did not both write to redis within {DEADLINE:?}; A said {:?}; B said {:?}",
-        about_redis(a),
-        about_redis(b)
-    );
-    store.flush().await;
-}
-
-/// The server that answered a request with session header `key`; panics unless it is a 200.
-async fn route(c: &reqwest::Client, t: &Tether, key: &str) -> String {
-    let r = c.get(t.url("web")).header("x-session-id", key).send().await.unwrap();
-    assert_eq!(r.status(), 200, "session {key:?}");
-    server_of(&r)
-}
-
-/// Which server answered how often, for `n` requests alternating A, B, A, ... with session
-/// `key`.
-async fn alternate(
-    c: &reqwest::Client,
-    (a, b): (&Tether, &Tether),
-    n: u32,
-    key: &str,
-) -> HashMap<String, u32> {
-    let mut counts = HashMap::new();
-    for i in 0..n {
-        let t = if i % 2 == 0 { a } else { b };
-        let r = c.get(t.url("web")).header("x-session-id", key).send().await.unwrap();
-        assert_eq!(r.status(), 200, "request {i}");
-        *counts.entry(server_of(&r)).or_insert(0) += 1;
-    }
-    counts
-}
-
-/// Waits for the first binding of backend `app` to be written and returns its key; panics
-/// when there is none within [`DEADLINE`] or there is more than one.
-async fn the_one_binding(store: &impl Store) -> String {
-    let written =
-        wait_until_async(DEADLINE, || async { !store.keys("tether:app:*").await.is_empty() }).await;
-    assert!(written, "no binding in redis within {DEADLINE:?}: {:?}", store.keys("*").await);
-    let keys = store.keys("tether:app:*").await;
-    assert_eq!(keys.len(), 1, "one session, one binding: {keys:?}");
-    keys.into_iter().next().unwrap()
-}
-
 /// Waits until `store` holds exactly `n` bindings of backend `app` and returns them.
 async fn n_bindings(store: &impl Store, n: usize) -> Vec<String> {
     let written =
@@ -201,16 +56,6 @@ async fn n_bindings(store: &impl Store, n: usize) -> Vec<String> {
     let keys = store.keys("tether:app:*").await;
     assert!(written, "{n} bindings in redis within {DEADLINE:?}, not {}: {keys:?}", keys.len());
     keys
-}
-
-/// `{prefix}:{backend}:{32 hex chars}`: a keyed hash, never the client's key.
-fn assert_hashed(key: &str, raw: &str) {
-    let hash = key.strip_prefix("tether:app:").unwrap_or_else(|| panic!("prefix of {key:?}"));
-    assert!(
-        hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
-        "not 32 hex chars: {key:?}"
-    );
-    assert!(!key.contains(raw), "the raw session key {raw:?} is in redis: {key:?}");
 }
 
 /// How many of `app`'s bindings each node of `cluster` holds, in node order.
@@ -222,37 +67,6 @@ async fn per_node(cluster: &RedisCluster) -> Vec<usize> {
     counts
 }
 
-async fn admin_json(c: &reqwest::Client, t: &Tether, path: &str) -> Value {
-    c.get(admin_url(t, path)).send().await.unwrap().json().await.unwrap()
-}
-
-fn admin_url(t: &Tether, path: &str) -> String {
-    format!("{}{path}", t.url("admin"))
-}
-
-/// Every line that mentions Redis, for failure reports.
-fn about_redis(t: &Tether) -> Vec<Value> {
-    let mentions = |l: &Value| l["message"].as_str().is_some_and(|m| m.contains("redis"));
-    t.logs().into_iter().filter(mentions).collect()
-}
-
-/// Lines with `message` logged after `mark`.
-fn count(t: &Tether, mark: usize, message: &str) -> usize {
-    t.logs().iter().skip(mark).filter(|l| is(l, message)).count()
-}
-
-/// The log contract: `"message"` is exactly the event, details go in fields.
-fn is(line: &Value, message: &str) -> bool {
-    line["message"] == message
-}
-
-fn p99_and_max(mut latencies: Vec<Duration>) -> (Duration, Duration) {
-    latencies.sort();
-    let max = latencies.last().copied().unwrap_or_default();
-    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or(max);
-    (p99, max)
-}
-
 // === TLS ===
 
 #[tokio::test]
@@ -262,7 +76,7 @@ async fn tls_two_instances_share_header_affinity() {
     assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
     let servers = echo_servers(3);
     let extra = tls_extra(&redis.ca_file().unwrap(), PATIENT);
-    let (a, b) = pair(&servers, &redis.url(), &extra).await;
+    let (a, b) = pair(&servers, HEADER_STICKY, &redis, &extra).await;
     let c = client();
     both_connected(&c, (&a, &b), &redis).await;
     let raw = "tls-alice-5e1d07-session";
@@ -277,7 +91,7 @@ async fn tls_two_instances_share_header_affinity() {
         "TTL {ttl:?}, idle_timeout {IDLE_TIMEOUT:?}"
     );
 
-    let counts = alternate(&c, (&a, &b), 200, raw).await;
+    let counts = alternate(&c, (&a, &b), 200, ("x-session-id", raw)).await;
     assert_eq!(counts, HashMap::from([("s0".to_owned(), 200)]), "B follows A's binding");
     assert_eq!(Store::keys(&redis, "tether:app:*").await, [key], "still one binding");
 
@@ -297,7 +111,7 @@ async fn tls_with_the_wrong_ca_serves_locally_and_writes_nothing() {
     // In Redis's directory, which goes when `redis` drops.
     let wrong_file = write_pem(redis.dir(), "wrong-ca.pem", &wrong.cert_pem()).unwrap();
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, &redis.url(), &tls_extra(&wrong_file, PATIENT)).await;
+    let (a, b) = pair(&servers, HEADER_STICKY, &redis, &tls_extra(&wrong_file, PATIENT)).await;
     let c = client();
 
     for (name, t) in [("A", &a), ("B", &b)] {
@@ -347,7 +161,7 @@ async fn tls_with_the_wrong_ca_serves_locally_and_writes_nothing() {
 async fn cluster_two_instances_share_one_session_and_thirty_spread_over_the_nodes() {
     let cluster = cluster().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, &cluster.url(), &cluster_extra(PATIENT)).await;
+    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra(PATIENT)).await;
     let c = client();
     both_connected(&c, (&a, &b), &cluster).await;
 
@@ -359,7 +173,7 @@ async fn cluster_two_instances_share_one_session_and_thirty_spread_over_the_node
     assert_eq!(Store::get(&cluster, &key).await.as_deref(), Some("s0"));
     let ttl = cluster.ttl(&key).await.unwrap().expect("every binding has a TTL");
     assert!(ttl > IDLE_TIMEOUT - Duration::from_secs(60), "TTL {ttl:?}");
-    let counts = alternate(&c, (&a, &b), 200, raw).await;
+    let counts = alternate(&c, (&a, &b), 200, ("x-session-id", raw)).await;
     assert_eq!(counts, HashMap::from([("s0".to_owned(), 200)]), "B follows A's binding");
 
     // Thirty more sessions through A: their keys spread over the slots, so over the nodes.
@@ -381,7 +195,7 @@ async fn cluster_two_instances_share_one_session_and_thirty_spread_over_the_node
         assert_eq!(route(&c, &b, raw).await, "s0", "B follows A's session {raw}");
     }
     for raw in &sessions {
-        let counts = alternate(&c, (&a, &b), 6, raw).await;
+        let counts = alternate(&c, (&a, &b), 6, ("x-session-id", raw)).await;
         assert_eq!(counts, HashMap::from([("s0".to_owned(), 6)]), "session {raw}");
     }
     assert_eq!(Store::keys(&cluster, "tether:app:*").await, keys, "no new bindings");
@@ -396,34 +210,11 @@ async fn cluster_two_instances_share_one_session_and_thirty_spread_over_the_node
 async fn cluster_twenty_concurrent_first_requests_over_two_instances_converge() {
     let cluster = cluster().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, &cluster.url(), &cluster_extra(PATIENT)).await;
+    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra(PATIENT)).await;
     let c = client();
     both_connected(&c, (&a, &b), &cluster).await;
     let raw = "cluster-race-for-a-new-session";
-
-    // A alone would bind s0 and B s1 or s2: both bind, one SET NX wins.
-    let mut racers = JoinSet::new();
-    for i in 0..20 {
-        let (c, url) = (c.clone(), if i % 2 == 0 { a.url("web") } else { b.url("web") });
-        racers.spawn(async move { c.get(url).header("x-session-id", raw).send().await });
-    }
-    while let Some(joined) = racers.join_next().await {
-        let r = joined.unwrap().unwrap();
-        assert_eq!(r.status(), 200);
-    }
-
-    let key = the_one_binding(&cluster).await;
-    assert_hashed(&key, raw);
-    let winner = Store::get(&cluster, &key).await.unwrap();
-    assert!(["s0", "s1", "s2"].contains(&winner.as_str()), "value {winner:?}");
-    let converged = wait_until_async(DEADLINE, || async {
-        route(&c, &a, raw).await == winner && route(&c, &b, raw).await == winner
-    })
-    .await;
-    assert!(converged, "A and B never both routed to the winner {winner} in {DEADLINE:?}");
-    let counts = alternate(&c, (&a, &b), 100, raw).await;
-    assert_eq!(counts, HashMap::from([(winner.clone(), 100)]), "and stay there");
-    assert_eq!(Store::get(&cluster, &key).await, Some(winner), "redis holds the first writer");
+    concurrent_first_requests_converge(&c, (&a, &b), &cluster, raw).await;
 }
 
 /// B reports bindings A made, wherever in the cluster they live: its census and its
@@ -434,7 +225,7 @@ async fn cluster_census_counts_bindings_on_every_primary() {
     let cluster = cluster().await;
     let servers = echo_servers(3);
     let extra = cluster_extra(&format!("{PATIENT}\n{ADMIN}"));
-    let (a, b) = pair(&servers, &cluster.url(), &extra).await;
+    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &extra).await;
     let c = client();
     both_connected(&c, (&a, &b), &cluster).await;
 
@@ -449,12 +240,7 @@ async fn cluster_census_counts_bindings_on_every_primary() {
     );
 
     // B made none of them, yet counts them all once its census has run (every 5 s).
-    let seen = wait_until_async(CENSUS_DEADLINE, || async {
-        let backend = admin_json(&c, &b, "/api/v1/backends/app").await;
-        let s0 = backend["servers"].as_array().unwrap().iter().find(|s| s["name"] == "s0").cloned();
-        s0.is_some_and(|s| s["sessions_bound"] == N) && backend["stick_table_entries"] == N
-    })
-    .await;
+    let seen = census_shows(&c, &b, N).await;
     assert!(
         seen,
         "B counts all {N} of A's sessions (per node {spread:?}): {}",
@@ -485,12 +271,7 @@ async fn cluster_census_counts_bindings_on_every_primary() {
     assert_eq!(page["sessions"].as_array().unwrap().len(), 5, "{page}");
 
     // Flushing through B empties every node.
-    let r = c.delete(admin_url(&b, "/api/v1/backends/app/sessions")).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    let emptied = wait_until_async(DEADLINE, || async {
-        Store::keys(&cluster, "tether:app:*").await.is_empty()
-    })
-    .await;
+    let emptied = flush_empties(&c, &b, &cluster).await;
     assert!(emptied, "flush empties every node: {:?}", per_node(&cluster).await);
 }
 
@@ -506,15 +287,6 @@ const MAX_REQUESTS: usize = 20_000;
 const P99_BOUND: Duration = Duration::from_millis(300);
 /// No single request may come near a connect or reconnect timeout either.
 const MAX_BOUND: Duration = Duration::from_secs(1);
-
-/// What the traffic loop saw.
-#[derive(Debug, Default)]
-struct Traffic {
-    sent: usize,
-    failures: Vec<String>,
-    /// Latency of every request sent after the node died.
-    broken: Vec<Duration>,
-}
 
 /// What happened around the kill.
 #[derive(Debug)]
@@ -612,7 +384,7 @@ async fn cluster_node_killed_during_traffic_costs_no_requests_and_bounded_latenc
     let mut cluster = cluster().await;
     let servers = echo_servers(3);
     // The default redis_timeout (10 ms): what bounds a request while a node is gone.
-    let (a, b) = pair(&servers, &cluster.url(), &cluster_extra("")).await;
+    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra("")).await;
     let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let pinned = "pinned-across-a-node-failure";
     let NodeKilled { traffic, marks, owner, .. } =
@@ -679,7 +451,7 @@ const MAX_NEW_CONNECTIONS: u64 = 50;
 async fn cluster_node_killed_is_logged_as_a_state_not_per_failed_request() {
     let mut cluster = cluster().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, &cluster.url(), &cluster_extra("")).await;
+    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra("")).await;
     let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let killed = kill_a_node_under_traffic(&mut cluster, &c, (&a, &b), "flap").await;
     assert!(killed.traffic.failures.is_empty(), "failed requests: {:?}", killed.traffic.failures);

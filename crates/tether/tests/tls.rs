@@ -12,8 +12,7 @@ mod fixture;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use fixture::*;
@@ -24,10 +23,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
-use tether_testkit::tls::{
-    IssuedCert, TestCa, negotiated_alpn, peer_cert_der, tls_connect, write_pem,
-};
-use tether_testkit::{EchoServer, Tether, run_check, wait_until_async};
+use tether_testkit::tls::{Pki, TestCa, negotiated_alpn, peer_cert_der, tls_connect};
+use tether_testkit::{EchoServer, ScratchDir, Tether, run_check, wait_until_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -39,36 +36,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 // === helpers ===
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-        let path = std::env::temp_dir()
-            .join(format!("tether-tls-{tag}-{}-{n}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `path` as a TOML string literal.
-fn toml_str(path: &Path) -> String {
-    toml::Value::String(path.display().to_string()).to_string()
-}
 
 /// `tls = { cert = "...", key = "..."<extra> }`.
 fn tls_single(cert: &Path, key: &Path, extra: &str) -> String {
@@ -84,39 +51,14 @@ fn tls_many(pairs: &[(PathBuf, PathBuf)], extra: &str) -> String {
     format!("tls = {{ certificates = [ {} ]{extra} }}", list.join(", "))
 }
 
-/// The fixture's one-listener config with `listener_extra` lines added to listener "web".
-fn listener_config(servers: &[EchoServer], listener_extra: &str) -> String {
-    config(servers, "", None).replacen(
-        "default_backend = \"app\"",
-        &format!("default_backend = \"app\"\n{listener_extra}"),
-        1,
-    )
+/// A CA and a certificate for `localhost`, written as `server.crt`/`server.key` and `ca.pem`.
+fn localhost_pki(tag: &str) -> Pki {
+    Pki::new(&format!("tls-{tag}"), &["localhost"]).unwrap()
 }
 
-/// A CA, a certificate for `localhost` written as `server.crt`/`server.key`, and `ca.pem`.
-struct Pki {
-    ca: TestCa,
-    cert: IssuedCert,
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    ca_file: PathBuf,
-    // Last: the files outlive everything that names them.
-    dir: TempDir,
-}
-
-impl Pki {
-    fn new(tag: &str) -> Self {
-        let dir = TempDir::new(tag);
-        let ca = TestCa::new("tether tls test CA").unwrap();
-        let cert = ca.issue(&["localhost"]).unwrap();
-        let (cert_file, key_file) = cert.write(dir.path(), "server").unwrap();
-        let ca_file = write_pem(dir.path(), "ca.pem", &ca.cert_pem()).unwrap();
-        Self { ca, cert, cert_file, key_file, ca_file, dir }
-    }
-
-    fn tls(&self, extra: &str) -> String {
-        tls_single(&self.cert_file, &self.key_file, extra)
-    }
+/// [`tls_single`] for `pki`'s certificate.
+fn pki_tls(pki: &Pki, extra: &str) -> String {
+    tls_single(&pki.cert_file, &pki.key_file, extra)
 }
 
 /// Sends `req` on an HTTP/1.1 connection and reads the echo server's JSON answer.
@@ -310,11 +252,6 @@ async fn read_until_closed(
     }
 }
 
-/// `cfg` with an admin listener (for `/metrics`).
-fn with_admin(cfg: &str) -> String {
-    format!("{cfg}\n[admin]\naddress = \"127.0.0.1:0\"\n")
-}
-
 /// Waits (a few seconds at most) for the `tls_handshake` refusal count to reach `n` (the
 /// connection may close a moment before it is counted), then returns it.
 async fn tls_refusals_reaching(t: &Tether, n: f64) -> f64 {
@@ -324,8 +261,7 @@ async fn tls_refusals_reaching(t: &Tether, n: f64) -> f64 {
 
 /// `tether_connections_refused_total{listener="web",reason="tls_handshake"}`, 0 when absent.
 async fn tls_refusals(t: &Tether) -> f64 {
-    let url = format!("http://{}/metrics", t.listener_addr("admin"));
-    let text = client().get(url).send().await.unwrap().text().await.unwrap();
+    let text = client().get(admin_url(t, "/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines()
         .filter(|l| l.starts_with("tether_connections_refused_total{"))
         .filter(|l| l.contains("listener=\"web\"") && l.contains("reason=\"tls_handshake\""))
@@ -338,8 +274,8 @@ async fn tls_refusals(t: &Tether) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_gets_http2_and_http1_over_tls_verified_against_the_ca() {
     let servers = echo_servers(1);
-    let pki = Pki::new("curl");
-    let t = start(&listener_config(&servers, &pki.tls(""))).await;
+    let pki = localhost_pki("curl");
+    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
     let port = t.listener_addr("web").port();
 
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
@@ -372,8 +308,8 @@ async fn curl_gets_http2_and_http1_over_tls_verified_against_the_ca() {
 #[tokio::test]
 async fn alpn_negotiates_h2_when_offered_and_http1_otherwise() {
     let servers = echo_servers(1);
-    let pki = Pki::new("alpn");
-    let t = start(&listener_config(&servers, &pki.tls(""))).await;
+    let pki = localhost_pki("alpn");
+    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
     let addr = t.listener_addr("web");
 
     // h2 and http/1.1 offered: h2 wins, and HTTP/2 is served.
@@ -424,8 +360,8 @@ fn requests_line(out: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn h2load_over_tls_succeeds_for_every_request() {
     let servers = echo_servers(2);
-    let pki = Pki::new("h2load");
-    let t = start(&listener_config(&servers, &pki.tls(""))).await;
+    let pki = localhost_pki("h2load");
+    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
     let url = format!("https://{}/load", t.listener_addr("web"));
 
     let args = ["-n", "2000", "-c", "10", "-m", "10", &url].map(str::to_owned).to_vec();
@@ -463,7 +399,7 @@ async fn h2load_over_h2c_on_a_plaintext_listener_succeeds() {
 #[tokio::test]
 async fn sni_picks_the_certificate_and_the_first_one_is_the_default() {
     let servers = echo_servers(1);
-    let dir = TempDir::new("sni");
+    let dir = ScratchDir::new("tls-sni").unwrap();
     let ca = TestCa::new("tether sni CA").unwrap();
     let a = ca.issue(&["a.test"]).unwrap();
     let b = ca.issue(&["*.b.test"]).unwrap();
@@ -540,7 +476,7 @@ fn assert_error_says(case: &BadCase, stderr: &str, context: &str) {
 #[tokio::test]
 async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
     let servers = echo_servers(1);
-    let dir = TempDir::new("errors");
+    let dir = ScratchDir::new("tls-errors").unwrap();
     let ca = TestCa::new("tether errors CA").unwrap();
     let now = SystemTime::now();
     let good = ca.issue(&["localhost"]).unwrap().write(dir.path(), "good").unwrap();
@@ -676,8 +612,8 @@ async fn h1_on(stream: TlsStream<TcpStream>, path: &str) -> (u16, TlsStream<TcpS
 #[tokio::test]
 async fn sighup_serves_a_renewed_certificate_to_new_connections_and_keeps_old_ones() {
     let servers = echo_servers(1);
-    let pki = Pki::new("renew");
-    let cfg = listener_config(&servers, &pki.tls(""));
+    let pki = localhost_pki("renew");
+    let cfg = listener_config(&servers, &pki_tls(&pki, ""));
     let mut t = start(&cfg).await;
     let addr = t.listener_addr("web");
     let client = pki.ca.client_config(&[b"http/1.1"]).unwrap();
@@ -691,7 +627,7 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections_and_keeps_old_on
     // Renew: same name, new key, same files; then SIGHUP.
     let renewed = pki.ca.issue(&["localhost"]).unwrap();
     assert_ne!(renewed.cert_der(), pki.cert.cert_der());
-    renewed.write(pki.dir.path(), "server").unwrap();
+    renewed.write(pki.dir(), "server").unwrap();
     let outcome = t.reload(&cfg).await.unwrap();
     assert_eq!(outcome["message"], "config reloaded", "{outcome}");
 
@@ -709,7 +645,7 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections_and_keeps_old_on
     // An expired "renewal": the reload fails, logs why, and the valid certificate stays.
     let now = SystemTime::now();
     let expired = pki.ca.issue_with_validity(&["localhost"], now - 3 * DAY, now - DAY).unwrap();
-    expired.write(pki.dir.path(), "server").unwrap();
+    expired.write(pki.dir(), "server").unwrap();
     let outcome = t.reload(&cfg).await.unwrap();
     assert_eq!(outcome["message"], "reload failed", "{outcome}");
     let error = outcome["error"].to_string();
@@ -734,8 +670,8 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections_and_keeps_old_on
 #[tokio::test]
 async fn plaintext_http_to_a_tls_listener_never_reaches_the_upstream() {
     let servers = echo_servers(1);
-    let pki = Pki::new("plain");
-    let t = start(&with_admin(&listener_config(&servers, &pki.tls("")))).await;
+    let pki = localhost_pki("plain");
+    let t = start(&with_admin(&listener_config(&servers, &pki_tls(&pki, "")))).await;
 
     let opened = Instant::now();
     let mut s = TcpStream::connect(t.listener_addr("web")).await.unwrap();
@@ -765,10 +701,10 @@ async fn plaintext_http_to_a_tls_listener_never_reaches_the_upstream() {
 #[tokio::test]
 async fn a_client_that_never_finishes_the_handshake_is_closed_after_the_header_timeout() {
     let servers = echo_servers(1);
-    let pki = Pki::new("stall");
+    let pki = localhost_pki("stall");
     let t = start(&with_admin(&listener_config(
         &servers,
-        &format!("{}\ntimeouts = {{ header = \"1s\" }}", pki.tls("")),
+        &format!("{}\ntimeouts = {{ header = \"1s\" }}", pki_tls(&pki, "")),
     )))
     .await;
     let addr = t.listener_addr("web");
@@ -809,10 +745,10 @@ async fn a_client_that_never_finishes_the_handshake_is_closed_after_the_header_t
 async fn a_tls_client_that_sends_no_request_after_the_handshake_is_closed_after_the_header_timeout()
 {
     let servers = echo_servers(1);
-    let pki = Pki::new("norequest");
+    let pki = localhost_pki("norequest");
     let t = start(&listener_config(
         &servers,
-        &format!("{}\ntimeouts = {{ header = \"1s\" }}", pki.tls("")),
+        &format!("{}\ntimeouts = {{ header = \"1s\" }}", pki_tls(&pki, "")),
     ))
     .await;
     let addr = t.listener_addr("web");
@@ -846,12 +782,12 @@ async fn a_tls_client_that_sends_no_request_after_the_handshake_is_closed_after_
 #[tokio::test]
 async fn min_version_1_3_refuses_tls_1_2_clients_and_the_default_accepts_them() {
     let servers = echo_servers(1);
-    let pki = Pki::new("versions");
+    let pki = localhost_pki("versions");
     let tls12 = client_with_versions(&pki.ca, &[&rustls::version::TLS12]);
     let tls13 = client_with_versions(&pki.ca, &[&rustls::version::TLS13]);
 
     // Default: 1.2 and 1.3 both accepted.
-    let t = start(&listener_config(&servers, &pki.tls(""))).await;
+    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
     let addr = t.listener_addr("web");
     let s = tls_connect(addr, "localhost", Arc::clone(&tls12)).await.unwrap();
     assert_eq!(s.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
@@ -862,7 +798,7 @@ async fn min_version_1_3_refuses_tls_1_2_clients_and_the_default_accepts_them() 
     drop(t);
 
     // min_version = "1.3": a 1.2-only client fails the handshake, 1.3 works.
-    let t = start(&listener_config(&servers, &pki.tls(", min_version = \"1.3\""))).await;
+    let t = start(&listener_config(&servers, &pki_tls(&pki, ", min_version = \"1.3\""))).await;
     let addr = t.listener_addr("web");
     let refused = tls_connect(addr, "localhost", Arc::clone(&tls12)).await;
     assert!(refused.is_err(), "a TLS 1.2-only client completed a handshake with min_version 1.3");

@@ -12,13 +12,12 @@
 
 mod fixture;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use fixture::*;
 use serde_json::Value;
-use tether_testkit::tls::{IssuedCert, TestCa, write_pem};
+use tether_testkit::tls::{Pki, TestCa, write_pem};
 use tether_testkit::{EchoServer, Tether, run_check, wait_until_async};
 
 /// How long a health transition or a log line may take on a loaded machine.
@@ -36,77 +35,29 @@ const TLS_HEALTH_CHECK: &str = concat!(
 
 // === helpers ===
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-        let path = std::env::temp_dir()
-            .join(format!("tether-upstream-{tag}-{}-{n}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
+/// A CA and a certificate for `localhost` and `127.0.0.1` signed by it.
+fn loopback_pki(tag: &str) -> Pki {
+    names_pki(tag, &["localhost", "127.0.0.1"])
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A CA and a certificate for `names` signed by it.
+fn names_pki(tag: &str, names: &[&str]) -> Pki {
+    Pki::new(&format!("upstream-{tag}"), names).unwrap()
 }
 
-/// `path` as a TOML string literal.
-fn toml_str(path: &Path) -> String {
-    toml::Value::String(path.display().to_string()).to_string()
+/// `n` TLS echo servers s0, s1, ... presenting `pki`'s certificate.
+fn tls_servers(pki: &Pki, n: usize) -> Vec<EchoServer> {
+    (0..n).map(|i| EchoServer::start_tls(&format!("s{i}"), &pki.cert).unwrap()).collect()
 }
 
-/// A CA, a certificate for `localhost` and `127.0.0.1` signed by it, and the CA written as
-/// `ca.pem`.
-struct Pki {
-    cert: IssuedCert,
-    ca_file: PathBuf,
-    // Last: the files outlive everything that names them.
-    dir: TempDir,
-}
-
-impl Pki {
-    fn new(tag: &str) -> Self {
-        Self::with_names(tag, &["localhost", "127.0.0.1"])
-    }
-
-    fn with_names(tag: &str, names: &[&str]) -> Self {
-        let dir = TempDir::new(tag);
-        let ca = TestCa::new("tether upstream test CA").unwrap();
-        let cert = ca.issue(names).unwrap();
-        let ca_file = write_pem(dir.path(), "ca.pem", &ca.cert_pem()).unwrap();
-        Self { cert, ca_file, dir }
-    }
-
-    /// `n` TLS echo servers s0, s1, ... presenting this PKI's certificate.
-    fn servers(&self, n: usize) -> Vec<EchoServer> {
-        (0..n).map(|i| EchoServer::start_tls(&format!("s{i}"), &self.cert).unwrap()).collect()
-    }
-
-    /// `tls = { ca_file = "<ca.pem>"[, server_name = "<name>"] }`.
-    fn tls(&self, server_name: Option<&str>) -> String {
-        tls_line(&self.ca_file, server_name)
-    }
+/// `tls = { ca_file = "<pki's ca.pem>"[, server_name = "<name>"] }`.
+fn pki_tls(pki: &Pki, server_name: Option<&str>) -> String {
+    tls_line(&pki.ca_file, server_name)
 }
 
 fn tls_line(ca_file: &Path, server_name: Option<&str>) -> String {
     let name = server_name.map(|n| format!(", server_name = \"{n}\"")).unwrap_or_default();
     format!("tls = {{ ca_file = {}{name} }}\n", toml_str(ca_file))
-}
-
-/// The fixture's config with an `[admin]` listener on port 0.
-fn with_admin(cfg: &str) -> String {
-    format!("{cfg}\n[admin]\naddress = \"127.0.0.1:0\"\n")
 }
 
 /// GET `path` through listener "web" (with `host` as the Host header when given): the status
@@ -148,40 +99,13 @@ async fn upstream_failure_logged(t: &Tether, says: impl Fn(&str) -> bool) -> Val
     })
 }
 
-fn admin_url(t: &Tether, path: &str) -> String {
-    format!("http://{}{path}", t.listener_addr("admin"))
-}
-
-/// The admin JSON of server `name` in backend "app" (`Null` when absent).
-async fn server_json(t: &Tether, c: &reqwest::Client, name: &str) -> Value {
-    let v: Value =
-        c.get(admin_url(t, "/api/v1/backends/app")).send().await.unwrap().json().await.unwrap();
-    v["servers"]
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == name))
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-/// Waits until the admin API shows server `name` with health `want`; panics with the last
-/// JSON seen when it does not within [`TRANSITION`].
-async fn wait_health(t: &Tether, c: &reqwest::Client, name: &str, want: &str) -> Value {
-    let reached = wait_until_async(TRANSITION, move || async move {
-        server_json(t, c, name).await["health"] == want
-    })
-    .await;
-    let last = server_json(t, c, name).await;
-    assert!(reached, "server {name} did not become {want} within {TRANSITION:?}: {last}");
-    last
-}
-
 // === 1. TLS to the servers ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_backend_with_a_private_ca_reaches_the_server_over_tls_and_reuses_connections() {
-    let pki = Pki::new("private-ca");
-    let servers = pki.servers(1);
-    let t = start(&config(&servers, &pki.tls(Some("localhost")), None)).await;
+    let pki = loopback_pki("private-ca");
+    let servers = tls_servers(&pki, 1);
+    let t = start(&config(&servers, &pki_tls(&pki, Some("localhost")), None)).await;
     let c = client();
 
     for i in 0..30 {
@@ -205,9 +129,9 @@ async fn tls_backend_with_a_private_ca_reaches_the_server_over_tls_and_reuses_co
 #[tokio::test]
 async fn without_server_name_the_certificate_is_verified_for_the_server_ip() {
     // A certificate for 127.0.0.1 (IP SAN): verified by the address, no SNI sent.
-    let with_ip = Pki::with_names("by-ip", &["127.0.0.1"]);
-    let servers = with_ip.servers(1);
-    let t = start(&config(&servers, &with_ip.tls(None), None)).await;
+    let with_ip = names_pki("by-ip", &["127.0.0.1"]);
+    let servers = tls_servers(&with_ip, 1);
+    let t = start(&config(&servers, &pki_tls(&with_ip, None), None)).await;
     let (status, json) = get(&t, &client(), "/by-ip", None).await;
     assert_eq!(status, 200, "{json}");
     // rustls sends no SNI for an IP address.
@@ -215,9 +139,9 @@ async fn without_server_name_the_certificate_is_verified_for_the_server_ip() {
     drop(t);
 
     // A certificate for localhost only does not cover 127.0.0.1.
-    let dns_only = Pki::with_names("dns-only", &["localhost"]);
-    let servers = dns_only.servers(1);
-    let t = start(&config(&servers, &dns_only.tls(None), None)).await;
+    let dns_only = names_pki("dns-only", &["localhost"]);
+    let servers = tls_servers(&dns_only, 1);
+    let t = start(&config(&servers, &pki_tls(&dns_only, None), None)).await;
     let (status, _) = get(&t, &client(), "/by-ip", None).await;
     assert_eq!(status, 502, "a certificate for localhost was accepted for 127.0.0.1");
     assert_eq!(servers[0].requests(), 0);
@@ -226,10 +150,10 @@ async fn without_server_name_the_certificate_is_verified_for_the_server_ip() {
 
 #[tokio::test]
 async fn a_server_certificate_from_another_ca_gets_502_and_is_logged() {
-    let pki = Pki::new("wrong-ca");
-    let servers = pki.servers(1);
+    let pki = loopback_pki("wrong-ca");
+    let servers = tls_servers(&pki, 1);
     let other = TestCa::new("some other CA").unwrap();
-    let other_ca = write_pem(pki.dir.path(), "other-ca.pem", &other.cert_pem()).unwrap();
+    let other_ca = write_pem(pki.dir(), "other-ca.pem", &other.cert_pem()).unwrap();
     let t = start(&config(&servers, &tls_line(&other_ca, Some("localhost")), None)).await;
     let c = client();
 
@@ -243,15 +167,15 @@ async fn a_server_certificate_from_another_ca_gets_502_and_is_logged() {
     assert_eq!(line["server"], "s0", "{line}");
     // Sanity: the right CA works with the same servers.
     drop(t);
-    let t = start(&config(&servers, &pki.tls(Some("localhost")), None)).await;
+    let t = start(&config(&servers, &pki_tls(&pki, Some("localhost")), None)).await;
     assert_eq!(get(&t, &c, "/right-ca", None).await.0, 200);
 }
 
 #[tokio::test]
 async fn a_server_name_the_certificate_does_not_cover_gets_502() {
-    let pki = Pki::new("wrong-name");
-    let servers = pki.servers(1);
-    let t = start(&config(&servers, &pki.tls(Some("other.test")), None)).await;
+    let pki = loopback_pki("wrong-name");
+    let servers = tls_servers(&pki, 1);
+    let t = start(&config(&servers, &pki_tls(&pki, Some("other.test")), None)).await;
     let c = client();
 
     for i in 0..3 {
@@ -268,8 +192,8 @@ async fn a_server_name_the_certificate_does_not_cover_gets_502() {
 
 #[tokio::test]
 async fn tls_true_verifies_against_the_system_roots_which_do_not_hold_the_test_ca() {
-    let pki = Pki::new("system-roots");
-    let servers = pki.servers(1);
+    let pki = loopback_pki("system-roots");
+    let servers = tls_servers(&pki, 1);
     let t = start(&config(&servers, "tls = true\n", None)).await;
 
     let (status, body) = get(&t, &client(), "/system-roots", None).await;
@@ -290,8 +214,8 @@ async fn a_plaintext_backend_does_not_speak_tls() {
     assert_eq!(json["version"], "HTTP/1.1", "{json}");
 
     // And a plaintext backend pointed at a TLS server fails instead of leaking plaintext.
-    let pki = Pki::new("plain-to-tls");
-    let tls_servers = pki.servers(1);
+    let pki = loopback_pki("plain-to-tls");
+    let tls_servers = tls_servers(&pki, 1);
     let t = start(&config(&tls_servers, "", None)).await;
     let (status, _) = get(&t, &client(), "/plain", None).await;
     assert_eq!(status, 502);
@@ -322,9 +246,9 @@ async fn http2_to_a_plaintext_server_uses_prior_knowledge_and_multiplexes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http2_over_tls_negotiates_h2_by_alpn_and_multiplexes() {
-    let pki = Pki::new("h2-tls");
-    let servers = pki.servers(1);
-    let backend = format!("{}http2 = true\n", pki.tls(Some("localhost")));
+    let pki = loopback_pki("h2-tls");
+    let servers = tls_servers(&pki, 1);
+    let backend = format!("{}http2 = true\n", pki_tls(&pki, Some("localhost")));
     let t = start(&config(&servers, &backend, None)).await;
 
     let results = parallel_gets(&t, "/slow?ms=300", 30).await;
@@ -345,15 +269,15 @@ async fn http2_over_tls_negotiates_h2_by_alpn_and_multiplexes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_of_a_tls_backend_use_tls_and_see_a_server_stop() {
-    let pki = Pki::new("health");
-    let mut servers = pki.servers(2);
-    let backend = format!("{}{TLS_HEALTH_CHECK}", pki.tls(Some("localhost")));
+    let pki = loopback_pki("health");
+    let mut servers = tls_servers(&pki, 2);
+    let backend = format!("{}{TLS_HEALTH_CHECK}", pki_tls(&pki, Some("localhost")));
     let t = start(&with_admin(&config(&servers, &backend, None))).await;
     let c = client();
 
     // Checks pass only if they speak TLS and verify: a plaintext check fails (fall = 1).
-    wait_health(&t, &c, "s0", "up").await;
-    wait_health(&t, &c, "s1", "up").await;
+    wait_health(&t, &c, "s0", "up", TRANSITION).await;
+    wait_health(&t, &c, "s1", "up", TRANSITION).await;
     let checks_reach =
         wait_until_async(TRANSITION, || async { servers.iter().all(|s| s.requests() >= 2) }).await;
     assert!(
@@ -378,7 +302,7 @@ async fn health_checks_of_a_tls_backend_use_tls_and_see_a_server_stop() {
         )
         .await;
     assert!(down.is_some(), "stopping s0 did not mark it down");
-    wait_health(&t, &c, "s0", "down").await;
+    wait_health(&t, &c, "s0", "down", TRANSITION).await;
     for i in 0..10 {
         let (status, json) = get(&t, &c, "/after-stop", None).await;
         assert_eq!(status, 200, "request {i}: {json}");
@@ -388,18 +312,18 @@ async fn health_checks_of_a_tls_backend_use_tls_and_see_a_server_stop() {
 
     // Back on the same port (still TLS): up again.
     servers[0].restart().await.unwrap();
-    wait_health(&t, &c, "s0", "up").await;
+    wait_health(&t, &c, "s0", "up", TRANSITION).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_check_over_tls_fails_when_the_certificate_does_not_verify() {
-    let pki = Pki::new("health-bad-name");
-    let servers = pki.servers(1);
-    let backend = format!("{}{TLS_HEALTH_CHECK}", pki.tls(Some("other.test")));
+    let pki = loopback_pki("health-bad-name");
+    let servers = tls_servers(&pki, 1);
+    let backend = format!("{}{TLS_HEALTH_CHECK}", pki_tls(&pki, Some("other.test")));
     let t = start(&with_admin(&config(&servers, &backend, None))).await;
     let c = client();
 
-    let json = wait_health(&t, &c, "s0", "down").await;
+    let json = wait_health(&t, &c, "s0", "down", TRANSITION).await;
     let down = t
         .wait_for_log(
             |l| l["message"] == "server health changed" && l["server"] == "s0" && l["to"] == "down",
@@ -420,16 +344,16 @@ async fn a_health_check_over_tls_fails_when_the_certificate_does_not_verify() {
 #[tokio::test]
 async fn the_server_sees_the_clients_host_over_http1_and_http2() {
     const HOST: &str = "app.example.test:8443";
-    let pki = Pki::new("host");
+    let pki = loopback_pki("host");
     let cases: [(&str, String, bool); 3] = [
         ("http1", String::new(), false),
         ("http2 (h2c)", "http2 = true\n".to_owned(), false),
-        ("http2 over TLS", format!("{}http2 = true\n", pki.tls(Some("localhost"))), true),
+        ("http2 over TLS", format!("{}http2 = true\n", pki_tls(&pki, Some("localhost"))), true),
     ];
     // Every case runs, and the failures are reported together.
     let mut wrong = Vec::new();
     for (what, backend, tls) in &cases {
-        let servers = if *tls { pki.servers(1) } else { echo_servers(1) };
+        let servers = if *tls { tls_servers(&pki, 1) } else { echo_servers(1) };
         let t = start(&config(&servers, backend, None)).await;
         let (status, json) = get(&t, &client(), "/host", Some(HOST)).await;
         assert_eq!(status, 200, "{what}: {json}");
@@ -458,9 +382,9 @@ async fn the_server_sees_the_clients_host_over_http1_and_http2() {
 #[tokio::test]
 async fn bad_upstream_tls_settings_fail_check_naming_the_key() {
     let servers = echo_servers(1);
-    let pki = Pki::new("check");
-    let not_pem = write_pem(pki.dir.path(), "not-a-cert.pem", "hello\n").unwrap();
-    let missing = pki.dir.path().join("missing-ca.pem");
+    let pki = loopback_pki("check");
+    let not_pem = write_pem(pki.dir(), "not-a-cert.pem", "hello\n").unwrap();
+    let missing = pki.dir().join("missing-ca.pem");
     let ca = toml_str(&pki.ca_file);
 
     // (what, backend lines, the key path the error must name, what it must say)
@@ -514,9 +438,9 @@ async fn bad_upstream_tls_settings_fail_check_naming_the_key() {
 
     // The good forms pass.
     for backend in [
-        pki.tls(Some("localhost")),
-        pki.tls(Some("127.0.0.1")),
-        format!("{}http2 = true\n", pki.tls(None)),
+        pki_tls(&pki, Some("localhost")),
+        pki_tls(&pki, Some("127.0.0.1")),
+        format!("{}http2 = true\n", pki_tls(&pki, None)),
         "tls = true\nhttp2 = true\n".to_owned(),
         "tls = false\nhttp2 = false\n".to_owned(),
     ] {

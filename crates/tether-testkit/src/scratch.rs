@@ -1,4 +1,4 @@
-//! A fresh directory per test process, removed on drop.
+//! A fresh directory under the system temp dir, removed on drop.
 
 use std::fs;
 use std::io;
@@ -6,21 +6,24 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A new, empty directory under the system temp dir, removed (with its content) on drop.
+/// A new, empty directory under the system temp dir, removed (with its content) on drop:
+/// where a [`crate::Tether`] keeps its config, and where tests write files of their own
+/// (certificates, keys).
 #[derive(Debug)]
-pub(crate) struct ScratchDir {
+pub struct ScratchDir {
     path: PathBuf,
 }
 
 impl ScratchDir {
-    /// Creates `tether-test-<pid>-<counter>-<nanos>`; the pid and counter make it unique
-    /// between and within test processes, the nanos across reused pids.
-    pub(crate) fn new() -> io::Result<Self> {
+    /// Creates `tether-<tag>-<pid>-<counter>-<nanos>`; `tag` says what it is for, the pid
+    /// and counter make it unique between and within test processes, the nanos across reused
+    /// pids.
+    pub fn new(tag: &str) -> io::Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.subsec_nanos());
         let name = format!(
-            "tether-test-{}-{}-{nanos}",
+            "tether-{tag}-{}-{}-{nanos}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
         );
@@ -30,7 +33,8 @@ impl ScratchDir {
         Ok(Self { path })
     }
 
-    pub(crate) fn path(&self) -> &Path {
+    /// The directory.
+    pub fn path(&self) -> &Path {
         &self.path
     }
 }

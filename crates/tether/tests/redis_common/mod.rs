@@ -1,0 +1,289 @@
+//! Shared set-up for the Redis-shared stick table tests (`redis_affinity.rs`,
+//! `redis_tls_cluster.rs`): two instances, A and B, over the same three servers but with
+//! different views of them (on A only `s0` takes new sessions, on B only `s1` and `s2` do),
+//! sharing one Redis, and what the tests read from it.
+
+#![allow(dead_code)]
+// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tether_testkit::redis::{RedisCluster, RedisServer};
+use tether_testkit::{EchoServer, Tether, wait_until_async};
+use tokio::task::JoinSet;
+
+use crate::fixture::{KEY, admin_json, admin_url, server_of, start};
+
+pub const HEADER_STICKY: &str =
+    "mode = \"header\"\nheader = \"X-Session-Id\"\nidle_timeout = \"10m\"";
+/// The `idle_timeout` of [`HEADER_STICKY`]: what a binding's TTL starts from.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// For the sharing tests: generous, so a slow machine does not turn a lookup into a miss.
+pub const PATIENT: &str = "redis_timeout = \"500ms\"";
+
+/// How long background writes and reconnects get before a test gives up on them.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long an instance gets to count what Redis holds: its census runs every 5 s.
+pub const CENSUS_DEADLINE: Duration = Duration::from_secs(15);
+
+/// An admin listener on a free port (appended after `[stick_table]`, so it is its own table).
+pub const ADMIN: &str = "[admin]\naddress = \"127.0.0.1:0\"";
+
+/// What the tests read from a single Redis or a cluster (every running node).
+pub trait Store {
+    /// The `redis_url` Tether is given.
+    fn url(&self) -> String;
+    async fn keys(&self, pattern: &str) -> Vec<String>;
+    async fn get(&self, key: &str) -> Option<String>;
+    async fn flush(&self);
+    async fn dbsize(&self) -> u64;
+}
+
+impl Store for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        RedisServer::keys(self, pattern).await.unwrap()
+    }
+    async fn get(&self, key: &str) -> Option<String> {
+        RedisServer::get(self, key).await.unwrap()
+    }
+    async fn flush(&self) {
+        self.command(&["FLUSHALL"]).await.unwrap();
+    }
+    async fn dbsize(&self) -> u64 {
+        RedisServer::dbsize(self).await.unwrap()
+    }
+}
+
+impl Store for RedisCluster {
+    fn url(&self) -> String {
+        RedisCluster::url(self)
+    }
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        RedisCluster::keys(self, pattern).await.unwrap()
+    }
+    async fn get(&self, key: &str) -> Option<String> {
+        RedisCluster::get(self, key).await.unwrap()
+    }
+    async fn flush(&self) {
+        for node in self.nodes() {
+            node.command(&["FLUSHALL"]).await.unwrap();
+        }
+    }
+    async fn dbsize(&self) -> u64 {
+        RedisCluster::dbsize(self).await.unwrap()
+    }
+}
+
+/// Listener "web" → backend "app" over `servers`, where only the names in `active` take new
+/// sessions, and the stick table in the Redis at `url`. `[stick_table]` comes last: TOML
+/// tables after it would be read as its keys otherwise.
+pub fn shared_config(
+    servers: &[EchoServer],
+    active: &[&str],
+    sticky: &str,
+    url: &str,
+    stick_extra: &str,
+) -> String {
+    let entries: String = servers
+        .iter()
+        .map(|s| {
+            let state = if active.contains(&s.name()) { "ready" } else { "drain" };
+            format!(
+                "[[backends.app.servers]]\nname = \"{}\"\naddress = \"{}\"\nstate = \"{state}\"\n",
+                s.name(),
+                s.addr()
+            )
+        })
+        .collect();
+    format!(
+        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
+         [backends.app]\n[backends.app.sticky]\n{sticky}\n\n{entries}\n\
+         [secrets]\ncookie_keys = [\"{KEY}\"]\n\n\
+         [stick_table]\nstore = \"redis\"\nredis_url = \"{url}\"\n{stick_extra}\n"
+    )
+}
+
+/// A (new sessions → s0) and B (new sessions → s1, s2), sharing `store`.
+pub async fn pair(
+    servers: &[EchoServer],
+    sticky: &str,
+    store: &impl Store,
+    stick_extra: &str,
+) -> (Tether, Tether) {
+    let url = store.url();
+    let a = start(&shared_config(servers, &["s0"], sticky, &url, stick_extra)).await;
+    let b = start(&shared_config(servers, &["s1", "s2"], sticky, &url, stick_extra)).await;
+    (a, b)
+}
+
+/// Waits until both instances write to `store` (they connect in the background after
+/// start-up, and a binding made before that stays local), then empties it.
+pub async fn both_connected(c: &reqwest::Client, (a, b): (&Tether, &Tether), store: &impl Store) {
+    let probe = AtomicUsize::new(0);
+    let connected = wait_until_async(DEADLINE, || async {
+        let i = probe.fetch_add(1, Ordering::Relaxed);
+        warm_up(c, a, &format!("warm-up-a-{i}")).await;
+        warm_up(c, b, &format!("warm-up-b-{i}")).await;
+        let mut values = Vec::new();
+        for key in store.keys("tether:app:*").await {
+            values.extend(store.get(&key).await);
+        }
+        // A binds only s0, B only s1 and s2: both have written.
+        values.iter().any(|v| v == "s0") && values.iter().any(|v| v != "s0")
+    })
+    .await;
+    assert!(
+        connected,
+        "A and B did not both write to redis within {DEADLINE:?}; A said {:?}; B said {:?}",
+        about_redis(a),
+        about_redis(b)
+    );
+    store.flush().await;
+}
+
+/// A new session `id` in either mode: as the session header, and as an application cookie
+/// the server issues.
+pub async fn warm_up(c: &reqwest::Client, t: &Tether, id: &str) {
+    let url = format!("{}/warm-up?cookie_name=JSESSIONID&cookie_value={id}", t.url("web"));
+    let r = c.get(url).header("x-session-id", id).send().await.unwrap();
+    assert_eq!(r.status(), 200, "warm-up {id}");
+}
+
+/// The server that answered a request with session header `key`; panics unless it is a 200.
+pub async fn route(c: &reqwest::Client, t: &Tether, key: &str) -> String {
+    let r = c.get(t.url("web")).header("x-session-id", key).send().await.unwrap();
+    assert_eq!(r.status(), 200, "session {key:?}");
+    server_of(&r)
+}
+
+/// Which server answered how often, for `n` requests alternating A, B, A, ... with header
+/// `name: value`.
+pub async fn alternate(
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    n: u32,
+    (name, value): (&str, &str),
+) -> HashMap<String, u32> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let t = if i % 2 == 0 { a } else { b };
+        let r = c.get(t.url("web")).header(name, value).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        *counts.entry(server_of(&r)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Waits for the first binding of backend `app` to be written and returns its key; panics
+/// when there is none within [`DEADLINE`] or there is more than one.
+pub async fn the_one_binding(store: &impl Store) -> String {
+    let written =
+        wait_until_async(DEADLINE, || async { !store.keys("tether:app:*").await.is_empty() }).await;
+    assert!(written, "no binding in redis within {DEADLINE:?}: {:?}", store.keys("*").await);
+    let keys = store.keys("tether:app:*").await;
+    assert_eq!(keys.len(), 1, "one session, one binding: {keys:?}");
+    keys.into_iter().next().unwrap()
+}
+
+/// Sends twenty first requests of the new session `raw` at once, alternating A and B: A alone
+/// would bind s0 and B s1 or s2, so both bind and one SET NX wins. Then `store` holds that
+/// one binding, and A and B converge on the winner and stay there.
+pub async fn concurrent_first_requests_converge(
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    store: &impl Store,
+    raw: &'static str,
+) {
+    let mut racers = JoinSet::new();
+    for i in 0..20 {
+        let (c, url) = (c.clone(), if i % 2 == 0 { a.url("web") } else { b.url("web") });
+        racers.spawn(async move { c.get(url).header("x-session-id", raw).send().await });
+    }
+    while let Some(joined) = racers.join_next().await {
+        let r = joined.unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let key = the_one_binding(store).await;
+    assert_hashed(&key, raw);
+    let winner = store.get(&key).await.unwrap();
+    assert!(["s0", "s1", "s2"].contains(&winner.as_str()), "value {winner:?}");
+    let converged = wait_until_async(DEADLINE, || async {
+        route(c, a, raw).await == winner && route(c, b, raw).await == winner
+    })
+    .await;
+    assert!(converged, "A and B never both routed to the winner {winner} in {DEADLINE:?}");
+    let counts = alternate(c, (a, b), 100, ("x-session-id", raw)).await;
+    assert_eq!(counts, HashMap::from([(winner.clone(), 100)]), "and stay there");
+    assert_eq!(store.get(&key).await, Some(winner), "redis holds the first writer");
+}
+
+/// `{prefix}:{backend}:{32 hex chars}`: a keyed hash, never the client's key.
+pub fn assert_hashed(key: &str, raw: &str) {
+    let hash = key.strip_prefix("tether:app:").unwrap_or_else(|| panic!("prefix of {key:?}"));
+    assert!(
+        hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "not 32 hex chars: {key:?}"
+    );
+    assert!(!key.contains(raw), "the raw session key {raw:?} is in redis: {key:?}");
+}
+
+/// Waits up to [`CENSUS_DEADLINE`] until `t`'s admin API counts `n` sessions, all bound to
+/// `s0`, in backend `app`; false if it never does.
+pub async fn census_shows(c: &reqwest::Client, t: &Tether, n: usize) -> bool {
+    wait_until_async(CENSUS_DEADLINE, || async {
+        let backend = admin_json(c, t, "/api/v1/backends/app").await;
+        let s0 = backend["servers"].as_array().unwrap().iter().find(|s| s["name"] == "s0").cloned();
+        s0.is_some_and(|s| s["sessions_bound"] == n) && backend["stick_table_entries"] == n
+    })
+    .await
+}
+
+/// Flushes backend `app`'s sessions through `t`'s admin API and waits until `store` holds
+/// none of its bindings; false if some are still there after [`DEADLINE`].
+pub async fn flush_empties(c: &reqwest::Client, t: &Tether, store: &impl Store) -> bool {
+    let r = c.delete(admin_url(t, "/api/v1/backends/app/sessions")).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    wait_until_async(DEADLINE, || async { store.keys("tether:app:*").await.is_empty() }).await
+}
+
+/// What a traffic loop saw.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub sent: usize,
+    pub failures: Vec<String>,
+    /// Latency of every request sent after Redis (or a node of it) broke.
+    pub broken: Vec<Duration>,
+}
+
+/// Every line that mentions Redis, for failure reports.
+pub fn about_redis(t: &Tether) -> Vec<Value> {
+    let mentions = |l: &Value| l["message"].as_str().is_some_and(|m| m.contains("redis"));
+    t.logs().into_iter().filter(mentions).collect()
+}
+
+/// Lines with `message` logged after `mark`.
+pub fn count(t: &Tether, mark: usize, message: &str) -> usize {
+    t.logs().iter().skip(mark).filter(|l| is(l, message)).count()
+}
+
+/// The log contract: `"message"` is exactly the event, details go in fields.
+pub fn is(line: &Value, message: &str) -> bool {
+    line["message"] == message
+}
+
+pub fn p99_and_max(mut latencies: Vec<Duration>) -> (Duration, Duration) {
+    latencies.sort();
+    let max = latencies.last().copied().unwrap_or_default();
+    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or(max);
+    (p99, max)
+}
