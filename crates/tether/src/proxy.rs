@@ -86,6 +86,10 @@ async fn forward(
     framing::check(&method, version, req.headers_mut()).inspect_err(|_| {
         listener.metrics.request_refused(RequestRefusal::Framing);
     })?;
+    if req.headers().len() > listener.limits.max_headers {
+        listener.metrics.request_refused(RequestRefusal::Framing);
+        return Err(ProxyError::TooManyHeaders);
+    }
     let max_body = listener.limits.max_body_bytes;
     if max_body > 0 && framing::content_length(req.headers()).is_some_and(|n| n > max_body) {
         listener.metrics.request_refused(RequestRefusal::BodyTooLarge);

@@ -37,6 +37,10 @@ pub enum ProxyError {
     /// The request's framing breaks the policy in [`super::framing`].
     #[error("request framing refused: {0}")]
     Framing(&'static str),
+    /// More header fields than the listener's `max_headers` (HTTP/2; hyper refuses HTTP/1
+    /// heads over the limit itself).
+    #[error("more header fields than max_headers")]
+    TooManyHeaders,
     /// An HTTP/1.0 request that may carry a body has no `Content-Length`.
     #[error("HTTP/1.0 request body without Content-Length")]
     LengthRequired,
@@ -71,6 +75,7 @@ impl ProxyError {
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody(_) | ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -104,6 +109,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "the request body could not be read",
             ProxyError::Framing(_) => "the request's framing is ambiguous",
             ProxyError::UnknownCoding => "unsupported transfer coding",
+            ProxyError::TooManyHeaders => "too many header fields",
             ProxyError::LengthRequired => "an HTTP/1.0 request body needs Content-Length",
             ProxyError::BodyTooLarge => "the request body is too large",
             ProxyError::RateLimited { .. } => "too many requests; slow down",

@@ -3,9 +3,13 @@
 //! names, a `content-length` the DATA frames disagree with.
 //!
 //! Header blocks use only HPACK "literal without indexing, new name", never Huffman, so what
-//! is on the wire is exactly the bytes the test wrote. Of the server's answer only the
-//! outcome of stream 1 is read: its `:status`, a `RST_STREAM`, a `GOAWAY` or the end of the
-//! connection.
+//! is on the wire is exactly the bytes the test wrote. Of the server's answer [`exchange`]
+//! reads only the outcome of stream 1: its `:status`, a `RST_STREAM`, a `GOAWAY` or the end
+//! of the connection.
+//!
+//! For floods and limits, [`open`] gives the raw connection instead: frames of any kind
+//! (`CONTINUATION`, `RST_STREAM`, `WINDOW_UPDATE`, partial header blocks, HPACK indexing)
+//! go out through the write half, and [`FrameReader`] returns every frame the server sends.
 
 #![allow(dead_code)]
 
@@ -21,20 +25,42 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long to wait for the server's verdict on stream 1: 10 s.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const GOAWAY: u8 = 0x7;
+// Frame types (RFC 9113 §6).
+pub const DATA: u8 = 0x0;
+pub const HEADERS: u8 = 0x1;
+pub const RST_STREAM: u8 = 0x3;
+pub const SETTINGS: u8 = 0x4;
+pub const PING: u8 = 0x6;
+pub const GOAWAY: u8 = 0x7;
+pub const WINDOW_UPDATE: u8 = 0x8;
+pub const CONTINUATION: u8 = 0x9;
 
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const PADDED: u8 = 0x8;
-const PRIORITY: u8 = 0x20;
+// Frame flags.
+pub const END_STREAM: u8 = 0x1;
+pub const ACK: u8 = 0x1;
+pub const END_HEADERS: u8 = 0x4;
+pub const PADDED: u8 = 0x8;
+pub const PRIORITY: u8 = 0x20;
 
-/// The `NO_ERROR` code of `GOAWAY` and `RST_STREAM`.
-const NO_ERROR: u32 = 0;
+// Error codes of `GOAWAY` and `RST_STREAM` (RFC 9113 §7).
+pub const NO_ERROR: u32 = 0x0;
+pub const PROTOCOL_ERROR: u32 = 0x1;
+pub const FLOW_CONTROL_ERROR: u32 = 0x3;
+pub const REFUSED_STREAM: u32 = 0x7;
+pub const CANCEL: u32 = 0x8;
+pub const COMPRESSION_ERROR: u32 = 0x9;
+pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+// SETTINGS parameters (RFC 9113 §6.5.2).
+pub const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
+pub const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+pub const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
+pub const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+
+/// The largest frame payload a peer must accept without asking (`SETTINGS_MAX_FRAME_SIZE`
+/// default), minus one: what [`frame`] allows.
+pub const MAX_PAYLOAD: usize = (1 << 14) - 1;
 
 /// What the server did with stream 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +304,189 @@ fn huffman_digits(bytes: &[u8]) -> Option<String> {
             return None;
         }
     }
+}
+
+// === Frame-level client ===
+//
+// For tests that need more than stream 1's verdict (floods, stream limits, flow control):
+// build any frame, keep the connection, and read every frame the server sends.
+
+/// A `SETTINGS` frame with `params` (identifier, value).
+pub fn settings_with(params: &[(u16, u32)]) -> Vec<u8> {
+    let payload: Vec<u8> = params
+        .iter()
+        .flat_map(|(id, value)| id.to_be_bytes().into_iter().chain(value.to_be_bytes()))
+        .collect();
+    frame(SETTINGS, 0, 0, &payload)
+}
+
+/// The acknowledgement of the server's `SETTINGS`.
+pub fn settings_ack() -> Vec<u8> {
+    frame(SETTINGS, ACK, 0, &[])
+}
+
+/// A `HEADERS` frame carrying `block` (a header block fragment) as is; without
+/// `END_HEADERS` unless `end_headers`, so `CONTINUATION` frames must follow.
+pub fn headers_fragment(stream: u32, block: &[u8], end_stream: bool, end_headers: bool) -> Vec<u8> {
+    let flags = if end_stream { END_STREAM } else { 0 } | if end_headers { END_HEADERS } else { 0 };
+    frame(HEADERS, flags, stream, block)
+}
+
+/// A `CONTINUATION` frame carrying `block`.
+pub fn continuation(stream: u32, block: &[u8], end_headers: bool) -> Vec<u8> {
+    frame(CONTINUATION, if end_headers { END_HEADERS } else { 0 }, stream, block)
+}
+
+/// A `RST_STREAM` frame with error `code`.
+pub fn rst_stream(stream: u32, code: u32) -> Vec<u8> {
+    frame(RST_STREAM, 0, stream, &code.to_be_bytes())
+}
+
+/// A `WINDOW_UPDATE` frame (`stream` 0: the connection window).
+pub fn window_update(stream: u32, increment: u32) -> Vec<u8> {
+    frame(WINDOW_UPDATE, 0, stream, &(increment & 0x7fff_ffff).to_be_bytes())
+}
+
+/// One HPACK "literal with incremental indexing, new name" field (RFC 7541 §6.2.1): it is
+/// also added to the decoder's dynamic table, at index 62 (the first dynamic entry).
+pub fn hpack_indexed_literal(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x40];
+    for s in [name, value] {
+        hpack_int(&mut out, 7, 0x00, s.len());
+        out.extend_from_slice(s);
+    }
+    out
+}
+
+/// One HPACK "indexed header field" (RFC 7541 §6.1): a reference to table entry `index`.
+pub fn hpack_index(index: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    hpack_int(&mut out, 7, 0x80, index);
+    out
+}
+
+/// One frame from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+// === impl Frame ===
+
+impl Frame {
+    /// A `HEADERS` or `DATA` frame that ends its stream.
+    pub fn ends_stream(&self) -> bool {
+        matches!(self.kind, DATA | HEADERS) && self.flags & END_STREAM != 0
+    }
+
+    /// A `SETTINGS` frame that is not an acknowledgement.
+    pub fn is_settings(&self) -> bool {
+        self.kind == SETTINGS && self.flags & ACK == 0
+    }
+
+    /// The error code of a `RST_STREAM` or `GOAWAY`.
+    pub fn error_code(&self) -> Option<u32> {
+        match self.kind {
+            RST_STREAM => Some(be_u32(self.payload.get(..4))),
+            GOAWAY => Some(be_u32(self.payload.get(4..8))),
+            _ => None,
+        }
+    }
+
+    /// The last stream id of a `GOAWAY`.
+    pub fn last_stream(&self) -> Option<u32> {
+        (self.kind == GOAWAY).then(|| be_u32(self.payload.get(..4)) & 0x7fff_ffff)
+    }
+
+    /// The parameters of a `SETTINGS` frame, in order.
+    pub fn settings(&self) -> Vec<(u16, u32)> {
+        if self.kind != SETTINGS {
+            return Vec::new();
+        }
+        self.payload
+            .chunks_exact(6)
+            .map(|p| (u16::from_be_bytes([p[0], p[1]]), be_u32(p.get(2..6))))
+            .collect()
+    }
+
+    /// The `:status` of a response `HEADERS` frame, when it could be decoded.
+    pub fn status(&self) -> Option<u16> {
+        (self.kind == HEADERS).then(|| header_block(self.flags, &self.payload)).flatten()
+    }
+
+    /// One line for a report, e.g. `GOAWAY(last 41, code 0xb, "too_many_resets")`.
+    pub fn describe(&self) -> String {
+        let code = self.error_code().unwrap_or_default();
+        match self.kind {
+            DATA => format!("DATA(stream {}, {} bytes)", self.stream, self.payload.len()),
+            HEADERS => format!("HEADERS(stream {}, status {:?})", self.stream, self.status()),
+            RST_STREAM => format!("RST_STREAM(stream {}, code {code:#x})", self.stream),
+            SETTINGS => format!("SETTINGS(flags {:#x}, {:?})", self.flags, self.settings()),
+            GOAWAY => format!(
+                "GOAWAY(last {}, code {code:#x}, {:?})",
+                self.last_stream().unwrap_or_default(),
+                String::from_utf8_lossy(self.payload.get(8..).unwrap_or_default())
+            ),
+            WINDOW_UPDATE => format!(
+                "WINDOW_UPDATE(stream {}, +{})",
+                self.stream,
+                be_u32(self.payload.get(..4)) & 0x7fff_ffff
+            ),
+            kind => format!("frame type {kind:#x} (stream {})", self.stream),
+        }
+    }
+}
+
+/// What [`FrameReader::next`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    Frame(Frame),
+    /// The connection ended (end of stream or an error such as a reset).
+    Closed,
+    /// Nothing complete before the deadline.
+    TimedOut,
+}
+
+/// The read half of a connection, cut into frames.
+#[derive(Debug)]
+pub struct FrameReader {
+    half: tokio::net::tcp::OwnedReadHalf,
+    buf: Vec<u8>,
+}
+
+// === impl FrameReader ===
+
+impl FrameReader {
+    /// The next frame, unless the connection ends or `until` passes first.
+    pub async fn next(&mut self, until: tokio::time::Instant) -> Next {
+        let mut chunk = [0; 16 * 1024];
+        loop {
+            if let Some((kind, flags, stream, payload, used)) = next_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Next::Frame(Frame { kind, flags, stream, payload });
+            }
+            match tokio::time::timeout_at(until, self.half.read(&mut chunk)).await {
+                Err(_) => return Next::TimedOut,
+                Ok(Ok(0) | Err(_)) => return Next::Closed,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// Connects to `addr`, sends the preface and `settings` (e.g. [`settings`]), and splits the
+/// connection.
+pub async fn open(
+    addr: SocketAddr,
+    settings: &[u8],
+) -> (FrameReader, tokio::net::tcp::OwnedWriteHalf) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (half, mut write) = stream.into_split();
+    write.write_all(&[PREFACE, settings].concat()).await.unwrap();
+    (FrameReader { half, buf: Vec::new() }, write)
 }
 
 #[test]
