@@ -10,6 +10,7 @@
 pub mod affinity;
 pub mod balance;
 pub mod conns;
+pub mod framing;
 pub mod health;
 pub mod rate;
 pub mod retry;

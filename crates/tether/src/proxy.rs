@@ -38,7 +38,7 @@ use crate::metrics::RequestRefusal;
 use crate::snapshot::{BackendView, ListenerView, Snapshot};
 
 /// What the data path knows about the client connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnCtx {
     /// Index of the listener in the snapshot.
     pub listener: usize,
@@ -48,6 +48,26 @@ pub struct ConnCtx {
     pub peer_headers: headers::PeerHeaders,
     /// Whether the client-facing connection is TLS.
     pub https: bool,
+    /// HTTP/1 requests seen on the connection so far.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Index of the first request head that carried both `Content-Length` and
+    /// `Transfer-Encoding` (`u64::MAX`: none), found by the connection's head scan; hyper
+    /// drops the `Content-Length` of such a request before Tether sees it.
+    pub both_framings: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ConnCtx {
+    /// Context of a new connection.
+    pub fn new(listener: usize, peer: SocketAddr, https: bool) -> Self {
+        Self {
+            listener,
+            peer,
+            peer_headers: headers::PeerHeaders::new(peer.ip()),
+            https,
+            requests: std::sync::atomic::AtomicU64::new(0),
+            both_framings: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+        }
+    }
 }
 
 /// Serves one request against `snap`; never fails (errors become small plain-text answers).
@@ -83,6 +103,13 @@ async fn forward(
     mut log: Option<&mut AccessLog>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (method, version) = (req.method().clone(), req.version());
+    if version < Version::HTTP_2 {
+        let index = ctx.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if ctx.both_framings.load(std::sync::atomic::Ordering::Relaxed) == index {
+            listener.metrics.request_refused(RequestRefusal::Framing);
+            return Err(ProxyError::Framing("both Transfer-Encoding and Content-Length"));
+        }
+    }
     framing::check(&method, version, req.headers_mut()).inspect_err(|_| {
         listener.metrics.request_refused(RequestRefusal::Framing);
     })?;

@@ -603,12 +603,7 @@ impl Acceptor {
                 }
             }
             let io = accept::Prefixed::new(prefix, stream);
-            let ctx = ConnCtx {
-                listener: index,
-                peer: client,
-                peer_headers: crate::proxy::headers::PeerHeaders::new(client.ip()),
-                https: l.tls.is_some(),
-            };
+            let ctx = ConnCtx::new(index, client, l.tls.is_some());
             let serve = Serve {
                 current,
                 ctx: Arc::new(ctx),
@@ -670,6 +665,8 @@ impl Serve {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Serve { current, ctx, settings, drain, token } = self;
+        let scan = tether_core::framing::HeadScan::new(settings.limits.max_header_bytes);
+        let scan = Some((scan, Arc::clone(&ctx.both_framings)));
         let (idle, header_timeout) = (settings.idle_timeout, settings.header_timeout);
         let peer = ctx.peer;
         let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -682,7 +679,7 @@ impl Serve {
         });
         let epoch = std::time::Instant::now();
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let io = TokioIo::new(ActivityIo::new(io, epoch, Arc::clone(&last)));
+        let io = TokioIo::new(ActivityIo::new(io, epoch, Arc::clone(&last), scan));
         let conn = settings.http.serve_connection_with_upgrades(io, service);
         if let Err(e) = connection::drive(conn, drain, idle, epoch, last, first, token).await {
             tracing::debug!(client = %peer, error = %e, "client connection ended with an error");

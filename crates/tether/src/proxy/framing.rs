@@ -17,11 +17,12 @@
 //! - HTTP/1.1 without `Host`, or with more than one `Host` → 400 (RFC 9112 §3.2: routing
 //!   and the server could read different hosts).
 //!
-//! Two cases hyper settles before Tether sees the request, both without desync: with
-//! `Transfer-Encoding` *and* `Content-Length`, hyper frames the body by the chunks alone,
-//! drops `Content-Length` and closes the connection after the response (RFC 9112 §6.1);
-//! a bare LF ends a header line (RFC 9112 §2.2 allows it). Tether forwards every header
-//! with CRLF and re-frames every body, so the servers behind never see either ambiguity.
+//! hyper removes a `Content-Length` that comes with `Transfer-Encoding` before the request
+//! reaches Tether, so that case is found on the wire instead: each HTTP/1 connection's bytes
+//! pass a [`tether_core::framing::HeadScan`], and the request whose head had both is refused
+//! here by its index on the connection (see `handle`). A bare LF ends a header line (RFC 9112
+//! §2.2 allows it, and hyper does); Tether forwards every header with CRLF, so the servers
+//! behind never see one.
 //!
 //! Every refusal closes the connection (`Connection: close`): after a framing error the
 //! rest of the bytes on it cannot be trusted to start a request.

@@ -17,23 +17,33 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper_util::server::graceful::GracefulConnection;
+use tether_core::framing::HeadScan;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 
 /// Held by every open connection; the drain waits until all are dropped.
 pub type DrainToken = mpsc::Sender<()>;
 
-/// A socket that records when it last moved a byte.
+/// A socket that records when it last moved a byte, and watches the HTTP/1 request heads
+/// that arrive on it ([`HeadScan`]) for what hyper's parser hides from Tether.
 pub struct ActivityIo<T> {
     inner: T,
     epoch: Instant,
     last_ms: Arc<AtomicU64>,
+    scan: Option<(HeadScan, Arc<AtomicU64>)>,
 }
 
 impl<T> ActivityIo<T> {
     /// Wraps `inner`; `last_ms` receives milliseconds since `epoch` of the last activity.
-    pub fn new(inner: T, epoch: Instant, last_ms: Arc<AtomicU64>) -> Self {
-        Self { inner, epoch, last_ms }
+    /// With `scan`, the index of the first request head carrying both `Content-Length` and
+    /// `Transfer-Encoding` is stored in its counter (see [`crate::proxy::ConnCtx`]).
+    pub fn new(
+        inner: T,
+        epoch: Instant,
+        last_ms: Arc<AtomicU64>,
+        scan: Option<(HeadScan, Arc<AtomicU64>)>,
+    ) -> Self {
+        Self { inner, epoch, last_ms, scan }
     }
 
     fn touch(&self) {
@@ -52,6 +62,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.touch();
+            if let Some((scan, flagged)) = &mut this.scan {
+                scan.feed(&buf.filled()[before..], &mut |head| {
+                    // Only the first matters: hyper closes the connection after such a head.
+                    let _ = flagged.compare_exchange(
+                        u64::MAX,
+                        head,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                });
+                if scan.is_off() {
+                    this.scan = None;
+                }
+            }
         }
         r
     }
