@@ -613,23 +613,34 @@ impl Acceptor {
             };
             match &l.tls {
                 None => serve.run(io).await,
-                Some(config) => {
-                    let handshake = tokio_rustls::TlsAcceptor::from(Arc::clone(config)).accept(io);
-                    match tokio::time::timeout(l.header_timeout, handshake).await {
-                        Ok(Ok(tls)) => serve.run(tls).await,
-                        Ok(Err(e)) => {
-                            tracing::debug!(client = %client, listener = %l.name, error = %e, "TLS handshake failed");
-                            l.metrics.connection_refused(ConnRefusal::TlsHandshake);
-                        }
-                        Err(_) => {
-                            tracing::debug!(client = %client, listener = %l.name, "TLS handshake timed out");
-                            l.metrics.connection_refused(ConnRefusal::TlsHandshake);
-                        }
-                    }
-                }
+                // Boxed, so that plain connections do not carry the size of a TLS session in
+                // their task.
+                Some(config) => Box::pin(serve_tls(serve, io, config, l, client)).await,
             }
             drop(slot);
         });
+    }
+}
+
+/// The TLS handshake (within `timeouts.header`), then HTTP over it.
+async fn serve_tls(
+    serve: Serve,
+    io: accept::Prefixed<tokio::net::TcpStream>,
+    config: &Arc<rustls::ServerConfig>,
+    l: &ConnSettings,
+    client: SocketAddr,
+) {
+    let handshake = tokio_rustls::TlsAcceptor::from(Arc::clone(config)).accept(io);
+    match tokio::time::timeout(l.header_timeout, handshake).await {
+        Ok(Ok(tls)) => serve.run(tls).await,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %client, listener = %l.name, error = %e, "TLS handshake failed");
+            l.metrics.connection_refused(ConnRefusal::TlsHandshake);
+        }
+        Err(_) => {
+            tracing::debug!(client = %client, listener = %l.name, "TLS handshake timed out");
+            l.metrics.connection_refused(ConnRefusal::TlsHandshake);
+        }
     }
 }
 
@@ -675,12 +686,17 @@ impl Serve {
             seen.store(true, std::sync::atomic::Ordering::Relaxed);
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, std::convert::Infallible>(proxy::handle(&snap, &ctx, req).await) }
+            // Boxed: hyper keeps the slot for a request's future for as long as the
+            // connection lives, so an unboxed (large) future would cost every idle
+            // keep-alive connection its size; boxed, it costs one allocation per request.
+            Box::pin(async move {
+                Ok::<_, std::convert::Infallible>(proxy::handle(&snap, &ctx, req).await)
+            })
         });
         let epoch = std::time::Instant::now();
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let io = TokioIo::new(ActivityIo::new(io, epoch, Arc::clone(&last), scan));
-        let conn = settings.http.serve_connection_with_upgrades(io, service);
+        let conn = settings.http.serve_connection_with_upgrades(io, service).into_owned();
         if let Err(e) = connection::drive(conn, drain, idle, epoch, last, first, token).await {
             tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
         }
