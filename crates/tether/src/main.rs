@@ -87,6 +87,18 @@ fn check(path: &std::path::Path) -> ExitCode {
                 c.backends.len(),
                 servers
             );
+            for l in &c.listeners {
+                for cert in l.tls.iter().flat_map(|t| &t.certs) {
+                    println!(
+                        "  listener {}: certificate {} for {} expires {} ({} days)",
+                        l.name,
+                        cert.files.cert.display(),
+                        cert.names.join(", "),
+                        cert.expires_rfc3339(),
+                        cert.days_left()
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

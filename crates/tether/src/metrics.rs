@@ -58,6 +58,12 @@ struct ListenerReason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    listener: String,
+    cert: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerBackend {
     listener: String,
     backend: String,
@@ -116,6 +122,7 @@ pub struct Metrics {
     queue_depth: Family<BackendLabels, Gauge>,
     conns_refused: Family<ListenerReason, Counter>,
     requests_refused: Family<ListenerReason, Counter>,
+    cert_expiry: Family<CertLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -142,6 +149,13 @@ impl Default for Metrics {
         let queue_depth = Family::default();
         let conns_refused = Family::default();
         let requests_refused = Family::default();
+        let cert_expiry = Family::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each listener certificate expires (notAfter, Unix seconds); alert on time() \
+             approaching it",
+            cert_expiry.clone(),
+        );
         registry.register(
             "connections_refused",
             "Client connections closed before HTTP: connection limits, PROXY header, TLS handshake",
@@ -210,6 +224,7 @@ impl Default for Metrics {
             queue_depth.clone(),
         );
         Self {
+            cert_expiry,
             conns_refused,
             requests_refused,
             ejections,
@@ -468,6 +483,17 @@ impl Metrics {
 
     /// The text exposition of every metric, after refreshing the live gauges from `snap`.
     pub fn render(&self, snap: &Snapshot) -> String {
+        // Certificates change only on reload: the series are rebuilt from the configuration.
+        self.cert_expiry.clear();
+        for l in &snap.config.listeners {
+            for c in l.tls.iter().flat_map(|t| &t.certs) {
+                let labels = CertLabels {
+                    listener: l.name.clone(),
+                    cert: c.files.cert.display().to_string(),
+                };
+                self.cert_expiry.get_or_create(&labels).set(c.not_after);
+            }
+        }
         for b in &snap.backends {
             for s in &b.servers {
                 let labels =

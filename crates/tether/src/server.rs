@@ -146,6 +146,7 @@ impl Tether {
             }
         };
         let mut registry = Registry::default();
+        crate::tls::warn_expiring(&config.listeners);
         let listeners_cfg = config.listeners.clone();
         let admin_cfg = config.admin.clone();
         let snapshot = registry.build(config, &fallback_keys);
@@ -264,6 +265,9 @@ impl Tether {
     /// Builds and publishes a snapshot of `config` (from the file, or changed at runtime),
     /// dropping metric series of what is gone.
     fn publish(&mut self, config: Config, from_file: bool) {
+        if from_file {
+            crate::tls::warn_expiring(&config.listeners);
+        }
         let snapshot = Arc::new(if from_file {
             self.registry.build(config, &self.fallback_keys)
         } else {

@@ -100,6 +100,42 @@ pub struct LoadedCert {
     key: Arc<CertifiedKey>,
 }
 
+impl LoadedCert {
+    /// `notAfter`, RFC 3339.
+    pub fn expires_rfc3339(&self) -> String {
+        rfc3339(self.not_after)
+    }
+
+    /// Whole days until it expires (negative once expired).
+    pub fn days_left(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        (self.not_after - now).div_euclid(86_400)
+    }
+}
+
+/// Certificates closer than this to expiry are logged as a warning at start and reload.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Logs a warning for every listener certificate within [`EXPIRY_WARNING_DAYS`] of expiry.
+pub fn warn_expiring(listeners: &[crate::config::Listener]) {
+    for l in listeners {
+        for c in l.tls.iter().flat_map(|t| &t.certs) {
+            let days = c.days_left();
+            if days < EXPIRY_WARNING_DAYS {
+                tracing::warn!(
+                    listener = %l.name,
+                    cert = %c.files.cert.display(),
+                    expires = %c.expires_rfc3339(),
+                    days_left = days,
+                    "TLS certificate expires soon"
+                );
+            }
+        }
+    }
+}
+
 /// Why a certificate could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {

@@ -808,3 +808,47 @@ async fn min_version_1_3_refuses_tls_1_2_clients_and_the_default_accepts_them() 
     assert_eq!(h1_get(&mut h1, "/tls13").await.0, 200);
     assert_eq!(servers[0].requests(), 2);
 }
+
+/// A certificate that expires in a few days: `tether check` prints its expiry, the start
+/// logs a warning naming it, and the metrics carry its notAfter for alerting.
+#[tokio::test]
+async fn a_certificate_near_expiry_is_reported_by_check_logs_and_metrics() {
+    let pki = localhost_pki("expiring");
+    let now = SystemTime::now();
+    // Five and a half days: whole days left is 5 whatever the seconds.
+    let expiry = now + 5 * DAY + DAY / 2;
+    let soon = pki.ca.issue_with_validity(&["localhost"], now - DAY, expiry).unwrap();
+    let (cert, key) = soon.write(pki.dir(), "soon").unwrap();
+    let servers = echo_servers(1);
+    let cfg = with_admin(&listener_config(&servers, &tls_single(&cert, &key, "")));
+
+    let out = run_check(BIN, &cfg).unwrap();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let line = out.stdout.lines().find(|l| l.contains("certificate")).unwrap_or_default();
+    assert!(line.contains("localhost") && line.contains("(5 days)"), "{}", out.stdout);
+
+    let t = start(&cfg).await;
+    let warned = t
+        .wait_for_log(|l| l["message"] == "TLS certificate expires soon", DEADLINE)
+        .await
+        .unwrap_or_else(|| panic!("no expiry warning: {:?}", t.logs()));
+    assert_eq!(warned["days_left"], 5, "{warned}");
+    let metrics =
+        client().get(admin_url(&t, "/metrics")).send().await.unwrap().text().await.unwrap();
+    let series = metrics
+        .lines()
+        .find(|l| l.starts_with("tether_tls_certificate_expiry_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("no expiry series:\n{metrics}"));
+    let value: f64 = series.rsplit(' ').next().unwrap().parse().unwrap();
+    let expected = expiry.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((value - expected).abs() < 5.0, "{series} vs {expected}");
+
+    // A certificate with a year left is not warned about.
+    let fine = listener_config(&servers, &pki_tls(&pki, ""));
+    let t = start(&fine).await;
+    assert!(
+        t.logs().iter().all(|l| l["message"] != "TLS certificate expires soon"),
+        "{:?}",
+        t.logs()
+    );
+}
