@@ -402,7 +402,17 @@ lb_expand() {        # expand {port} {b1} {b2} {b3} {backends} {backends_sp} {di
   echo "$c"
 }
 
-# start_peer PEER MODE CPUS [H2] -> sets PEER_PID, returns non-zero if not ready
+wait_curl() {         # $1 url, then curl options: until it answers 200 (10 s) while PEER_PID lives
+  local url=$1 i; shift
+  for i in $(seq 1 100); do
+    [ "$(curl -s "$@" -o /dev/null -m 1 -w '%{http_code}' "$url")" = 200 ] && return 0
+    kill -0 "$PEER_PID" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_peer PEER MODE CPUS [H2|tls] -> sets PEER_PID, returns non-zero if not ready
 start_peer() {
   local peer=$1 mode=$2 cpus=$3 h2=${4:-0} d
   local shown=$peer; [ "$peer" = lb ] && shown=$LB_NAME
@@ -440,22 +450,12 @@ start_peer() {
   PEER_PID=$!
   PIDS+=("$PEER_PID")
   if [ "$h2" = tls ]; then
-    local i
-    for i in $(seq 1 100); do
-      [ "$(curl -sk -o /dev/null -m 1 -w '%{http_code}' "https://127.0.0.1:$PX/")" = 200 ] && return 0
-      kill -0 "$PEER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
+    wait_curl "https://127.0.0.1:$PX/" -k && return 0
     log "$shown/$mode (tls) did not become ready (see $d/out.log)"; return 1
   fi
   if [ "$h2" = 1 ] && [ "$peer" = nginx ]; then
     # h2c-only listener: probe with prior knowledge
-    local i
-    for i in $(seq 1 100); do
-      [ "$(curl -s --http2-prior-knowledge -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$PX/")" = 200 ] && return 0
-      kill -0 "$PEER_PID" 2>/dev/null || break
-      sleep 0.1
-    done
+    wait_curl "http://127.0.0.1:$PX/" --http2-prior-knowledge && return 0
     log "$shown/$mode did not become ready (see $d/out.log)"; return 1
   fi
   local to=10; [ "$peer" = lb ] && to=$LB_READY_TIMEOUT
