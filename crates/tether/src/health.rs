@@ -27,7 +27,8 @@ use crate::snapshot::BackendView;
 /// Largest body read from a health-check answer.
 const MAX_CHECK_BODY: usize = 64 * 1024;
 
-fn unix_now() -> u64 {
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

@@ -106,20 +106,20 @@ async fn forward(
     if version < Version::HTTP_2 {
         let index = ctx.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if ctx.both_framings.load(std::sync::atomic::Ordering::Relaxed) == index {
-            listener.metrics.request_refused(RequestRefusal::Framing);
+            listener.conn.metrics.request_refused(RequestRefusal::Framing);
             return Err(ProxyError::Framing("both Transfer-Encoding and Content-Length"));
         }
     }
     framing::check(&method, version, req.headers_mut()).inspect_err(|_| {
-        listener.metrics.request_refused(RequestRefusal::Framing);
+        listener.conn.metrics.request_refused(RequestRefusal::Framing);
     })?;
-    if req.headers().len() > listener.limits.max_headers {
-        listener.metrics.request_refused(RequestRefusal::Framing);
+    if req.headers().len() > listener.conn.limits.max_headers {
+        listener.conn.metrics.request_refused(RequestRefusal::Framing);
         return Err(ProxyError::TooManyHeaders);
     }
-    let max_body = listener.limits.max_body_bytes;
+    let max_body = listener.conn.limits.max_body_bytes;
     if max_body > 0 && framing::content_length(req.headers()).is_some_and(|n| n > max_body) {
-        listener.metrics.request_refused(RequestRefusal::BodyTooLarge);
+        listener.conn.metrics.request_refused(RequestRefusal::BodyTooLarge);
         return Err(ProxyError::BodyTooLarge);
     }
     let backend = &snap.backends[route(snap, listener, &req).ok_or(ProxyError::NoRoute)?];
@@ -142,7 +142,7 @@ async fn forward(
         }
         Some((_, mode)) => {
             let client =
-                headers::client_ip(ctx.peer.ip(), req.headers(), &listener.trusted_proxies);
+                headers::client_ip(ctx.peer.ip(), req.headers(), &listener.conn.trusted_proxies);
             let pin = affinity::read_table_pin(backend, mode, req.headers(), client, now).await;
             session = pin.key;
             Some(pin)
@@ -226,7 +226,7 @@ async fn forward(
             Ok(Err(e)) if e.is_connect() => ProxyError::Connect(error_chain(&e)),
             Ok(Err(e)) if caused_by::<body::BodyStalled>(&e) => ProxyError::ClientBodyTimeout,
             Ok(Err(e)) if caused_by::<body::BodyTooLarge>(&e) => {
-                listener.metrics.request_refused(RequestRefusal::BodyTooLarge);
+                listener.conn.metrics.request_refused(RequestRefusal::BodyTooLarge);
                 ProxyError::BodyTooLarge
             }
             Ok(Err(e)) if caused_by::<body::ClientBodyFailed>(&e) => {
@@ -272,7 +272,7 @@ fn rate_limit(
     req: &Request<Incoming>,
     session: Option<u128>,
 ) -> Result<(), ProxyError> {
-    let ip = headers::client_ip(ctx.peer.ip(), req.headers(), &listener.trusted_proxies);
+    let ip = headers::client_ip(ctx.peer.ip(), req.headers(), &listener.conn.trusted_proxies);
     let ip_key: &[u8] = &match ip {
         std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(v6) => v6.octets(),
@@ -284,7 +284,7 @@ fn rate_limit(
             _ => ip_key,
         };
         if let Err(wait) = limiter.check(&backend.hasher, key) {
-            listener.metrics.request_refused(RequestRefusal::RateLimited);
+            listener.conn.metrics.request_refused(RequestRefusal::RateLimited);
             return Err(ProxyError::RateLimited { wait, close: !req.body().is_end_stream() });
         }
     }
@@ -370,7 +370,7 @@ fn prepare_headers(
             h.insert(header::HOST, v);
         }
     }
-    let trusted = headers::is_trusted(ctx.peer.ip(), &listener.trusted_proxies);
+    let trusted = headers::is_trusted(ctx.peer.ip(), &listener.conn.trusted_proxies);
     headers::add_forwarding(
         h,
         &ctx.peer_headers,

@@ -59,18 +59,13 @@ pub struct ListenerView {
     pub name: Arc<str>,
     /// Index of the default backend.
     pub default_backend: Option<usize>,
-    /// Peers whose forwarding headers are believed.
-    pub trusted_proxies: Vec<IpNet>,
     /// Longest pause allowed while receiving a request body.
     pub body_timeout: Duration,
-    /// `limits`.
-    pub limits: config::ListenerLimits,
     /// `rate_limit`.
     pub rate: Option<Arc<RateLimiter>>,
-    /// Refusal counters.
-    pub metrics: ListenerMetrics,
     /// What a client connection needs before and around HTTP (held by the connection task,
-    /// which must not keep a whole snapshot alive).
+    /// which must not keep a whole snapshot alive); also the listener's trusted proxies,
+    /// limits and refusal counters for the request path.
     pub conn: Arc<ConnSettings>,
 }
 
@@ -83,7 +78,7 @@ pub struct ConnSettings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `proxy_protocol`.
     pub proxy_protocol: bool,
-    /// Peers allowed to send a PROXY header.
+    /// Peers whose forwarding headers (and PROXY header) are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// `limits` (connection counts).
     pub limits: config::ListenerLimits,
@@ -315,27 +310,30 @@ impl Registry {
         let listeners = config
             .listeners
             .iter()
-            .map(|l| ListenerView {
-                name: l.name.as_str().into(),
-                default_backend: l.default_backend.as_deref().and_then(|b| index.get(b).copied()),
-                trusted_proxies: l.trusted_proxies.clone(),
-                body_timeout: l.body_timeout,
-                limits: l.limits,
-                rate: l
-                    .rate_limit
-                    .map(|r| self.limiter(&mut limiters, format!("listener/{}", l.name), r)),
-                metrics: self.metrics.listener(&l.name),
-                conn: Arc::new(ConnSettings {
-                    name: l.name.as_str().into(),
-                    tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
-                    proxy_protocol: l.proxy_protocol,
-                    trusted_proxies: l.trusted_proxies.clone(),
-                    limits: l.limits,
-                    header_timeout: l.header_timeout,
-                    idle_timeout: l.idle_timeout,
-                    http: crate::server::connection_builder(l),
-                    metrics: self.metrics.listener(&l.name),
-                }),
+            .map(|l| {
+                let name: Arc<str> = l.name.as_str().into();
+                ListenerView {
+                    name: Arc::clone(&name),
+                    default_backend: l
+                        .default_backend
+                        .as_deref()
+                        .and_then(|b| index.get(b).copied()),
+                    body_timeout: l.body_timeout,
+                    rate: l
+                        .rate_limit
+                        .map(|r| self.limiter(&mut limiters, format!("listener/{}", l.name), r)),
+                    conn: Arc::new(ConnSettings {
+                        name,
+                        tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
+                        proxy_protocol: l.proxy_protocol,
+                        trusted_proxies: l.trusted_proxies.clone(),
+                        limits: l.limits,
+                        header_timeout: l.header_timeout,
+                        idle_timeout: l.idle_timeout,
+                        http: crate::server::connection_builder(l),
+                        metrics: self.metrics.listener(&l.name),
+                    }),
+                }
             })
             .collect();
         let routes = config

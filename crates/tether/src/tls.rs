@@ -108,9 +108,7 @@ impl LoadedCert {
 
     /// Whole days until it expires (negative once expired).
     pub fn days_left(&self) -> i64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = crate::health::unix_now() as i64;
         (self.not_after - now).div_euclid(86_400)
     }
 }
@@ -208,9 +206,7 @@ pub fn load(files: &CertFiles) -> Result<LoadedCert, CertError> {
         PrivateKeyDer::from_pem_file(&files.key).map_err(|e| read(&files.key, e.to_string()))?;
     let (names, not_before, not_after) = inspect(leaf.as_ref())
         .map_err(|detail| CertError::Invalid { path: files.cert.clone(), detail })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::health::unix_now() as i64;
     if now > not_after {
         return Err(CertError::Expired { path: files.cert.clone(), when: rfc3339(not_after) });
     }

@@ -137,10 +137,7 @@ impl RedisShared {
 
     fn mark_available(&self) {
         if !self.available.swap(true, Ordering::Relaxed) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            self.recovered_at.store(now, Ordering::Relaxed);
+            self.recovered_at.store(crate::health::unix_now(), Ordering::Relaxed);
             if self.loud(false) || self.errors() == 0 {
                 tracing::warn!("redis available");
             } else {
