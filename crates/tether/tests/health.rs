@@ -413,11 +413,17 @@ async fn close_mid_response_truncates_and_the_next_request_still_works() {
     let t = start(&cfg).await;
     let c = client();
     for round in 1..=2_u64 {
-        let r = c.get(format!("{}/cut", t.url("web"))).send().await.unwrap();
-        assert_eq!(r.status(), 200, "round {round}: the head was passed on");
-        let body = tokio::time::timeout(Duration::from_secs(5), r.bytes()).await;
-        let body = body.unwrap_or_else(|_| panic!("round {round}: the client hangs"));
-        assert!(body.is_err(), "round {round}: a truncated body must not look complete");
+        // The head and the first bytes usually reach the client before the body fails; when
+        // the server's head, bytes and close arrive in one segment, hyper may abort the
+        // client connection before flushing the head. Either way the client must never see
+        // a complete message.
+        let sent = c.get(format!("{}/cut", t.url("web"))).send().await;
+        if let Ok(r) = sent {
+            assert_eq!(r.status(), 200, "round {round}: the head was passed on");
+            let body = tokio::time::timeout(Duration::from_secs(5), r.bytes()).await;
+            let body = body.unwrap_or_else(|_| panic!("round {round}: the client hangs"));
+            assert!(body.is_err(), "round {round}: a truncated body must not look complete");
+        }
         assert_eq!(cut.requests(), round, "never retried after response bytes were sent");
         let r = c.get(t.url("web")).send().await.unwrap();
         assert_eq!(r.status(), 200, "round {round}: the next request works");
