@@ -38,6 +38,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# A CI run builds once from a fresh clone: incremental caches would only cost disk (they
+# grew to tens of GB on a long-lived checkout), so CI builds without them.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
