@@ -1,16 +1,60 @@
 //! Watching the request heads of an HTTP/1 connection as its bytes arrive, independently of
-//! the HTTP server that parses them, to see what the server's parser hides: hyper drops a
-//! `Content-Length` that comes with `Transfer-Encoding` before the request reaches Tether,
-//! yet Tether's framing policy refuses such a request outright (`400`).
+//! the HTTP server that parses them, to see what the server's parser hides or answers on its
+//! own: hyper drops a `Content-Length` that comes with `Transfer-Encoding` before the request
+//! reaches Tether, yet Tether's framing policy refuses such a request outright (`400`); and
+//! hyper answers `400` to a transfer coding it does not know, where the policy (RFC 9112 §6.1)
+//! answers `501`.
 //!
 //! [`HeadScan`] follows the connection's framing — each head (parsed by httparse, the parser
-//! hyper uses), then its body by `Content-Length` or by chunks — and reports the index of
-//! every head that carries both framing headers. Where it cannot follow (HTTP/2, a tunnel,
-//! anything it does not understand) it switches itself off: the server's own parser still
-//! decides, and a head the scan did not judge is simply not flagged.
+//! hyper uses), then its body by `Content-Length` or by chunks — and reports every head that
+//! carries both framing headers, or a single unknown coding ([`Finding`]). Where it cannot
+//! follow (HTTP/2, a tunnel, an unknown coding, anything it does not understand) it switches
+//! itself off: the server's own parser still decides, and a head the scan did not judge is
+//! simply not flagged.
 
 /// Header lines one head may have for the scan to judge it (more: the scan stops).
 const MAX_HEADERS: usize = 128;
+
+/// What an unknown coding's `Transfer-Encoding` header is renamed to (same length, so the
+/// bytes stay where they are): hyper then passes the head on, without a body, instead of
+/// answering `400` itself, and Tether answers `501` by the head's index.
+pub const RENAMED_TRANSFER_ENCODING: &[u8; 17] = b"tether-unknown-te";
+
+/// What the scan found in one request head, by the head's index on the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding {
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    BothFramings(u64),
+    /// An HTTP/1.1 head with one `Transfer-Encoding` holding one coding that is not `chunked`
+    /// (and no `Content-Length`): its header was renamed to [`RENAMED_TRANSFER_ENCODING`].
+    UnknownCoding(u64),
+}
+
+impl Finding {
+    /// The head's index on the connection.
+    pub fn index(self) -> u64 {
+        match self {
+            Finding::BothFramings(i) | Finding::UnknownCoding(i) => i,
+        }
+    }
+
+    /// Packs the finding into a `u64` (for an atomic; `u64::MAX` stays free for "none").
+    pub fn encode(self) -> u64 {
+        match self {
+            Finding::BothFramings(i) => i << 1,
+            Finding::UnknownCoding(i) => (i << 1) | 1,
+        }
+    }
+
+    /// Unpacks [`Finding::encode`]; `u64::MAX` is none.
+    pub fn decode(v: u64) -> Option<Finding> {
+        match v {
+            u64::MAX => None,
+            v if v & 1 == 0 => Some(Finding::BothFramings(v >> 1)),
+            v => Some(Finding::UnknownCoding(v >> 1)),
+        }
+    }
+}
 
 /// The longest chunk-size line (with extensions) the scan follows.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -54,35 +98,39 @@ impl HeadScan {
         self.state == State::Off
     }
 
-    /// Feeds the next bytes read from the client; calls `flag(i)` for every head `i`
-    /// (counting from 0) that has both `Content-Length` and `Transfer-Encoding`.
-    pub fn feed(&mut self, mut data: &[u8], flag: &mut impl FnMut(u64)) {
-        while !data.is_empty() {
-            data = match self.state {
+    /// Feeds the next bytes read from the client; calls `found` for every head that carries
+    /// both `Content-Length` and `Transfer-Encoding`, or a single unknown coding — the
+    /// latter's header is renamed in `data` when its name lies there (when it arrived in an
+    /// earlier read, already handed on, the head is not flagged and hyper answers `400`).
+    pub fn feed(&mut self, data: &mut [u8], found: &mut impl FnMut(Finding)) {
+        let mut at = 0;
+        while at < data.len() {
+            let rest = &mut data[at..];
+            at += match self.state {
                 State::Off => return,
-                State::Head => self.head(data, flag),
+                State::Head => self.head(rest, found),
                 State::Body(left) => {
-                    let n = left.min(data.len() as u64);
+                    let n = left.min(rest.len() as u64);
                     self.state = if n == left { State::Head } else { State::Body(left - n) };
-                    &data[n as usize..]
+                    n as usize
                 }
-                State::ChunkSize => self.chunk_size(data),
+                State::ChunkSize => self.chunk_size(rest),
                 State::ChunkData(left) => {
-                    let n = left.min(data.len() as u64);
+                    let n = left.min(rest.len() as u64);
                     self.state =
                         if n == left { State::ChunkEnd(2) } else { State::ChunkData(left - n) };
-                    &data[n as usize..]
+                    n as usize
                 }
                 State::ChunkEnd(want) => {
                     let expected = if want == 2 { b'\r' } else { b'\n' };
-                    if data[0] != expected {
+                    if rest[0] != expected {
                         self.off();
                         return;
                     }
                     self.state = if want == 2 { State::ChunkEnd(1) } else { State::ChunkSize };
-                    &data[1..]
+                    1
                 }
-                State::Trailers => self.trailers(data),
+                State::Trailers => self.trailers(rest),
             };
         }
     }
@@ -92,57 +140,55 @@ impl HeadScan {
         self.partial = Vec::new();
     }
 
-    /// Consumes a head from `data` (or keeps what there is of it); returns the rest.
-    fn head<'a>(&mut self, data: &'a [u8], flag: &mut impl FnMut(u64)) -> &'a [u8] {
+    /// Consumes a head from `data` (or keeps what there is of it); returns the bytes used.
+    fn head(&mut self, data: &mut [u8], found: &mut impl FnMut(Finding)) -> usize {
+        let all = data.len();
         if self.heads == 0 && self.partial.is_empty() && data.starts_with(b"PRI * HTTP/2.0") {
             self.off(); // HTTP/2 with prior knowledge: no HTTP/1 framing here.
-            return &[];
+            return all;
         }
-        // Usually the whole head is in this read: parse it in place.
-        let (parsed, used_from_data) = if self.partial.is_empty() {
-            match parse_head(data) {
-                Parsed::Complete(len, _) if len > self.max_head => {
-                    self.off();
-                    return &[];
-                }
-                Parsed::Complete(len, framing) => (Some(framing), len),
-                Parsed::Partial => (None, 0),
-                Parsed::Invalid => {
-                    self.off();
-                    return &[];
-                }
-            }
+        // Usually the whole head is in this read: parse it in place. Otherwise `before`
+        // bytes of it came in earlier reads.
+        let before = self.partial.len();
+        let parsed = if before == 0 {
+            parse_head(data)
         } else {
-            (None, 0)
+            let take = data.len().min((self.max_head + 1).saturating_sub(before));
+            self.partial.extend_from_slice(&data[..take]);
+            parse_head(&self.partial)
         };
-        let (framing, rest) = match parsed {
-            Some(f) => (f, &data[used_from_data..]),
-            None => {
-                let before = self.partial.len();
-                let take = data.len().min(self.max_head + 1 - before.min(self.max_head + 1));
-                self.partial.extend_from_slice(&data[..take]);
-                match parse_head(&self.partial) {
-                    Parsed::Complete(len, _) if len > self.max_head => {
-                        self.off();
-                        return &[];
-                    }
-                    Parsed::Complete(len, framing) => {
-                        let rest = &data[len - before..];
-                        self.partial = Vec::new();
-                        (framing, rest)
-                    }
-                    Parsed::Partial if self.partial.len() <= self.max_head => return &[],
-                    Parsed::Partial | Parsed::Invalid => {
-                        self.off();
-                        return &[];
-                    }
-                }
+        let (len, framing) = match parsed {
+            Parsed::Complete(len, _) if len > self.max_head => {
+                self.off();
+                return all;
+            }
+            Parsed::Complete(len, framing) => (len, framing),
+            Parsed::Partial if before == 0 && data.len() <= self.max_head => {
+                self.partial.extend_from_slice(data);
+                return all;
+            }
+            Parsed::Partial if before > 0 && self.partial.len() <= self.max_head => return all,
+            Parsed::Partial | Parsed::Invalid => {
+                self.off();
+                return all;
             }
         };
+        self.partial = Vec::new();
+        let used = len - before;
         let index = self.heads;
         self.heads += 1;
         if framing.length.is_some() && framing.transfer_encoding {
-            flag(index);
+            found(Finding::BothFramings(index));
+        }
+        if let Some(name) = framing.unknown_coding_at {
+            // Renamed only where the name is in this read: earlier bytes are handed on.
+            if let Some(name) = name.checked_sub(before) {
+                data[name..name + RENAMED_TRANSFER_ENCODING.len()]
+                    .copy_from_slice(RENAMED_TRANSFER_ENCODING);
+                found(Finding::UnknownCoding(index));
+            }
+            self.off(); // The body's length is unknown; the connection closes after it.
+            return all;
         }
         self.state = match framing {
             Framing { tunnel: true, .. } => State::Off,
@@ -152,23 +198,23 @@ impl HeadScan {
             Framing { length: Some(n), .. } => State::Body(n),
         };
         if self.state == State::Off {
-            self.partial = Vec::new();
+            return all;
         }
-        rest
+        used
     }
 
     /// Reads a chunk-size line (`HEX[;ext]` CRLF).
-    fn chunk_size<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+    fn chunk_size(&mut self, data: &[u8]) -> usize {
         let Some(end) = data.iter().position(|b| *b == b'\n') else {
             self.partial.extend_from_slice(data);
             if self.partial.len() > MAX_CHUNK_LINE {
                 self.off();
             }
-            return &[];
+            return data.len();
         };
         if self.partial.len() + end + 1 > MAX_CHUNK_LINE {
             self.off();
-            return &[];
+            return data.len();
         }
         self.partial.extend_from_slice(&data[..=end]);
         let line = std::mem::take(&mut self.partial);
@@ -182,28 +228,28 @@ impl HeadScan {
             Some(n) => State::ChunkData(n),
             None => State::Off,
         };
-        &data[end + 1..]
+        end + 1
     }
 
     /// Reads trailer lines until the empty line that ends the message.
-    fn trailers<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+    fn trailers(&mut self, data: &[u8]) -> usize {
         let Some(end) = data.iter().position(|b| *b == b'\n') else {
             self.partial.extend_from_slice(data);
             if self.partial.len() > self.max_head {
                 self.off();
             }
-            return &[];
+            return data.len();
         };
         if self.partial.len() + end + 1 > self.max_head {
             self.off();
-            return &[];
+            return data.len();
         }
         self.partial.extend_from_slice(&data[..=end]);
         let line = std::mem::take(&mut self.partial);
         if line == b"\r\n" || line == b"\n" {
             self.state = State::Head;
         }
-        &data[end + 1..]
+        end + 1
     }
 }
 
@@ -215,6 +261,9 @@ struct Framing {
     chunked: bool,
     /// `Upgrade` or `CONNECT`: the bytes after it may be a tunnel.
     tunnel: bool,
+    /// Where the name of the one `Transfer-Encoding` header of an HTTP/1.1 head starts, when
+    /// its value is one coding that is not `chunked` and there is no `Content-Length`.
+    unknown_coding_at: Option<usize>,
 }
 
 enum Parsed {
@@ -236,12 +285,20 @@ fn parse_head(bytes: &[u8]) -> Parsed {
         transfer_encoding: false,
         chunked: false,
         tunnel: req.method == Some("CONNECT"),
+        unknown_coding_at: None,
     };
+    let mut codings = 0;
+    let mut unknown = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             f.transfer_encoding = true;
+            codings += 1;
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(&[]);
             f.chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            let value = h.value.trim_ascii();
+            if !f.chunked && !value.is_empty() && value.iter().all(|b| is_tchar(*b)) {
+                unknown = Some(h.name.as_ptr() as usize - bytes.as_ptr() as usize);
+            }
         } else if h.name.eq_ignore_ascii_case("content-length") {
             let first = h.value.split(|b| *b == b',').next().unwrap_or(&[]).trim_ascii();
             let n = std::str::from_utf8(first).ok().and_then(|s| s.parse::<u64>().ok());
@@ -253,7 +310,15 @@ fn parse_head(bytes: &[u8]) -> Parsed {
             f.tunnel = true;
         }
     }
+    if codings == 1 && f.length.is_none() && req.version == Some(1) {
+        f.unknown_coding_at = unknown;
+    }
     Parsed::Complete(len, f)
+}
+
+/// A byte of an RFC 9110 token (a coding name is one: no list, no parameters).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -261,13 +326,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn flagged(stream: &[u8], split: usize) -> (Vec<u64>, bool) {
+    /// Feeds `stream` in two reads cut at `split`: the findings, whether the scan stopped,
+    /// and the bytes as handed on.
+    fn scanned(stream: &[u8], split: usize) -> (Vec<Finding>, bool, Vec<u8>) {
         let mut scan = HeadScan::new(65536);
         let mut seen = Vec::new();
-        let (a, b) = stream.split_at(split.min(stream.len()));
-        scan.feed(a, &mut |i| seen.push(i));
-        scan.feed(b, &mut |i| seen.push(i));
-        (seen, scan.is_off())
+        let mut bytes = stream.to_vec();
+        let (a, b) = bytes.split_at_mut(split.min(stream.len()));
+        scan.feed(a, &mut |f| seen.push(f));
+        scan.feed(b, &mut |f| seen.push(f));
+        (seen, scan.is_off(), bytes)
+    }
+
+    /// The indexes of heads with both framing headers, and whether the scan stopped.
+    fn flagged(stream: &[u8], split: usize) -> (Vec<u64>, bool) {
+        let (seen, off, _) = scanned(stream, split);
+        let both = seen
+            .iter()
+            .map(|f| match f {
+                Finding::BothFramings(i) => *i,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        (both, off)
     }
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -314,8 +395,61 @@ mod tests {
         assert!(flagged(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 100).1);
         assert!(flagged(b"\x16\x03\x01 not http", 100).1);
         let mut scan = HeadScan::new(100);
-        scan.feed(&[b'a'; 200], &mut |_| {});
+        scan.feed(&mut [b'a'; 200], &mut |_| {});
         assert!(scan.is_off(), "a head over the limit");
+    }
+
+    #[test]
+    fn a_single_unknown_coding_is_renamed_where_the_name_is_in_the_completing_read() {
+        let mut stream = GET.to_vec();
+        let head = b"POST /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n";
+        stream.extend_from_slice(head);
+        stream.extend_from_slice(b"hello");
+        let name = GET.len() + 27;
+        let head_end = GET.len() + head.len();
+        assert_eq!(&stream[name..name + 17], b"Transfer-Encoding");
+        let mut renamed = stream.clone();
+        renamed[name..name + 17].copy_from_slice(RENAMED_TRANSFER_ENCODING);
+        for split in 0..=stream.len() {
+            let (seen, off, bytes) = scanned(&stream, split);
+            assert!(off, "split at {split}: an unknown coding stops the scan");
+            if split <= name || split >= head_end {
+                assert_eq!(seen, vec![Finding::UnknownCoding(1)], "split at {split}");
+                assert_eq!(bytes, renamed, "split at {split}");
+            } else {
+                assert_eq!(seen, vec![], "split at {split}: the name was handed on already");
+                assert_eq!(bytes, stream, "split at {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_one_plain_unknown_coding_on_http_1_1_is_renamed() {
+        let left_alone: &[&[u8]] = &[
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, deflate\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip;q=1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ];
+        for head in left_alone {
+            let (seen, _, bytes) = scanned(head, head.len());
+            let text = String::from_utf8_lossy(head);
+            assert!(!seen.iter().any(|f| matches!(f, Finding::UnknownCoding(_))), "{text}");
+            assert_eq!(&bytes[..], *head, "{text}");
+        }
+        let identity = b"PUT / HTTP/1.1\r\nHost: x\r\ntransfer-encoding:  identity \r\n\r\n";
+        assert_eq!(scanned(identity, 0).0, vec![Finding::UnknownCoding(0)]);
+    }
+
+    #[test]
+    fn findings_survive_their_encoding() {
+        assert_eq!(Finding::decode(u64::MAX), None);
+        for f in [Finding::BothFramings(0), Finding::UnknownCoding(0), Finding::UnknownCoding(7)] {
+            assert_eq!(Finding::decode(f.encode()), Some(f));
+        }
     }
 
     proptest! {
@@ -330,12 +464,13 @@ mod tests {
             }
             let mut scan = HeadScan::new(65536);
             let mut seen = Vec::new();
-            let mut rest = &stream[..];
+            let mut rest = &mut stream[..];
             let mut i = 0;
             while !rest.is_empty() {
                 let n = cuts[i % cuts.len()].min(rest.len());
-                scan.feed(&rest[..n], &mut |h| seen.push(h));
-                rest = &rest[n..];
+                let (read, after) = rest.split_at_mut(n);
+                scan.feed(read, &mut |f| seen.push(f.index()));
+                rest = after;
                 i += 1;
             }
             prop_assert_eq!(seen, vec![1, 4, 7]);

@@ -24,6 +24,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use tether_core::framing::Finding;
 
 use self::affinity::{Outcome, Pin};
 use self::body::Held;
@@ -50,10 +51,11 @@ pub struct ConnCtx {
     pub https: bool,
     /// HTTP/1 requests seen on the connection so far.
     pub requests: std::sync::atomic::AtomicU64,
-    /// Index of the first request head that carried both `Content-Length` and
-    /// `Transfer-Encoding` (`u64::MAX`: none), found by the connection's head scan; hyper
-    /// drops the `Content-Length` of such a request before Tether sees it.
-    pub both_framings: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The first [`Finding`] of the connection's head scan, encoded (`u64::MAX`: none): a
+    /// head with both `Content-Length` and `Transfer-Encoding` (hyper drops the length
+    /// before Tether sees it), or one with an unknown coding (renamed so that hyper passes it
+    /// on instead of answering `400` itself).
+    pub wire_finding: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ConnCtx {
@@ -65,7 +67,7 @@ impl ConnCtx {
             peer_headers: headers::PeerHeaders::new(peer.ip()),
             https,
             requests: std::sync::atomic::AtomicU64::new(0),
-            both_framings: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            wire_finding: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
         }
     }
 }
@@ -105,9 +107,15 @@ async fn forward(
     let (method, version) = (req.method().clone(), req.version());
     if version < Version::HTTP_2 {
         let index = ctx.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if ctx.both_framings.load(std::sync::atomic::Ordering::Relaxed) == index {
+        let found = Finding::decode(ctx.wire_finding.load(std::sync::atomic::Ordering::Relaxed));
+        if let Some(found) = found.filter(|f| f.index() == index) {
             listener.conn.metrics.request_refused(RequestRefusal::Framing);
-            return Err(ProxyError::Framing("both Transfer-Encoding and Content-Length"));
+            return Err(match found {
+                Finding::BothFramings(_) => {
+                    ProxyError::Framing("both Transfer-Encoding and Content-Length")
+                }
+                Finding::UnknownCoding(_) => ProxyError::UnknownCoding,
+            });
         }
     }
     framing::check(&method, version, req.headers_mut()).inspect_err(|_| {

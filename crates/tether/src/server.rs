@@ -681,7 +681,7 @@ impl Serve {
     {
         let Serve { current, ctx, settings, drain, token } = self;
         let scan = tether_core::framing::HeadScan::new(settings.limits.max_header_bytes);
-        let scan = Some((scan, Arc::clone(&ctx.both_framings)));
+        let scan = Some((scan, Arc::clone(&ctx.wire_finding)));
         let (idle, header_timeout) = (settings.idle_timeout, settings.header_timeout);
         let peer = ctx.peer;
         let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -6,7 +6,10 @@
 //!
 //! - `Transfer-Encoding` must appear once with the value `chunked` alone: several header
 //!   lines or a list (`gzip, chunked`, `chunked, chunked`) → 400; a single coding other
-//!   than `chunked` → 501 (defensive: hyper refuses those first);
+//!   than `chunked` → 501 (hyper would answer 400 to it before Tether sees it, so the
+//!   connection's head scan renames such a header on the wire and reports the head, which
+//!   `handle` refuses by index; a head whose header name arrived in an earlier read than its
+//!   end still gets hyper's 400);
 //! - `Transfer-Encoding` together with `Content-Length` → 400 (RFC 9112 §6.3 allows a
 //!   recipient to drop the length; a proxy that forwards both invites desync);
 //! - repeated `Content-Length` values (several lines, or a list) that all agree are

@@ -35,8 +35,9 @@ pub struct ActivityIo<T> {
 
 impl<T> ActivityIo<T> {
     /// Wraps `inner`; `last_ms` receives milliseconds since `epoch` of the last activity.
-    /// With `scan`, the index of the first request head carrying both `Content-Length` and
-    /// `Transfer-Encoding` is stored in its counter (see [`crate::proxy::ConnCtx`]).
+    /// With `scan`, the scan's first [`tether_core::framing::Finding`] is stored, encoded, in
+    /// its counter (see [`crate::proxy::ConnCtx`]); the scan may rename an unknown coding's
+    /// header in the bytes read before hyper parses them.
     pub fn new(
         inner: T,
         epoch: Instant,
@@ -62,12 +63,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.touch();
-            if let Some((scan, flagged)) = &mut this.scan {
-                scan.feed(&buf.filled()[before..], &mut |head| {
-                    // Only the first matters: hyper closes the connection after such a head.
-                    let _ = flagged.compare_exchange(
+            if let Some((scan, found)) = &mut this.scan {
+                scan.feed(&mut buf.filled_mut()[before..], &mut |finding| {
+                    // Only the first matters: the connection closes after such a head.
+                    let _ = found.compare_exchange(
                         u64::MAX,
-                        head,
+                        finding.encode(),
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     );
