@@ -536,7 +536,12 @@ impl Acceptor {
                 _ = self.drain.changed() => return,
             };
             match accepted {
-                Ok((stream, peer)) => self.serve(stream, peer),
+                // A dual-stack listener (`[::]:PORT`) sees IPv4 clients as `::ffff:a.b.c.d`:
+                // name them as IPv4, so headers, trusted_proxies, client_ip affinity and
+                // limits treat them as the IPv4 clients they are.
+                Ok((stream, peer)) => {
+                    self.serve(stream, SocketAddr::new(peer.ip().to_canonical(), peer.port()))
+                }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");

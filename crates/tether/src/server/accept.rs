@@ -70,7 +70,7 @@ fn v1_source(a: &ppp::v1::Addresses) -> Option<SocketAddr> {
             Some(SocketAddr::new(IpAddr::V4(ip.source_address), ip.source_port))
         }
         ppp::v1::Addresses::Tcp6(ip) => {
-            Some(SocketAddr::new(IpAddr::V6(ip.source_address), ip.source_port))
+            Some(SocketAddr::new(ip.source_address.to_canonical(), ip.source_port))
         }
         ppp::v1::Addresses::Unknown => None,
     }
@@ -82,7 +82,7 @@ fn v2_source(a: &ppp::v2::Addresses) -> Option<SocketAddr> {
             Some(SocketAddr::new(IpAddr::V4(ip.source_address), ip.source_port))
         }
         ppp::v2::Addresses::IPv6(ip) => {
-            Some(SocketAddr::new(IpAddr::V6(ip.source_address), ip.source_port))
+            Some(SocketAddr::new(ip.source_address.to_canonical(), ip.source_port))
         }
         ppp::v2::Addresses::Unspecified | ppp::v2::Addresses::Unix(_) => None,
     }
@@ -175,6 +175,10 @@ mod tests {
 
         let (addr, _) = parse(b"PROXY UNKNOWN\r\n").await.unwrap();
         assert_eq!(addr, None);
+
+        // A dual-stack proxy may send an IPv4 client as IPv4-mapped IPv6: named as IPv4.
+        let (addr, _) = parse(b"PROXY TCP6 ::ffff:192.0.2.8 ::1 6000 80\r\n").await.unwrap();
+        assert_eq!(addr, Some("192.0.2.8:6000".parse().unwrap()));
     }
 
     #[tokio::test]
