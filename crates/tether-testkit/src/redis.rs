@@ -50,7 +50,7 @@ use crate::wait::POLL_INTERVAL;
 
 mod cluster;
 
-pub use cluster::{CLUSTER_DEADLINE, REDIS_CLI, RedisCluster};
+pub use cluster::{CLUSTER_DEADLINE, NODE_TIMEOUT_MS, REDIS_CLI, RedisCluster};
 
 /// The executable started, looked up on `PATH`.
 pub const REDIS_SERVER: &str = "redis-server";

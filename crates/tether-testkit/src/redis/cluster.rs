@@ -24,8 +24,9 @@ pub const REDIS_CLI: &str = "redis-cli";
 pub const CLUSTER_DEADLINE: Duration = Duration::from_secs(30);
 
 /// `--cluster-node-timeout` in milliseconds: how long a node may be unreachable before the
-/// others mark it failed (and, as there are no replicas, the cluster goes `fail`).
-pub(super) const NODE_TIMEOUT_MS: u64 = 2000;
+/// others mark it failed (then its replica, if it has one, is promoted; without one the
+/// cluster goes `fail`).
+pub const NODE_TIMEOUT_MS: u64 = 2000;
 
 /// `redis-cli --cluster create` refuses fewer primaries.
 const MIN_PRIMARIES: usize = 3;
@@ -33,7 +34,7 @@ const MIN_PRIMARIES: usize = 3;
 /// The number of hash slots.
 const SLOTS: &str = "16384";
 
-/// A Redis Cluster of primaries without replicas, each a [`RedisServer`] in cluster mode on
+/// A Redis Cluster of primaries (and optionally their replicas), each a [`RedisServer`] in cluster mode on
 /// `127.0.0.1` (its cluster bus on another free port, `--cluster-port`).
 ///
 /// The nodes are plain [`RedisServer`]s: kill, pause or restart one through
@@ -68,6 +69,17 @@ impl RedisCluster {
     /// evenly, in node order), and waits until every node reports `cluster_state:ok`, all
     /// 16384 slots served and all nodes known. Each step has [`CLUSTER_DEADLINE`].
     pub async fn start(n_primaries: usize) -> Result<Self, RedisError> {
+        Self::start_with_replicas(n_primaries, 0).await
+    }
+
+    /// Like [`RedisCluster::start`], with `replicas` replicas for each primary: the first
+    /// `n_primaries` nodes start as primaries, the rest as their replicas (`redis-cli`
+    /// pairs them). Kill a primary and, after about [`NODE_TIMEOUT_MS`] and an election,
+    /// its replica serves its slots with the keys it had replicated.
+    pub async fn start_with_replicas(
+        n_primaries: usize,
+        replicas: usize,
+    ) -> Result<Self, RedisError> {
         if n_primaries < MIN_PRIMARIES {
             return Err(RedisError::Cluster {
                 reason: format!(
@@ -78,12 +90,13 @@ impl RedisCluster {
             });
         }
         // Made first, so that whatever fails below is cleaned up by its drop.
-        let mut cluster = Self { nodes: Vec::with_capacity(n_primaries), dir: new_dir()? };
-        for _ in 0..n_primaries {
+        let total = n_primaries * (1 + replicas);
+        let mut cluster = Self { nodes: Vec::with_capacity(total), dir: new_dir()? };
+        for _ in 0..total {
             let node = RedisServer::start_in(new_dir()?, Mode::ClusterNode { bus_port: 0 }).await?;
             cluster.nodes.push(node);
         }
-        cluster.create().await?;
+        cluster.create(replicas).await?;
         cluster.wait_ok(CLUSTER_DEADLINE).await?;
         Ok(cluster)
     }
@@ -230,24 +243,36 @@ impl RedisCluster {
         self.nodes[owner].ttl(key).await
     }
 
-    /// `KEYS pattern` on every running node (a killed node's keys are gone anyway), merged
-    /// and sorted.
+    /// `KEYS pattern` on every running primary (a killed node's keys are gone anyway, and a
+    /// replica's are its primary's), merged and sorted.
     pub async fn keys(&self, pattern: &str) -> Result<Vec<String>, RedisError> {
         let mut keys = Vec::new();
-        for node in self.running() {
-            keys.extend(node.keys(pattern).await?);
+        for i in self.primaries().await? {
+            keys.extend(self.nodes[i].keys(pattern).await?);
         }
         keys.sort();
         Ok(keys)
     }
 
-    /// The sum of `DBSIZE` over the running nodes.
+    /// The sum of `DBSIZE` over the running primaries.
     pub async fn dbsize(&self) -> Result<u64, RedisError> {
         let mut total = 0;
-        for node in self.running() {
-            total += node.dbsize().await?;
+        for i in self.primaries().await? {
+            total += self.nodes[i].dbsize().await?;
         }
         Ok(total)
+    }
+
+    /// The indexes of the running nodes that are primaries now (`ROLE`), in node order: a
+    /// replica promoted after its primary was killed is one.
+    pub async fn primaries(&self) -> Result<Vec<usize>, RedisError> {
+        let mut primaries = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate().filter(|(_, n)| n.pid().is_ok()) {
+            if node.is_primary().await? {
+                primaries.push(i);
+            }
+        }
+        Ok(primaries)
     }
 
     /// The nodes not killed.
@@ -264,7 +289,7 @@ impl RedisCluster {
 
     /// Runs `redis-cli --cluster create` within [`CLUSTER_DEADLINE`], its output to a file
     /// (a pipe nobody reads could fill up and stall it).
-    async fn create(&self) -> Result<(), RedisError> {
+    async fn create(&self, replicas: usize) -> Result<(), RedisError> {
         let log_path = self.dir.join("redis-cli.log");
         let log = fs::File::create(&log_path)
             .map_err(io_error(format!("creating {}", log_path.display())))?;
@@ -272,7 +297,7 @@ impl RedisCluster {
         let spawned = Command::new(REDIS_CLI)
             .args(["--cluster", "create"])
             .args(self.nodes.iter().map(|n| n.addr().to_string()))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log)
@@ -323,6 +348,18 @@ impl Drop for RedisCluster {
 // === impl RedisServer (cluster mode) ===
 
 impl RedisServer {
+    /// Whether the server is a primary (`ROLE` says `master`), not a replica.
+    pub async fn is_primary(&self) -> Result<bool, RedisError> {
+        let command = ["ROLE"];
+        match self.command(&command).await? {
+            Reply::Array(Some(fields)) => match fields.first() {
+                Some(Reply::Bulk(Some(role))) => Ok(role.as_slice() == b"master"),
+                _ => Err(unexpected(&command, &Reply::Array(Some(fields)))),
+            },
+            other => Err(unexpected(&command, &other)),
+        }
+    }
+
     /// `CLUSTER INFO` as `field → value` (`cluster_state → ok`); an error reply unless the
     /// server runs in cluster mode.
     pub async fn cluster_info(&self) -> Result<BTreeMap<String, String>, RedisError> {

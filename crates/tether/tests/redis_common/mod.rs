@@ -74,8 +74,9 @@ impl Store for RedisCluster {
         RedisCluster::get(self, key).await.unwrap()
     }
     async fn flush(&self) {
-        for node in self.nodes() {
-            node.command(&["FLUSHALL"]).await.unwrap();
+        // Replicas follow their primaries (and refuse writes).
+        for i in self.primaries().await.unwrap() {
+            self.nodes()[i].command(&["FLUSHALL"]).await.unwrap();
         }
     }
     async fn dbsize(&self) -> u64 {
