@@ -41,12 +41,13 @@ struct RequestLabels {
 }
 
 /// `reason` label values of `tether_connections_refused_total`.
-pub const CONN_REFUSALS: [&str; 5] = [
+pub const CONN_REFUSALS: [&str; 6] = [
     "max_connections",
     "max_connections_per_ip",
     "untrusted_proxy",
     "proxy_header",
     "tls_handshake",
+    "h2_resets",
 ];
 /// `reason` label values of `tether_requests_refused_total`.
 pub const REQUEST_REFUSALS: [&str; 3] = ["framing", "body_too_large", "rate_limit"];
@@ -329,6 +330,9 @@ pub enum ConnRefusal {
     ProxyHeader = 3,
     /// A failed or timed-out TLS handshake.
     TlsHandshake = 4,
+    /// An HTTP/2 client that cancelled most of its streams before their answers (closed with
+    /// GOAWAY).
+    H2Resets = 5,
 }
 
 /// Why Tether answered a request itself (index into [`REQUEST_REFUSALS`]).

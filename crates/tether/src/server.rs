@@ -691,22 +691,39 @@ impl Serve {
         let peer = ctx.peer;
         let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let first = connection::FirstRequest { timeout: header_timeout, seen: Arc::clone(&seen) };
-        let service = service_fn(move |req| {
+        let streams = Arc::new(connection::H2Streams::default());
+        let watched = Arc::clone(&streams);
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             seen.store(true, std::sync::atomic::Ordering::Relaxed);
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
+            let watch = (req.version() == http::Version::HTTP_2).then(|| watched.start());
             // Boxed: hyper keeps the slot for a request's future for as long as the
             // connection lives, so an unboxed (large) future would cost every idle
             // keep-alive connection its size; boxed, it costs one allocation per request.
             Box::pin(async move {
-                Ok::<_, std::convert::Infallible>(proxy::handle(&snap, &ctx, req).await)
+                let resp = proxy::handle(&snap, &ctx, req).await;
+                if let Some(watch) = watch {
+                    watch.answered();
+                }
+                Ok::<_, std::convert::Infallible>(resp)
             })
         });
         let epoch = std::time::Instant::now();
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let io = TokioIo::new(ActivityIo::new(io, epoch, Arc::clone(&last), scan));
         let conn = settings.http.serve_connection_with_upgrades(io, service).into_owned();
-        if let Err(e) = connection::drive(conn, drain, idle, epoch, last, first, token).await {
+        let on_abuse = || {
+            tracing::warn!(
+                client = %peer,
+                listener = %settings.name,
+                "HTTP/2 client cancelled most of its streams before their answers: connection closed"
+            );
+            settings.metrics.connection_refused(ConnRefusal::H2Resets);
+        };
+        let driven =
+            connection::drive(conn, drain, idle, epoch, last, first, streams, on_abuse, token);
+        if let Some(Err(e)) = driven.await {
             tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
         }
     }

@@ -34,7 +34,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use fixture::{config, echo_servers, start};
+use fixture::{config, connections_refused, echo_servers, start, with_admin};
 use h2raw::{Frame, FrameReader, Next};
 use tether_testkit::{EchoServer, RecorderServer, Tether};
 
@@ -355,6 +355,60 @@ async fn h2_rapid_reset_flood_is_cut_off_with_goaway() {
         );
     }
     assert!(ending.closed, "the connection stayed open after the GOAWAY: {}", ending.summary());
+}
+
+/// The same attack, paced: each stream waits until the upstream has its request (so h2
+/// accepted it and the pending-accept limit never sees it), then is cancelled. Every such
+/// stream costs an upstream request; Tether closes the connection once at least 100 streams
+/// were cancelled before their answers and they are most of its streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_paced_resets_end_the_connection_after_a_hundred() {
+    const STREAMS: u32 = 400;
+    let echo = echo_servers(1).remove(0);
+    let tether = start(&with_admin(&config(std::slice::from_ref(&echo), "", None))).await;
+    let addr = tether.listener_addr("web");
+    let (mut reader, mut writer, _) = handshake(addr).await;
+    let fields = h2raw::request("GET", "/slow?ms=5000", &[]);
+    let started = Instant::now();
+    let mut cancelled = 0;
+    for i in 0..STREAMS {
+        let id = 2 * i + 1;
+        let before = echo.requests();
+        if writer.write_all(&h2raw::headers(id, &fields, true)).await.is_err() {
+            break;
+        }
+        // At most 2 s for the request to reach the upstream; none after the GOAWAY.
+        if !tether_testkit::wait_until(Duration::from_secs(2), || echo.requests() > before).await {
+            break;
+        }
+        if writer.write_all(&h2raw::rst_stream(id, h2raw::CANCEL)).await.is_err() {
+            break;
+        }
+        cancelled += 1;
+    }
+    let ending = read_to_end(&mut reader, started, started + FLOOD_DEADLINE).await;
+    let upstream = settled_requests(&echo).await;
+    let after = well_behaved(addr, "/after".into()).await;
+    eprintln!(
+        "paced resets: {}; streams cancelled {cancelled} of {STREAMS}; upstream requests \
+         {upstream}; after {after:?}",
+        ending.summary()
+    );
+    assert!(
+        (100..=110).contains(&cancelled) && upstream <= 111,
+        "the connection should end after ~100 cancelled streams: {cancelled} cancelled, \
+         {upstream} upstream requests; {}",
+        ending.summary()
+    );
+    // Closed outright: a graceful GOAWAY would wait for a PING answer such a client need
+    // not send, accepting its streams meanwhile.
+    assert!(ending.closed, "the connection stayed open: {}", ending.summary());
+    assert_eq!(after.0, 200, "Tether does not serve another connection after it");
+    let counted = tether_testkit::wait_until_async(h2raw::DEADLINE, || async {
+        connections_refused(&tether, "web", "h2_resets").await == 1.0
+    })
+    .await;
+    assert!(counted, "tether_connections_refused_total{{reason=\"h2_resets\"}} is not 1");
 }
 
 // === 2. Stream limit ===

@@ -261,12 +261,7 @@ async fn tls_refusals_reaching(t: &Tether, n: f64) -> f64 {
 
 /// `tether_connections_refused_total{listener="web",reason="tls_handshake"}`, 0 when absent.
 async fn tls_refusals(t: &Tether) -> f64 {
-    let text = client().get(admin_url(t, "/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("tether_connections_refused_total{"))
-        .filter(|l| l.contains("listener=\"web\"") && l.contains("reason=\"tls_handshake\""))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    connections_refused(t, "web", "tls_handshake").await
 }
 
 // === 1. ALPN, HTTP/2 and HTTP/1.1 over TLS ===

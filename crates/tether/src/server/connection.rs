@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use hyper_util::server::graceful::GracefulConnection;
 use tether_core::framing::HeadScan;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Held by every open connection; the drain waits until all are dropped.
 pub type DrainToken = mpsc::Sender<()>;
@@ -122,6 +122,58 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
     }
 }
 
+/// A client may cancel this many of its HTTP/2 streams before their answers, on one
+/// connection, before Tether looks at the share it cancels.
+pub const MIN_PREMATURE_RESETS: u64 = 100;
+
+/// The streams of one HTTP/2 connection, to find a client that cancels most of them before
+/// their answers: a *paced* rapid reset (CVE-2023-44487) — each stream accepted before it is
+/// cancelled, so h2's pending-accept limit never sees it — costs an upstream request per
+/// stream while the client pays a frame. Once at least [`MIN_PREMATURE_RESETS`] streams were
+/// cancelled early and they are more than half of all, [`drive`] closes the connection
+/// (GOAWAY), as Envoy's premature-reset check does.
+#[derive(Default)]
+pub struct H2Streams {
+    started: AtomicU64,
+    premature: AtomicU64,
+    abusive: Notify,
+}
+
+impl H2Streams {
+    /// Counts a new stream; the watch counts it as premature if dropped before
+    /// [`StreamWatch::answered`].
+    pub fn start(self: &Arc<Self>) -> StreamWatch {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        StreamWatch { streams: Arc::clone(self), answered: false }
+    }
+}
+
+/// One HTTP/2 stream, watched until its response head exists.
+pub struct StreamWatch {
+    streams: Arc<H2Streams>,
+    answered: bool,
+}
+
+impl StreamWatch {
+    /// The response head is ready: whatever happens to the stream now is not premature.
+    pub fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let s = &self.streams;
+        let premature = s.premature.fetch_add(1, Ordering::Relaxed) + 1;
+        if premature >= MIN_PREMATURE_RESETS && premature * 2 > s.started.load(Ordering::Relaxed) {
+            s.abusive.notify_one();
+        }
+    }
+}
+
 /// What the connection's first request must beat: a client that has not started one
 /// within `timeout` of connecting is closed. hyper's own header timeout starts only once
 /// HTTP/1 has been recognised; before that (no byte yet, a TLS session with nothing in it, a
@@ -134,8 +186,12 @@ pub struct FirstRequest {
 }
 
 /// Drives `conn` until it ends, closing it gracefully on drain, after `idle` without a
-/// byte moving, or when no request has started within the header timeout. `last_ms` is the
-/// connection's [`ActivityIo`] stamp.
+/// byte moving, or when no request has started within the header timeout. When `streams`
+/// finds the client cancelling most of its HTTP/2 streams, `on_abuse` is called and the
+/// connection is dropped at once (`None`): a graceful GOAWAY would wait for the client to
+/// answer a PING, and keep accepting its streams meanwhile. `last_ms` is the connection's
+/// [`ActivityIo`] stamp.
+#[allow(clippy::too_many_arguments)]
 pub async fn drive<C: GracefulConnection>(
     conn: C,
     mut drain: watch::Receiver<bool>,
@@ -143,8 +199,10 @@ pub async fn drive<C: GracefulConnection>(
     epoch: Instant,
     last_ms: Arc<AtomicU64>,
     first: FirstRequest,
+    streams: Arc<H2Streams>,
+    on_abuse: impl FnOnce(),
     _token: DrainToken,
-) -> C::Output {
+) -> Option<C::Output> {
     let mut conn = std::pin::pin!(conn);
     let mut closing = *drain.borrow();
     if closing {
@@ -158,13 +216,17 @@ pub async fn drive<C: GracefulConnection>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            out = conn.as_mut() => return out,
+            out = conn.as_mut() => return Some(out),
             _ = &mut first_deadline, if !closing && !first_checked => {
                 first_checked = true;
                 if !first.seen.load(Ordering::Relaxed) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
+            }
+            _ = streams.abusive.notified() => {
+                on_abuse();
+                return None;
             }
             _ = drain.changed(), if !closing => {
                 // A drain, or the server itself gone: finish what is in progress either way.
@@ -180,5 +242,42 @@ pub async fn drive<C: GracefulConnection>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn flagged(streams: &H2Streams) -> bool {
+        streams.abusive.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn most_streams_cancelled_early_flag_the_connection_once_past_the_minimum() {
+        let streams = Arc::new(H2Streams::default());
+        // A busy, well-behaved connection that cancels some streams (a browser navigating
+        // away) is never flagged: 150 answered, 149 cancelled.
+        for _ in 0..150 {
+            streams.start().answered();
+        }
+        for _ in 0..149 {
+            drop(streams.start());
+        }
+        assert!(!flagged(&streams), "149 of 299 cancelled is not most");
+        drop(streams.start());
+        assert!(!flagged(&streams), "150 of 300 is half, not most");
+        drop(streams.start());
+        assert!(flagged(&streams), "151 of 301 is most");
+
+        // Cancelling alone is fine below the minimum.
+        let streams = Arc::new(H2Streams::default());
+        for _ in 0..MIN_PREMATURE_RESETS - 1 {
+            drop(streams.start());
+        }
+        assert!(!flagged(&streams));
+        drop(streams.start());
+        assert!(flagged(&streams));
     }
 }
