@@ -691,21 +691,19 @@ impl Serve {
         let peer = ctx.peer;
         let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let first = connection::FirstRequest { timeout: header_timeout, seen: Arc::clone(&seen) };
-        let streams = Arc::new(connection::H2Streams::default());
-        let watched = Arc::clone(&streams);
+        let requests = Arc::new(connection::Requests::default());
+        let watched = Arc::clone(&requests);
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             seen.store(true, std::sync::atomic::Ordering::Relaxed);
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
-            let watch = (req.version() == http::Version::HTTP_2).then(|| watched.start());
+            let watch = watched.start(req.version() == http::Version::HTTP_2);
             // Boxed: hyper keeps the slot for a request's future for as long as the
             // connection lives, so an unboxed (large) future would cost every idle
             // keep-alive connection its size; boxed, it costs one allocation per request.
             Box::pin(async move {
                 let resp = proxy::handle(&snap, &ctx, req).await;
-                if let Some(watch) = watch {
-                    watch.answered();
-                }
+                watch.answered();
                 Ok::<_, std::convert::Infallible>(resp)
             })
         });
@@ -722,7 +720,7 @@ impl Serve {
             settings.metrics.connection_refused(ConnRefusal::H2Resets);
         };
         let driven =
-            connection::drive(conn, drain, idle, epoch, last, first, streams, on_abuse, token);
+            connection::drive(conn, drain, idle, epoch, last, first, requests, on_abuse, token);
         if let Some(Err(e)) = driven.await {
             tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
         }

@@ -13,6 +13,9 @@
 //! 5. Flow control: a client that never opens its window gets at most its initial window
 //!    (65 535 bytes) of a 10 MB download; Tether waits without buffering the rest, serves
 //!    others, and resumes when the window opens.
+//! 6. Paced resets (each stream accepted, then cancelled) end the connection after 100; a
+//!    client that never answers the closing PING is dropped once silent, unless a request
+//!    of its is still in progress.
 //!
 //! Every wait is bounded by a deadline; what each test saw (frames, error codes, counts, RSS)
 //! is printed on stderr (`--no-capture` shows it).
@@ -833,4 +836,45 @@ async fn h2_download_stops_at_the_client_window_without_buffering() {
     }
     eprintln!("window: {resumed} DATA bytes after opening the window by 1 MiB");
     assert!(resumed >= 512 * 1024, "only {resumed} bytes after WINDOW_UPDATE of 1 MiB");
+}
+
+// === 6. Clients that never answer the closing PING ===
+
+/// A graceful HTTP/2 close sends GOAWAY and a PING and waits for the answer before the
+/// final GOAWAY. A client that says nothing after its SETTINGS never answers: once the idle
+/// timeout has closed the connection gracefully, Tether drops it after as long again of
+/// silence (here 1 s + 1 s), instead of keeping it, and its connection slot, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_idle_client_that_never_answers_the_ping_is_dropped() {
+    let (_echo, tether) = echo_rig("timeouts = { idle = \"1s\" }").await;
+    let addr = tether.listener_addr("web");
+    let (mut reader, _writer, _) = handshake(addr).await;
+    let started = Instant::now();
+    let ending = read_to_end(&mut reader, started, started + Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    eprintln!("silent client: {}; closed after {took:?}", ending.summary());
+    assert!(!ending.goaways.is_empty(), "no graceful GOAWAY first: {}", ending.summary());
+    assert!(ending.closed, "the silent connection was kept: {}", ending.summary());
+    assert!(took < Duration::from_secs(5), "closed only after {took:?} (idle 1 s + 1 s)");
+}
+
+/// The same silent client with a request in progress keeps its connection until the answer:
+/// the idle close never cuts a request short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_idle_close_waits_for_a_request_in_progress_even_without_a_ping_answer() {
+    let (_echo, tether) = echo_rig("timeouts = { idle = \"1s\" }").await;
+    let addr = tether.listener_addr("web");
+    let (mut reader, mut writer, _) = handshake(addr).await;
+    let fields = h2raw::request("GET", "/slow?ms=3500", &[]);
+    writer.write_all(&h2raw::headers(1, &fields, true)).await.unwrap();
+    let started = Instant::now();
+    let ending = read_to_end(&mut reader, started, started + Duration::from_secs(10)).await;
+    eprintln!("silent client, slow request: {}", ending.summary());
+    assert_eq!(
+        ending.seen.get("HEADERS Some(200)"),
+        Some(&1),
+        "the request in progress was cut: {}",
+        ending.summary()
+    );
+    assert!(ending.closed, "the connection was kept after the answer: {}", ending.summary());
 }

@@ -126,50 +126,62 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
 /// connection, before Tether looks at the share it cancels.
 pub const MIN_PREMATURE_RESETS: u64 = 100;
 
-/// The streams of one HTTP/2 connection, to find a client that cancels most of them before
-/// their answers: a *paced* rapid reset (CVE-2023-44487) — each stream accepted before it is
-/// cancelled, so h2's pending-accept limit never sees it — costs an upstream request per
-/// stream while the client pays a frame. Once at least [`MIN_PREMATURE_RESETS`] streams were
-/// cancelled early and they are more than half of all, [`drive`] closes the connection
-/// (GOAWAY), as Envoy's premature-reset check does.
+/// The requests of one connection: how many are in progress (a connection closed for
+/// idleness or for never sending a request is dropped once it has none and stays silent, see
+/// [`drive`]), and, on HTTP/2, how many streams the client cancelled before their answers.
+///
+/// A *paced* rapid reset (CVE-2023-44487) — each stream accepted before it is cancelled, so
+/// h2's pending-accept limit never sees it — costs an upstream request per stream while the
+/// client pays a frame. Once at least [`MIN_PREMATURE_RESETS`] streams were cancelled early
+/// and they are more than half of all, [`drive`] closes the connection, as Envoy's
+/// premature-reset check does.
 #[derive(Default)]
-pub struct H2Streams {
+pub struct Requests {
     started: AtomicU64,
+    active: AtomicU64,
     premature: AtomicU64,
     abusive: Notify,
 }
 
-impl H2Streams {
-    /// Counts a new stream; the watch counts it as premature if dropped before
-    /// [`StreamWatch::answered`].
-    pub fn start(self: &Arc<Self>) -> StreamWatch {
+impl Requests {
+    /// Counts a new request (an HTTP/2 stream when `h2`); the watch ends it when dropped,
+    /// as premature if that happens before [`RequestWatch::answered`] on HTTP/2.
+    pub fn start(self: &Arc<Self>, h2: bool) -> RequestWatch {
         self.started.fetch_add(1, Ordering::Relaxed);
-        StreamWatch { streams: Arc::clone(self), answered: false }
+        self.active.fetch_add(1, Ordering::Relaxed);
+        RequestWatch { requests: Arc::clone(self), h2, answered: false }
+    }
+
+    /// Requests whose response head is not ready yet.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
     }
 }
 
-/// One HTTP/2 stream, watched until its response head exists.
-pub struct StreamWatch {
-    streams: Arc<H2Streams>,
+/// One request, watched until its response head exists.
+pub struct RequestWatch {
+    requests: Arc<Requests>,
+    h2: bool,
     answered: bool,
 }
 
-impl StreamWatch {
+impl RequestWatch {
     /// The response head is ready: whatever happens to the stream now is not premature.
     pub fn answered(mut self) {
         self.answered = true;
     }
 }
 
-impl Drop for StreamWatch {
+impl Drop for RequestWatch {
     fn drop(&mut self) {
-        if self.answered {
+        let r = &self.requests;
+        r.active.fetch_sub(1, Ordering::Relaxed);
+        if self.answered || !self.h2 {
             return;
         }
-        let s = &self.streams;
-        let premature = s.premature.fetch_add(1, Ordering::Relaxed) + 1;
-        if premature >= MIN_PREMATURE_RESETS && premature * 2 > s.started.load(Ordering::Relaxed) {
-            s.abusive.notify_one();
+        let premature = r.premature.fetch_add(1, Ordering::Relaxed) + 1;
+        if premature >= MIN_PREMATURE_RESETS && premature * 2 > r.started.load(Ordering::Relaxed) {
+            r.abusive.notify_one();
         }
     }
 }
@@ -186,11 +198,14 @@ pub struct FirstRequest {
 }
 
 /// Drives `conn` until it ends, closing it gracefully on drain, after `idle` without a
-/// byte moving, or when no request has started within the header timeout. When `streams`
-/// finds the client cancelling most of its HTTP/2 streams, `on_abuse` is called and the
-/// connection is dropped at once (`None`): a graceful GOAWAY would wait for the client to
-/// answer a PING, and keep accepting its streams meanwhile. `last_ms` is the connection's
-/// [`ActivityIo`] stamp.
+/// byte moving, or when no request has started within the header timeout.
+///
+/// A graceful HTTP/2 close waits for the client to answer a PING before its final GOAWAY,
+/// so a client that never answers would keep the connection forever: after an idle or
+/// no-request close, a connection with no request in progress that stays silent for the
+/// shorter of `idle` and the header timeout is dropped (`None`). When `requests` finds the
+/// client cancelling most of its HTTP/2 streams, `on_abuse` is called and the connection is
+/// dropped at once. `last_ms` is the connection's [`ActivityIo`] stamp.
 #[allow(clippy::too_many_arguments)]
 pub async fn drive<C: GracefulConnection>(
     conn: C,
@@ -199,7 +214,7 @@ pub async fn drive<C: GracefulConnection>(
     epoch: Instant,
     last_ms: Arc<AtomicU64>,
     first: FirstRequest,
-    streams: Arc<H2Streams>,
+    requests: Arc<Requests>,
     on_abuse: impl FnOnce(),
     _token: DrainToken,
 ) -> Option<C::Output> {
@@ -214,6 +229,12 @@ pub async fn drive<C: GracefulConnection>(
     let check_every = (idle / 4).max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(check_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let now_ms = || epoch.elapsed().as_millis() as u64;
+    let silent_ms = || now_ms().saturating_sub(last_ms.load(Ordering::Relaxed));
+    // Set when Tether itself closed the connection (idle, no request): then silence with
+    // nothing in progress for this long drops it.
+    let mut quiet_close: Option<u64> = None;
+    let grace_ms = idle.min(first.timeout).as_millis() as u64;
     loop {
         tokio::select! {
             out = conn.as_mut() => return Some(out),
@@ -221,10 +242,11 @@ pub async fn drive<C: GracefulConnection>(
                 first_checked = true;
                 if !first.seen.load(Ordering::Relaxed) {
                     closing = true;
+                    quiet_close = Some(now_ms());
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            _ = streams.abusive.notified() => {
+            _ = requests.abusive.notified() => {
                 on_abuse();
                 return None;
             }
@@ -233,11 +255,15 @@ pub async fn drive<C: GracefulConnection>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tick.tick(), if !closing => {
-                let now = epoch.elapsed().as_millis() as u64;
-                let quiet = now.saturating_sub(last_ms.load(Ordering::Relaxed));
-                if quiet >= idle.as_millis() as u64 {
+            _ = tick.tick(), if !closing || quiet_close.is_some() => {
+                if let Some(since) = quiet_close {
+                    let unanswered = now_ms().saturating_sub(since) >= grace_ms;
+                    if unanswered && silent_ms() >= grace_ms && requests.active() == 0 {
+                        return None;
+                    }
+                } else if silent_ms() >= idle.as_millis() as u64 {
                     closing = true;
+                    quiet_close = Some(now_ms());
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -250,34 +276,34 @@ mod tests {
     use super::*;
     use futures_util::FutureExt;
 
-    fn flagged(streams: &H2Streams) -> bool {
+    fn flagged(streams: &Requests) -> bool {
         streams.abusive.notified().now_or_never().is_some()
     }
 
     #[test]
     fn most_streams_cancelled_early_flag_the_connection_once_past_the_minimum() {
-        let streams = Arc::new(H2Streams::default());
+        let streams = Arc::new(Requests::default());
         // A busy, well-behaved connection that cancels some streams (a browser navigating
         // away) is never flagged: 150 answered, 149 cancelled.
         for _ in 0..150 {
-            streams.start().answered();
+            streams.start(true).answered();
         }
         for _ in 0..149 {
-            drop(streams.start());
+            drop(streams.start(true));
         }
         assert!(!flagged(&streams), "149 of 299 cancelled is not most");
-        drop(streams.start());
+        drop(streams.start(true));
         assert!(!flagged(&streams), "150 of 300 is half, not most");
-        drop(streams.start());
+        drop(streams.start(true));
         assert!(flagged(&streams), "151 of 301 is most");
 
         // Cancelling alone is fine below the minimum.
-        let streams = Arc::new(H2Streams::default());
+        let streams = Arc::new(Requests::default());
         for _ in 0..MIN_PREMATURE_RESETS - 1 {
-            drop(streams.start());
+            drop(streams.start(true));
         }
         assert!(!flagged(&streams));
-        drop(streams.start());
+        drop(streams.start(true));
         assert!(flagged(&streams));
     }
 }
