@@ -198,6 +198,28 @@ impl IssuedCert {
         Ok(Arc::new(config))
     }
 
+    /// A rustls client configuration (ring) that trusts the CA in `ca_pem` and presents this
+    /// certificate as its client certificate, offering the ALPN protocols `alpn`.
+    pub fn client_config(
+        &self,
+        ca_pem: &str,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())?;
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![self.cert_der()], key)?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+
     /// Writes `<stem>.crt` and `<stem>.key` into `dir` and returns their paths
     /// (certificate, key).
     pub fn write(&self, dir: &Path, stem: &str) -> io::Result<(PathBuf, PathBuf)> {

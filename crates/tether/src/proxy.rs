@@ -49,6 +49,8 @@ pub struct ConnCtx {
     pub peer_headers: headers::PeerHeaders,
     /// Whether the client-facing connection is TLS.
     pub https: bool,
+    /// The client certificate, on listeners that ask for one.
+    pub client_cert: ClientCert,
     /// HTTP/1 requests seen on the connection so far.
     pub requests: std::sync::atomic::AtomicU64,
     /// The first [`Finding`] of the connection's head scan, encoded (`u64::MAX`: none): a
@@ -66,10 +68,23 @@ impl ConnCtx {
             peer,
             peer_headers: headers::PeerHeaders::new(peer.ip()),
             https,
+            client_cert: ClientCert::NotAsked,
             requests: std::sync::atomic::AtomicU64::new(0),
             wire_finding: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
         }
     }
+}
+
+/// What a listener with `tls.client_ca` learned of the client's certificate; the servers
+/// are told in `X-Client-Cert-Verified` and `X-Client-Cert-Subject`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCert {
+    /// The listener asks for none: the headers are left as the client sent them.
+    NotAsked,
+    /// Asked for, none sent (`client_auth = "optional"`).
+    None,
+    /// Verified; its subject as a header value (`None` when the subject is not one).
+    Verified(Option<HeaderValue>),
 }
 
 /// Serves one request against `snap`; never fails (errors become small plain-text answers).
@@ -377,6 +392,20 @@ fn prepare_headers(
         {
             h.insert(header::HOST, v);
         }
+    }
+    if ctx.client_cert != ClientCert::NotAsked {
+        // Whatever the client wrote in them is dropped: only Tether's word counts.
+        h.remove(headers::CLIENT_CERT_SUBJECT);
+        let verified = match &ctx.client_cert {
+            ClientCert::Verified(subject) => {
+                if let Some(s) = subject {
+                    h.insert(headers::CLIENT_CERT_SUBJECT, s.clone());
+                }
+                "SUCCESS"
+            }
+            _ => "NONE",
+        };
+        h.insert(headers::CLIENT_CERT_VERIFIED, HeaderValue::from_static(verified));
     }
     let trusted = headers::is_trusted(ctx.peer.ip(), &listener.conn.trusted_proxies);
     headers::add_forwarding(

@@ -31,7 +31,7 @@ use axum::http::StatusCode;
 use crate::admin::{self, AdminContext, Command};
 use crate::config::{Config, ConfigErrors, Listener};
 use crate::metrics::ConnRefusal;
-use crate::proxy::{self, ConnCtx};
+use crate::proxy::{self, ClientCert, ConnCtx};
 use crate::snapshot::{ConnSettings, Registry, Snapshot};
 
 mod accept;
@@ -641,7 +641,23 @@ async fn serve_tls(
 ) {
     let handshake = tokio_rustls::TlsAcceptor::from(Arc::clone(config)).accept(io);
     match tokio::time::timeout(l.header_timeout, handshake).await {
-        Ok(Ok(tls)) => serve.run(tls).await,
+        Ok(Ok(tls)) => {
+            let mut serve = serve;
+            if l.client_certs {
+                // rustls verified it during the handshake (or there is none: "optional").
+                let cert = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                    Some(der) => ClientCert::Verified(
+                        crate::tls::subject(der).and_then(|s| http::HeaderValue::try_from(s).ok()),
+                    ),
+                    None => ClientCert::None,
+                };
+                // The connection's context is not shared yet.
+                if let Some(ctx) = Arc::get_mut(&mut serve.ctx) {
+                    ctx.client_cert = cert;
+                }
+            }
+            serve.run(tls).await
+        }
         Ok(Err(e)) => {
             tracing::debug!(client = %client, listener = %l.name, error = %e, "TLS handshake failed");
             l.metrics.connection_refused(ConnRefusal::TlsHandshake);

@@ -76,6 +76,8 @@ pub struct ConnSettings {
     pub name: Arc<str>,
     /// TLS termination, when configured.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Client certificates are asked for (`tls.client_ca`).
+    pub client_certs: bool,
     /// `proxy_protocol`.
     pub proxy_protocol: bool,
     /// Peers whose forwarding headers (and PROXY header) are believed.
@@ -325,6 +327,7 @@ impl Registry {
                     conn: Arc::new(ConnSettings {
                         name,
                         tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
+                        client_certs: l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()),
                         proxy_protocol: l.proxy_protocol,
                         trusted_proxies: l.trusted_proxies.clone(),
                         limits: l.limits,

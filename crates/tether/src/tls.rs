@@ -256,6 +256,61 @@ fn rfc3339(unix: i64) -> String {
     .to_string()
 }
 
+/// Client certificates a listener asks for (`tls.client_ca`, `tls.client_auth`).
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// `client_ca`.
+    pub file: PathBuf,
+    /// The CA certificates in it.
+    roots: Vec<CertificateDer<'static>>,
+    /// `client_auth = "required"` (else `"optional"`).
+    pub required: bool,
+}
+
+impl ClientAuth {
+    /// Reads the CA certificates from `pem` (the contents of `file`); an error says what is
+    /// wrong with them.
+    pub fn new(file: PathBuf, pem: &[u8], required: bool) -> Result<Self, String> {
+        let mut roots = Vec::new();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots.push(cert.map_err(|e| format!("{file:?}: {e}"))?);
+        }
+        if roots.is_empty() {
+            return Err(format!("{file:?} holds no PEM certificate"));
+        }
+        let mut store = rustls::RootCertStore::empty();
+        for cert in &roots {
+            store.add(cert.clone()).map_err(|e| format!("{file:?}: not a CA certificate: {e}"))?;
+        }
+        Ok(Self { file, roots, required })
+    }
+
+    fn verifier(&self) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+        let mut store = rustls::RootCertStore::empty();
+        for cert in &self.roots {
+            store.add(cert.clone()).map_err(|e| e.to_string())?;
+        }
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(store),
+            provider(),
+        );
+        let builder = if self.required { builder } else { builder.allow_unauthenticated() };
+        builder.build().map_err(|e| e.to_string())
+    }
+}
+
+impl PartialEq for ClientAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.file == other.file && self.required == other.required && self.roots == other.roots
+    }
+}
+
+/// A certificate's subject as RFC 4514 text (`CN=alice, O=Example`).
+pub fn subject(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.subject().to_string())
+}
+
 /// A listener's validated `tls` settings.
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
@@ -263,6 +318,8 @@ pub struct TlsSettings {
     pub certs: Vec<LoadedCert>,
     /// `min_version`.
     pub min_version: TlsVersion,
+    /// Client certificates, when asked for.
+    pub client_auth: Option<ClientAuth>,
     /// The rustls configuration serving them.
     pub server_config: Arc<ServerConfig>,
 }
@@ -270,6 +327,7 @@ pub struct TlsSettings {
 impl PartialEq for TlsSettings {
     fn eq(&self, other: &Self) -> bool {
         self.min_version == other.min_version
+            && self.client_auth == other.client_auth
             && self.certs.len() == other.certs.len()
             && self
                 .certs
@@ -281,18 +339,26 @@ impl PartialEq for TlsSettings {
 
 impl TlsSettings {
     /// Settings serving `certs` (non-empty; the first is the default): SNI selection, ALPN
-    /// `h2` + `http/1.1`.
-    pub fn new(certs: Vec<LoadedCert>, min_version: TlsVersion) -> Result<Self, rustls::Error> {
+    /// `h2` + `http/1.1`, client certificates verified against `client_auth`'s CA when given.
+    pub fn new(
+        certs: Vec<LoadedCert>,
+        min_version: TlsVersion,
+        client_auth: Option<ClientAuth>,
+    ) -> Result<Self, String> {
         let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
             TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::V1_3 => &[&rustls::version::TLS13],
         };
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(versions)?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SniResolver::new(&certs)));
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?;
+        let builder = match &client_auth {
+            Some(auth) => builder.with_client_cert_verifier(auth.verifier()?),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(&certs)));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { certs, min_version, server_config: Arc::new(config) })
+        Ok(Self { certs, min_version, client_auth, server_config: Arc::new(config) })
     }
 }
 

@@ -23,7 +23,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::Value;
-use tether_testkit::tls::{Pki, TestCa, negotiated_alpn, peer_cert_der, tls_connect};
+use tether_testkit::tls::{Pki, TestCa, negotiated_alpn, peer_cert_der, tls_connect, write_pem};
 use tether_testkit::{EchoServer, ScratchDir, Tether, run_check, wait_until_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -488,6 +488,11 @@ async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
     let other = ca.issue(&["other.test"]).unwrap().write(dir.path(), "other").unwrap();
     let missing = dir.path().join("missing.crt");
     let missing_key = dir.path().join("missing.key");
+    let ca_file = write_pem(dir.path(), "clients.pem", &ca.cert_pem()).unwrap();
+    let not_pem = write_pem(dir.path(), "not-pem.pem", "this is not a certificate\n").unwrap();
+    let client_ca = |file: &Path, extra: &str| {
+        tls_single(&good.0, &good.1, &format!(", client_ca = {}{extra}", toml_str(file)))
+    };
 
     let cases = [
         BadCase {
@@ -538,6 +543,34 @@ async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
             key_paths: &["listeners[0].tls.certificates[1].cert"],
             reasons: &["expired"],
             must_name: Some(expired.0.clone()),
+        },
+        BadCase {
+            what: "client_auth without client_ca",
+            tls: tls_single(&good.0, &good.1, ", client_auth = \"required\""),
+            key_paths: &["listeners[0].tls.client_auth"],
+            reasons: &["client_ca"],
+            must_name: None,
+        },
+        BadCase {
+            what: "missing client_ca",
+            tls: client_ca(&missing, ""),
+            key_paths: &["listeners[0].tls.client_ca"],
+            reasons: &["cannot read"],
+            must_name: Some(missing.clone()),
+        },
+        BadCase {
+            what: "client_ca that is not PEM",
+            tls: client_ca(&not_pem, ""),
+            key_paths: &["listeners[0].tls.client_ca"],
+            reasons: &["no PEM certificate"],
+            must_name: Some(not_pem.clone()),
+        },
+        BadCase {
+            what: "unknown client_auth",
+            tls: client_ca(&ca_file, ", client_auth = \"maybe\""),
+            key_paths: &["listeners[0].tls.client_auth"],
+            reasons: &["maybe"],
+            must_name: None,
         },
         BadCase {
             what: "unknown min_version",
@@ -846,4 +879,155 @@ async fn a_certificate_near_expiry_is_reported_by_check_logs_and_metrics() {
         "{:?}",
         t.logs()
     );
+}
+
+// === 8. Client certificates ===
+
+/// A server PKI for `localhost` plus a second CA for clients, written as `clients.pem`, and
+/// `alice`'s certificate from it.
+struct ClientPki {
+    server: Pki,
+    clients: TestCa,
+    clients_file: PathBuf,
+    alice: tether_testkit::tls::IssuedCert,
+}
+
+fn client_pki(tag: &str) -> ClientPki {
+    let server = localhost_pki(tag);
+    let clients = TestCa::new(&format!("{tag} clients")).unwrap();
+    let clients_file = write_pem(server.dir(), "clients.pem", &clients.cert_pem()).unwrap();
+    let alice = clients.issue(&["alice"]).unwrap();
+    ClientPki { server, clients, clients_file, alice }
+}
+
+/// A GET with a forged `X-Client-Cert-Subject` on a TLS connection made with `config`:
+/// the status and the echo's JSON, or the error that ended it.
+async fn get_with_config(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(u16, Value), String> {
+    let stream = tls_connect(addr, "localhost", config).await.map_err(|e| e.to_string())?;
+    let handshake = tokio::time::timeout(DEADLINE, http1::handshake(TokioIo::new(stream)));
+    let (mut sender, conn) =
+        handshake.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/who")
+        .header("host", "localhost")
+        .header("x-client-cert-subject", "CN=mallory")
+        .header("x-client-cert-verified", "SUCCESS")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(DEADLINE, sender.send_request(req))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(read_json(resp).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificates_are_verified_and_named_to_the_server() {
+    let servers = echo_servers(1);
+    let pki = client_pki("mtls-required");
+    let extra = format!(", client_ca = {}", toml_str(&pki.clients_file));
+    let t = start(&listener_config(&servers, &pki_tls(&pki.server, &extra))).await;
+    let addr = t.listener_addr("web");
+    let ca_pem = pki.server.ca.cert_pem();
+
+    // alice's certificate: served, and the server learns who she is (the forged headers are
+    // replaced).
+    let (status, echo) =
+        get_with_config(addr, pki.alice.client_config(&ca_pem, &[b"http/1.1"]).unwrap())
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(echo["headers"]["x-client-cert-verified"], "SUCCESS", "{echo}");
+    assert_eq!(echo["headers"]["x-client-cert-subject"], "CN=alice", "{echo}");
+
+    // Over HTTP/2 too.
+    let stream =
+        tls_connect(addr, "localhost", pki.alice.client_config(&ca_pem, &[b"h2"]).unwrap())
+            .await
+            .unwrap();
+    let mut h2 = h2_client(stream).await;
+    let (status, echo) = h2_get(&mut h2, "/h2").await;
+    assert_eq!(
+        (status, &echo["headers"]["x-client-cert-subject"]),
+        (200, &Value::from("CN=alice"))
+    );
+
+    // No certificate, or one from a CA the listener does not trust: no request is served.
+    let stranger = pki.server.ca.issue(&["mallory"]).unwrap();
+    for (who, config) in [
+        ("no certificate", pki.server.ca.client_config(&[b"http/1.1"]).unwrap()),
+        ("another CA's certificate", stranger.client_config(&ca_pem, &[b"http/1.1"]).unwrap()),
+    ] {
+        let outcome = get_with_config(addr, config).await;
+        assert!(outcome.is_err(), "{who}: served: {outcome:?}");
+    }
+    assert_eq!(servers[0].requests(), 2, "only alice's requests reached the server");
+
+    // curl, as an operator would test it.
+    let (cert, key) = pki.alice.write(pki.server.dir(), "alice").unwrap();
+    let port = addr.port();
+    let args: Vec<String> = vec![
+        "-sS".into(),
+        "--max-time".into(),
+        "20".into(),
+        "--cacert".into(),
+        pki.server.ca_file.display().to_string(),
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+        "--resolve".into(),
+        format!("localhost:{port}:127.0.0.1"),
+        format!("https://localhost:{port}/curl"),
+    ];
+    let (ok, stdout, stderr) = run("curl", args).await;
+    assert!(ok, "curl with alice's certificate failed: {stderr}");
+    let echo: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(echo["headers"]["x-client-cert-subject"], "CN=alice", "{echo}");
+    drop(pki.clients);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_client_certificates_let_anonymous_clients_in_and_say_none() {
+    let servers = echo_servers(1);
+    let pki = client_pki("mtls-optional");
+    let extra =
+        format!(", client_ca = {}, client_auth = \"optional\"", toml_str(&pki.clients_file));
+    let t = start(&listener_config(&servers, &pki_tls(&pki.server, &extra))).await;
+    let addr = t.listener_addr("web");
+    let ca_pem = pki.server.ca.cert_pem();
+
+    let anonymous = pki.server.ca.client_config(&[b"http/1.1"]).unwrap();
+    let (status, echo) = get_with_config(addr, anonymous).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(echo["headers"]["x-client-cert-verified"], "NONE", "{echo}");
+    assert!(echo["headers"].get("x-client-cert-subject").is_none(), "forged subject kept: {echo}");
+
+    let alice = pki.alice.client_config(&ca_pem, &[b"http/1.1"]).unwrap();
+    let (status, echo) = get_with_config(addr, alice).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(echo["headers"]["x-client-cert-verified"], "SUCCESS", "{echo}");
+    assert_eq!(echo["headers"]["x-client-cert-subject"], "CN=alice", "{echo}");
+
+    // Optional means "may be absent", not "may be anyone's".
+    let stranger = pki.server.ca.issue(&["mallory"]).unwrap();
+    let outcome =
+        get_with_config(addr, stranger.client_config(&ca_pem, &[b"http/1.1"]).unwrap()).await;
+    assert!(outcome.is_err(), "another CA's certificate was served: {outcome:?}");
+    assert_eq!(servers[0].requests(), 2);
+}
+
+#[tokio::test]
+async fn listeners_without_client_ca_leave_the_client_cert_headers_alone() {
+    let servers = echo_servers(1);
+    let pki = localhost_pki("mtls-none");
+    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
+    let config = pki.ca.client_config(&[b"http/1.1"]).unwrap();
+    let (status, echo) = get_with_config(t.listener_addr("web"), config).await.unwrap();
+    assert_eq!(status, 200);
+    // Nothing is claimed: what arrives is what the client (or a proxy in front) sent.
+    assert_eq!(echo["headers"]["x-client-cert-subject"], "CN=mallory", "{echo}");
 }

@@ -88,6 +88,8 @@ pub struct RawTls {
     #[serde(default)]
     pub certificates: Vec<RawCertPair>,
     pub min_version: Option<S>,
+    pub client_ca: Option<S>,
+    pub client_auth: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

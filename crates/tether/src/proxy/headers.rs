@@ -12,6 +12,11 @@ use ipnet::IpNet;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 7.6.1, plus the legacy
 /// `Keep-Alive` and `Proxy-Connection`).
+/// The verified subject of the client's certificate (listeners with `tls.client_ca`).
+pub const CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+/// `SUCCESS` (a certificate was verified) or `NONE` (none sent; `client_auth = "optional"`).
+pub const CLIENT_CERT_VERIFIED: HeaderName = HeaderName::from_static("x-client-cert-verified");
+
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),

@@ -5,7 +5,7 @@ use toml::Spanned;
 use super::super::raw::{RawListener, RawListenerLimits, RawRateLimit, RawTls};
 use super::Checker;
 use crate::config::{DEFAULT_H2_MAX_STREAMS, ListenerLimits, RateKey, RateLimit, UpstreamTls};
-use crate::tls::{CertFiles, TlsSettings, TlsVersion};
+use crate::tls::{CertFiles, ClientAuth, TlsSettings, TlsVersion};
 
 /// A whole number in `min..=max`, or `default` when absent (with an error when out of range).
 fn number(
@@ -137,8 +137,9 @@ pub(super) fn tls(c: &mut Checker, path: &str, t: &RawTls) -> Option<TlsSettings
         TlsVersion::V1_2,
         &[("1.2", TlsVersion::V1_2), ("1.3", TlsVersion::V1_3)],
     );
+    let client_auth = client_auth(c, path, t);
     let mut certs = Vec::new();
-    let mut ok = true;
+    let mut ok = !matches!(client_auth, Err(()));
     for (prefix, cert, key) in files {
         let pair = CertFiles { cert: cert.get_ref().into(), key: key.get_ref().into() };
         match crate::tls::load(&pair) {
@@ -153,11 +154,45 @@ pub(super) fn tls(c: &mut Checker, path: &str, t: &RawTls) -> Option<TlsSettings
     if !ok {
         return None;
     }
-    match TlsSettings::new(certs, min_version) {
+    match TlsSettings::new(certs, min_version, client_auth.ok().flatten()) {
         Ok(settings) => Some(settings),
         Err(e) => {
             c.err::<()>(path, None, format!("cannot set up TLS: {e}"));
             None
+        }
+    }
+}
+
+/// `tls.client_ca` and `tls.client_auth`: `Ok(None)` without client certificates, `Err`
+/// after reporting a mistake.
+fn client_auth(c: &mut Checker, path: &str, t: &RawTls) -> Result<Option<ClientAuth>, ()> {
+    let Some(file) = &t.client_ca else {
+        if let Some(mode) = &t.client_auth {
+            let why = "tls.client_auth needs tls.client_ca (the CA that signs client certificates)";
+            c.err(&format!("{path}.client_auth"), Some(mode), why);
+            return Err(());
+        }
+        return Ok(None);
+    };
+    let required = c.choice(
+        &format!("{path}.client_auth"),
+        t.client_auth.as_ref(),
+        true,
+        &[("required", true), ("optional", false)],
+    );
+    let key = format!("{path}.client_ca");
+    let path_buf = std::path::PathBuf::from(file.get_ref());
+    match std::fs::read(&path_buf) {
+        Ok(pem) => match ClientAuth::new(path_buf, &pem, required) {
+            Ok(auth) => Ok(Some(auth)),
+            Err(e) => {
+                c.err(&key, Some(file), e);
+                Err(())
+            }
+        },
+        Err(e) => {
+            c.err(&key, Some(file), format!("cannot read {:?}: {e}", file.get_ref()));
+            Err(())
         }
     }
 }
