@@ -98,6 +98,15 @@ fn check(path: &std::path::Path) -> ExitCode {
                         cert.days_left()
                     );
                 }
+                if let Some(auth) = l.tls.as_ref().and_then(|t| t.client_auth.as_ref()) {
+                    println!(
+                        "  listener {}: client certificates {} (CA {}, {} certificate(s))",
+                        l.name,
+                        if auth.required { "required" } else { "optional" },
+                        auth.file.display(),
+                        auth.ca_count()
+                    );
+                }
             }
             ExitCode::SUCCESS
         }

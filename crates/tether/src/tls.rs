@@ -285,6 +285,11 @@ impl ClientAuth {
         Ok(Self { file, roots, required })
     }
 
+    /// How many CA certificates `client_ca` holds.
+    pub fn ca_count(&self) -> usize {
+        self.roots.len()
+    }
+
     fn verifier(&self) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
         let mut store = rustls::RootCertStore::empty();
         for cert in &self.roots {

@@ -929,7 +929,14 @@ async fn required_client_certificates_are_verified_and_named_to_the_server() {
     let servers = echo_servers(1);
     let pki = client_pki("mtls-required");
     let extra = format!(", client_ca = {}", toml_str(&pki.clients_file));
-    let t = start(&listener_config(&servers, &pki_tls(&pki.server, &extra))).await;
+    let cfg = listener_config(&servers, &pki_tls(&pki.server, &extra));
+    let check = run_check(BIN, &cfg).unwrap();
+    assert!(
+        check.stdout.contains("listener web: client certificates required (CA "),
+        "tether check does not report the client CA:\n{}",
+        check.stdout
+    );
+    let t = start(&cfg).await;
     let addr = t.listener_addr("web");
     let ca_pem = pki.server.ca.cert_pem();
 
