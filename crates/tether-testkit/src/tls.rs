@@ -37,8 +37,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, date_time_ymd,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SerialNumber, date_time_ymd,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -91,6 +92,7 @@ pub struct IssuedCert {
     /// Its private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
     pub key_pem: String,
     cert_der: CertificateDer<'static>,
+    serial: u64,
 }
 
 // === impl TestCa ===
@@ -160,6 +162,8 @@ impl TestCa {
         params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
+        let serial = next_serial();
+        params.serial_number = Some(SerialNumber::from(serial));
         // rcgen takes `time::OffsetDateTime`, which this crate does not name: count from 1970.
         let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
         params.not_before = date_time_ymd(1970, 1, 1) + since_epoch(not_before);
@@ -170,8 +174,54 @@ impl TestCa {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             cert_der: cert.der().clone(),
+            serial,
         })
     }
+
+    /// A certificate revocation list (PEM) signed by this CA that revokes `revoked`, valid
+    /// from a day ago for a week.
+    pub fn crl(&self, revoked: &[&IssuedCert]) -> Result<String, TlsError> {
+        let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = date_time_ymd(1970, 1, 1) + since_epoch(SystemTime::now());
+        let day = Duration::from_secs(24 * 60 * 60);
+        let params = CertificateRevocationListParams {
+            this_update: now - day,
+            next_update: now + 7 * day,
+            crl_number: SerialNumber::from(next_serial()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|c| RevokedCertParams {
+                    serial_number: SerialNumber::from(c.serial),
+                    revocation_time: now - day,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+}
+
+/// A serial number no other certificate (or CRL) of this process has: the time in
+/// nanoseconds, bumped past the last one given.
+fn next_serial() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = since_epoch_nanos();
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+fn since_epoch_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 // === impl IssuedCert ===

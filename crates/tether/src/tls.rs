@@ -18,7 +18,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 /// Makes ring the process's default rustls provider, for code that asks rustls for the
 /// default (redis-rs's `rediss://` connections). Idempotent.
@@ -256,7 +256,8 @@ fn rfc3339(unix: i64) -> String {
     .to_string()
 }
 
-/// Client certificates a listener asks for (`tls.client_ca`, `tls.client_auth`).
+/// Client certificates a listener asks for (`tls.client_ca`, `tls.client_auth`,
+/// `tls.client_crl`).
 #[derive(Debug, Clone)]
 pub struct ClientAuth {
     /// `client_ca`.
@@ -265,24 +266,46 @@ pub struct ClientAuth {
     roots: Vec<CertificateDer<'static>>,
     /// `client_auth = "required"` (else `"optional"`).
     pub required: bool,
+    /// `client_crl` and the revocation lists in it.
+    pub crl_file: Option<PathBuf>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 impl ClientAuth {
-    /// Reads the CA certificates from `pem` (the contents of `file`); an error says what is
-    /// wrong with them.
-    pub fn new(file: PathBuf, pem: &[u8], required: bool) -> Result<Self, String> {
+    /// Reads the CA certificates from `pem` (the contents of `file`) and the revocation
+    /// lists from `crl` (a file and its contents); an error says what is wrong, and whether
+    /// it is about the CRL file (`true`) or the CA file.
+    pub fn new(
+        file: PathBuf,
+        pem: &[u8],
+        required: bool,
+        crl: Option<(PathBuf, &[u8])>,
+    ) -> Result<Self, (bool, String)> {
         let mut roots = Vec::new();
         for cert in CertificateDer::pem_slice_iter(pem) {
-            roots.push(cert.map_err(|e| format!("{file:?}: {e}"))?);
+            roots.push(cert.map_err(|e| (false, format!("{file:?}: {e}")))?);
         }
         if roots.is_empty() {
-            return Err(format!("{file:?} holds no PEM certificate"));
+            return Err((false, format!("{file:?} holds no PEM certificate")));
         }
-        let mut store = rustls::RootCertStore::empty();
-        for cert in &roots {
-            store.add(cert.clone()).map_err(|e| format!("{file:?}: not a CA certificate: {e}"))?;
-        }
-        Ok(Self { file, roots, required })
+        let mut crls = Vec::new();
+        let crl_file = match crl {
+            Some((crl_file, crl_pem)) => {
+                for list in CertificateRevocationListDer::pem_slice_iter(crl_pem) {
+                    crls.push(list.map_err(|e| (true, format!("{crl_file:?}: {e}")))?);
+                }
+                if crls.is_empty() {
+                    let why = format!("{crl_file:?} holds no PEM revocation list (X509 CRL)");
+                    return Err((true, why));
+                }
+                Some(crl_file)
+            }
+            None => None,
+        };
+        let auth = Self { file, roots, required, crl_file, crls };
+        // Build the verifier once now, so that a CA or CRL it cannot use is a config error.
+        auth.verifier()?;
+        Ok(auth)
     }
 
     /// How many CA certificates `client_ca` holds.
@@ -290,23 +313,40 @@ impl ClientAuth {
         self.roots.len()
     }
 
-    fn verifier(&self) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    fn verifier(
+        &self,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, (bool, String)> {
         let mut store = rustls::RootCertStore::empty();
         for cert in &self.roots {
-            store.add(cert.clone()).map_err(|e| e.to_string())?;
+            let added = store.add(cert.clone());
+            added.map_err(|e| (false, format!("{:?}: not a CA certificate: {e}", self.file)))?;
         }
-        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(store),
             provider(),
         );
-        let builder = if self.required { builder } else { builder.allow_unauthenticated() };
-        builder.build().map_err(|e| e.to_string())
+        if !self.required {
+            builder = builder.allow_unauthenticated();
+        }
+        if !self.crls.is_empty() {
+            // A client certificate its issuer's CRL lists is refused; one whose issuer has no
+            // CRL in the file is not checked (client_ca may hold CAs without one).
+            builder = builder
+                .with_crls(self.crls.iter().cloned())
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        builder.build().map_err(|e| (self.crl_file.is_some(), e.to_string()))
     }
 }
 
 impl PartialEq for ClientAuth {
     fn eq(&self, other: &Self) -> bool {
-        self.file == other.file && self.required == other.required && self.roots == other.roots
+        self.file == other.file
+            && self.required == other.required
+            && self.roots == other.roots
+            && self.crl_file == other.crl_file
+            && self.crls == other.crls
     }
 }
 
@@ -358,7 +398,7 @@ impl TlsSettings {
             .with_protocol_versions(versions)
             .map_err(|e| e.to_string())?;
         let builder = match &client_auth {
-            Some(auth) => builder.with_client_cert_verifier(auth.verifier()?),
+            Some(auth) => builder.with_client_cert_verifier(auth.verifier().map_err(|(_, e)| e)?),
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(&certs)));

@@ -566,6 +566,20 @@ async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
             must_name: Some(not_pem.clone()),
         },
         BadCase {
+            what: "client_crl without client_ca",
+            tls: tls_single(&good.0, &good.1, &format!(", client_crl = {}", toml_str(&ca_file))),
+            key_paths: &["listeners[0].tls.client_crl"],
+            reasons: &["client_ca"],
+            must_name: None,
+        },
+        BadCase {
+            what: "client_crl that holds no CRL",
+            tls: client_ca(&ca_file, &format!(", client_crl = {}", toml_str(&ca_file))),
+            key_paths: &["listeners[0].tls.client_crl"],
+            reasons: &["no PEM revocation list"],
+            must_name: Some(ca_file.clone()),
+        },
+        BadCase {
             what: "unknown client_auth",
             tls: client_ca(&ca_file, ", client_auth = \"maybe\""),
             key_paths: &["listeners[0].tls.client_auth"],
@@ -1037,4 +1051,37 @@ async fn listeners_without_client_ca_leave_the_client_cert_headers_alone() {
     assert_eq!(status, 200);
     // Nothing is claimed: what arrives is what the client (or a proxy in front) sent.
     assert_eq!(echo["headers"]["x-client-cert-subject"], "CN=mallory", "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificates_are_refused_and_a_new_crl_applies_on_sighup() {
+    let servers = echo_servers(1);
+    let pki = client_pki("mtls-crl");
+    let bob = pki.clients.issue(&["bob"]).unwrap();
+    let crl_file =
+        write_pem(pki.server.dir(), "clients.crl", &pki.clients.crl(&[&bob]).unwrap()).unwrap();
+    let extra = format!(
+        ", client_ca = {}, client_crl = {}",
+        toml_str(&pki.clients_file),
+        toml_str(&crl_file)
+    );
+    let cfg = listener_config(&servers, &pki_tls(&pki.server, &extra));
+    let mut t = start(&cfg).await;
+    let addr = t.listener_addr("web");
+    let ca_pem = pki.server.ca.cert_pem();
+    let as_alice = || pki.alice.client_config(&ca_pem, &[b"http/1.1"]).unwrap();
+    let as_bob = || bob.client_config(&ca_pem, &[b"http/1.1"]).unwrap();
+
+    assert_eq!(get_with_config(addr, as_alice()).await.unwrap().0, 200);
+    let bob_outcome = get_with_config(addr, as_bob()).await;
+    assert!(bob_outcome.is_err(), "bob's revoked certificate was served: {bob_outcome:?}");
+
+    // alice is revoked too: after SIGHUP, new connections with her certificate are refused.
+    write_pem(pki.server.dir(), "clients.crl", &pki.clients.crl(&[&bob, &pki.alice]).unwrap())
+        .unwrap();
+    let outcome = t.reload(&cfg).await.unwrap();
+    assert_eq!(outcome["message"], "config reloaded", "{outcome}");
+    let alice_outcome = get_with_config(addr, as_alice()).await;
+    assert!(alice_outcome.is_err(), "alice's revoked certificate was served: {alice_outcome:?}");
+    assert_eq!(servers[0].requests(), 1, "only alice's first request reached the server");
 }

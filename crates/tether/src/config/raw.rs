@@ -90,6 +90,7 @@ pub struct RawTls {
     pub min_version: Option<S>,
     pub client_ca: Option<S>,
     pub client_auth: Option<S>,
+    pub client_crl: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

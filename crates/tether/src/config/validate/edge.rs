@@ -3,7 +3,7 @@
 use toml::Spanned;
 
 use super::super::raw::{RawListener, RawListenerLimits, RawRateLimit, RawTls};
-use super::Checker;
+use super::{Checker, S};
 use crate::config::{DEFAULT_H2_MAX_STREAMS, ListenerLimits, RateKey, RateLimit, UpstreamTls};
 use crate::tls::{CertFiles, ClientAuth, TlsSettings, TlsVersion};
 
@@ -167,10 +167,14 @@ pub(super) fn tls(c: &mut Checker, path: &str, t: &RawTls) -> Option<TlsSettings
 /// after reporting a mistake.
 fn client_auth(c: &mut Checker, path: &str, t: &RawTls) -> Result<Option<ClientAuth>, ()> {
     let Some(file) = &t.client_ca else {
-        if let Some(mode) = &t.client_auth {
-            let why = "tls.client_auth needs tls.client_ca (the CA that signs client certificates)";
-            c.err(&format!("{path}.client_auth"), Some(mode), why);
-            return Err(());
+        for (key, value) in [("client_auth", &t.client_auth), ("client_crl", &t.client_crl)] {
+            if let Some(v) = value {
+                let why = format!(
+                    "tls.{key} needs tls.client_ca (the CA that signs client certificates)"
+                );
+                c.err(&format!("{path}.{key}"), Some(v), why);
+                return Err(());
+            }
         }
         return Ok(None);
     };
@@ -180,18 +184,30 @@ fn client_auth(c: &mut Checker, path: &str, t: &RawTls) -> Result<Option<ClientA
         true,
         &[("required", true), ("optional", false)],
     );
-    let key = format!("{path}.client_ca");
-    let path_buf = std::path::PathBuf::from(file.get_ref());
-    match std::fs::read(&path_buf) {
-        Ok(pem) => match ClientAuth::new(path_buf, &pem, required) {
-            Ok(auth) => Ok(Some(auth)),
-            Err(e) => {
-                c.err(&key, Some(file), e);
-                Err(())
-            }
-        },
-        Err(e) => {
-            c.err(&key, Some(file), format!("cannot read {:?}: {e}", file.get_ref()));
+    let read = |c: &mut Checker, key: &str, file: &S| {
+        let read = std::fs::read(file.get_ref());
+        read.map_err(|e| {
+            c.err(
+                &format!("{path}.{key}"),
+                Some(file),
+                format!("cannot read {:?}: {e}", file.get_ref()),
+            );
+        })
+    };
+    let ca_pem = read(c, "client_ca", file)?;
+    let crl_pem = match &t.client_crl {
+        Some(crl) => Some((crl, read(c, "client_crl", crl)?)),
+        None => None,
+    };
+    let crl = crl_pem.as_ref().map(|(f, pem)| (std::path::PathBuf::from(f.get_ref()), &pem[..]));
+    match ClientAuth::new(file.get_ref().into(), &ca_pem, required, crl) {
+        Ok(auth) => Ok(Some(auth)),
+        Err((in_crl, e)) => {
+            let (key, at) = match (&crl_pem, in_crl) {
+                (Some((f, _)), true) => ("client_crl", *f),
+                _ => ("client_ca", file),
+            };
+            c.err(&format!("{path}.{key}"), Some(at), e);
             Err(())
         }
     }
