@@ -705,12 +705,9 @@ impl Serve {
         let scan = Some((scan, Arc::clone(&ctx.wire_finding)));
         let (idle, header_timeout) = (settings.idle_timeout, settings.header_timeout);
         let peer = ctx.peer;
-        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let first = connection::FirstRequest { timeout: header_timeout, seen: Arc::clone(&seen) };
         let requests = Arc::new(connection::Requests::default());
         let watched = Arc::clone(&requests);
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            seen.store(true, std::sync::atomic::Ordering::Relaxed);
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
             let watch = watched.start(req.version() == http::Version::HTTP_2);
@@ -735,8 +732,17 @@ impl Serve {
             );
             settings.metrics.connection_refused(ConnRefusal::H2Resets);
         };
-        let driven =
-            connection::drive(conn, drain, idle, epoch, last, first, requests, on_abuse, token);
+        let driven = connection::drive(
+            conn,
+            drain,
+            idle,
+            epoch,
+            last,
+            header_timeout,
+            requests,
+            on_abuse,
+            token,
+        );
         if let Some(Err(e)) = driven.await {
             tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
         }

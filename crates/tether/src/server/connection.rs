@@ -12,7 +12,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -186,19 +186,11 @@ impl Drop for RequestWatch {
     }
 }
 
-/// What the connection's first request must beat: a client that has not started one
-/// within `timeout` of connecting is closed. hyper's own header timeout starts only once
-/// HTTP/1 has been recognised; before that (no byte yet, a TLS session with nothing in it, a
-/// partial HTTP/2 preface) only this bounds the wait.
-pub struct FirstRequest {
-    /// `timeouts.header`.
-    pub timeout: Duration,
-    /// Set by the service when a request arrives.
-    pub seen: Arc<AtomicBool>,
-}
-
 /// Drives `conn` until it ends, closing it gracefully on drain, after `idle` without a
-/// byte moving, or when no request has started within the header timeout.
+/// byte moving, or when no request has started within `first_request` (`timeouts.header`:
+/// hyper's own header timeout starts only once HTTP/1 has been recognised; before that — no
+/// byte yet, a TLS session with nothing in it, a partial HTTP/2 preface — only this bounds
+/// the wait).
 ///
 /// A graceful HTTP/2 close waits for the client to answer a PING before its final GOAWAY,
 /// so a client that never answers would keep the connection forever: after an idle or
@@ -213,7 +205,7 @@ pub async fn drive<C: GracefulConnection>(
     idle: Duration,
     epoch: Instant,
     last_ms: Arc<AtomicU64>,
-    first: FirstRequest,
+    first_request: Duration,
     requests: Arc<Requests>,
     on_abuse: impl FnOnce(),
     _token: DrainToken,
@@ -223,7 +215,7 @@ pub async fn drive<C: GracefulConnection>(
     if closing {
         conn.as_mut().graceful_shutdown();
     }
-    let first_deadline = tokio::time::sleep(first.timeout);
+    let first_deadline = tokio::time::sleep(first_request);
     tokio::pin!(first_deadline);
     let mut first_checked = false;
     let check_every = (idle / 4).max(Duration::from_millis(50));
@@ -234,13 +226,13 @@ pub async fn drive<C: GracefulConnection>(
     // Set when Tether itself closed the connection (idle, no request): then silence with
     // nothing in progress for this long drops it.
     let mut quiet_close: Option<u64> = None;
-    let grace_ms = idle.min(first.timeout).as_millis() as u64;
+    let grace_ms = idle.min(first_request).as_millis() as u64;
     loop {
         tokio::select! {
             out = conn.as_mut() => return Some(out),
             _ = &mut first_deadline, if !closing && !first_checked => {
                 first_checked = true;
-                if !first.seen.load(Ordering::Relaxed) {
+                if requests.started.load(Ordering::Relaxed) == 0 {
                     closing = true;
                     quiet_close = Some(now_ms());
                     conn.as_mut().graceful_shutdown();
