@@ -360,12 +360,19 @@ async fn h2_rapid_reset_flood_is_cut_off_with_goaway() {
     assert!(ending.closed, "the connection stayed open after the GOAWAY: {}", ending.summary());
 }
 
-/// The same attack, paced: each stream waits until the upstream has its request (so h2
-/// accepted it and the pending-accept limit never sees it), then is cancelled. Every such
-/// stream costs an upstream request; Tether closes the connection once at least 100 streams
-/// were cancelled before their answers and they are most of its streams.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_paced_resets_end_the_connection_after_a_hundred() {
+/// What became of [`paced_cancels`].
+struct Paced {
+    ending: Ending,
+    cancelled: u32,
+    upstream: u64,
+    /// Connections counted as `h2_resets`.
+    counted: f64,
+}
+
+/// Opens up to 400 streams one at a time on one connection; each waits until the upstream
+/// has its request (so h2 accepted it and its pending-accept limit never sees it), then
+/// gets `cancel(stream)`. Another connection must still be served afterwards.
+async fn paced_cancels(what: &str, cancel: impl Fn(u32) -> Vec<u8>) -> Paced {
     const STREAMS: u32 = 400;
     let echo = echo_servers(1).remove(0);
     let tether = start(&with_admin(&config(std::slice::from_ref(&echo), "", None))).await;
@@ -380,11 +387,11 @@ async fn h2_paced_resets_end_the_connection_after_a_hundred() {
         if writer.write_all(&h2raw::headers(id, &fields, true)).await.is_err() {
             break;
         }
-        // At most 2 s for the request to reach the upstream; none after the GOAWAY.
+        // At most 2 s for the request to reach the upstream; none after the close.
         if !tether_testkit::wait_until(Duration::from_secs(2), || echo.requests() > before).await {
             break;
         }
-        if writer.write_all(&h2raw::rst_stream(id, h2raw::CANCEL)).await.is_err() {
+        if writer.write_all(&cancel(id)).await.is_err() {
             break;
         }
         cancelled += 1;
@@ -393,25 +400,61 @@ async fn h2_paced_resets_end_the_connection_after_a_hundred() {
     let upstream = settled_requests(&echo).await;
     let after = well_behaved(addr, "/after".into()).await;
     eprintln!(
-        "paced resets: {}; streams cancelled {cancelled} of {STREAMS}; upstream requests \
+        "{what}: {}; streams cancelled {cancelled} of {STREAMS}; upstream requests \
          {upstream}; after {after:?}",
         ending.summary()
     );
+    assert_eq!(after.0, 200, "{what}: Tether does not serve another connection after it");
+    // The count may land a moment after the close.
+    tether_testkit::wait_until_async(Duration::from_secs(1), || async {
+        connections_refused(&tether, "web", "h2_resets").await > 0.0
+    })
+    .await;
+    let counted = connections_refused(&tether, "web", "h2_resets").await;
+    Paced { ending, cancelled, upstream, counted }
+}
+
+/// The rapid reset, paced: the client cancels each stream (RST_STREAM) once accepted. Every
+/// such stream costs an upstream request; Tether closes the connection once at least 100
+/// streams ended before their answers and they are most of its streams, and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_paced_resets_end_the_connection_after_a_hundred() {
+    let p = paced_cancels("paced RST_STREAM", |id| h2raw::rst_stream(id, h2raw::CANCEL)).await;
     assert!(
-        (100..=110).contains(&cancelled) && upstream <= 111,
-        "the connection should end after ~100 cancelled streams: {cancelled} cancelled, \
-         {upstream} upstream requests; {}",
-        ending.summary()
+        (100..=110).contains(&p.cancelled) && p.upstream <= 111,
+        "the connection should end after ~100 cancelled streams: {} cancelled, {} upstream \
+         requests; {}",
+        p.cancelled,
+        p.upstream,
+        p.ending.summary()
     );
     // Closed outright: a graceful GOAWAY would wait for a PING answer such a client need
     // not send, accepting its streams meanwhile.
-    assert!(ending.closed, "the connection stayed open: {}", ending.summary());
-    assert_eq!(after.0, 200, "Tether does not serve another connection after it");
-    let counted = tether_testkit::wait_until_async(h2raw::DEADLINE, || async {
-        connections_refused(&tether, "web", "h2_resets").await == 1.0
-    })
-    .await;
-    assert!(counted, "tether_connections_refused_total{{reason=\"h2_resets\"}} is not 1");
+    assert!(p.ending.closed, "the connection stayed open: {}", p.ending.summary());
+    assert_eq!(p.counted, 1.0, "tether_connections_refused_total{{reason=\"h2_resets\"}}");
+}
+
+/// Builds the frames for one stream.
+type Frames = fn(u32) -> Vec<u8>;
+
+/// MadeYouReset (CVE-2025-8671): the client makes the *server* reset each stream with a
+/// frame that is an error on that stream, so no RST_STREAM of the client's is ever counted.
+/// h2 treats both classic triggers — a zero WINDOW_UPDATE on a stream, DATA on a stream the
+/// client already ended — as connection errors: the first one ends the connection with
+/// GOAWAY PROTOCOL_ERROR (and Tether's premature-reset count would end it after 100 anyway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_made_you_reset_triggers_end_the_connection_at_once() {
+    let triggers: [(&str, Frames); 2] = [
+        ("zero WINDOW_UPDATE", |id| h2raw::window_update(id, 0)),
+        ("DATA after END_STREAM", |id| h2raw::data(id, b"x", false)),
+    ];
+    for (what, trigger) in triggers {
+        let p = paced_cancels(what, trigger).await;
+        assert!(p.cancelled <= 2 && p.upstream <= 2, "{what}: {} streams", p.cancelled);
+        let goaway = p.ending.error_goaway().map(|g| g.error_code());
+        assert_eq!(goaway, Some(Some(h2raw::PROTOCOL_ERROR)), "{what}: {}", p.ending.summary());
+        assert!(p.ending.closed, "{what}: the connection stayed open: {}", p.ending.summary());
+    }
 }
 
 // === 2. Stream limit ===
