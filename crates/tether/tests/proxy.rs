@@ -317,6 +317,39 @@ async fn a_slow_response_outlasting_the_idle_timeout_is_not_cut() {
     assert_eq!(server_of(&r), "s0");
 }
 
+/// A client that stops reading a download: no byte moves, the idle timeout closes the
+/// connection gracefully — which for HTTP/1.1 means "after this response", never — so after
+/// as long again of silence (the shorter of idle and header) Tether drops it instead of
+/// holding the connection and the server's response forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_a_download_is_dropped_after_the_idle_timeout() {
+    let servers = echo_servers(1);
+    let cfg = listener_config(&servers, "timeouts = { header = \"30s\", idle = \"500ms\" }");
+    let t = start(&cfg).await;
+    let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
+    // 64 MiB: far more than the socket buffers hold, so Tether's writes stall.
+    s.write_all(b"GET /download?bytes=67108864 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    // Stop reading for 3 s (idle 0.5 s + 0.5 s of grace, with margin), then drain what the
+    // socket holds: the connection must end well short of 64 MiB.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut received = n as u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => received += k as u64,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled download was still open after 13 s ({received} bytes)");
+    assert!(received < 64 << 20, "the whole download arrived: the connection was never cut");
+}
+
 #[tokio::test]
 async fn an_upload_slower_than_the_response_timeout_still_succeeds() {
     let servers = echo_servers(1);
