@@ -406,6 +406,37 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     assert!(complete.is_some(), "no \"shutdown complete\" line");
 }
 
+/// A second SIGINT during the drain stops at once (DESIGN 1.1), cutting what is in flight,
+/// and says so: exit status 130 and a warning, instead of waiting out the grace period.
+#[tokio::test]
+async fn a_second_sigint_during_the_drain_stops_at_once() {
+    let a = EchoServer::start("a").unwrap();
+    let cfg = config("round_robin", false, "", &[("a", a.addr(), 1)]);
+    let cfg = cfg.replacen("grace_period = \"10s\"", "grace_period = \"60s\"", 1);
+    let mut tether = Tether::start(BIN, &cfg).await.unwrap();
+    // 8 s: within the backend's 10 s response timeout, far beyond what the test waits.
+    let slow_url = format!("{}/slow?ms=8000", tether.url("web"));
+    let http = client();
+    let slow = tokio::spawn(async move { get(&http, &slow_url, None).await });
+    assert!(wait_until(DEADLINE, || a.requests() >= 1).await, "the slow request never arrived");
+
+    let asked = std::time::Instant::now();
+    tether.signal("INT").unwrap();
+    let says =
+        |line: &Value, text: &str| line["message"].as_str().is_some_and(|m| m.contains(text));
+    let draining =
+        tether.wait_for_log(|line| says(line, "shutting down"), DEADLINE).await.is_some();
+    assert!(draining, "no drain after the first SIGINT");
+    tether.signal("INT").unwrap();
+    let status = tether.wait_exit(Duration::from_secs(5)).await.expect("still running");
+    assert!(asked.elapsed() < Duration::from_secs(5), "waited {:?}", asked.elapsed());
+    assert_eq!(status.code(), Some(130), "exit status {status}");
+    let warned = tether.logs().iter().any(|l| says(l, "some requests were cut short"));
+    assert!(warned, "no warning that requests were cut short");
+    let answer = slow.await.unwrap();
+    assert!(answer.is_err() || answer.as_ref().is_ok_and(|a| a.status != 200), "{answer:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // State across reloads
 
