@@ -93,12 +93,16 @@ pub async fn handle(snap: &Snapshot, ctx: &ConnCtx, req: Request<Incoming>) -> R
         return ProxyError::NoRoute.response();
     };
     let mut log = snap.config.access_log.then(|| {
-        Box::new(AccessLog::new(
+        let mut log = Box::new(AccessLog::new(
             listener.name.clone(),
             ctx.peer.ip(),
             req.method().clone(),
             req.uri().path(),
-        ))
+        ));
+        if let ClientCert::Verified(subject) = &ctx.client_cert {
+            log.client_cert.clone_from(subject);
+        }
+        log
     });
     let arrived = Instant::now();
     let resp = match forward(snap, listener, ctx, req, arrived, log.as_deref_mut()).await {

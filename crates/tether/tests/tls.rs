@@ -963,6 +963,8 @@ async fn required_client_certificates_are_verified_and_named_to_the_server() {
     assert_eq!(status, 200);
     assert_eq!(echo["headers"]["x-client-cert-verified"], "SUCCESS", "{echo}");
     assert_eq!(echo["headers"]["x-client-cert-subject"], "CN=alice", "{echo}");
+    let logged = t.wait_for_log(|l| l["message"] == "request", DEADLINE).await.unwrap();
+    assert_eq!(logged["client_cert"], "CN=alice", "access log: {logged}");
 
     // Over HTTP/2 too.
     let stream =

@@ -40,6 +40,8 @@ pub struct AccessLog {
     pub complete: bool,
     /// The server's body failed midway.
     pub body_error: bool,
+    /// The verified client certificate's subject (listeners with `tls.client_ca`).
+    pub client_cert: Option<http::HeaderValue>,
 }
 
 impl AccessLog {
@@ -60,6 +62,7 @@ impl AccessLog {
             bytes: 0,
             complete: false,
             body_error: false,
+            client_cert: None,
         }
     }
 
@@ -81,6 +84,7 @@ impl AccessLog {
             total_ms = ms(self.started.elapsed()),
             bytes = self.bytes,
             complete = self.complete && !self.body_error,
+            client_cert = self.client_cert.as_ref().and_then(|v| v.to_str().ok()),
             "request"
         );
     }
