@@ -659,7 +659,18 @@ async fn serve_tls(
             serve.run(tls).await
         }
         Ok(Err(e)) => {
-            tracing::debug!(client = %client, listener = %l.name, error = %e, "TLS handshake failed");
+            // A client certificate that does not verify is worth an operator's eye (a
+            // certificate made without v3 extensions, another CA, revoked); anything else
+            // (scanners, old clients, no certificate at all) is routine.
+            let refused_cert = e
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+            if refused_cert {
+                tracing::info!(client = %client, listener = %l.name, error = %e, "TLS handshake failed: client certificate refused");
+            } else {
+                tracing::debug!(client = %client, listener = %l.name, error = %e, "TLS handshake failed");
+            }
             l.metrics.connection_refused(ConnRefusal::TlsHandshake);
         }
         Err(_) => {

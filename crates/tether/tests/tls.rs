@@ -988,6 +988,11 @@ async fn required_client_certificates_are_verified_and_named_to_the_server() {
         assert!(outcome.is_err(), "{who}: served: {outcome:?}");
     }
     assert_eq!(servers[0].requests(), 2, "only alice's requests reached the server");
+    // The refused certificate is logged with the reason, for the operator.
+    let refused = |l: &Value| l["message"] == "TLS handshake failed: client certificate refused";
+    let line = t.wait_for_log(refused, DEADLINE).await;
+    let reason = line.as_ref().and_then(|l| l["error"].as_str()).unwrap_or_default();
+    assert!(reason.contains("UnknownIssuer"), "no log line naming the reason: {line:?}");
 
     // curl, as an operator would test it.
     let (cert, key) = pki.alice.write(pki.server.dir(), "alice").unwrap();
