@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fixture::*;
 use futures_util::{SinkExt, StreamExt};
-use tether_testkit::{EchoServer, HangServer, StatusServer, WebSocketEchoServer};
+use tether_testkit::{EchoServer, HangServer, StatusServer, WebSocketEchoServer, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -332,9 +332,17 @@ async fn a_client_that_stops_reading_a_download_is_dropped_after_the_idle_timeou
     let mut head = vec![0u8; 1024];
     let n = s.read(&mut head).await.unwrap();
     assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
-    // Stop reading for 3 s (idle 0.5 s + 0.5 s of grace, with margin), then drain what the
-    // socket holds: the connection must end well short of 64 MiB.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stop reading until Tether's end of the connection leaves ESTABLISHED (idle 0.5 s +
+    // 0.5 s of grace; our full receive window keeps its FIN from reaching us), then drain
+    // what the socket holds: the connection must end well short of 64 MiB.
+    let (ours, tethers) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
+    assert!(
+        tcp_established(tethers.port(), ours.port()),
+        "Tether's end not found in /proc/net/tcp"
+    );
+    let dropped =
+        wait_until(Duration::from_secs(10), || !tcp_established(tethers.port(), ours.port())).await;
+    assert!(dropped, "Tether kept the stalled connection for 10 s");
     let mut received = n as u64;
     let mut buf = vec![0u8; 256 * 1024];
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
@@ -348,6 +356,18 @@ async fn a_client_that_stops_reading_a_download_is_dropped_after_the_idle_timeou
     .await;
     assert!(ended.is_ok(), "the stalled download was still open after 13 s ({received} bytes)");
     assert!(received < 64 << 20, "the whole download arrived: the connection was never cut");
+}
+
+/// Whether the kernel has an IPv4 TCP connection from local port `local` to remote port
+/// `remote` in state ESTABLISHED (`/proc/net/tcp`, state `01`).
+fn tcp_established(local: u16, remote: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_else(|e| panic!("reading /proc/net/tcp: {e}"));
+    let port = |addr: &str| addr.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 3 && port(f[1]) == Some(local) && port(f[2]) == Some(remote) && f[3] == "01"
+    })
 }
 
 #[tokio::test]
