@@ -35,6 +35,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// `backends.*.timeouts.idle`: how long a pooled server connection may sit idle.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The longest duration any key accepts: 400 days.
+///
+/// Past it a value is refused by validation rather than overflowing a timer at run time
+/// (`Instant + Duration` panics near `i64::MAX` seconds). 400 days rather than a round year
+/// because it is the longest cookie lifetime browsers honour (RFC 6265bis caps `Max-Age` and
+/// `Expires` there) and it admits `"1y"` (365.25 days) for `sticky.max_age`/`max_lifetime`;
+/// no timeout needs more.
+pub const MAX_DURATION: Duration = Duration::from_secs(400 * 24 * 3600);
 /// `backends.*.sticky.cookie_name`.
 pub const DEFAULT_COOKIE_NAME: &str = "tether";
 /// `[stick_table].capacity`.
@@ -527,13 +535,8 @@ impl Config {
     /// Like [`Config::parse`] with the environment's cookie keys passed in (for tests).
     pub fn parse_with_env_keys(text: &str, env_keys: Option<&str>) -> Result<Config, ConfigErrors> {
         let de = toml::Deserializer::new(text);
-        let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner.span().map(|s| line_of(text, s.start));
-            let path = if path == "." { "(file)".to_owned() } else { path };
-            ConfigErrors::one(path, line, inner.message().trim().to_owned())
-        })?;
+        let raw: raw::RawConfig =
+            serde_path_to_error::deserialize(de).map_err(|e| raw::structural(text, e, ""))?;
         validate::validate(raw, text, env_keys)
     }
 
@@ -548,8 +551,9 @@ impl Config {
 pub fn parse_server(entry: &toml::Table) -> Result<Server, ConfigErrors> {
     let text =
         toml::to_string(entry).map_err(|e| ConfigErrors::one("server", None, e.to_string()))?;
-    let raw: raw::RawServer = toml::from_str(&text)
-        .map_err(|e| ConfigErrors::one("server", None, e.message().to_owned()))?;
+    let de = toml::Deserializer::new(&text);
+    let raw: raw::RawServer =
+        serde_path_to_error::deserialize(de).map_err(|e| raw::structural(&text, e, "server"))?;
     validate::server_entry(&raw, &text)
 }
 

@@ -1,5 +1,6 @@
 //! Per-server connection limits, the bounded queue, and what a full pinned server does to
-//! its sessions (`on_server_full`), through a real Tether.
+//! its sessions (`on_server_full`), through a real Tether; and the limits on configured
+//! values (durations, integers, types) that `tether check` and `tether run` enforce.
 
 // Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
 #![allow(clippy::unwrap_used)]
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use fixture::*;
 use futures_util::future::join_all;
+use tether_testkit::{CheckOutput, Tether, run_check};
 
 fn limited(servers: &[tether_testkit::EchoServer], limits: &str, sticky: Option<&str>) -> String {
     config(servers, &format!("limits = {{ {limits} }}"), sticky)
@@ -173,4 +175,234 @@ async fn a_server_added_by_reload_ramps_up_under_slow_start() {
     // it takes about a tenth of its share.
     assert!(to_new > 0, "the new server gets some traffic");
     assert!(to_new < 50, "but only a small share while ramping: {to_new}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits on configured values
+
+/// 1-based number of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text.lines().position(|l| l.contains(needle));
+    at.map(|i| i + 1).unwrap_or_else(|| panic!("no line containing {needle:?} in:\n{text}"))
+}
+
+/// Asserts that `tether check` refused the file with one error, printed as
+/// `PATH (line N): MESSAGE...`, N being the line holding `value`.
+fn assert_one_error(out: &CheckOutput, text: &str, path: &str, value: &str, message: &str) {
+    let report = format!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert_eq!(out.code, Some(1), "{path}: {report}");
+    assert!(out.stderr.contains("1 configuration error:"), "{path}: {report}");
+    let wanted = format!("{path} (line {}): {message}", line_of(text, value));
+    assert!(out.stderr.lines().any(|l| l.trim().starts_with(&wanted)), "no {wanted:?}; {report}");
+    assert!(!out.stderr.contains("$__"), "a serde internal name leaked: {report}");
+}
+
+/// A file whose first server has `weight = {w}`.
+fn with_weight(servers: &[tether_testkit::EchoServer], w: &str) -> String {
+    let first = "[[backends.app.servers]]\n";
+    config(servers, "", None).replacen(first, &format!("{first}weight = {w}\n"), 1)
+}
+
+/// Every duration key: its path, and a file with that key set to `value` (quoted).
+fn duration_files(
+    servers: &[tether_testkit::EchoServer],
+    value: &str,
+) -> Vec<(&'static str, String)> {
+    let v = format!("{value:?}");
+    let backend = |line: String| config(servers, &line, None);
+    let sticky = |line: String| config(servers, "", Some(&line));
+    let redis = format!(
+        "{}\n[stick_table]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n\
+         redis_timeout = {v}\n",
+        config(servers, "", None)
+    );
+    vec![
+        ("grace_period", config(servers, "", None).replacen("\"5s\"", &v, 1)),
+        (
+            "listeners[0].timeouts.header",
+            listener_config(servers, &format!("timeouts = {{ header = {v} }}")),
+        ),
+        (
+            "listeners[0].timeouts.body",
+            listener_config(servers, &format!("timeouts = {{ body = {v} }}")),
+        ),
+        (
+            "listeners[0].timeouts.idle",
+            listener_config(servers, &format!("timeouts = {{ idle = {v} }}")),
+        ),
+        ("backends.app.timeouts.connect", backend(format!("timeouts = {{ connect = {v} }}"))),
+        ("backends.app.timeouts.response", backend(format!("timeouts = {{ response = {v} }}"))),
+        ("backends.app.timeouts.idle", backend(format!("timeouts = {{ idle = {v} }}"))),
+        (
+            "backends.app.limits.queue_timeout",
+            backend(format!("limits = {{ queue_timeout = {v} }}")),
+        ),
+        ("backends.app.slow_start", backend(format!("slow_start = {v}"))),
+        (
+            "backends.app.outlier.base_ejection",
+            backend(format!("outlier = {{ base_ejection = {v} }}")),
+        ),
+        (
+            "backends.app.outlier.max_ejection",
+            backend(format!("outlier = {{ max_ejection = {v} }}")),
+        ),
+        (
+            "backends.app.health_check.interval",
+            backend(format!("health_check = {{ interval = {v} }}")),
+        ),
+        (
+            "backends.app.health_check.timeout",
+            backend(format!("health_check = {{ timeout = {v} }}")),
+        ),
+        ("backends.app.sticky.idle_timeout", sticky(format!("idle_timeout = {v}"))),
+        ("backends.app.sticky.max_lifetime", sticky(format!("max_lifetime = {v}"))),
+        ("backends.app.sticky.max_age", sticky(format!("max_age = {v}"))),
+        ("stick_table.redis_timeout", redis),
+    ]
+}
+
+#[tokio::test]
+async fn check_refuses_every_duration_longer_than_400_days_naming_the_key() {
+    let servers = echo_servers(1);
+    // The value of the issue, one past the maximum, and one a timer cannot even hold.
+    for value in ["2562047788015215h", "401d", "5000000000000000h"] {
+        for (path, text) in duration_files(&servers, value) {
+            let out = run_check(BIN, &text).unwrap();
+            let message = format!("{value:?} is longer than the maximum of 400d");
+            assert_one_error(&out, &text, path, value, &message);
+        }
+    }
+    for (path, text) in duration_files(&servers, "400d") {
+        let out = run_check(BIN, &text).unwrap();
+        assert_eq!(out.code, Some(0), "{path} = \"400d\" refused; stderr:\n{}", out.stderr);
+    }
+}
+
+#[tokio::test]
+async fn run_refuses_a_duration_too_long_for_a_timer_instead_of_resetting_connections() {
+    let servers = echo_servers(1);
+    let cfg = listener_config(&servers, "timeouts = { header = \"5000000000000000h\" }");
+    let mut tether = Tether::spawn(BIN, &cfg).unwrap();
+    let status = tether.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.is_some(), "tether started with a header timeout no timer can hold");
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "logs: {:#?}", tether.logs());
+    let named = tether.logs().iter().any(|l| {
+        l["stream"] == "stderr"
+            && l["raw"].as_str().is_some_and(|r| r.contains("listeners[0].timeouts.header (line"))
+    });
+    assert!(named, "the key is not named on stderr; logs: {:#?}", tether.logs());
+}
+
+#[tokio::test]
+async fn every_duration_at_the_maximum_serves_requests_without_a_panic() {
+    let servers = echo_servers(1);
+    let d = "\"400d\"";
+    let backend = format!(
+        "timeouts = {{ connect = {d}, response = {d}, idle = {d} }}\n\
+         limits = {{ max_connections_per_server = 10, queue_size = 5, queue_timeout = {d} }}\n\
+         slow_start = {d}\noutlier = {{ base_ejection = {d}, max_ejection = {d} }}\n\
+         health_check = {{ type = \"tcp\", interval = {d}, timeout = {d}, rise = 1 }}\n"
+    );
+    let sticky = format!("idle_timeout = {d}\nmax_lifetime = {d}\nmax_age = {d}");
+    let cfg = config(&servers, &backend, Some(&sticky)).replacen("\"5s\"", d, 1).replacen(
+        "default_backend = \"app\"",
+        &format!(
+            "default_backend = \"app\"\ntimeouts = {{ header = {d}, body = {d}, idle = {d} }}"
+        ),
+        1,
+    );
+    let t = start(&cfg).await;
+    let c = client();
+    // Twice on one kept-alive connection (the head timer restarts), with a body (the body
+    // timer restarts on every chunk).
+    for _ in 0..2 {
+        let get = c.get(format!("{}/", t.url("web"))).send().await.unwrap();
+        assert_eq!(get.status(), 200);
+        let post = c.post(format!("{}/", t.url("web"))).body("hello").send().await.unwrap();
+        assert_eq!(post.status(), 200);
+    }
+    let panicked =
+        t.logs().iter().any(|l| l["raw"].as_str().is_some_and(|r| r.contains("panicked")));
+    assert!(!panicked, "logs: {:#?}", t.logs());
+}
+
+#[tokio::test]
+async fn check_names_the_key_of_a_value_of_the_wrong_type() {
+    let servers = echo_servers(1);
+    let weight = |w: &str| with_weight(&servers, w);
+    let listener = |line: &str| listener_config(&servers, line);
+    // (the file, the key path, the wrong value, what the message says)
+    let cases = [
+        (
+            weight("\"2\""),
+            "backends.app.servers[0].weight",
+            "\"2\"",
+            "expected an integer, found string \"2\"",
+        ),
+        (
+            weight("2.5"),
+            "backends.app.servers[0].weight",
+            "2.5",
+            "expected an integer, found floating point `2.5`",
+        ),
+        (
+            listener("timeouts = 5"),
+            "listeners[0].timeouts",
+            "timeouts = 5",
+            "expected a table, found integer `5`",
+        ),
+        (
+            listener("proxy_protocol = \"yes\""),
+            "listeners[0].proxy_protocol",
+            "\"yes\"",
+            "expected a boolean",
+        ),
+        (
+            config(&servers, "", Some("idle_timeout = 30")),
+            "backends.app.sticky.idle_timeout",
+            "= 30",
+            "expected a string, found integer `30`",
+        ),
+    ];
+    for (text, path, value, message) in cases {
+        let out = run_check(BIN, &text).unwrap();
+        assert_one_error(&out, &text, path, value, message);
+    }
+}
+
+#[tokio::test]
+async fn check_names_the_key_of_an_integer_past_its_type() {
+    let servers = echo_servers(1);
+    let weight = |w: &str| with_weight(&servers, w);
+    let big = "99999999999999999999";
+    let past_u64 = "18446744073709551616";
+    let limits = listener_config(&servers, &format!("limits = {{ max_body_bytes = {past_u64} }}"));
+    // (the file, the key path, the value, what the message says)
+    let cases = [
+        (weight(big), "backends.app.servers[0].weight", big, format!("{big} is out of range")),
+        (
+            weight(&format!("-{big}")),
+            "backends.app.servers[0].weight",
+            big,
+            format!("-{big} is out of range"),
+        ),
+        (
+            limits,
+            "listeners[0].limits.max_body_bytes",
+            past_u64,
+            format!("{past_u64} is out of range"),
+        ),
+        // Past u32 but a TOML integer: the key's own range.
+        (
+            weight("4294967296"),
+            "backends.app.servers[0].weight",
+            "4294967296",
+            "weight 4294967296 is out of range; expected 1 to 256".to_owned(),
+        ),
+    ];
+    for (text, path, value, message) in cases {
+        let out = run_check(BIN, &text).unwrap();
+        assert_one_error(&out, &text, path, value, &message);
+        assert!(!out.stderr.contains("(file)"), "{path}: the key is not named:\n{}", out.stderr);
+    }
 }

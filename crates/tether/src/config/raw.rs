@@ -1,12 +1,17 @@
 //! Stage one: the file as written. Plain serde types with `deny_unknown_fields`, so a typo
 //! is an error that names the key. Values that need checking (addresses, durations, names
 //! that refer to other sections) stay strings wrapped in [`Spanned`] so stage two can report
-//! the line they are on.
+//! the line they are on. The `error` module turns what serde and the TOML parser report
+//! about this stage into errors that name the key as written.
+
+mod error;
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use toml::Spanned;
+
+pub(super) use error::structural;
 
 /// A string with its position in the file.
 pub type S = Spanned<String>;

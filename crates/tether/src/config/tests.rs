@@ -154,3 +154,198 @@ fn syntax_error_has_a_line() {
 fn empty_file_needs_a_listener() {
     assert!(has(&errors(""), "listeners", "at least one"));
 }
+
+/// `GOOD` with `line` added after the first line containing `anchor`.
+fn after(anchor: &str, line: &str) -> String {
+    GOOD.replacen(anchor, &format!("{anchor}\n{line}"), 1)
+}
+
+/// Every duration key: its path, and `GOOD` with that key set to `value`.
+fn each_duration_key(value: &str) -> Vec<(&'static str, String)> {
+    let v = format!("{value:?}");
+    let listener = "default_backend = \"app\"";
+    let app = "balance = \"least_conn\"";
+    let sticky = "mode = \"cookie\"";
+    let redis = format!(
+        "{GOOD}\n[stick_table]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n\
+         redis_timeout = {v}\n"
+    );
+    vec![
+        ("grace_period", GOOD.replacen("\"5s\"", &v, 1)),
+        (
+            "listeners[0].timeouts.header",
+            after(listener, &format!("timeouts = {{ header = {v} }}")),
+        ),
+        ("listeners[0].timeouts.body", after(listener, &format!("timeouts = {{ body = {v} }}"))),
+        ("listeners[0].timeouts.idle", after(listener, &format!("timeouts = {{ idle = {v} }}"))),
+        ("backends.app.timeouts.connect", GOOD.replacen("\"500ms\"", &v, 1)),
+        (
+            "backends.app.timeouts.response",
+            GOOD.replacen("connect = \"500ms\"", &format!("response = {v}"), 1),
+        ),
+        (
+            "backends.app.timeouts.idle",
+            GOOD.replacen("connect = \"500ms\"", &format!("idle = {v}"), 1),
+        ),
+        (
+            "backends.app.limits.queue_timeout",
+            after(app, &format!("limits = {{ queue_timeout = {v} }}")),
+        ),
+        ("backends.app.slow_start", after(app, &format!("slow_start = {v}"))),
+        (
+            "backends.app.outlier.base_ejection",
+            after(app, &format!("outlier = {{ base_ejection = {v} }}")),
+        ),
+        (
+            "backends.app.outlier.max_ejection",
+            after(app, &format!("outlier = {{ max_ejection = {v} }}")),
+        ),
+        (
+            "backends.app.health_check.interval",
+            after(app, &format!("health_check = {{ interval = {v} }}")),
+        ),
+        (
+            "backends.app.health_check.timeout",
+            after(app, &format!("health_check = {{ timeout = {v} }}")),
+        ),
+        ("backends.app.sticky.idle_timeout", GOOD.replacen("\"10m\"", &v, 1)),
+        ("backends.app.sticky.max_lifetime", after(sticky, &format!("max_lifetime = {v}"))),
+        ("backends.app.sticky.max_age", after(sticky, &format!("max_age = {v}"))),
+        ("stick_table.redis_timeout", redis),
+    ]
+}
+
+#[test]
+fn every_duration_key_refuses_more_than_the_maximum_naming_the_key() {
+    for value in ["2562047788015215h", "18446744073709551615s", "401d"] {
+        for (path, text) in each_duration_key(value) {
+            let e = errors(&text);
+            let wanted = format!("{value:?} is longer than the maximum of 400d");
+            assert_eq!(e.len(), 1, "{path} = {value}: {e:#?}");
+            assert_eq!((e[0].path.as_str(), e[0].message.as_str()), (path, wanted.as_str()));
+            let line = text.lines().position(|l| l.contains(value)).map(|i| i + 1);
+            assert_eq!(e[0].line, line, "{path} = {value}");
+        }
+    }
+}
+
+#[test]
+fn every_duration_key_accepts_the_maximum_and_a_year() {
+    for value in ["400d", "1y", "9600h"] {
+        for (path, text) in each_duration_key(value) {
+            let parsed = Config::parse_with_env_keys(&text, None);
+            assert!(parsed.is_ok(), "{path} = {value}: {:#?}", parsed.err());
+        }
+    }
+    let c = Config::parse_with_env_keys(&GOOD.replacen("\"5s\"", "\"400d\"", 1), None).unwrap();
+    assert_eq!(c.grace_period, MAX_DURATION);
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key_and_the_expected_kind() {
+    let server_b = "name = \"b\"";
+    let listener = "default_backend = \"app\"";
+    // (the file, the key path, where the value is, what the message says)
+    let cases = [
+        (
+            after(server_b, "weight = \"2\""),
+            "backends.app.servers[1].weight",
+            "expected an integer, found string \"2\"",
+        ),
+        (
+            GOOD.replacen("weight = 5", "weight = 2.5", 1),
+            "backends.app.servers[0].weight",
+            "expected an integer, found floating point `2.5`",
+        ),
+        (
+            after(listener, "timeouts = 5"),
+            "listeners[0].timeouts",
+            "expected a table, found integer `5`",
+        ),
+        (
+            after(listener, "proxy_protocol = \"yes\""),
+            "listeners[0].proxy_protocol",
+            "expected a boolean, found string \"yes\"",
+        ),
+        (
+            GOOD.replacen("name = \"web\"", "name = 1", 1),
+            "listeners[0].name",
+            "expected a string, found integer `1`",
+        ),
+        (
+            format!("{GOOD}\n[secrets]\ncookie_keys = \"k\"\n"),
+            "secrets.cookie_keys",
+            "expected an array, found string \"k\"",
+        ),
+        (
+            GOOD.replacen("mode = \"cookie\"", "mode = [\"cookie\"]", 1),
+            "backends.app.sticky.mode",
+            "expected a string, found an array",
+        ),
+    ];
+    for (text, path, message) in cases {
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{path}: {e:#?}");
+        assert_eq!((e[0].path.as_str(), e[0].message.as_str()), (path, message));
+        // The line with the wrong value: the one key line not in GOOD.
+        let changed = |l: &str| !l.starts_with('[') && !GOOD.lines().any(|g| g == l);
+        let line = text.lines().position(changed).map(|i| i + 1);
+        assert_eq!(e[0].line, line, "{path}");
+    }
+}
+
+#[test]
+fn an_integer_too_large_for_toml_names_its_key() {
+    let server_b = "name = \"b\"";
+    let listener = "default_backend = \"app\"";
+    let big = "99999999999999999999";
+    // (the file, the key path, the literal)
+    let cases = [
+        (
+            GOOD.replacen("weight = 5", &format!("weight = {big}"), 1),
+            "backends.app.servers[0].weight",
+            big,
+        ),
+        (
+            after(server_b, "weight = -99999999999999999999"),
+            "backends.app.servers[1].weight",
+            "-99999999999999999999",
+        ),
+        (
+            after(server_b, "weight = 0xffffffffffffffffff"),
+            "backends.app.servers[1].weight",
+            "0xffffffffffffffffff",
+        ),
+        (
+            after(listener, "limits = { max_body_bytes = 18446744073709551616 }"),
+            "listeners[0].limits.max_body_bytes",
+            "18446744073709551616",
+        ),
+        (GOOD.replacen("\"192.168.1.1\"", big, 1), "listeners[0].trusted_proxies[1]", big),
+        (
+            format!("{GOOD}\n[stick_table]\ncapacity = 1_000_000_000_000_000_000_000\n"),
+            "stick_table.capacity",
+            "1_000_000_000_000_000_000_000",
+        ),
+    ];
+    for (text, path, literal) in cases {
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{path}: {e:#?}");
+        assert_eq!(e[0].path, path, "{e:#?}");
+        assert!(e[0].message.starts_with(&format!("{literal} is out of range")), "{e:#?}");
+        let line = text.lines().position(|l| l.contains(literal)).map(|i| i + 1);
+        assert_eq!(e[0].line, line, "{path}");
+    }
+    // Past u32 but within TOML: the key's own range check.
+    let e = errors(&GOOD.replacen("weight = 5", "weight = 4294967296", 1));
+    assert!(has(&e, "backends.app.servers[0].weight", "4294967296 is out of range"), "{e:#?}");
+}
+
+#[test]
+fn a_lone_server_entry_names_its_key() {
+    let entry: toml::Table =
+        toml::from_str("name = \"a\"\naddress = \"127.0.0.1:1\"\nweight = \"2\"").unwrap();
+    let e = parse_server(&entry).unwrap_err().0;
+    assert_eq!(e[0].path, "server.weight", "{e:#?}");
+    assert_eq!(e[0].message, "expected an integer, found string \"2\"");
+}

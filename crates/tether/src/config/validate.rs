@@ -35,6 +35,12 @@ impl Checker<'_> {
                 self.err(path, Some(s), "must be greater than zero");
                 default
             }
+            Ok(d) if d > MAX_DURATION => {
+                let max = MAX_DURATION.as_secs() / 86_400;
+                let msg = format!("{:?} is longer than the maximum of {max}d", s.get_ref());
+                self.err(path, Some(s), msg);
+                default
+            }
             Ok(d) => d,
             Err(e) => {
                 let msg = format!(
