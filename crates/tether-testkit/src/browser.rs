@@ -224,6 +224,15 @@ impl Browser {
         self.conn.events.console_errors.clone()
     }
 
+    /// Gives the page a `width` × `height` CSS-pixel viewport (device scale 1, desktop), as a
+    /// browser window of that inner size would, so layout tests do not depend on the launch
+    /// window (1280 × 1000). Takes effect at once, also for a page already open.
+    pub async fn set_viewport(&mut self, width: u32, height: u32) -> Result<(), BrowserError> {
+        let params =
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false });
+        self.call("Emulation.setDeviceMetricsOverride", params).await.map(drop)
+    }
+
     /// Captures the viewport as PNG into `path`.
     pub async fn screenshot(&mut self, path: &Path) -> Result<(), BrowserError> {
         let reply = self.call("Page.captureScreenshot", json!({ "format": "png" })).await?;

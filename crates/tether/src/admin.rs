@@ -4,6 +4,12 @@
 //! state here: they become [`Command`]s sent to the single controller task that owns the
 //! registry (the same path SIGHUP takes), and the handler waits for its answer. Every write
 //! needs the bearer token when one is configured; GET never mutates.
+//!
+//! Every error of the API is JSON, `{"error": "..."}` ([`error`]): the handlers' own, and
+//! axum's rejections too (bad path or query, body too large, wrong method), through the
+//! extractors of [`extract`] and the router's fallbacks.
+
+mod extract;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +17,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -19,6 +25,7 @@ use serde_json::{Value, json};
 use tether_core::AdminState;
 use tokio::sync::{mpsc, oneshot};
 
+use self::extract::{ApiBody, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
 use crate::snapshot::{BackendView, Snapshot};
 
@@ -86,7 +93,9 @@ pub struct AdminContext {
     pub demo: bool,
 }
 
-/// The admin router.
+/// The admin router. Unknown paths and methods are JSON errors like the rest (404, 405 with
+/// `Allow`); bodies over [`extract::BODY_LIMIT`] are refused with 413. The parameter names
+/// appear in path errors ("Invalid UTF-8 in `backend`").
 pub fn router(ctx: AdminContext) -> Router {
     Router::new()
         .route("/", get(dashboard))
@@ -96,11 +105,19 @@ pub fn router(ctx: AdminContext) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/backends", get(backends))
-        .route("/api/v1/backends/{b}", get(backend))
-        .route("/api/v1/backends/{b}/servers", post(add_server))
-        .route("/api/v1/backends/{b}/servers/{s}", patch(patch_server).delete(remove_server))
-        .route("/api/v1/backends/{b}/sessions", get(sessions).delete(flush_sessions))
+        .route("/api/v1/backends/{backend}", get(backend))
+        .route("/api/v1/backends/{backend}/servers", post(add_server))
+        .route(
+            "/api/v1/backends/{backend}/servers/{server}",
+            patch(patch_server).delete(remove_server),
+        )
+        .route("/api/v1/backends/{backend}/sessions", get(sessions).delete(flush_sessions))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        // After the routes: it applies to those registered so far.
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+        })
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .with_state(ctx)
 }
 
@@ -136,13 +153,19 @@ fn authorized(ctx: &AdminContext, headers: &HeaderMap, write: bool) -> bool {
     if !write && !ctx.token_for_reads {
         return true;
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    given.is_some_and(|g| {
-        subtle::ConstantTimeEq::ct_eq(g.trim().as_bytes(), token.as_bytes()).into()
+    bearer_token(headers).is_some_and(|given| {
+        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
     })
+}
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme is matched without
+/// regard to case (RFC 9110 §11.1: `bearer` and `BEARER` too) and one or more spaces follow
+/// it; the token itself is case-sensitive, and surrounding whitespace is not part of it.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The live dashboard: one self-contained page (no CDN), embedded in the binary.
@@ -238,7 +261,7 @@ async fn backends(State(ctx): State<AdminContext>, headers: HeaderMap) -> Respon
 
 async fn backend(
     State(ctx): State<AdminContext>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
     if !authorized(&ctx, &headers, false) {
@@ -251,15 +274,18 @@ async fn backend(
     }
 }
 
+/// The query of `GET .../sessions`; any other parameter is an error, like an unknown field
+/// in a body.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Limit {
     limit: Option<usize>,
 }
 
 async fn sessions(
     State(ctx): State<AdminContext>,
-    Path(name): Path<String>,
-    Query(q): Query<Limit>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<Limit>,
     headers: HeaderMap,
 ) -> Response {
     if !authorized(&ctx, &headers, false) {
@@ -350,9 +376,9 @@ async fn reload(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response
 
 async fn patch_server(
     State(ctx): State<AdminContext>,
-    Path((backend, server)): Path<(String, String)>,
+    ApiPath((backend, server)): ApiPath<(String, String)>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    ApiBody(body): ApiBody,
 ) -> Response {
     if !authorized(&ctx, &headers, true) {
         return unauthorized();
@@ -406,9 +432,9 @@ async fn patch_server(
 
 async fn add_server(
     State(ctx): State<AdminContext>,
-    Path(backend): Path<String>,
+    ApiPath(backend): ApiPath<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    ApiBody(body): ApiBody,
 ) -> Response {
     if !authorized(&ctx, &headers, true) {
         return unauthorized();
@@ -451,7 +477,7 @@ async fn add_server(
 
 async fn remove_server(
     State(ctx): State<AdminContext>,
-    Path((backend, server)): Path<(String, String)>,
+    ApiPath((backend, server)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
     if !authorized(&ctx, &headers, true) {
@@ -463,7 +489,7 @@ async fn remove_server(
 
 async fn flush_sessions(
     State(ctx): State<AdminContext>,
-    Path(backend): Path<String>,
+    ApiPath(backend): ApiPath<String>,
     headers: HeaderMap,
 ) -> Response {
     if !authorized(&ctx, &headers, true) {
@@ -476,4 +502,36 @@ async fn flush_sessions(
 /// Whether an admin address may be served without a token.
 pub fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = header::HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}"));
+        headers.insert(header::AUTHORIZATION, value);
+        headers
+    }
+
+    #[test]
+    fn bearer_scheme_matches_in_any_case_and_the_token_keeps_its_own() {
+        for (value, token) in [
+            ("Bearer s3cret", "s3cret"),
+            ("bearer s3cret", "s3cret"),
+            ("BEARER S3CRET", "S3CRET"),
+            ("bEaReR   s3cret ", "s3cret"),
+        ] {
+            assert_eq!(bearer_token(&with_authorization(value)), Some(token), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_no_bearer_token() {
+        for value in ["Basic s3cret", "Bearers3cret", "Bearer", "Bearer   ", "s3cret", ""] {
+            assert_eq!(bearer_token(&with_authorization(value)), None, "{value:?}");
+        }
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
 }

@@ -382,3 +382,105 @@ async fn a_runtime_drain_survives_a_reload_that_does_not_change_the_state() {
     let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
     assert_eq!(v["servers"][0]["state"], "maint", "a state change in the file wins");
 }
+
+/// The admin API's bodies are small JSON objects: 64 KiB at most (operations.md).
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// Asserts that `r` is an admin API error as operations.md promises: status `status`, a JSON
+/// content type and exactly `{"error": "..."}` whose message contains `mentions`.
+async fn assert_json_error(r: reqwest::Response, status: u16, mentions: &str) {
+    let what = format!("{} {}", r.status(), r.url());
+    assert_eq!(r.status(), status, "{what}");
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = ct.to_owned();
+    let text = r.text().await.unwrap();
+    assert!(ct.starts_with("application/json"), "{what}: content-type {ct:?}, body {text:?}");
+    let v: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text:?}"));
+    let message = v["error"].as_str().unwrap_or_else(|| panic!("{what}: no message: {v}"));
+    assert_eq!(v.as_object().map(|o| o.len()), Some(1), "{what}: only \"error\": {v}");
+    assert!(message.contains(mentions), "{what}: {message:?} should mention {mentions:?}");
+}
+
+#[tokio::test]
+async fn bad_queries_paths_methods_and_oversized_bodies_get_json_errors() {
+    let servers = echo_servers(1);
+    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let c = client();
+    let get = |path: &str| c.get(admin_url(&t, path)).send();
+    for (query, mentions) in [("limit=x", "limit"), ("limit=-1", "limit"), ("limt=3", "limt")] {
+        let r = get(&format!("/api/v1/backends/app/sessions?{query}")).await.unwrap();
+        assert_json_error(r, 400, mentions).await;
+    }
+    let r = get("/api/v1/backends/app/sessions?limit=2").await.unwrap();
+    assert_eq!(r.status(), 200, "a good query still works");
+    assert_json_error(get("/api/v1/backends/%FF").await.unwrap(), 400, "UTF-8").await;
+    let bad_server = admin_url(&t, "/api/v1/backends/app/servers/%FF");
+    let r = c.patch(&bad_server).body("{\"state\":\"drain\"}").send().await.unwrap();
+    assert_json_error(r, 400, "UTF-8").await;
+
+    let r = c.put(admin_url(&t, "/api/v1/backends")).send().await.unwrap();
+    let allow = r.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(allow.contains("GET"), "405 still says what is allowed: {allow:?}");
+    assert_json_error(r, 405, "method").await;
+
+    // A body of exactly the limit is read (and here parsed: JSON padded with spaces)...
+    let url = admin_url(&t, "/api/v1/backends/app/servers/s0");
+    let mut at_limit = String::from("{\"weight\":2}");
+    at_limit.push_str(&" ".repeat(ADMIN_BODY_LIMIT - at_limit.len()));
+    let r = c.patch(&url).body(at_limit.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // ...one byte more is refused on every endpoint that takes a body.
+    let over = at_limit + " ";
+    assert_json_error(c.patch(&url).body(over.clone()).send().await.unwrap(), 413, "64 KiB").await;
+    let add = admin_url(&t, "/api/v1/backends/app/servers");
+    assert_json_error(c.post(&add).body(over).send().await.unwrap(), 413, "64 KiB").await;
+    let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
+    assert_eq!(v["servers"].as_array().unwrap().len(), 1, "nothing was added: {v}");
+    assert_eq!(v["servers"][0]["weight"], 2, "only the in-limit body applied: {v}");
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
+    let servers = echo_servers(1);
+    let dir = tether_testkit::ScratchDir::new("admin-token").unwrap();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, "Tok3n-s3cret\n").unwrap();
+    let token_line = format!("token_file = \"{}\"", token_file.display());
+    let t = start(&with_admin(&header_cfg(&servers), &token_line)).await;
+    let c = client();
+    let url = admin_url(&t, "/api/v1/backends/app/servers/s0");
+    let patch = |auth: Option<&str>, state: &str| {
+        let r = c.patch(&url).body(format!("{{\"state\":\"{state}\"}}"));
+        match auth {
+            Some(a) => r.header("authorization", a.to_owned()).send(),
+            None => r.send(),
+        }
+    };
+    // RFC 9110 §11.1: the scheme is case-insensitive, and one or more spaces follow it.
+    for (auth, state) in [
+        ("bearer Tok3n-s3cret", "drain"),
+        ("BEARER Tok3n-s3cret", "maint"),
+        ("bEaReR  Tok3n-s3cret", "drain"),
+        ("Bearer Tok3n-s3cret", "ready"),
+    ] {
+        let r = patch(Some(auth), state).await.unwrap();
+        assert_eq!(r.status(), 200, "{auth:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["servers"][0]["state"], state, "{auth:?} applied");
+    }
+    for auth in [
+        "bearer tok3n-s3cret",
+        "Bearer TOK3N-S3CRET",
+        "bearer wrong",
+        "Bearer",
+        "bearerTok3n-s3cret",
+        "Basic Tok3n-s3cret",
+        "Tok3n-s3cret",
+    ] {
+        assert_json_error(patch(Some(auth), "maint").await.unwrap(), 401, "token").await;
+    }
+    assert_json_error(patch(None, "maint").await.unwrap(), 401, "token").await;
+    let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
+    assert_eq!(v["servers"][0]["state"], "ready", "refused writes changed nothing");
+}

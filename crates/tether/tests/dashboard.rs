@@ -10,7 +10,10 @@
 
 mod fixture;
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fixture::*;
@@ -34,9 +37,9 @@ async fn launch() -> Browser {
     Browser::launch().await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Opens the dashboard and waits until its first poll has rendered.
-async fn open_dashboard(browser: &mut Browser, t: &Tether) {
-    browser.goto(&admin_url(t, "/")).await.unwrap();
+/// Opens the dashboard at `url` and waits until its first poll has rendered.
+async fn open_dashboard(browser: &mut Browser, url: &str) {
+    browser.goto(url).await.unwrap();
     let live = "document.querySelector('#status').textContent.trim() === 'live'";
     let status =
         "document.querySelector('#status') && document.querySelector('#status').textContent";
@@ -75,15 +78,85 @@ async fn send_sessions(t: &Tether, prefix: &str, n: usize) -> Vec<(String, Strin
     reached
 }
 
-/// `docs/dashboard.png` when `TETHER_SCREENSHOT` is set (to refresh the README picture),
-/// else a temp file that is removed afterwards.
-fn screenshot_path() -> (PathBuf, bool) {
-    if std::env::var_os("TETHER_SCREENSHOT").is_some() {
+/// `docs/dashboard.png` when `for_docs` and `TETHER_SCREENSHOT` is set (to refresh the
+/// picture in operations.md), else a temp file that is removed afterwards.
+fn screenshot_path(for_docs: bool) -> (PathBuf, bool) {
+    if for_docs && std::env::var_os("TETHER_SCREENSHOT").is_some() {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png");
         return (docs, true);
     }
     let name = format!("tether-dashboard-{}.png", std::process::id());
     (std::env::temp_dir().join(name), false)
+}
+
+/// Takes a screenshot (see [`screenshot_path`]) and checks that it is a PNG.
+async fn take_screenshot(browser: &mut Browser, for_docs: bool) {
+    let (path, keep) = screenshot_path(for_docs);
+    browser.screenshot(&path).await.unwrap();
+    let png = std::fs::read(&path).unwrap();
+    if !keep {
+        std::fs::remove_file(&path).unwrap();
+    }
+    assert!(png.len() > 1000 && png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} bytes", png.len());
+}
+
+/// `tether demo` on OS-assigned ports: its rows carry the extra stop / start buttons, the
+/// widest the dashboard draws. Killed on drop, also when the test fails.
+struct Demo {
+    child: std::process::Child,
+    /// The demo's load-balancer listener.
+    listen: SocketAddr,
+    /// The admin listener (API and dashboard).
+    admin: SocketAddr,
+}
+
+impl Demo {
+    fn start() -> Self {
+        let ports = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json", "demo"])
+            .args(ports)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads stdout to the end, so the demo never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_default();
+                if v["message"] == "listener bound" {
+                    let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                    let _ = tx.send((field("listener"), field("address")));
+                }
+            }
+        });
+        // The guard first, so a demo that never binds is killed too.
+        let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut demo = Self { child, listen: unbound, admin: unbound };
+        while demo.listen.port() == 0 || demo.admin.port() == 0 {
+            let (listener, address) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+            let address = address.parse().unwrap();
+            match listener.as_str() {
+                "demo" => demo.listen = address,
+                "admin" => demo.admin = address,
+                other => panic!("unexpected listener {other}"),
+            }
+        }
+        demo
+    }
+
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A directory removed on drop, also when the test fails.
@@ -118,7 +191,7 @@ async fn dashboard_shows_every_server_with_live_numbers_and_no_console_errors() 
     let servers = echo_servers(3);
     let t = start(&header_cfg(&servers, "")).await;
     let mut browser = launch().await;
-    open_dashboard(&mut browser, &t).await;
+    open_dashboard(&mut browser, &admin_url(&t, "/")).await;
 
     let title = browser.eval("document.title").await.unwrap();
     assert!(title.as_str().unwrap().contains("Tether"), "title {title}");
@@ -208,7 +281,7 @@ async fn drain_button_with_the_admin_token_stops_new_sessions_on_that_server() {
     let on_s0_before = pinned_to_s0.len();
 
     let mut browser = launch().await;
-    open_dashboard(&mut browser, &t).await;
+    open_dashboard(&mut browser, &admin_url(&t, "/")).await;
     let drain = "document.querySelector('tr[data-server=\"s0\"] button[data-action=\"drain\"]')\
                  .click()";
 
@@ -278,11 +351,105 @@ async fn drain_button_with_the_admin_token_stops_new_sessions_on_that_server() {
             .unwrap()
     );
 
-    let (path, keep) = screenshot_path();
-    browser.screenshot(&path).await.unwrap();
-    let png = std::fs::read(&path).unwrap();
-    if !keep {
-        std::fs::remove_file(&path).unwrap();
+    take_screenshot(&mut browser, false).await;
+}
+
+/// Servers with names and addresses as long as configurations allow (names: 64 characters),
+/// added to the demo at runtime: `(name, address, backup)`. None of them answers, so their
+/// rows also carry a health-check failure reason.
+const LONG_SERVERS: [(&str, &str, bool); 3] = [
+    (
+        "payments-eu-west-1-replica-0042.internal",
+        "payments-eu-west-1-replica-0042.internal.example.invalid:8443",
+        false,
+    ),
+    ("checkout-service-canary-blue-green-us-east-2-az1-node-0000000007", "127.0.0.1:1", true),
+    ("search_indexer.batch-worker.pool-b.node-19", "[::1]:1", false),
+];
+
+/// A JS expression: what of the page does not fit the window — the document's width, every
+/// control outside the viewport, every table cell whose content is cut off, and every element
+/// in a backend's section that scrolls sideways (the table's wrapper on narrow windows).
+const OVERFLOW: &str = "(() => {
+  const root = document.documentElement, width = root.clientWidth;
+  const controls = [...document.querySelectorAll('td.actions button, td.actions input')];
+  const outside = controls.map(e => [e, e.getBoundingClientRect()])
+    .filter(([, r]) => r.width === 0 || r.left < 0 || r.right > width)
+    .map(([e, r]) => `${e.closest('tr').dataset.server} ${e.dataset.action || e.className}: \
+                      ${Math.round(r.left)}..${Math.round(r.right)}`);
+  const cut = [...document.querySelectorAll('th, td')]
+    .filter(c => c.scrollWidth > c.clientWidth + 1)
+    .map(c => `${c.className || c.textContent}: ${c.scrollWidth} > ${c.clientWidth}`);
+  const scrolled = [...document.querySelectorAll('section.backend *')]
+    .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+    .map(e => `${e.closest('section').dataset.backend} ${e.className}`);
+  return { inner: window.innerWidth, width, scrollWidth: root.scrollWidth, controls: controls.length,
+           outside, cut, scrolled };
+})()";
+
+#[tokio::test]
+async fn dashboard_fits_a_1280_pixel_window_with_long_names_and_every_button_visible() {
+    let demo = Demo::start();
+    let c = client();
+    for (name, address, backup) in LONG_SERVERS {
+        let body = serde_json::json!({ "name": name, "address": address, "backup": backup });
+        let r = c.post(demo.admin_url("/api/v1/backends/app/servers")).json(&body).send();
+        assert_eq!(r.await.unwrap().status(), 201, "{name}");
     }
-    assert!(png.len() > 1000 && png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} bytes", png.len());
+    let stop = c.post(demo.admin_url("/api/v1/demo/servers/alpha/stop")).send().await.unwrap();
+    assert_eq!(stop.status(), 200);
+    let traffic = {
+        let url = format!("http://{}/", demo.listen);
+        tokio::spawn(async move {
+            let c = client();
+            // Bounded: at most ~30 s of traffic even if the test never aborts it.
+            for _ in 0..1500 {
+                let _ = c.get(&url).send().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let mut browser = launch().await;
+    browser.set_viewport(1280, 800).await.unwrap();
+    open_dashboard(&mut browser, &demo.admin_url("/")).await;
+    // Every row drawn, the failing ones down with their reason, and live numbers.
+    let settled = "(() => { const rows = [...document.querySelectorAll('tr[data-server]')]; \
+                   return rows.length === 6 && rows.filter(tr => \
+                   tr.querySelector('td.health').textContent === 'down' && \
+                   tr.querySelector('td.change').textContent !== '–').length === 4 && \
+                   rows.some(tr => parseFloat(tr.querySelector('td.rps').textContent) > 0); })()";
+    let rows = "[...document.querySelectorAll('tr[data-server]')].map(tr => tr.textContent)";
+    assert!(
+        browser.wait_for(settled, UI_DEADLINE).await.unwrap(),
+        "rows: {}",
+        browser.eval(rows).await.unwrap()
+    );
+    let fit = browser.eval(OVERFLOW).await.unwrap();
+    // The picture shows the whole page, still 1280 pixels wide; for the docs, with a few
+    // seconds of history in the charts.
+    if std::env::var_os("TETHER_SCREENSHOT").is_some() {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+    let height = browser.eval("document.documentElement.scrollHeight").await.unwrap();
+    browser.set_viewport(1280, height.as_u64().unwrap().try_into().unwrap()).await.unwrap();
+    take_screenshot(&mut browser, true).await;
+    traffic.abort();
+    assert_eq!(fit["inner"], 1280, "the window is 1280 pixels wide: {fit}");
+    assert!(fit["scrollWidth"].as_u64() <= fit["width"].as_u64(), "horizontal scroll: {fit}");
+    assert_eq!(fit["controls"], 6 * 7, "drain, maint, ready, weight box, set, stop, start: {fit}");
+    for key in ["outside", "cut", "scrolled"] {
+        assert_eq!(fit[key], serde_json::json!([]), "{key}: {fit}");
+    }
+    // No information is dropped to make it fit: each full name and address is on the page.
+    let text = browser.eval("document.querySelector('main').innerText").await.unwrap();
+    for (name, address, _) in LONG_SERVERS {
+        for shown in [name, address] {
+            assert!(text.as_str().unwrap().contains(shown), "{shown} not shown: {text}");
+        }
+    }
+
+    let script_errors: Vec<String> =
+        browser.console_errors().into_iter().filter(|e| !e.starts_with("log[network]")).collect();
+    assert_eq!(script_errors, Vec::<String>::new());
 }
