@@ -17,5 +17,6 @@ pub mod retry;
 pub mod rng;
 pub mod server;
 pub mod stick;
+pub mod throttle;
 
 pub use server::{AdminState, Health, InFlightGuard, ServerState};

@@ -50,7 +50,7 @@ pub const CONN_REFUSALS: [&str; 6] = [
     "h2_resets",
 ];
 /// `reason` label values of `tether_requests_refused_total`.
-pub const REQUEST_REFUSALS: [&str; 3] = ["framing", "body_too_large", "rate_limit"];
+pub const REQUEST_REFUSALS: [&str; 4] = ["framing", "body_too_large", "rate_limit", "method"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerReason {
@@ -344,6 +344,8 @@ pub enum RequestRefusal {
     BodyTooLarge = 1,
     /// Over a `rate_limit`.
     RateLimited = 2,
+    /// A method Tether does not forward (`CONNECT`).
+    Method = 3,
 }
 
 impl ListenerMetrics {

@@ -24,6 +24,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 use tether_core::framing::Finding;
 
 use self::affinity::{Outcome, Pin};
@@ -57,20 +58,34 @@ pub struct ConnCtx {
     /// head with both `Content-Length` and `Transfer-Encoding` (hyper drops the length
     /// before Tether sees it), or one with an unknown coding (renamed so that hyper passes it
     /// on instead of answering `400` itself).
-    pub wire_finding: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub wire_finding: std::sync::atomic::AtomicU64,
+    /// The HTTP/1 request in progress asked to close the connection after its response
+    /// (`Connection: close`, or HTTP/1.0 without keep-alive): the client's end of input
+    /// is then a half-close, not an abort (see [`headers::asks_to_close`]).
+    pub closing_request: std::sync::atomic::AtomicBool,
+    /// Held by every tunnel started on the connection, so that a graceful shutdown waits
+    /// for tunnels as it waits for connections (up to `grace_period`).
+    pub drain_token: tokio::sync::mpsc::Sender<()>,
 }
 
 impl ConnCtx {
-    /// Context of a new connection.
-    pub fn new(listener: usize, peer: SocketAddr, https: bool) -> Self {
+    /// Context of a new connection; `drain_token` is the connection's drain token.
+    pub fn new(
+        listener: usize,
+        peer: SocketAddr,
+        https: bool,
+        drain_token: tokio::sync::mpsc::Sender<()>,
+    ) -> Self {
         Self {
+            drain_token,
             listener,
             peer,
             peer_headers: headers::PeerHeaders::new(peer.ip()),
             https,
             client_cert: ClientCert::NotAsked,
             requests: std::sync::atomic::AtomicU64::new(0),
-            wire_finding: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            wire_finding: std::sync::atomic::AtomicU64::new(u64::MAX),
+            closing_request: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -92,7 +107,7 @@ pub async fn handle(snap: &Snapshot, ctx: &ConnCtx, req: Request<Incoming>) -> R
     let Some(listener) = snap.listeners.get(ctx.listener) else {
         return ProxyError::NoRoute.response();
     };
-    let mut log = snap.config.access_log.then(|| {
+    let log = snap.config.access_log.then(|| {
         let mut log = Box::new(AccessLog::new(
             listener.name.clone(),
             ctx.peer.ip(),
@@ -104,26 +119,77 @@ pub async fn handle(snap: &Snapshot, ctx: &ConnCtx, req: Request<Incoming>) -> R
         }
         log
     });
+    let mut pending = Unanswered { log, server: None, listener: ctx.listener, answered: false };
     let arrived = Instant::now();
-    let resp = match forward(snap, listener, ctx, req, arrived, log.as_deref_mut()).await {
+    let resp = match forward(snap, listener, ctx, req, arrived, &mut pending).await {
         Ok(resp) => resp,
         Err(e) => e.response(),
     };
-    if let Some(l) = log.as_mut() {
-        l.status = resp.status().as_u16();
-    }
+    let log = pending.answered(resp.status());
     resp.map(|b| b.with_log(log))
 }
 
-async fn forward(
-    snap: &Snapshot,
+/// A request whose response head is not ready yet. Dropped unanswered — the client went
+/// away (its HTTP/1 connection closed, its HTTP/2 stream reset) and the request's future
+/// with it — it writes the access-log line with status 499 and `complete=false` (NGINX's
+/// "client closed request") and counts a 499 for the server the request was at.
+struct Unanswered<'s> {
+    log: Option<Box<AccessLog>>,
+    /// The server of the current attempt.
+    server: Option<&'s crate::metrics::ServerMetrics>,
+    listener: usize,
+    answered: bool,
+}
+
+/// The status logged and counted for a request whose client left before its answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+impl Unanswered<'_> {
+    fn log(&mut self) -> Option<&mut AccessLog> {
+        self.log.as_deref_mut()
+    }
+
+    /// The response head exists: the log record goes on with the response body.
+    fn answered(mut self, status: StatusCode) -> Option<Box<AccessLog>> {
+        self.answered = true;
+        let mut log = self.log.take();
+        if let Some(l) = log.as_mut() {
+            l.status = status.as_u16();
+        }
+        log
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if let Some(server) = self.server {
+            server.request(self.listener, CLIENT_CLOSED_REQUEST);
+        }
+        if let Some(log) = self.log.as_mut() {
+            log.status = CLIENT_CLOSED_REQUEST;
+            log.emit();
+        }
+    }
+}
+
+async fn forward<'s>(
+    snap: &'s Snapshot,
     listener: &ListenerView,
     ctx: &ConnCtx,
     mut req: Request<Incoming>,
     arrived: Instant,
-    mut log: Option<&mut AccessLog>,
+    pending: &mut Unanswered<'s>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (method, version) = (req.method().clone(), req.version());
+    if method == http::Method::CONNECT {
+        // A reverse proxy opens no tunnel to an address of the client's choosing (HTTP/1.1
+        // or HTTP/2): refused before a server is chosen, so no server is blamed.
+        listener.conn.metrics.request_refused(RequestRefusal::Method);
+        return Err(ProxyError::NotForwardable("CONNECT is not supported".to_owned()));
+    }
     if version < Version::HTTP_2 {
         let index = ctx.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let found = Finding::decode(ctx.wire_finding.load(std::sync::atomic::Ordering::Relaxed));
@@ -150,7 +216,7 @@ async fn forward(
         return Err(ProxyError::BodyTooLarge);
     }
     let backend = &snap.backends[route(snap, listener, &req).ok_or(ProxyError::NoRoute)?];
-    if let Some(l) = log.as_deref_mut() {
+    if let Some(l) = pending.log() {
         l.backend = Some(backend.name.clone());
     }
     let now = unix_now();
@@ -160,11 +226,9 @@ async fn forward(
     let pin = match backend.sticky.as_ref().map(|s| (s, &s.config.mode)) {
         None => None,
         Some((s, StickyMode::Cookie)) => {
-            let value = headers::find_cookie(req.headers(), &s.config.cookie_name);
-            let pin = affinity::read_pin(s, &backend.name, value, now);
-            if pin.server.is_some() {
-                session = value.map(|v| backend.hasher.hash(v.as_bytes()));
-            }
+            let values = headers::cookie_values(req.headers(), &s.config.cookie_name);
+            let (pin, used) = affinity::read_cookie_pin(s, &backend.name, values, now);
+            session = used.map(|v| backend.hasher.hash(v.as_bytes()));
             Some(pin)
         }
         Some((_, mode)) => {
@@ -201,7 +265,8 @@ async fn forward(
         tried.push(idx);
         let server = &backend.servers[idx];
         let permit = select::admit(backend, pick).await?;
-        if let Some(l) = log.as_deref_mut() {
+        pending.server = Some(&server.metrics);
+        if let Some(l) = pending.log() {
             l.server = Some(server.state.name_arc().clone());
             l.attempts += 1;
         }
@@ -217,9 +282,9 @@ async fn forward(
                 && backend.budget.try_withdraw()
         };
         let err = match result {
-            Ok(Ok(resp)) => {
+            Ok(resp) => {
                 let status = resp.status();
-                let failed = status.is_server_error();
+                let failed = error::response_blames_server(status);
                 health::observe(backend, idx, !failed);
                 if failed {
                     server.state.record_error();
@@ -233,7 +298,7 @@ async fn forward(
                 }
                 let upstream_time = sent.elapsed();
                 server.state.record_latency(upstream_time.as_micros() as u64);
-                if let Some(l) = log.as_deref_mut() {
+                if let Some(l) = pending.log() {
                     l.upstream_time = Some(upstream_time);
                 }
                 server.metrics.request(ctx.listener, status.as_u16());
@@ -243,25 +308,18 @@ async fn forward(
                     pin,
                     pick,
                     now,
-                    ctx.https,
+                    ctx,
                     resp,
                     guard,
                     client_upgrade,
-                    log,
+                    pending.log(),
                 ));
             }
-            Ok(Err(e)) if e.is_connect() => ProxyError::Connect(error_chain(&e)),
-            Ok(Err(e)) if caused_by::<body::BodyStalled>(&e) => ProxyError::ClientBodyTimeout,
-            Ok(Err(e)) if caused_by::<body::BodyTooLarge>(&e) => {
-                listener.conn.metrics.request_refused(RequestRefusal::BodyTooLarge);
-                ProxyError::BodyTooLarge
-            }
-            Ok(Err(e)) if caused_by::<body::ClientBodyFailed>(&e) => {
-                ProxyError::ClientBody(error_chain(&e))
-            }
-            Ok(Err(e)) => ProxyError::Upstream(error_chain(&e)),
-            Err(_) => ProxyError::Timeout,
+            Err(e) => e,
         };
+        if let ProxyError::BodyTooLarge = err {
+            listener.conn.metrics.request_refused(RequestRefusal::BodyTooLarge);
+        }
         if let Some(kind) = err.metric_kind() {
             server.state.record_error();
             server.metrics.error(kind);
@@ -326,55 +384,69 @@ fn finish(
     pin: Option<Pin>,
     pick: select::Pick,
     now: u32,
-    https: bool,
+    ctx: &ConnCtx,
     mut resp: Response<Incoming>,
     guard: Held,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     log: Option<&mut AccessLog>,
 ) -> Response<RespBody> {
     if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
-        upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), guard);
+        let held = (guard, ctx.drain_token.clone());
+        upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), held);
         let (mut rp, _) = resp.into_parts();
         headers::strip_hop_by_hop(&mut rp.headers, true);
         return Response::from_parts(rp, RespBody::empty());
     }
     let resp = resp.map(|b| RespBody::upstream(b, guard));
-    respond(backend, pin, pick, now, https, resp, log)
+    respond(backend, pin, pick, now, ctx.https, resp, log)
 }
 
 /// Sends one attempt. The response timeout starts once the request body has been sent whole
 /// (uploads may take as long as they need while they keep moving; a stalled one fails on the
-/// listener's body timeout instead).
+/// listener's body timeout instead). A response that breaks the response-framing policy is
+/// an upstream error ([`framing::check_response`]).
 async fn send(
     backend: &BackendView,
     server: &crate::snapshot::ServerView,
-    request: Request<ReqBody>,
+    mut request: Request<ReqBody>,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<
-    Result<Response<Incoming>, hyper_util::client::legacy::Error>,
-    tokio::time::error::Elapsed,
-> {
+) -> Result<Response<Incoming>, ProxyError> {
     let client = server.client.as_ref().unwrap_or(&backend.client);
+    // HTTP/1.1: kept to retire the connection when the response's framing is suspect.
+    let conn = (!backend.client_http2).then(|| capture_connection(&mut request));
     let mut response = std::pin::pin!(client.request(request));
+    let mut early = None;
     if let Some(sent) = body_sent {
         tokio::select! {
-            r = &mut response => return Ok(r),
+            r = &mut response => early = Some(r),
             _ = sent => {}
         }
     }
-    tokio::time::timeout(backend.response_timeout, response).await
+    let result = match early {
+        Some(r) => r,
+        None => match tokio::time::timeout(backend.response_timeout, response).await {
+            Ok(r) => r,
+            Err(_) => return Err(ProxyError::Timeout),
+        },
+    };
+    let mut resp = result.map_err(|e| error::classify(&e))?;
+    let framing = framing::check_response(resp.version(), resp.headers_mut());
+    if framing != Ok(framing::ResponseFraming::Clean) {
+        retire(conn.as_ref());
+    }
+    match framing {
+        Ok(_) => Ok(resp),
+        Err(why) => Err(ProxyError::Upstream(why.to_owned())),
+    }
 }
 
-/// Whether `e` or one of its sources is an `E`.
-fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if c.is::<E>() {
-            return true;
+/// Keeps the pool from handing out a server connection again.
+fn retire(conn: Option<&CaptureConnection>) {
+    if let Some(c) = conn {
+        if let Some(connected) = c.connection_metadata().as_ref() {
+            connected.poison();
         }
-        cur = c.source();
     }
-    false
 }
 
 /// Rewrites the client's head for the server: hop-by-hop out, our cookie out, forwarding
@@ -529,16 +601,4 @@ fn route(snap: &Snapshot, listener: &ListenerView, req: &Request<Incoming>) -> O
 fn unix_now() -> u32 {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
     u32::try_from(secs).unwrap_or(u32::MAX)
-}
-
-/// An error with its sources, for logs (hyper's top-level messages are terse).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

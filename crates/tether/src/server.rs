@@ -43,14 +43,16 @@ use connection::{ActivityIo, DrainToken};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener address could not be bound.
-    #[error("listener {name:?} cannot bind {address}: {source}")]
+    // The OS error is in the message and deliberately not a `source`: the fatal line prints
+    // the error with its sources, and would say it twice.
+    #[error("listener {name:?} cannot bind {address}: {error}")]
     Bind {
         /// Listener name.
         name: String,
         /// Configured address.
         address: SocketAddr,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// No random source for the per-process cookie key.
     #[error("cannot generate a cookie key: no system random source")]
@@ -156,10 +158,10 @@ impl Tether {
         let mut accept_tasks = JoinSet::new();
         let mut bound = Vec::new();
         for (index, l) in listeners_cfg.iter().enumerate() {
-            let listener = bind(l.address).map_err(|source| StartError::Bind {
+            let listener = bind(l.address).map_err(|error| StartError::Bind {
                 name: l.name.clone(),
                 address: l.address,
-                source,
+                error,
             })?;
             let address = listener.local_addr().unwrap_or(l.address);
             tracing::info!(listener = %l.name, address = %address, "listener bound");
@@ -186,8 +188,8 @@ impl Tether {
                     started: std::time::Instant::now(),
                     demo: false,
                 };
-                let listener = TcpListener::bind(a.address).await.map_err(|source| {
-                    StartError::Bind { name: "admin".to_owned(), address: a.address, source }
+                let listener = TcpListener::bind(a.address).await.map_err(|error| {
+                    StartError::Bind { name: "admin".to_owned(), address: a.address, error }
                 })?;
                 let address = listener.local_addr().unwrap_or(a.address);
                 tracing::info!(listener = "admin", address = %address, "listener bound");
@@ -530,6 +532,9 @@ struct Acceptor {
 
 impl Acceptor {
     async fn run(mut self) {
+        // At the file-descriptor limit accept fails every time it is tried: one line a
+        // second, with the count.
+        let mut failures = tether_core::throttle::LogThrottle::new(Duration::from_secs(1));
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
@@ -540,11 +545,19 @@ impl Acceptor {
                 // name them as IPv4, so headers, trusted_proxies, client_ip affinity and
                 // limits treat them as the IPv4 clients they are.
                 Ok((stream, peer)) => {
+                    let unlogged = failures.take_unlogged();
+                    if unlogged > 0 {
+                        tracing::warn!(failures = unlogged, "accept failed (until now)");
+                    }
                     self.serve(stream, SocketAddr::new(peer.ip().to_canonical(), peer.port()))
                 }
                 Err(e) => {
+                    if let Some(n) = failures.event(std::time::Instant::now()) {
+                        let snap = self.current.load();
+                        let listener = snap.listeners.get(self.index).map(|l| &*l.name);
+                        tracing::warn!(listener, error = %e, failures = n, "accept failed");
+                    }
                     // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -612,7 +625,7 @@ impl Acceptor {
                 }
             }
             let io = accept::Prefixed::new(prefix, stream);
-            let ctx = ConnCtx::new(index, client, l.tls.is_some());
+            let ctx = ConnCtx::new(index, client, l.tls.is_some(), token.clone());
             let serve = Serve {
                 current,
                 ctx: Arc::new(ctx),
@@ -713,15 +726,21 @@ impl Serve {
     {
         let Serve { current, ctx, settings, drain, token } = self;
         let scan = tether_core::framing::HeadScan::new(settings.limits.max_header_bytes);
-        let scan = Some((scan, Arc::clone(&ctx.wire_finding)));
         let (idle, header_timeout) = (settings.idle_timeout, settings.header_timeout);
         let peer = ctx.peer;
         let requests = Arc::new(connection::Requests::default());
         let watched = Arc::clone(&requests);
+        let io_ctx = Arc::clone(&ctx);
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
-            let watch = watched.start(req.version() == http::Version::HTTP_2);
+            let h2 = req.version() == http::Version::HTTP_2;
+            if !h2 {
+                // Read by ActivityIo before hyper looks for more input on this connection.
+                let closing = proxy::headers::asks_to_close(req.version(), req.headers());
+                ctx.closing_request.store(closing, std::sync::atomic::Ordering::Relaxed);
+            }
+            let watch = watched.start(h2);
             // Boxed: hyper keeps the slot for a request's future for as long as the
             // connection lives, so an unboxed (large) future would cost every idle
             // keep-alive connection its size; boxed, it costs one allocation per request.
@@ -733,7 +752,8 @@ impl Serve {
         });
         let epoch = std::time::Instant::now();
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let io = TokioIo::new(ActivityIo::new(io, epoch, Arc::clone(&last), scan));
+        let io = ActivityIo::new(io, epoch, Arc::clone(&last), Some(scan), io_ctx);
+        let io = TokioIo::new(io);
         let conn = settings.http.serve_connection_with_upgrades(io, service).into_owned();
         let on_abuse = || {
             tracing::warn!(

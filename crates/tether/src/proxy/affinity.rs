@@ -97,6 +97,30 @@ pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u
     }
 }
 
+/// Cookie values of one name tried at most per request: each costs a signature check.
+pub const MAX_COOKIES_TRIED: usize = 4;
+
+/// Reads the pin from the first *valid* of the request's affinity cookies (a stale one
+/// with another `Path` or `Domain` must not break a live session), trying at most
+/// [`MAX_COOKIES_TRIED`]; with none valid, the first one's outcome (`invalid`, `expired`).
+/// Also returns the value used, which names the session for rate limits.
+pub fn read_cookie_pin<'v>(
+    sticky: &StickyView,
+    backend: &str,
+    values: impl Iterator<Item = &'v str>,
+    now: u32,
+) -> (Pin, Option<&'v str>) {
+    let mut first = None;
+    for value in values.take(MAX_COOKIES_TRIED) {
+        let pin = read_pin(sticky, backend, Some(value), now);
+        if pin.server.is_some() {
+            return (pin, Some(value));
+        }
+        first.get_or_insert(pin);
+    }
+    (first.unwrap_or_else(|| read_pin(sticky, backend, None, now)), None)
+}
+
 /// Reads the pin of a table mode: the client's key from the request, then the table.
 pub async fn read_table_pin(
     backend: &BackendView,

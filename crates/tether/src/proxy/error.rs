@@ -2,7 +2,7 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::body::RespBody;
+use super::body::{BodyStalled, BodyTooLarge, ClientBodyFailed, RespBody};
 
 /// A request that Tether answers itself instead of a server's response.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,10 @@ pub enum ProxyError {
     /// The server answered something unusable or closed the connection.
     #[error("the server sent an invalid response: {0}")]
     Upstream(String),
+    /// A request Tether cannot forward (`CONNECT`, or one its HTTP client refuses to write):
+    /// refused without blaming a server.
+    #[error("the request cannot be forwarded: {0}")]
+    NotForwardable(String),
     /// The request's framing breaks the policy in [`super::framing`].
     #[error("request framing refused: {0}")]
     Framing(&'static str),
@@ -74,7 +78,9 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody(_) | ProxyError::Framing(_) => StatusCode::BAD_REQUEST,
-            ProxyError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::UnknownCoding | ProxyError::NotForwardable(_) => {
+                StatusCode::NOT_IMPLEMENTED
+            }
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,8 +88,10 @@ impl ProxyError {
         }
     }
 
-    /// When the server, not the client, is to blame: the index of the error's kind in
-    /// [`crate::metrics::ERROR_KINDS`] (`connect`, `timeout`, `protocol`).
+    /// When the server, not the client or Tether, is to blame: the index of the error's kind
+    /// in [`crate::metrics::ERROR_KINDS`] (`connect`, `timeout`, `protocol`). Only these
+    /// count against the server (`errors_total`, `tether_upstream_errors_total`, outlier
+    /// detection).
     pub fn metric_kind(&self) -> Option<usize> {
         match self {
             ProxyError::Connect(_) => Some(0),
@@ -105,6 +113,7 @@ impl ProxyError {
             ProxyError::Connect(_) => "could not reach a server",
             ProxyError::Timeout => "the server did not answer in time",
             ProxyError::Upstream(_) => "the server sent an invalid response",
+            ProxyError::NotForwardable(_) => "this request cannot be forwarded",
             ProxyError::ClientBodyTimeout => "the request body stopped arriving",
             ProxyError::ClientBody(_) => "the request body could not be read",
             ProxyError::Framing(_) => "the request's framing is ambiguous",
@@ -125,6 +134,7 @@ impl ProxyError {
             | ProxyError::ClientBody(_)
             | ProxyError::Framing(_)
             | ProxyError::UnknownCoding
+            | ProxyError::NotForwardable(_)
             | ProxyError::LengthRequired
             | ProxyError::BodyTooLarge => true,
             ProxyError::RateLimited { close, .. } => *close,
@@ -143,4 +153,76 @@ impl ProxyError {
         }
         resp
     }
+}
+
+/// Whether a server's response counts as its failure (`errors_total`, outlier detection):
+/// a 5xx, except `501 Not Implemented` and `505 HTTP Version Not Supported`, which answer
+/// what the client asked for rather than show the server failing (as HAProxy's
+/// `observe layer7` counts them).
+pub fn response_blames_server(status: StatusCode) -> bool {
+    status.is_server_error()
+        && status != StatusCode::NOT_IMPLEMENTED
+        && status != StatusCode::HTTP_VERSION_NOT_SUPPORTED
+}
+
+/// Names what ended a failed attempt by the side that caused it: a failed connect and
+/// anything the server did are the server's; a request body that stalled, grew too large or
+/// broke is the client's; a request the HTTP client refused to write is Tether's own limit,
+/// and nothing reached the server. Only the server's failures count against it
+/// ([`ProxyError::metric_kind`]). The response timeout is classified by the caller.
+pub fn classify(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        ProxyError::Connect(error_chain(e))
+    } else if caused_by::<BodyStalled>(e) {
+        ProxyError::ClientBodyTimeout
+    } else if caused_by::<BodyTooLarge>(e) {
+        ProxyError::BodyTooLarge
+    } else if caused_by::<ClientBodyFailed>(e) {
+        ProxyError::ClientBody(error_chain(e))
+    } else if refused_before_sending(e) {
+        ProxyError::NotForwardable(error_chain(e))
+    } else {
+        ProxyError::Upstream(error_chain(e))
+    }
+}
+
+/// Whether hyper refused to write the request (a method, version, URI form or header it
+/// does not send). The client's body errors are hyper "user" errors too: [`classify`]
+/// looks for those first.
+fn refused_before_sending(e: &hyper_util::client::legacy::Error) -> bool {
+    use std::error::Error as _;
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            return h.is_user();
+        }
+        cur = c.source();
+    }
+    // hyper-util's own refusals (`UserUnsupportedRequestMethod`, `UserUnsupportedVersion`,
+    // `UserAbsoluteUriRequired`) have no source; their kind shows only in the message.
+    e.source().is_none() && e.to_string().starts_with("client error (User")
+}
+
+/// Whether `e` or one of its sources is an `E`.
+pub fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.is::<E>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+/// An error with its sources, for logs (hyper's top-level messages are terse).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

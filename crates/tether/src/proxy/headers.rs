@@ -67,13 +67,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Is this an HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and an
 /// `Upgrade` header)?
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    headers.contains_key(header::UPGRADE) && connection_option(headers, "upgrade")
+}
+
+/// Whether an HTTP/1 request asked to close the connection after its response:
+/// `Connection: close`, or HTTP/1.0 without `Connection: keep-alive`.
+pub fn asks_to_close(version: http::Version, headers: &HeaderMap) -> bool {
+    if !headers.contains_key(header::CONNECTION) {
+        return version <= http::Version::HTTP_10;
+    }
+    connection_option(headers, "close")
+        || (version <= http::Version::HTTP_10 && !connection_option(headers, "keep-alive"))
+}
+
+/// Whether the `Connection` header lists `option` (case-insensitive).
+fn connection_option(headers: &HeaderMap, option: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(option))
 }
 
 /// Is `peer` one of the proxies whose forwarding headers we believe?
@@ -203,13 +217,19 @@ fn append_list(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
 
 /// The value of cookie `name` in the request's `Cookie` header(s), if any.
 pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    cookie_values(headers, name).next()
+}
+
+/// Every value of cookie `name` in the `Cookie` header(s), in the order sent (a client may
+/// hold several under one name, set with different `Path` or `Domain` attributes).
+pub fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter_map(|pair| pair.split_once('='))
+        .filter(move |(k, _)| k.trim() == name)
         .map(|(_, v)| v.trim())
 }
 

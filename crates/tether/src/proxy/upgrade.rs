@@ -7,8 +7,10 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 
 /// Joins the client's and the server's upgraded connections in a background task. The
-/// in-flight guard lives as long as the tunnel, so least-connection balancing sees it.
-pub fn tunnel(client: OnUpgrade, server: OnUpgrade, guard: Held) {
+/// in-flight guard lives as long as the tunnel, so least-connection balancing sees it, and
+/// so does the drain token: a graceful shutdown lets open tunnels run for up to
+/// `grace_period`, as it does requests, and ends them when it runs out.
+pub fn tunnel(client: OnUpgrade, server: OnUpgrade, guard: (Held, tokio::sync::mpsc::Sender<()>)) {
     tokio::spawn(async move {
         let (c, s) = tokio::join!(client, server);
         match (c, s) {

@@ -21,34 +21,68 @@ use tether_core::framing::HeadScan;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::proxy::ConnCtx;
+
 /// Held by every open connection; the drain waits until all are dropped.
 pub type DrainToken = mpsc::Sender<()>;
 
-/// A socket that records when it last moved a byte, and watches the HTTP/1 request heads
-/// that arrive on it ([`HeadScan`]) for what hyper's parser hides from Tether.
+/// A socket that records when it last moved a byte, watches the HTTP/1 request heads that
+/// arrive on it ([`HeadScan`]) for what hyper's parser hides from Tether, and keeps a
+/// half-closed client's request alive.
+///
+/// A client may send its request and then shut its sending side (`nc -N`, scripts, some
+/// HTTP/1.0 clients): RFC 9112 §9.6, a half-close does not mean that the client has lost
+/// interest in the response. hyper reads the end of input while a request is in progress
+/// and drops the request as aborted. So when the request in progress asked to close the
+/// connection anyway ([`ConnCtx::closing_request`]), the end of input is held back from
+/// hyper: the response is sent, then the connection closes as asked. On a keep-alive
+/// request, the end of input stays what it almost always is — a client that gave up —
+/// and the request is dropped (logged as 499).
 pub struct ActivityIo<T> {
     inner: T,
     epoch: Instant,
     last_ms: Arc<AtomicU64>,
-    scan: Option<(HeadScan, Arc<AtomicU64>)>,
+    scan: Option<HeadScan>,
+    ctx: Arc<ConnCtx>,
+    /// The client's end of input, held back from hyper.
+    eof_held: bool,
 }
 
 impl<T> ActivityIo<T> {
     /// Wraps `inner`; `last_ms` receives milliseconds since `epoch` of the last activity.
     /// With `scan`, the scan's first [`tether_core::framing::Finding`] is stored, encoded, in
-    /// its counter (see [`crate::proxy::ConnCtx`]); the scan may rename an unknown coding's
-    /// header in the bytes read before hyper parses them.
+    /// [`ConnCtx::wire_finding`]; the scan may rename an unknown coding's header in the
+    /// bytes read before hyper parses them.
     pub fn new(
         inner: T,
         epoch: Instant,
         last_ms: Arc<AtomicU64>,
-        scan: Option<(HeadScan, Arc<AtomicU64>)>,
+        scan: Option<HeadScan>,
+        ctx: Arc<ConnCtx>,
     ) -> Self {
-        Self { inner, epoch, last_ms, scan }
+        Self { inner, epoch, last_ms, scan, ctx, eof_held: false }
     }
 
     fn touch(&self) {
         self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Feeds bytes just read to the head scan.
+    fn scan(&mut self, read: &mut [u8]) {
+        let Some(scan) = &mut self.scan else { return };
+        let found = &self.ctx.wire_finding;
+        scan.feed(read, &mut |finding| {
+            // Only the first matters: the connection closes after such a head.
+            let _ = found.compare_exchange(
+                u64::MAX,
+                finding.encode(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        });
+        if scan.is_off() {
+            self.scan = None;
+        }
     }
 }
 
@@ -59,24 +93,21 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.eof_held {
+            // Nothing more will come; hyper closes the connection after the response.
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.touch();
-            if let Some((scan, found)) = &mut this.scan {
-                scan.feed(&mut buf.filled_mut()[before..], &mut |finding| {
-                    // Only the first matters: the connection closes after such a head.
-                    let _ = found.compare_exchange(
-                        u64::MAX,
-                        finding.encode(),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                });
-                if scan.is_off() {
-                    this.scan = None;
-                }
-            }
+            this.scan(&mut buf.filled_mut()[before..]);
+        } else if matches!(r, Poll::Ready(Ok(())))
+            && buf.remaining() > 0
+            && this.ctx.closing_request.load(Ordering::Relaxed)
+        {
+            this.eof_held = true;
+            return Poll::Pending;
         }
         r
     }

@@ -134,3 +134,43 @@ fn client_ip_is_the_rightmost_untrusted_hop() {
     let junk = map(&[("x-forwarded-for", "nonsense")]);
     assert_eq!(client_ip(peer, &junk, &nets), peer);
 }
+
+#[test]
+fn asks_to_close_follows_the_version_and_the_connection_options() {
+    use http::Version;
+    type Case<'a> = (&'a str, Version, &'a [(&'a str, &'a str)], bool);
+    let cases: &[Case] = &[
+        ("1.1 without Connection keeps the connection", Version::HTTP_11, &[], false),
+        ("1.1 with close", Version::HTTP_11, &[("connection", "close")], true),
+        ("1.1 with Close in another case", Version::HTTP_11, &[("connection", "Close")], true),
+        ("1.1 with close among options", Version::HTTP_11, &[("connection", "x-a, close")], true),
+        (
+            "1.1 with close on a second line",
+            Version::HTTP_11,
+            &[("connection", "te"), ("connection", "close")],
+            true,
+        ),
+        ("1.1 with keep-alive", Version::HTTP_11, &[("connection", "keep-alive")], false),
+        ("1.1 naming a header only", Version::HTTP_11, &[("connection", "x-closed")], false),
+        ("1.0 without Connection closes", Version::HTTP_10, &[], true),
+        ("1.0 with keep-alive keeps it", Version::HTTP_10, &[("connection", "Keep-Alive")], false),
+        ("1.0 naming another option closes", Version::HTTP_10, &[("connection", "te")], true),
+        (
+            "1.0 with keep-alive and close closes",
+            Version::HTTP_10,
+            &[("connection", "keep-alive, close")],
+            true,
+        ),
+    ];
+    for (case, version, pairs, want) in cases {
+        assert_eq!(asks_to_close(*version, &map(pairs)), *want, "{case}");
+    }
+}
+
+#[test]
+fn cookie_values_lists_every_value_of_the_name_in_order() {
+    let h = map(&[("cookie", "tether=a; other=x; tether=b"), ("cookie", " tether = c ;tetherx=d")]);
+    assert_eq!(cookie_values(&h, "tether").collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(find_cookie(&h, "tether"), Some("a"));
+    assert_eq!(cookie_values(&h, "missing").count(), 0);
+}
