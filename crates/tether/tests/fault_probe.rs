@@ -420,3 +420,27 @@ async fn accept_failures_at_the_descriptor_limit_are_logged_once_a_second_with_a
     assert!(lines.iter().all(|l| l["listener"] == "web"), "{lines:?}");
     drop(held);
 }
+
+#[tokio::test]
+async fn a_listener_that_cannot_bind_names_the_os_error_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = config(&echo_servers(1), "", None).replacen(
+        "127.0.0.1:0",
+        &taken.local_addr().unwrap().to_string(),
+        1,
+    );
+    let mut t = Tether::spawn(BIN, &cfg).unwrap();
+    let status = t.wait_exit(SETTLE).await.expect("tether kept running without its listener");
+    assert_eq!(status.code(), Some(1));
+    let stderr: Vec<String> = t
+        .logs()
+        .iter()
+        .filter(|l| l["stream"] == "stderr")
+        .filter_map(|l| l["raw"].as_str().map(str::to_owned))
+        .collect();
+    let line = stderr.iter().find(|l| l.contains("cannot bind")).unwrap_or_else(|| {
+        panic!("no bind error on stderr: {stderr:?}");
+    });
+    assert!(line.contains("listener \"web\""), "{line}");
+    assert_eq!(line.matches("in use").count(), 1, "the OS message once: {line}");
+}

@@ -226,3 +226,127 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn each_error_has_one_status_and_only_server_faults_blame_the_server() {
+        let wait = std::time::Duration::from_secs(1);
+        let rows: Vec<(&str, ProxyError, u16, bool)> = vec![
+            ("no route", ProxyError::NoRoute, 404, false),
+            ("no server", ProxyError::NoServer, 503, false),
+            ("all full", ProxyError::Full, 503, false),
+            ("pinned server down", ProxyError::PinnedServerDown, 503, false),
+            ("connect failed", ProxyError::Connect("refused".into()), 502, true),
+            ("response timeout", ProxyError::Timeout, 504, true),
+            ("server protocol error", ProxyError::Upstream("reset".into()), 502, true),
+            ("client body stalled", ProxyError::ClientBodyTimeout, 408, false),
+            ("client body broke", ProxyError::ClientBody("eof".into()), 400, false),
+            ("not forwardable", ProxyError::NotForwardable("CONNECT".into()), 501, false),
+            ("request framing", ProxyError::Framing("both"), 400, false),
+            ("too many headers", ProxyError::TooManyHeaders, 431, false),
+            ("length required", ProxyError::LengthRequired, 411, false),
+            ("unknown coding", ProxyError::UnknownCoding, 501, false),
+            ("body too large", ProxyError::BodyTooLarge, 413, false),
+            ("rate limited", ProxyError::RateLimited { wait, close: false }, 429, false),
+        ];
+        for (case, err, status, blames) in rows {
+            assert_eq!(err.status().as_u16(), status, "{case}");
+            assert_eq!(err.metric_kind().is_some(), blames, "{case}");
+            assert_eq!(err.response().status(), err.status(), "{case}");
+        }
+    }
+
+    #[test]
+    fn only_server_failures_among_answers_blame_the_server() {
+        let rows: &[(u16, bool)] = &[
+            (200, false),
+            (404, false),
+            (499, false),
+            (500, true),
+            (501, false), // the method is not implemented: the client's ask
+            (502, true),
+            (503, true),
+            (504, true),
+            (505, false), // the client's HTTP version
+            (599, true),
+        ];
+        for &(status, blames) in rows {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(response_blames_server(status), blames, "{status}");
+        }
+    }
+
+    /// A loopback server that reads a request and answers `reply` (nothing, then close,
+    /// when empty).
+    async fn one_shot_server(reply: &'static [u8]) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let mut buf = [0; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(reply).await;
+        });
+        addr
+    }
+
+    async fn failure(method: http::Method, version: http::Version, uri: String) -> ProxyError {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let req = http::Request::builder().method(method).version(version).uri(uri);
+        match client.request(req.body(Empty::new()).unwrap()).await {
+            Ok(resp) => panic!("expected a failure, got {}", resp.status()),
+            Err(e) => classify(&e),
+        }
+    }
+
+    #[tokio::test]
+    async fn classify_names_the_side_that_failed() {
+        use http::{Method, Version};
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let garbage = one_shot_server(b"\x00\xffnot http\r\n\r\n").await;
+        let silent = one_shot_server(b"").await;
+        let get = Method::GET;
+        let rows = [
+            (
+                "nothing listens",
+                failure(get.clone(), Version::HTTP_11, format!("http://{closed}/")).await,
+                "connect",
+            ),
+            (
+                "not HTTP back",
+                failure(get.clone(), Version::HTTP_11, format!("http://{garbage}/")).await,
+                "server",
+            ),
+            (
+                "closed without an answer",
+                failure(get, Version::HTTP_11, format!("http://{silent}/")).await,
+                "server",
+            ),
+            (
+                "CONNECT over HTTP/1.0, refused before connecting",
+                failure(Method::CONNECT, Version::HTTP_10, format!("http://{closed}/")).await,
+                "tether",
+            ),
+        ];
+        for (case, err, side) in rows {
+            let got = match err {
+                ProxyError::Connect(_) => "connect",
+                ProxyError::Upstream(_) => "server",
+                ProxyError::NotForwardable(_) => "tether",
+                ref other => panic!("{case}: {other:?}"),
+            };
+            assert_eq!(got, side, "{case}: {err:?}");
+        }
+    }
+}
