@@ -1,9 +1,10 @@
-//! The admin listener (DESIGN 1.3): health, readiness, Prometheus metrics and the JSON API.
+//! The admin listener: health, readiness, Prometheus metrics and the JSON API.
 //!
 //! Reads come straight from the current snapshot and the servers' atomics. Writes never touch
 //! state here: they become [`Command`]s sent to the single controller task that owns the
 //! registry (the same path SIGHUP takes), and the handler waits for its answer. Every write
-//! needs the bearer token when one is configured; GET never mutates.
+//! needs the bearer token when one is configured, checked by one layer ([`require_token`]);
+//! GET never mutates.
 //!
 //! Every error of the API is JSON, `{"error": "..."}` ([`error`]): the handlers' own, and
 //! axum's rejections too (bad path or query, body too large, wrong method), through the
@@ -17,8 +18,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use serde_json::{Value, json};
@@ -26,53 +28,9 @@ use tether_core::AdminState;
 use tokio::sync::{mpsc, oneshot};
 
 use self::extract::{ApiBody, ApiPath, ApiQuery};
+use crate::control::{Command, ControlError};
 use crate::metrics::Metrics;
 use crate::snapshot::{BackendView, Snapshot};
-
-/// A change asked for through the API, applied by the controller.
-#[derive(Debug)]
-pub enum Command {
-    /// Re-read the configuration file.
-    Reload(oneshot::Sender<Result<u64, String>>),
-    /// Change a server's state and/or weight.
-    SetServer {
-        /// Backend name.
-        backend: String,
-        /// Server name.
-        server: String,
-        /// New state.
-        state: Option<AdminState>,
-        /// New weight.
-        weight: Option<u32>,
-        /// Answer: the new generation, or (status, message).
-        reply: oneshot::Sender<Result<u64, (StatusCode, String)>>,
-    },
-    /// Add a server at runtime.
-    AddServer {
-        /// Backend name.
-        backend: String,
-        /// The server, validated like a config entry.
-        server: crate::config::Server,
-        /// Answer: the new generation, or (status, message).
-        reply: oneshot::Sender<Result<u64, (StatusCode, String)>>,
-    },
-    /// Remove a server at runtime (its in-flight requests finish).
-    RemoveServer {
-        /// Backend name.
-        backend: String,
-        /// Server name.
-        server: String,
-        /// Answer: the new generation, or (status, message).
-        reply: oneshot::Sender<Result<u64, (StatusCode, String)>>,
-    },
-    /// Forget every affinity binding of a backend's table.
-    FlushSessions {
-        /// Backend name.
-        backend: String,
-        /// Answer: entries removed.
-        reply: oneshot::Sender<Result<u64, (StatusCode, String)>>,
-    },
-}
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -99,8 +57,6 @@ pub struct AdminContext {
 pub fn router(ctx: AdminContext) -> Router {
     Router::new()
         .route("/", get(dashboard))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/reload", post(reload))
@@ -112,6 +68,11 @@ pub fn router(ctx: AdminContext) -> Router {
             patch(patch_server).delete(remove_server),
         )
         .route("/api/v1/backends/{backend}/sessions", get(sessions).delete(flush_sessions))
+        // Before the open probes: it applies to the routes registered so far, and runs
+        // before their extractors (a request without the token learns nothing else).
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_token))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         // After the routes: it applies to those registered so far.
         .method_not_allowed_fallback(|| async {
@@ -146,6 +107,14 @@ fn unauthorized() -> Response {
     error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
 }
 
+/// The bearer-token check, one layer over every endpoint but `/healthz` and `/readyz`:
+/// writes need the token whenever one is configured, reads only on a non-loopback admin
+/// address.
+async fn require_token(State(ctx): State<AdminContext>, req: Request, next: Next) -> Response {
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if authorized(&ctx, req.headers(), write) { next.run(req).await } else { unauthorized() }
+}
+
 /// Whether the request may proceed: no token configured, a read on a loopback address, or
 /// the right bearer token (compared in constant time).
 fn authorized(ctx: &AdminContext, headers: &HeaderMap, write: bool) -> bool {
@@ -171,10 +140,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// The live dashboard: one self-contained page (no CDN), embedded in the binary.
 const DASHBOARD: &str = include_str!("admin/dashboard.html");
 
-async fn dashboard(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response {
-    if !authorized(&ctx, &headers, false) {
-        return unauthorized();
-    }
+async fn dashboard() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -191,18 +157,12 @@ async fn readyz(State(ctx): State<AdminContext>) -> Response {
     (StatusCode::OK, format!("ready: generation {}\n", snap.generation)).into_response()
 }
 
-async fn metrics(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response {
-    if !authorized(&ctx, &headers, false) {
-        return unauthorized();
-    }
-    let body = ctx.metrics.render(&ctx.current.load());
+async fn metrics(State(ctx): State<AdminContext>) -> Response {
+    let body = ctx.current.load().render_metrics(&ctx.metrics);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
-async fn status(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response {
-    if !authorized(&ctx, &headers, false) {
-        return unauthorized();
-    }
+async fn status(State(ctx): State<AdminContext>) -> Response {
     let snap = ctx.current.load();
     axum::Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -250,25 +210,15 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
     })
 }
 
-async fn backends(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response {
-    if !authorized(&ctx, &headers, false) {
-        return unauthorized();
-    }
+async fn backends(State(ctx): State<AdminContext>) -> Response {
     let snap = ctx.current.load();
     let list: Vec<Value> = snap.backends.iter().map(|b| backend_json(b, &snap)).collect();
     axum::Json(json!({ "backends": list })).into_response()
 }
 
-async fn backend(
-    State(ctx): State<AdminContext>,
-    ApiPath(name): ApiPath<String>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorized(&ctx, &headers, false) {
-        return unauthorized();
-    }
+async fn backend(State(ctx): State<AdminContext>, ApiPath(name): ApiPath<String>) -> Response {
     let snap = ctx.current.load();
-    match snap.backends.iter().find(|b| *b.name == *name) {
+    match snap.backend(&name) {
         Some(b) => axum::Json(backend_json(b, &snap)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no backend {name:?}")),
     }
@@ -286,13 +236,9 @@ async fn sessions(
     State(ctx): State<AdminContext>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<Limit>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorized(&ctx, &headers, false) {
-        return unauthorized();
-    }
     let snap = ctx.current.load();
-    let Some(b) = snap.backends.iter().find(|b| *b.name == *name) else {
+    let Some(b) = snap.backend(&name) else {
         return error(StatusCode::NOT_FOUND, format!("no backend {name:?}"));
     };
     let Some(table) = &b.table else {
@@ -339,14 +285,21 @@ fn shutting_down() -> Response {
 }
 
 /// The HTTP answer to a controller reply: `ok` on success, the controller's error otherwise.
-fn answer<T>(
-    reply: Option<Result<T, (StatusCode, String)>>,
-    ok: impl FnOnce(T) -> Response,
-) -> Response {
+fn answer(reply: Option<Result<u64, ControlError>>, ok: impl FnOnce(u64) -> Response) -> Response {
     match reply {
         Some(Ok(v)) => ok(v),
-        Some(Err((code, msg))) => error(code, msg),
+        Some(Err(e)) => error(control_status(&e), e.to_string()),
         None => shutting_down(),
+    }
+}
+
+/// The status of a command the controller refused.
+fn control_status(e: &ControlError) -> StatusCode {
+    match e {
+        ControlError::NoBackend(_) | ControlError::NoServer { .. } => StatusCode::NOT_FOUND,
+        ControlError::ServerExists(_) | ControlError::LastServer => StatusCode::CONFLICT,
+        ControlError::NoTable => StatusCode::BAD_REQUEST,
+        ControlError::Reload(_) => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -363,26 +316,17 @@ fn json_object(body: &[u8], allowed: &[&str]) -> Result<serde_json::Map<String, 
     Ok(map)
 }
 
-async fn reload(State(ctx): State<AdminContext>, headers: HeaderMap) -> Response {
-    if !authorized(&ctx, &headers, true) {
-        return unauthorized();
-    }
-    match ask(&ctx, Command::Reload).await {
-        Some(Ok(generation)) => axum::Json(json!({ "generation": generation })).into_response(),
-        Some(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
-        None => shutting_down(),
-    }
+async fn reload(State(ctx): State<AdminContext>) -> Response {
+    answer(ask(&ctx, Command::Reload).await, |generation| {
+        axum::Json(json!({ "generation": generation })).into_response()
+    })
 }
 
 async fn patch_server(
     State(ctx): State<AdminContext>,
     ApiPath((backend, server)): ApiPath<(String, String)>,
-    headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Response {
-    if !authorized(&ctx, &headers, true) {
-        return unauthorized();
-    }
     let v = match json_object(&body, &["state", "weight"]) {
         Ok(m) => Value::Object(m),
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -423,7 +367,7 @@ async fn patch_server(
     };
     answer(ask(&ctx, cmd).await, |_| {
         let snap = ctx.current.load();
-        match snap.backends.iter().find(|b| *b.name == *backend) {
+        match snap.backend(&backend) {
             Some(b) => axum::Json(backend_json(b, &snap)).into_response(),
             None => StatusCode::NO_CONTENT.into_response(),
         }
@@ -433,12 +377,8 @@ async fn patch_server(
 async fn add_server(
     State(ctx): State<AdminContext>,
     ApiPath(backend): ApiPath<String>,
-    headers: HeaderMap,
     ApiBody(body): ApiBody,
 ) -> Response {
-    if !authorized(&ctx, &headers, true) {
-        return unauthorized();
-    }
     let v = match json_object(&body, &["name", "address", "weight", "backup"]) {
         Ok(m) => Value::Object(m),
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -478,11 +418,7 @@ async fn add_server(
 async fn remove_server(
     State(ctx): State<AdminContext>,
     ApiPath((backend, server)): ApiPath<(String, String)>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorized(&ctx, &headers, true) {
-        return unauthorized();
-    }
     let reply = ask(&ctx, |reply| Command::RemoveServer { backend, server, reply }).await;
     answer(reply, |generation| axum::Json(json!({ "generation": generation })).into_response())
 }
@@ -490,11 +426,7 @@ async fn remove_server(
 async fn flush_sessions(
     State(ctx): State<AdminContext>,
     ApiPath(backend): ApiPath<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorized(&ctx, &headers, true) {
-        return unauthorized();
-    }
     let reply = ask(&ctx, |reply| Command::FlushSessions { backend, reply }).await;
     answer(reply, |n| axum::Json(json!({ "flushed": n })).into_response())
 }

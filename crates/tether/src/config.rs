@@ -518,6 +518,25 @@ impl ConfigErrors {
 }
 
 impl Config {
+    /// Logs a warning for every listener certificate within
+    /// [`crate::tls::EXPIRY_WARNING_DAYS`] of expiry (at start and on reload).
+    pub fn warn_expiring_certs(&self) {
+        for l in &self.listeners {
+            for c in l.tls.iter().flat_map(|t| &t.certs) {
+                let days = c.days_left();
+                if days < crate::tls::EXPIRY_WARNING_DAYS {
+                    tracing::warn!(
+                        listener = %l.name,
+                        cert = %c.files.cert.display(),
+                        expires = %c.expires_rfc3339(),
+                        days_left = days,
+                        "TLS certificate expires soon"
+                    );
+                }
+            }
+        }
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {

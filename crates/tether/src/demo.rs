@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::config::Config;
-use crate::server::Tether;
+use crate::runtime::Tether;
 
 /// Names of the demo servers.
 pub const DEMO_SERVERS: [&str; 3] = ["alpha", "bravo", "charlie"];
@@ -37,7 +37,7 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigErrors),
     /// Tether could not start (e.g. the port is taken).
     #[error("{0}; try `tether demo --listen 127.0.0.1:8090`")]
-    Start(#[from] crate::server::StartError),
+    Start(#[from] crate::runtime::StartError),
 }
 
 /// Runs the demo until Ctrl-C. Returns the process exit code.

@@ -11,7 +11,9 @@
 //! more than `max_ejected_percent` of the backend at once; a timer task returns it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::{unix_now, unix_now_ms};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -26,16 +28,6 @@ use crate::snapshot::BackendView;
 
 /// Largest body read from a health-check answer.
 const MAX_CHECK_BODY: usize = 64 * 1024;
-
-/// Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Unix time in milliseconds (slow start).
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Starts the checker of `backend` (one task for all its servers).
 pub fn spawn(backend: &BackendView, check: HealthCheck) -> JoinHandle<()> {

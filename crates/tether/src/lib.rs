@@ -9,14 +9,20 @@
 //! - [`demo`]: `tether demo`, three demo servers behind a sticky Tether.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod health;
+pub mod layers;
 pub mod metrics;
 pub mod proxy;
+pub mod rate;
+pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod stick;
 #[cfg(unix)]
 pub mod systemd;
 pub mod tls;
+pub mod upstream;

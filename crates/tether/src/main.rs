@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tether::config::Config;
-use tether::server::Tether;
+use tether::runtime::Tether;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: the data path allocates small, short-lived buffers per

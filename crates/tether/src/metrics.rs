@@ -15,8 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::proxy::affinity::Outcome;
-use crate::snapshot::Snapshot;
+use tether_core::affinity::Outcome;
 
 /// `code_class` label values, by status / 100.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -437,96 +436,98 @@ impl Metrics {
             .inc();
     }
 
-    /// Drops every series of servers and backends that `next` no longer has.
-    pub fn forget_removed(&self, prev: &Snapshot, next: &Snapshot) {
-        let listeners: Vec<String> = prev.config.listeners.iter().map(|l| l.name.clone()).collect();
-        for b in &prev.backends {
-            let kept = next.backends.iter().find(|n| n.name == b.name);
-            for s in &b.servers {
-                if kept.is_some_and(|k| k.by_name.contains_key(s.state.name())) {
-                    continue;
-                }
-                let (backend, server) = (b.name.to_string(), s.state.name().to_owned());
-                for l in &listeners {
-                    for code_class in CODE_CLASSES {
-                        self.requests.remove(&RequestLabels {
-                            listener: l.clone(),
-                            backend: backend.clone(),
-                            server: server.clone(),
-                            code_class,
-                        });
-                    }
-                }
-                for kind in ERROR_KINDS {
-                    self.upstream_errors.remove(&ErrorLabels {
-                        backend: backend.clone(),
-                        server: server.clone(),
-                        kind,
-                    });
-                }
-                let labels = ServerLabels { backend, server };
-                self.ejections.remove(&labels);
-                self.server_up.remove(&labels);
-                self.in_flight.remove(&labels);
-                self.sessions_bound.remove(&labels);
+    /// Drops the series of server `server` of `backend` (it left the configuration).
+    pub fn forget_server(&self, listeners: &[String], backend: &str, server: &str) {
+        let (backend, server) = (backend.to_owned(), server.to_owned());
+        for l in listeners {
+            for code_class in CODE_CLASSES {
+                self.requests.remove(&RequestLabels {
+                    listener: l.clone(),
+                    backend: backend.clone(),
+                    server: server.clone(),
+                    code_class,
+                });
             }
-            if kept.is_none() {
-                let backend = b.name.to_string();
-                for l in &listeners {
-                    self.duration
-                        .remove(&ListenerBackend { listener: l.clone(), backend: backend.clone() });
-                }
-                for o in OUTCOMES {
-                    self.affinity
-                        .remove(&OutcomeLabels { backend: backend.clone(), outcome: o.as_str() });
-                }
-                self.retries.remove(&BackendLabels { backend: backend.clone() });
-                self.queue_depth.remove(&BackendLabels { backend: backend.clone() });
-                self.table_entries.remove(&BackendLabels { backend });
-            }
+        }
+        for kind in ERROR_KINDS {
+            self.upstream_errors.remove(&ErrorLabels {
+                backend: backend.clone(),
+                server: server.clone(),
+                kind,
+            });
+        }
+        let labels = ServerLabels { backend, server };
+        self.ejections.remove(&labels);
+        self.server_up.remove(&labels);
+        self.in_flight.remove(&labels);
+        self.sessions_bound.remove(&labels);
+    }
+
+    /// Drops the per-backend series of `backend` (it left the configuration).
+    pub fn forget_backend(&self, listeners: &[String], backend: &str) {
+        let backend = backend.to_owned();
+        for l in listeners {
+            self.duration
+                .remove(&ListenerBackend { listener: l.clone(), backend: backend.clone() });
+        }
+        for o in OUTCOMES {
+            self.affinity.remove(&OutcomeLabels { backend: backend.clone(), outcome: o.as_str() });
+        }
+        self.retries.remove(&BackendLabels { backend: backend.clone() });
+        self.queue_depth.remove(&BackendLabels { backend: backend.clone() });
+        self.table_entries.remove(&BackendLabels { backend });
+    }
+
+    /// Forgets every certificate-expiry series (they are rebuilt from the configuration at
+    /// each scrape: certificates change only on reload).
+    pub fn clear_cert_expiry(&self) {
+        self.cert_expiry.clear();
+    }
+
+    /// Sets `tether_tls_cert_expiry_seconds` of one certificate.
+    pub fn set_cert_expiry(&self, listener: &str, cert: &str, not_after: i64) {
+        let labels = CertLabels { listener: listener.to_owned(), cert: cert.to_owned() };
+        self.cert_expiry.get_or_create(&labels).set(not_after);
+    }
+
+    /// Sets the live gauges of one server; `sessions` only for backends with a table.
+    pub fn set_server_gauges(&self, backend: &str, server: &str, live: ServerGauges) {
+        let labels = ServerLabels { backend: backend.to_owned(), server: server.to_owned() };
+        self.server_up.get_or_create(&labels).set(i64::from(live.up));
+        self.in_flight.get_or_create(&labels).set(live.in_flight as i64);
+        if let Some(n) = live.sessions {
+            self.sessions_bound.get_or_create(&labels).set(n as i64);
         }
     }
 
-    /// The text exposition of every metric, after refreshing the live gauges from `snap`.
-    pub fn render(&self, snap: &Snapshot) -> String {
-        // Certificates change only on reload: the series are rebuilt from the configuration.
-        self.cert_expiry.clear();
-        for l in &snap.config.listeners {
-            for c in l.tls.iter().flat_map(|t| &t.certs) {
-                let labels = CertLabels {
-                    listener: l.name.clone(),
-                    cert: c.files.cert.display().to_string(),
-                };
-                self.cert_expiry.get_or_create(&labels).set(c.not_after);
-            }
+    /// Sets the live gauges of one backend; `entries` only for backends with a table.
+    pub fn set_backend_gauges(&self, backend: &str, queued: u64, entries: Option<u64>) {
+        let labels = BackendLabels { backend: backend.to_owned() };
+        self.queue_depth.get_or_create(&labels).set(queued as i64);
+        if let Some(n) = entries {
+            self.table_entries.get_or_create(&labels).set(n as i64);
         }
-        for b in &snap.backends {
-            for s in &b.servers {
-                let labels =
-                    ServerLabels { backend: b.name.to_string(), server: s.state.name().to_owned() };
-                self.server_up.get_or_create(&labels).set(i64::from(s.state.accepts_pinned()));
-                self.in_flight.get_or_create(&labels).set(s.state.in_flight() as i64);
-                if let Some(t) = &b.table {
-                    self.sessions_bound
-                        .get_or_create(&labels)
-                        .set(t.sessions_bound(s.state.name()) as i64);
-                }
-            }
-            self.queue_depth
-                .get_or_create(&BackendLabels { backend: b.name.to_string() })
-                .set(b.waiting.load(std::sync::atomic::Ordering::Relaxed) as i64);
-            if let Some(t) = &b.table {
-                self.table_entries
-                    .get_or_create(&BackendLabels { backend: b.name.to_string() })
-                    .set(t.len() as i64);
-            }
-        }
+    }
+
+    /// The text exposition of every metric (live gauges as last set).
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
     }
+}
+
+/// A server's live state for its gauges, read at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerGauges {
+    /// Takes requests (`tether_server_up`).
+    pub up: bool,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Sessions bound to it, for backends with a stick table.
+    pub sessions: Option<u64>,
 }
 
 /// Shared handle to the process's metrics.

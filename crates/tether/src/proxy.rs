@@ -12,12 +12,11 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod log;
-pub mod rate;
 mod select;
 mod upgrade;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -29,10 +28,11 @@ use tether_core::framing::Finding;
 
 use self::affinity::{Outcome, Pin};
 use self::body::Held;
-use self::body::{ReqBody, RespBody};
+use self::body::RespBody;
 use self::error::ProxyError;
 use self::log::AccessLog;
 use self::select::{MAX_CONNECT_ATTEMPTS, Tried};
+use crate::upstream::body::ReqBody;
 
 use crate::config::{HostMatch, RateKey, StickyMode};
 use crate::health;
@@ -219,7 +219,7 @@ async fn forward<'s>(
     if let Some(l) = pending.log() {
         l.backend = Some(backend.name.clone());
     }
-    let now = unix_now();
+    let now = crate::clock::unix_now_u32();
     // The session's identity for `rate_limit.key = "affinity"`: a valid cookie, or the
     // table key.
     let mut session: Option<u128> = None;
@@ -596,9 +596,4 @@ fn route(snap: &Snapshot, listener: &ListenerView, req: &Request<Incoming>) -> O
         }
     }
     listener.default_backend
-}
-
-fn unix_now() -> u32 {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
-    u32::try_from(secs).unwrap_or(u32::MAX)
 }

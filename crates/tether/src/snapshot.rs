@@ -27,15 +27,16 @@ use tokio::sync::Semaphore;
 
 use crate::config::{self, Config, HostMatch, SameSite, Secure};
 use crate::metrics::{BackendMetrics, ListenerMetrics, Metrics, ServerMetrics};
-use crate::proxy::rate::RateLimiter;
+use crate::rate::RateLimiter;
 use crate::stick::Table;
 use crate::stick::redis::{RedisShared, RedisTable};
 
 /// The pooled HTTP client a backend forwards with.
-pub use upstream::UpstreamClient;
-use upstream::{ClientKey, new_client};
+pub use crate::upstream::UpstreamClient;
+use crate::upstream::{ClientKey, new_client};
 
-mod upstream;
+mod gauges;
+mod listener;
 
 /// Everything the data path needs, for one configuration generation.
 #[derive(Debug)]
@@ -50,6 +51,13 @@ pub struct Snapshot {
     pub routes: Vec<RouteView>,
     /// Backends, in config order (sorted by name).
     pub backends: Vec<BackendView>,
+}
+
+impl Snapshot {
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> Option<&BackendView> {
+        self.backends.iter().find(|b| *b.name == *name)
+    }
 }
 
 /// A listener's request-time settings.
@@ -333,7 +341,7 @@ impl Registry {
                         limits: l.limits,
                         header_timeout: l.header_timeout,
                         idle_timeout: l.idle_timeout,
-                        http: crate::server::connection_builder(l),
+                        http: listener::connection_builder(l),
                         metrics: self.metrics.listener(&l.name),
                     }),
                 }
@@ -416,7 +424,7 @@ impl Registry {
                     let fresh = Arc::new(ServerState::new(s.name.as_str()));
                     // Added by a reload: ramp it up like a recovered server.
                     if self.generation > 1 {
-                        fresh.mark_recovered(crate::health::unix_now_ms());
+                        fresh.mark_recovered(crate::clock::unix_now_ms());
                     }
                     fresh
                 });

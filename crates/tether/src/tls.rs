@@ -108,31 +108,13 @@ impl LoadedCert {
 
     /// Whole days until it expires (negative once expired).
     pub fn days_left(&self) -> i64 {
-        let now = crate::health::unix_now() as i64;
+        let now = crate::clock::unix_now() as i64;
         (self.not_after - now).div_euclid(86_400)
     }
 }
 
 /// Certificates closer than this to expiry are logged as a warning at start and reload.
 pub const EXPIRY_WARNING_DAYS: i64 = 14;
-
-/// Logs a warning for every listener certificate within [`EXPIRY_WARNING_DAYS`] of expiry.
-pub fn warn_expiring(listeners: &[crate::config::Listener]) {
-    for l in listeners {
-        for c in l.tls.iter().flat_map(|t| &t.certs) {
-            let days = c.days_left();
-            if days < EXPIRY_WARNING_DAYS {
-                tracing::warn!(
-                    listener = %l.name,
-                    cert = %c.files.cert.display(),
-                    expires = %c.expires_rfc3339(),
-                    days_left = days,
-                    "TLS certificate expires soon"
-                );
-            }
-        }
-    }
-}
 
 /// Why a certificate could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +188,7 @@ pub fn load(files: &CertFiles) -> Result<LoadedCert, CertError> {
         PrivateKeyDer::from_pem_file(&files.key).map_err(|e| read(&files.key, e.to_string()))?;
     let (names, not_before, not_after) = inspect(leaf.as_ref())
         .map_err(|detail| CertError::Invalid { path: files.cert.clone(), detail })?;
-    let now = crate::health::unix_now() as i64;
+    let now = crate::clock::unix_now() as i64;
     if now > not_after {
         return Err(CertError::Expired { path: files.cert.clone(), when: rfc3339(not_after) });
     }

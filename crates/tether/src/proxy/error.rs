@@ -2,7 +2,8 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::body::{BodyStalled, BodyTooLarge, ClientBodyFailed, RespBody};
+use super::body::RespBody;
+use crate::upstream::body::{BodyStalled, BodyTooLarge, ClientBodyFailed};
 
 /// A request that Tether answers itself instead of a server's response.
 #[derive(Debug, thiserror::Error)]

@@ -151,7 +151,7 @@ fn slow_start(backend: &BackendView, i: usize) -> Option<usize> {
     if backend.slow_start_ms == 0 {
         return Some(i);
     }
-    let ramp = backend.servers[i].state.ramp(crate::health::unix_now_ms(), backend.slow_start_ms);
+    let ramp = backend.servers[i].state.ramp(crate::clock::unix_now_ms(), backend.slow_start_ms);
     if ramp >= 1.0 || (backend.rng.below(1_000_000) as f64) < ramp * 1_000_000.0 {
         Some(i)
     } else {

@@ -99,7 +99,7 @@ impl RedisTable {
     /// Up to `limit` bindings, read from Redis (a bounded SCAN); from the local table when
     /// Redis cannot be walked.
     pub async fn sessions(&self, limit: usize) -> Option<Sessions> {
-        let now = crate::health::unix_now();
+        let now = crate::clock::unix_now();
         let mut entries = Vec::new();
         census::walk(&self.shared, &self.namespace, limit, true, |hex, server, ttl| {
             let left = u64::try_from(ttl.unwrap_or(0).max(0)).unwrap_or(0) / 1000;

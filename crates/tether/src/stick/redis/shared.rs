@@ -137,7 +137,7 @@ impl RedisShared {
 
     fn mark_available(&self) {
         if !self.available.swap(true, Ordering::Relaxed) {
-            self.recovered_at.store(crate::health::unix_now(), Ordering::Relaxed);
+            self.recovered_at.store(crate::clock::unix_now(), Ordering::Relaxed);
             if self.loud(false) || self.errors() == 0 {
                 tracing::warn!("redis available");
             } else {

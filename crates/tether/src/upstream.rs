@@ -22,7 +22,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config;
-use crate::proxy::body::ReqBody;
+
+pub mod body;
+
+use body::ReqBody;
 
 /// The data path's client type.
 pub type UpstreamClient = Client<Upstream, ReqBody>;

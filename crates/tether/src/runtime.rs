@@ -1,0 +1,465 @@
+//! A running Tether: start (bind every listener and the admin API, spawn health checks),
+//! the controller that applies reloads and admin commands (the only writer of the
+//! configuration), signals, and graceful shutdown.
+//!
+//! [`Tether::start`] binds every listener (port 0 allowed) and logs `listener bound` with the
+//! real address. Reload is diff-based through the [`Registry`]: servers and backends that
+//! remain keep their runtime state and pooled connections; the new [`Snapshot`] is published
+//! with one atomic swap. Listeners themselves (names and addresses) cannot change on reload:
+//! that needs a restart, and a reload that tries is refused with that reason while the old
+//! config serves.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tether_core::affinity::CookieKeys;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::admin::{self, AdminContext};
+use crate::config::{Config, ConfigErrors, Server};
+use crate::control::{Command, ControlError};
+use crate::server::{self, DrainToken};
+use crate::snapshot::{Registry, Snapshot};
+
+/// Why Tether could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    // The OS error is in the message and deliberately not a `source`: the fatal line prints
+    // the error with its sources, and would say it twice.
+    #[error("listener {name:?} cannot bind {address}: {error}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Configured address.
+        address: SocketAddr,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// No random source for the per-process cookie key.
+    #[error("cannot generate a cookie key: no system random source")]
+    Random,
+}
+
+/// Why a reload was refused (the old configuration keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Tether was started without a file (demo).
+    #[error("no configuration file to reload")]
+    NoFile,
+    /// The new file is invalid.
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+    /// Listeners changed.
+    #[error(
+        "listeners cannot change on reload (names and addresses must stay the same); restart Tether to change them"
+    )]
+    ListenersChanged,
+}
+
+/// A running Tether: listeners bound, serving.
+pub struct Tether {
+    current: Arc<ArcSwap<Snapshot>>,
+    registry: Registry,
+    fallback_keys: Arc<CookieKeys>,
+    config_path: Option<PathBuf>,
+    bound: Vec<(String, SocketAddr)>,
+    drain: watch::Sender<bool>,
+    drain_token: DrainToken,
+    drained: mpsc::Receiver<()>,
+    accept_tasks: JoinSet<()>,
+    commands: mpsc::Receiver<Command>,
+    admin_address: Option<SocketAddr>,
+    signals: Option<Signals>,
+    health_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// SIGHUP, SIGTERM and SIGINT handlers. Installed before any listener is bound, so a signal
+/// sent as soon as `listener bound` is logged is handled, never the default action (which
+/// for SIGHUP would kill the process).
+#[cfg(unix)]
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+impl Tether {
+    /// Binds every listener of `config` and starts serving. `config_path` is re-read on reload.
+    pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
+        Self::start_with(config, config_path, None).await
+    }
+
+    /// Like [`Tether::start`], with extra routes on the admin listener (the demo's controls).
+    pub async fn start_with(
+        config: Config,
+        config_path: Option<PathBuf>,
+        admin_extra: Option<axum::Router>,
+    ) -> Result<Self, StartError> {
+        let fallback_keys = match &config.cookie_keys {
+            Some(_) => None,
+            None => Some(CookieKeys::random().map_err(|_| StartError::Random)?),
+        };
+        if fallback_keys.is_some() && config.backends.iter().any(|b| b.sticky.is_some()) {
+            tracing::warn!(
+                "no [secrets].cookie_keys or TETHER_COOKIE_KEYS: affinity cookies are signed with a \
+                 random per-process key and will not survive a restart or work across instances"
+            );
+        }
+        let fallback_keys = Arc::new(match fallback_keys {
+            Some(k) => k,
+            None => CookieKeys::random().map_err(|_| StartError::Random)?,
+        });
+        let signals = match Signals::install() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install signal handlers; SIGHUP/SIGTERM will not be handled");
+                None
+            }
+        };
+        let mut registry = Registry::default();
+        config.warn_expiring_certs();
+        let listeners_cfg = config.listeners.clone();
+        let admin_cfg = config.admin.clone();
+        let snapshot = registry.build(config, &fallback_keys);
+        let current = Arc::new(ArcSwap::from_pointee(snapshot));
+        let (drain, drain_rx) = watch::channel(false);
+        let (drain_token, drained) = mpsc::channel(1);
+        let mut accept_tasks = JoinSet::new();
+        let mut bound = Vec::new();
+        for (index, l) in listeners_cfg.iter().enumerate() {
+            let listener = server::bind(l.address).map_err(|error| StartError::Bind {
+                name: l.name.clone(),
+                address: l.address,
+                error,
+            })?;
+            let address = listener.local_addr().unwrap_or(l.address);
+            tracing::info!(listener = %l.name, address = %address, "listener bound");
+            bound.push((l.name.clone(), address));
+            server::spawn_acceptor(
+                &mut accept_tasks,
+                index,
+                listener,
+                Arc::clone(&current),
+                drain_rx.clone(),
+                drain_token.clone(),
+            );
+        }
+        let (command_tx, commands) = mpsc::channel(16);
+        let admin_address = match admin_cfg {
+            Some(a) => {
+                let ctx = AdminContext {
+                    current: Arc::clone(&current),
+                    metrics: Arc::clone(registry.metrics()),
+                    commands: command_tx,
+                    token_for_reads: !a.address.ip().is_loopback(),
+                    token: a.token.map(Arc::from),
+                    started: std::time::Instant::now(),
+                    demo: false,
+                };
+                let listener = TcpListener::bind(a.address).await.map_err(|error| {
+                    StartError::Bind { name: "admin".to_owned(), address: a.address, error }
+                })?;
+                let address = listener.local_addr().unwrap_or(a.address);
+                tracing::info!(listener = "admin", address = %address, "listener bound");
+                let mut stop = drain_rx.clone();
+                let token = drain_token.clone();
+                tokio::spawn(async move {
+                    admin::serve(listener, ctx, admin_extra, async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                    drop(token);
+                });
+                Some(address)
+            }
+            None => None,
+        };
+        let health_tasks = spawn_health_checks(&current.load());
+        crate::systemd::notify("READY=1");
+        Ok(Self {
+            health_tasks,
+            signals,
+            commands,
+            admin_address,
+            current,
+            registry,
+            fallback_keys,
+            config_path,
+            bound,
+            drain,
+            drain_token,
+            drained,
+            accept_tasks,
+        })
+    }
+
+    /// The listeners' names and bound addresses, in config order.
+    pub fn addresses(&self) -> &[(String, SocketAddr)] {
+        &self.bound
+    }
+
+    /// The admin listener's bound address, when `[admin]` is configured.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
+    }
+
+    /// The snapshot being served.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the configuration file and publishes it, keeping the state of servers that
+    /// remain. On any error the old configuration keeps serving.
+    pub fn reload(&mut self) -> Result<u64, ReloadError> {
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+        let config = Config::load(path)?;
+        self.apply(config)
+    }
+
+    /// Publishes an already validated configuration (reload, or tests).
+    pub fn apply(&mut self, config: Config) -> Result<u64, ReloadError> {
+        let old = self.current.load();
+        let same_listeners = config.listeners.len() == old.config.listeners.len()
+            && config
+                .listeners
+                .iter()
+                .zip(&old.config.listeners)
+                .all(|(a, b)| a.name == b.name && a.address == b.address);
+        if !same_listeners {
+            return Err(ReloadError::ListenersChanged);
+        }
+        self.publish(config, true);
+        Ok(self.current.load().generation)
+    }
+
+    /// Builds and publishes a snapshot of `config` (from the file, or changed at runtime),
+    /// dropping metric series of what is gone.
+    fn publish(&mut self, config: Config, from_file: bool) {
+        if from_file {
+            config.warn_expiring_certs();
+        }
+        let snapshot = Arc::new(if from_file {
+            self.registry.build(config, &self.fallback_keys)
+        } else {
+            self.registry.rebuild(config, &self.fallback_keys)
+        });
+        let previous = self.current.swap(Arc::clone(&snapshot));
+        previous.forget_removed_metrics(&snapshot, self.registry.metrics());
+        for t in self.health_tasks.drain(..) {
+            t.abort();
+        }
+        self.health_tasks = spawn_health_checks(&snapshot);
+    }
+
+    /// Applies one admin command (the controller is the only writer).
+    fn command(&mut self, cmd: Command) {
+        let (reply, result) = match cmd {
+            Command::Reload(reply) => (reply, self.reload_logged().map_err(ControlError::Reload)),
+            Command::SetServer { backend, server, state, weight, reply } => {
+                (reply, self.set_server(&backend, &server, state, weight))
+            }
+            Command::AddServer { backend, server, reply } => {
+                (reply, self.add_server(&backend, server))
+            }
+            Command::RemoveServer { backend, server, reply } => {
+                (reply, self.remove_server(&backend, &server))
+            }
+            Command::FlushSessions { backend, reply } => (reply, self.flush_sessions(&backend)),
+        };
+        // The API caller may have gone away: nothing to tell then.
+        let _ = reply.send(result);
+    }
+
+    fn add_server(&mut self, backend: &str, server: Server) -> Result<u64, ControlError> {
+        self.edit_servers(backend, |servers| {
+            if servers.iter().any(|s| s.name == server.name) {
+                return Err(ControlError::ServerExists(server.name.clone()));
+            }
+            tracing::info!(backend, server = %server.name, address = %server.address, "server added by the admin API");
+            servers.push(server);
+            Ok(())
+        })
+    }
+
+    fn remove_server(&mut self, backend: &str, server: &str) -> Result<u64, ControlError> {
+        self.edit_servers(backend, |servers| {
+            let before = servers.len();
+            servers.retain(|s| s.name != server);
+            if servers.len() == before {
+                let (backend, server) = (backend.to_owned(), server.to_owned());
+                return Err(ControlError::NoServer { backend, server });
+            }
+            if servers.is_empty() {
+                return Err(ControlError::LastServer);
+            }
+            tracing::info!(
+                backend,
+                server,
+                "server removed by the admin API; its in-flight requests finish"
+            );
+            Ok(())
+        })
+    }
+
+    fn flush_sessions(&mut self, backend: &str) -> Result<u64, ControlError> {
+        let snap = self.current.load();
+        let b = snap.backend(backend).ok_or_else(|| ControlError::NoBackend(backend.to_owned()))?;
+        let table = b.table.as_ref().ok_or(ControlError::NoTable)?;
+        let n = table.len();
+        table.clear();
+        tracing::info!(backend, entries = n, "affinity table flushed");
+        Ok(n)
+    }
+
+    /// Adds or removes servers of `backend` at runtime: a new snapshot of the current
+    /// configuration with the change (it lasts until a reload re-reads the file).
+    fn edit_servers(
+        &mut self,
+        backend: &str,
+        edit: impl FnOnce(&mut Vec<Server>) -> Result<(), ControlError>,
+    ) -> Result<u64, ControlError> {
+        let snap = self.current.load_full();
+        let mut config = (*snap.config).clone();
+        let b = config
+            .backends
+            .iter_mut()
+            .find(|b| b.name == backend)
+            .ok_or_else(|| ControlError::NoBackend(backend.to_owned()))?;
+        edit(&mut b.servers)?;
+        self.publish(config, false);
+        Ok(self.current.load().generation)
+    }
+
+    /// Runtime change of a server: the state is set on its shared runtime state (it persists
+    /// across reloads unless the file changes that server's `state`); a weight change
+    /// publishes a new snapshot (it lasts until the next reload re-reads the file).
+    fn set_server(
+        &mut self,
+        backend: &str,
+        server: &str,
+        state: Option<tether_core::AdminState>,
+        weight: Option<u32>,
+    ) -> Result<u64, ControlError> {
+        let snap = self.current.load_full();
+        let b = snap.backend(backend).ok_or_else(|| ControlError::NoBackend(backend.to_owned()))?;
+        let s = b.servers.iter().find(|s| s.state.name() == server).ok_or_else(|| {
+            ControlError::NoServer { backend: backend.to_owned(), server: server.to_owned() }
+        })?;
+        if let Some(st) = state {
+            let old = s.state.set_admin_state(st);
+            if old != st {
+                tracing::info!(
+                    backend,
+                    server,
+                    from = old.as_str(),
+                    to = st.as_str(),
+                    "server state changed by the admin API"
+                );
+            }
+        }
+        if let Some(w) = weight {
+            let mut config = (*snap.config).clone();
+            if let Some(cs) = config
+                .backends
+                .iter_mut()
+                .find(|cb| cb.name == backend)
+                .and_then(|cb| cb.servers.iter_mut().find(|cs| cs.name == server))
+            {
+                cs.weight = w;
+            }
+            self.publish(config, false);
+            tracing::info!(backend, server, weight = w, "server weight changed by the admin API");
+        }
+        Ok(self.current.load().generation)
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
+    /// Returns false when the grace period ran out with requests still in flight.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        let _ = self.drain.send(true);
+        while self.accept_tasks.join_next().await.is_some() {}
+        // Each open connection holds a clone of the token; the channel reports closed when
+        // the last one is dropped.
+        drop(self.drain_token);
+        tokio::time::timeout(grace, self.drained.recv()).await.is_ok()
+    }
+
+    /// The grace period of the configuration being served.
+    pub fn grace_period(&self) -> Duration {
+        self.current.load().config.grace_period
+    }
+
+    /// Serves until SIGTERM or SIGINT, reloading on SIGHUP; a second SIGINT/SIGTERM during
+    /// the drain stops at once. Returns whether the drain finished within the grace period.
+    #[cfg(unix)]
+    pub async fn run_until_signal(mut self) -> std::io::Result<bool> {
+        let Signals { mut hup, mut term, mut int } = match self.signals.take() {
+            Some(s) => s,
+            None => Signals::install()?,
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    crate::systemd::notify("RELOADING=1");
+                    let _ = self.reload_logged();
+                    crate::systemd::notify("READY=1");
+                }
+                Some(cmd) = self.commands.recv() => self.command(cmd),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        let grace = self.grace_period();
+        crate::systemd::notify("STOPPING=1");
+        tracing::info!(grace_period = ?grace, "shutting down: no new connections, finishing in-flight requests");
+        let drained = tokio::select! {
+            d = self.shutdown(grace) => d,
+            _ = term.recv() => false,
+            _ = int.recv() => false,
+        };
+        Ok(drained)
+    }
+
+    /// Reloads, counts and logs the outcome (signal and API paths).
+    pub fn reload_logged(&mut self) -> Result<u64, String> {
+        let result = self.reload();
+        self.registry.metrics().reload(result.is_ok());
+        match result {
+            Ok(generation) => {
+                tracing::info!(generation, "config reloaded");
+                Ok(generation)
+            }
+            Err(e) => {
+                let kept = self.snapshot().generation;
+                tracing::error!(error = %e, kept_generation = kept, "reload failed");
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+/// One checker task per backend that has a `[health_check]`.
+fn spawn_health_checks(snap: &Snapshot) -> Vec<tokio::task::JoinHandle<()>> {
+    snap.backends
+        .iter()
+        .filter_map(|b| b.health_check.clone().map(|c| crate::health::spawn(b, c)))
+        .collect()
+}
