@@ -2,17 +2,13 @@
 //! removed along the way. No request fails, no connection is refused, sticky clients keep
 //! their server, and the counters of unchanged servers keep counting.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fixture::*;
 use serde_json::Value;
+
+use crate::support::fixture::*;
 
 const RUN: Duration = Duration::from_secs(60);
 const WORKERS: u64 = 10;

@@ -1,22 +1,14 @@
 //! The admin API and Prometheus metrics against a real Tether (DESIGN 1.3, 1.4).
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::collections::HashMap;
 
-use fixture::*;
 use serde_json::Value;
 use tether_testkit::EchoServer;
 
+use crate::support::fixture::*;
+
 fn with_admin(cfg: &str, extra: &str) -> String {
     format!("{cfg}\n[admin]\naddress = \"127.0.0.1:0\"\n{extra}\n")
-}
-
-fn admin_url(t: &tether_testkit::Tether, path: &str) -> String {
-    format!("http://{}{path}", t.listener_addr("admin"))
 }
 
 async fn json(c: &reqwest::Client, url: &str) -> Value {
@@ -209,9 +201,8 @@ async fn drain_through_the_api_keeps_sessions_and_stops_new_ones() {
 #[tokio::test]
 async fn writes_need_the_token_and_reads_do_not_on_loopback() {
     let servers = echo_servers(1);
-    let dir = std::env::temp_dir().join(format!("tether-token-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token_file = dir.join("admin.token");
+    let dir = tether_testkit::ScratchDir::new("admin-token").unwrap();
+    let token_file = dir.path().join("admin.token");
     std::fs::write(&token_file, "  s3cret-token\n").unwrap();
     let t = start(&with_admin(
         &header_cfg(&servers),
@@ -240,7 +231,6 @@ async fn writes_need_the_token_and_reads_do_not_on_loopback() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]

@@ -1,16 +1,12 @@
 //! Cookie affinity through a real Tether: pinning, spreading, forgery, failover, expiry.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use fixture::*;
 use tether_testkit::EchoServer;
+
+use crate::support::fixture::*;
 
 #[tokio::test]
 async fn one_client_replaying_its_cookie_stays_on_one_server_for_1000_requests() {

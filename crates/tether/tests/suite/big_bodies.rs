@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tether_testkit::servers::download_byte;
 use tether_testkit::{EchoServer, Tether};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tether");
+use crate::support::fixture::BIN;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;

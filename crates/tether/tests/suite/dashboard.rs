@@ -5,21 +5,17 @@
 //! Chromium must be installed (`scripts/test.sh` installs it): without it these tests fail,
 //! they do not skip.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fixture::*;
 use serde_json::Value;
-use tether_testkit::Tether;
+use tether_testkit::{ScratchDir, Tether};
 use tether_testkit::browser::Browser;
+
+use crate::support::fixture::*;
 
 /// Long enough for several 1 s poll cycles of the page on a slow machine.
 const UI_DEADLINE: Duration = Duration::from_secs(15);
@@ -27,10 +23,6 @@ const UI_DEADLINE: Duration = Duration::from_secs(15);
 fn header_cfg(servers: &[tether_testkit::EchoServer], admin_extra: &str) -> String {
     let cfg = config(servers, "", Some("mode = \"header\"\nheader = \"X-Session-Id\""));
     format!("{cfg}\n[admin]\naddress = \"127.0.0.1:0\"\n{admin_extra}\n")
-}
-
-fn admin_url(t: &Tether, path: &str) -> String {
-    format!("http://{}{path}", t.listener_addr("admin"))
 }
 
 async fn launch() -> Browser {
@@ -78,25 +70,18 @@ async fn send_sessions(t: &Tether, prefix: &str, n: usize) -> Vec<(String, Strin
     reached
 }
 
-/// `docs/dashboard.png` when `for_docs` and `TETHER_SCREENSHOT` is set (to refresh the
-/// picture in operations.md), else a temp file that is removed afterwards.
-fn screenshot_path(for_docs: bool) -> (PathBuf, bool) {
-    if for_docs && std::env::var_os("TETHER_SCREENSHOT").is_some() {
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png");
-        return (docs, true);
-    }
-    let name = format!("tether-dashboard-{}.png", std::process::id());
-    (std::env::temp_dir().join(name), false)
-}
-
-/// Takes a screenshot (see [`screenshot_path`]) and checks that it is a PNG.
+/// Takes a screenshot and checks that it is a PNG: into `docs/dashboard.png` when `for_docs`
+/// and `TETHER_SCREENSHOT` is set (to refresh the picture in operations.md), else into a
+/// scratch directory removed afterwards.
 async fn take_screenshot(browser: &mut Browser, for_docs: bool) {
-    let (path, keep) = screenshot_path(for_docs);
+    let scratch = ScratchDir::new("dashboard").unwrap();
+    let path = if for_docs && std::env::var_os("TETHER_SCREENSHOT").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png")
+    } else {
+        scratch.path().join("dashboard.png")
+    };
     browser.screenshot(&path).await.unwrap();
     let png = std::fs::read(&path).unwrap();
-    if !keep {
-        std::fs::remove_file(&path).unwrap();
-    }
     assert!(png.len() > 1000 && png.starts_with(b"\x89PNG\r\n\x1a\n"), "{} bytes", png.len());
 }
 
@@ -156,15 +141,6 @@ impl Drop for Demo {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A directory removed on drop, also when the test fails.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -268,9 +244,8 @@ async fn dashboard_shows_every_server_with_live_numbers_and_no_console_errors() 
 #[tokio::test]
 async fn drain_button_with_the_admin_token_stops_new_sessions_on_that_server() {
     let servers = echo_servers(3);
-    let dir = TempDir(std::env::temp_dir().join(format!("tether-dash-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let token_file = dir.0.join("admin.token");
+    let dir = ScratchDir::new("dashboard-token").unwrap();
+    let token_file = dir.path().join("admin.token");
     std::fs::write(&token_file, "dash-s3cret\n").unwrap();
     let t =
         start(&header_cfg(&servers, &format!("token_file = \"{}\"", token_file.display()))).await;

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tether");
+use crate::support::fixture::BIN;
 
 #[tokio::test]
 async fn demo_pins_a_cookie_jar_and_stops_cleanly_on_ctrl_c() {

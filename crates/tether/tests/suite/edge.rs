@@ -2,17 +2,13 @@
 //! timeout, per-client rate limits, connection limits and the PROXY protocol. Every test
 //! also checks that a client within its limits, running at the same time, is unaffected.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::time::{Duration, Instant};
 
-use fixture::*;
 use tether_testkit::wait_until;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::fixture::*;
 
 /// Sends `raw` on a new connection and reads until the server closes or `deadline`.
 /// Returns what was read and whether the connection was closed.

@@ -11,25 +11,22 @@
 //! 6. Open tunnels (WebSocket) get the grace period on SIGTERM; accept failures at the
 //!    file-descriptor limit are logged once a second with a count.
 
-#![allow(clippy::unwrap_used)]
 // A test upstream's bookkeeping (which paths came on which connection), not the data path.
 #![allow(clippy::disallowed_types)]
-
-mod fixture;
-mod h1raw;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fixture::*;
 use futures_util::{SinkExt, StreamExt};
-use h1raw::{RawClient, converse};
 use serde_json::Value;
 use tether_testkit::servers::{Behaviour, Counters, Server};
 use tether_testkit::{EchoServer, Tether, WebSocketEchoServer, wait_until, wait_until_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::fixture::*;
+use crate::support::h1raw::{RawClient, converse};
 
 /// How long a log line or a metric may take to show on a loaded machine.
 const SETTLE: Duration = Duration::from_secs(10);

@@ -20,12 +20,6 @@
 //! Every wait is bounded by a deadline; what each test saw (frames, error codes, counts, RSS)
 //! is printed on stderr (`--no-capture` shows it).
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-mod h2raw;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,9 +31,10 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use fixture::{config, connections_refused, echo_servers, start, with_admin};
-use h2raw::{Frame, FrameReader, Next};
 use tether_testkit::{EchoServer, RecorderServer, Tether};
+
+use crate::support::fixture::{config, connections_refused, echo_servers, start, with_admin};
+use crate::support::h2raw::{self, Frame, FrameReader, Next};
 
 const MIB: u64 = 1024 * 1024;
 

@@ -1,11 +1,6 @@
 //! Health checks, retries, passive outlier detection, backups, `on_all_down` and broken
 //! upstreams, through a real Tether in front of real servers on loopback.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use fixture::*;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -25,6 +19,8 @@ use tether_testkit::{
     ResetServer, Server, StatusServer, Tether, wait_until_async,
 };
 use tokio::net::TcpStream;
+
+use crate::support::fixture::*;
 
 /// Short checks so hysteresis plays out in well under a second.
 const FAST_HTTP_CHECK: &str = "type = \"http\"\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n";

@@ -3,21 +3,18 @@
 //! forwarding headers (bracketed and quoted in `Forwarded`, RFC 7239 §6), `client_ip`
 //! affinity and per-client rate limits keyed by an IPv6 address.
 
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fixture::*;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tether_testkit::EchoServer;
 use tether_testkit::tls::{Pki, negotiated_alpn, tls_connect};
+
+use crate::support::fixture::*;
 
 /// Upper bound for any single network step of a test.
 const DEADLINE: Duration = Duration::from_secs(10);

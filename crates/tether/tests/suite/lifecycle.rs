@@ -13,7 +13,7 @@ use tether_testkit::{EchoServer, Tether, run_check, wait_until, wait_until_async
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tether");
+use crate::support::fixture::BIN;
 
 /// Generous bound for anything that should happen "at once" on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(10);

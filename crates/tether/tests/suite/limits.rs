@@ -2,16 +2,12 @@
 //! its sessions (`on_server_full`), through a real Tether; and the limits on configured
 //! values (durations, integers, types) that `tether check` and `tether run` enforce.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::time::{Duration, Instant};
 
-use fixture::*;
 use futures_util::future::join_all;
 use tether_testkit::{CheckOutput, Tether, run_check};
+
+use crate::support::fixture::*;
 
 fn limited(servers: &[tether_testkit::EchoServer], limits: &str, sticky: Option<&str>) -> String {
     config(servers, &format!("limits = {{ {limits} }}"), sticky)

@@ -1,13 +1,12 @@
 //! The data path through a real Tether: forwarding, headers, protocols, routing, errors.
 
-mod fixture;
-
 use std::time::{Duration, Instant};
 
-use fixture::*;
 use futures_util::{SinkExt, StreamExt};
 use tether_testkit::{EchoServer, HangServer, StatusServer, WebSocketEchoServer, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::fixture::*;
 
 #[tokio::test]
 async fn forwarding_headers_are_set_and_host_is_preserved() {

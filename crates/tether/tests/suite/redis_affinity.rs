@@ -6,22 +6,17 @@
 //! drain, which keeps the sessions they are given). Alone, B never sends a new key to `s0`,
 //! so every request B sends there follows a binding it can only have learned through Redis.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-mod redis_common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fixture::*;
-use redis_common::*;
 use serde_json::Value;
 use tether_testkit::redis::RedisServer;
 use tether_testkit::{Tether, run_check, wait_until_async};
 use tokio::time::Instant;
+
+use crate::support::fixture::*;
+use crate::support::redis_common::*;
 
 const APP_COOKIE_STICKY: &str = "mode = \"app_cookie\"\napp_cookie = \"JSESSIONID\"";
 

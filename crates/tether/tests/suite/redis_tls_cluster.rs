@@ -7,24 +7,19 @@
 //! sends a new key to `s0`, so every request B sends there follows a binding it can only
 //! have learned through Redis.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-mod redis_common;
-
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fixture::*;
-use redis_common::*;
 use serde_json::Value;
 use tether_testkit::redis::{CLUSTER_DEADLINE, RedisCluster, RedisServer, Reply};
 use tether_testkit::tls::{TestCa, write_pem};
 use tether_testkit::{Tether, wait_until_async};
 use tokio::time::Instant;
+
+use crate::support::fixture::*;
+use crate::support::redis_common::*;
 
 async fn tls_redis(ca: &TestCa) -> RedisServer {
     RedisServer::start_tls(ca).await.unwrap_or_else(|e| panic!("{e}"))

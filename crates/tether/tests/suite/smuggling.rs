@@ -22,18 +22,13 @@
 //! Every test ends with [`Rig::settle`]: a fresh request proves Tether still serves, and the
 //! recorder must have nothing malformed or left over.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-mod h1raw;
-mod h2raw;
-
 use std::net::SocketAddr;
 
-use fixture::{config, start};
-use h1raw::{Conversation, RawClient, converse};
 use tether_testkit::{RecorderServer, Recording, Tether, wait_until};
+
+use crate::support::fixture::{config, start};
+use crate::support::h1raw::{self, Conversation, RawClient, converse};
+use crate::support::h2raw;
 
 /// A [`RecorderServer`] as the only server of backend `app`, behind listener `web`.
 struct Rig {

@@ -1,12 +1,11 @@
 //! Affinity modes beyond the cookie — `header`, `client_ip`, `app_cookie` — plus drain, key
 //! rotation, restarts and hostile `Cookie` headers, all through a real Tether.
 
-mod fixture;
-
 use std::collections::HashMap;
 
-use fixture::*;
 use tether_testkit::EchoServer;
+
+use crate::support::fixture::*;
 
 fn weighted(servers: &[EchoServer], weights: &[u32]) -> String {
     servers

@@ -1,28 +1,28 @@
 //! systemd `Type=notify`: READY=1 once listening, RELOADING=1/READY=1 around SIGHUP,
 //! STOPPING=1 on SIGTERM — observed on a real notify socket.
 
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use tether_testkit::ScratchDir;
+
+use crate::support::fixture::BIN;
+
 #[test]
 fn tether_tells_systemd_when_it_is_ready_reloading_and_stopping() {
-    let dir = std::env::temp_dir().join(format!("tether-sd-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock_path = dir.join("notify.sock");
+    let dir = ScratchDir::new("systemd").unwrap();
+    let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let cfg = dir.join("tether.toml");
+    let cfg = dir.path().join("tether.toml");
     std::fs::write(
         &cfg,
         "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\
          [backends.app]\n[[backends.app.servers]]\nname = \"a\"\naddress = \"127.0.0.1:9\"\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let mut child = Command::new(BIN)
         .args(["--log-format", "json", "run", "-c"])
         .arg(&cfg)
         .env("NOTIFY_SOCKET", &sock_path)
@@ -43,5 +43,4 @@ fn tether_tells_systemd_when_it_is_ready_reloading_and_stopping() {
     assert_eq!(recv(), "STOPPING=1");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    std::fs::remove_dir_all(dir).ok();
 }

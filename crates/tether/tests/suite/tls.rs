@@ -5,17 +5,12 @@
 //! Certificates come from a throwaway CA ([`TestCa`]) and are written into a temporary
 //! directory that each test removes when it ends.
 
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use fixture::*;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,6 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+use crate::support::fixture::*;
 
 /// Upper bound for any single network step of a test (request, response, close).
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -8,17 +8,14 @@
 //! [`EchoServer::start_tls`], whose echo JSON says whether a request came over TLS, with
 //! which SNI and which ALPN protocol.
 
-#![allow(clippy::unwrap_used)]
-
-mod fixture;
-
 use std::path::Path;
 use std::time::Duration;
 
-use fixture::*;
 use serde_json::Value;
 use tether_testkit::tls::{Pki, TestCa, write_pem};
 use tether_testkit::{EchoServer, Tether, run_check, wait_until_async};
+
+use crate::support::fixture::*;
 
 /// How long a health transition or a log line may take on a loaded machine.
 const TRANSITION: Duration = Duration::from_secs(10);

@@ -2,8 +2,6 @@
 //! exact bytes, then reads what came back, parsed into responses, and whether the server
 //! closed the connection.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -3,10 +3,6 @@
 //! different views of them (on A only `s0` takes new sessions, on B only `s1` and `s2` do),
 //! sharing one Redis, and what the tests read from it.
 
-#![allow(dead_code)]
-// Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,7 +12,7 @@ use tether_testkit::redis::{RedisCluster, RedisServer};
 use tether_testkit::{EchoServer, Tether, wait_until_async};
 use tokio::task::JoinSet;
 
-use crate::fixture::{KEY, admin_json, admin_url, server_of, start};
+use super::fixture::{KEY, admin_json, admin_url, server_of, start};
 
 pub const HEADER_STICKY: &str =
     "mode = \"header\"\nheader = \"X-Session-Id\"\nidle_timeout = \"10m\"";
