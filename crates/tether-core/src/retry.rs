@@ -83,3 +83,6 @@ mod tests {
         assert_eq!((0..100).take_while(|_| b.try_withdraw()).count() as i64, RESERVE);
     }
 }
+
+#[cfg(test)]
+mod budget_tests;

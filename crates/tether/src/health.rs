@@ -168,9 +168,11 @@ pub fn observe(backend: &BackendView, i: usize, ok: bool) {
         return;
     }
     let ejected = backend.servers.iter().filter(|s| s.state.is_ejected()).count();
-    // Strictly within the cap: a backend of one server (or a 0% cap) never loses it to
-    // passive detection, so detection alone cannot empty a backend.
-    let cap = backend.servers.len() * o.max_ejected_percent as usize / 100;
+    // Strictly within the cap, and never the last server (even at 100%): a backend of one
+    // server (or a 0% cap) never loses it to passive detection, so detection alone cannot
+    // empty a backend.
+    let n = backend.servers.len();
+    let cap = (n * o.max_ejected_percent as usize / 100).min(n.saturating_sub(1));
     if ejected >= cap {
         return;
     }
@@ -198,3 +200,6 @@ fn eject(backend: Arc<str>, server: Arc<ServerState>, o: Outlier, failures: u32)
         tracing::warn!(backend = %backend, server = %server.name(), from = "down", to = server.health().as_str(), reason = %reason, "server health changed");
     });
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,5 +24,7 @@ pub mod snapshot;
 pub mod stick;
 #[cfg(unix)]
 pub mod systemd;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod upstream;

@@ -584,3 +584,6 @@ impl StickyView {
         self.config.secure == Secure::Auto && https && self.config.same_site != SameSite::None
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -216,3 +216,6 @@ pub fn set_cookie(
     }
     HeaderValue::from_str(&v).ok()
 }
+
+#[cfg(test)]
+mod tests;

@@ -182,3 +182,6 @@ pub async fn admit(
         _ => Err(ProxyError::Full),
     }
 }
+
+#[cfg(test)]
+mod tests;
