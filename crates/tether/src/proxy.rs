@@ -31,8 +31,9 @@ use self::body::Held;
 use self::body::RespBody;
 use self::error::ProxyError;
 use self::log::AccessLog;
-use self::select::{MAX_CONNECT_ATTEMPTS, Tried};
+use self::select::Tried;
 use crate::upstream::body::ReqBody;
+use tether_core::retry::{Attempt, RetryPolicy, Verdict};
 
 use crate::config::{HostMatch, RateKey, StickyMode};
 use crate::health;
@@ -144,9 +145,18 @@ struct Unanswered<'s> {
 /// The status logged and counted for a request whose client left before its answer.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-impl Unanswered<'_> {
+impl<'s> Unanswered<'s> {
     fn log(&mut self) -> Option<&mut AccessLog> {
         self.log.as_deref_mut()
+    }
+
+    /// An attempt at `server` begins.
+    fn attempt_on(&mut self, server: &'s crate::snapshot::ServerView) {
+        self.server = Some(&server.metrics);
+        if let Some(l) = self.log() {
+            l.server = Some(server.state.name_arc().clone());
+            l.attempts += 1;
+        }
     }
 
     /// The response head exists: the log record goes on with the response body.
@@ -175,6 +185,9 @@ impl Drop for Unanswered<'_> {
     }
 }
 
+/// The request path, phase by phase: refuse bad framing → route → read affinity → rate
+/// limit → prepare the request for servers → attempt (choose, send, classify, retry) →
+/// record affinity and respond (`docs/architecture.md` walks through each).
 async fn forward<'s>(
     snap: &'s Snapshot,
     listener: &ListenerView,
@@ -183,169 +196,246 @@ async fn forward<'s>(
     arrived: Instant,
     pending: &mut Unanswered<'s>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let (method, version) = (req.method().clone(), req.version());
-    if method == http::Method::CONNECT {
-        // A reverse proxy opens no tunnel to an address of the client's choosing (HTTP/1.1
-        // or HTTP/2): refused before a server is chosen, so no server is blamed.
-        listener.conn.metrics.request_refused(RequestRefusal::Method);
-        return Err(ProxyError::NotForwardable("CONNECT is not supported".to_owned()));
-    }
-    if version < Version::HTTP_2 {
-        let index = ctx.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let found = Finding::decode(ctx.wire_finding.load(std::sync::atomic::Ordering::Relaxed));
-        if let Some(found) = found.filter(|f| f.index() == index) {
-            listener.conn.metrics.request_refused(RequestRefusal::Framing);
-            return Err(match found {
-                Finding::BothFramings(_) => {
-                    ProxyError::Framing("both Transfer-Encoding and Content-Length")
-                }
-                Finding::UnknownCoding(_) => ProxyError::UnknownCoding,
-            });
-        }
-    }
-    framing::check(&method, version, req.headers_mut()).inspect_err(|_| {
-        listener.conn.metrics.request_refused(RequestRefusal::Framing);
-    })?;
-    if req.headers().len() > listener.conn.limits.max_headers {
-        listener.conn.metrics.request_refused(RequestRefusal::Framing);
-        return Err(ProxyError::TooManyHeaders);
-    }
-    let max_body = listener.conn.limits.max_body_bytes;
-    if max_body > 0 && framing::content_length(req.headers()).is_some_and(|n| n > max_body) {
-        listener.conn.metrics.request_refused(RequestRefusal::BodyTooLarge);
-        return Err(ProxyError::BodyTooLarge);
-    }
-    let backend = &snap.backends[route(snap, listener, &req).ok_or(ProxyError::NoRoute)?];
+    refuse_bad_framing(listener, ctx, &mut req)?;
+    let backend = route(snap, listener, &req)
+        .and_then(|i| snap.backends.get(i))
+        .ok_or(ProxyError::NoRoute)?;
     if let Some(l) = pending.log() {
         l.backend = Some(backend.name.clone());
     }
     let now = crate::clock::unix_now_u32();
-    // The session's identity for `rate_limit.key = "affinity"`: a valid cookie, or the
-    // table key.
-    let mut session: Option<u128> = None;
-    let pin = match backend.sticky.as_ref().map(|s| (s, &s.config.mode)) {
-        None => None,
+    let (pin, session) = read_affinity(backend, listener, ctx, &req, now).await;
+    if listener.rate.is_some() || backend.rate.is_some() {
+        rate_limit(listener, backend, ctx, &req, session)?;
+    }
+    let mut outgoing = Outgoing::prepare(req, listener, ctx, backend);
+    let answered = attempt(backend, pin.as_ref(), &mut outgoing, listener, ctx, pending).await?;
+    backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
+    Ok(finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log()))
+}
+
+/// Phase 1: requests Tether refuses before routing — a method it does not forward, a head
+/// whose framing is ambiguous (`framing`), too many header fields, a declared body over
+/// the limit. Each is counted in `tether_requests_refused_total`.
+fn refuse_bad_framing(
+    listener: &ListenerView,
+    ctx: &ConnCtx,
+    req: &mut Request<Incoming>,
+) -> Result<(), ProxyError> {
+    let refused = |why| listener.conn.metrics.request_refused(why);
+    if req.method() == http::Method::CONNECT {
+        // A reverse proxy opens no tunnel to an address of the client's choosing (HTTP/1.1
+        // or HTTP/2): refused before a server is chosen, so no server is blamed.
+        refused(RequestRefusal::Method);
+        return Err(ProxyError::NotForwardable("CONNECT is not supported".to_owned()));
+    }
+    if let Some(found) = wire_finding(ctx, req.version()) {
+        refused(RequestRefusal::Framing);
+        return Err(match found {
+            Finding::BothFramings(_) => {
+                ProxyError::Framing("both Transfer-Encoding and Content-Length")
+            }
+            Finding::UnknownCoding(_) => ProxyError::UnknownCoding,
+        });
+    }
+    let (method, version) = (req.method().clone(), req.version());
+    framing::check(&method, version, req.headers_mut())
+        .inspect_err(|_| refused(RequestRefusal::Framing))?;
+    if req.headers().len() > listener.conn.limits.max_headers {
+        refused(RequestRefusal::Framing);
+        return Err(ProxyError::TooManyHeaders);
+    }
+    let max_body = listener.conn.limits.max_body_bytes;
+    if max_body > 0 && framing::content_length(req.headers()).is_some_and(|n| n > max_body) {
+        refused(RequestRefusal::BodyTooLarge);
+        return Err(ProxyError::BodyTooLarge);
+    }
+    Ok(())
+}
+
+/// What the connection's head scan found in this HTTP/1 request's head on the wire (hyper
+/// hides it), by the request's index on the connection.
+fn wire_finding(ctx: &ConnCtx, version: Version) -> Option<Finding> {
+    if version >= Version::HTTP_2 {
+        return None;
+    }
+    let index = ctx.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let found = Finding::decode(ctx.wire_finding.load(std::sync::atomic::Ordering::Relaxed));
+    found.filter(|f| f.index() == index)
+}
+
+/// Phase 3: the pin the request arrived with, and the session's identity for
+/// `rate_limit.key = "affinity"` (a valid cookie, or the table key).
+async fn read_affinity(
+    backend: &BackendView,
+    listener: &ListenerView,
+    ctx: &ConnCtx,
+    req: &Request<Incoming>,
+    now: u32,
+) -> (Option<Pin>, Option<u128>) {
+    match backend.sticky.as_ref().map(|s| (s, &s.config.mode)) {
+        None => (None, None),
         Some((s, StickyMode::Cookie)) => {
             let values = headers::cookie_values(req.headers(), &s.config.cookie_name);
             let (pin, used) = affinity::read_cookie_pin(s, &backend.name, values, now);
-            session = used.map(|v| backend.hasher.hash(v.as_bytes()));
-            Some(pin)
+            (Some(pin), used.map(|v| backend.hasher.hash(v.as_bytes())))
         }
         Some((_, mode)) => {
             let client =
                 headers::client_ip(ctx.peer.ip(), req.headers(), &listener.conn.trusted_proxies);
             let pin = affinity::read_table_pin(backend, mode, req.headers(), client, now).await;
-            session = pin.key;
-            Some(pin)
+            (Some(pin), pin.key)
         }
-    };
-    if listener.rate.is_some() || backend.rate.is_some() {
-        rate_limit(listener, backend, ctx, &req, session)?;
     }
-    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    prepare_headers(&mut parts, listener, ctx, backend, upgrade);
-    // A request without a body can be replayed on another server if a connect fails.
-    let replayable = body.is_end_stream();
-    let (mut body, mut body_sent) = if replayable {
-        (None, None)
-    } else {
-        let (b, sent) = ReqBody::streaming(body, listener.body_timeout, max_body);
-        (Some(b), Some(sent))
-    };
-    // Idempotent, bodiless requests may also be retried after a 502/503/504 or a timeout
-    // before the response head, within `retry.attempts` and the retry budget.
-    let idempotent = replayable && parts.method.is_idempotent();
+}
+
+/// The request as it goes to servers: the rewritten head, the body (streamed once, so
+/// taken by the first attempt), and the client's side of an upgrade.
+struct Outgoing {
+    parts: Parts,
+    body: Option<ReqBody>,
+    /// Resolves once the body has been sent whole (the response timeout starts then).
+    body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// No body: the request can be sent again.
+    replayable: bool,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Outgoing {
+    /// Phase 5: hop-by-hop headers out, forwarding headers in, the body wrapped with the
+    /// listener's stall timer and size limit.
+    fn prepare(
+        mut req: Request<Incoming>,
+        listener: &ListenerView,
+        ctx: &ConnCtx,
+        backend: &BackendView,
+    ) -> Self {
+        let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        prepare_headers(&mut parts, listener, ctx, backend, upgrade);
+        let replayable = body.is_end_stream();
+        let max_body = listener.conn.limits.max_body_bytes;
+        let (body, body_sent) = if replayable {
+            (None, None)
+        } else {
+            let (b, sent) = ReqBody::streaming(body, listener.body_timeout, max_body);
+            (Some(b), Some(sent))
+        };
+        Self { parts, body, body_sent, replayable, client_upgrade }
+    }
+
+    fn retry_policy(&self, backend: &BackendView) -> RetryPolicy {
+        RetryPolicy {
+            replayable: self.replayable,
+            idempotent: self.replayable && self.parts.method.is_idempotent(),
+            attempts: backend.retry.attempts as usize,
+            servers: backend.servers.len(),
+        }
+    }
+}
+
+/// A server's response head, and what the response phase needs with it.
+struct Answered {
+    resp: Response<Incoming>,
+    pick: select::Pick,
+    held: Held,
+}
+
+/// Phase 6: attempts until a server answers or the retry policy says stop. Each attempt
+/// chooses a server (affinity first, then the balancer, skipping those tried), waits for a
+/// connection slot, sends, and classifies the outcome; only the server's failures count
+/// against it.
+async fn attempt<'s>(
+    backend: &'s BackendView,
+    pin: Option<&Pin>,
+    out: &mut Outgoing,
+    listener: &ListenerView,
+    ctx: &ConnCtx,
+    pending: &mut Unanswered<'s>,
+) -> Result<Answered, ProxyError> {
     backend.budget.deposit();
+    let policy = out.retry_policy(backend);
     let mut tried = Tried::default();
     loop {
-        let pick = select::choose(backend, pin.as_ref(), &tried)?;
-        let idx = pick.server;
-        tried.push(idx);
-        let server = &backend.servers[idx];
+        let pick = select::choose(backend, pin, &tried)?;
+        tried.push(pick.server);
+        let server = &backend.servers[pick.server];
         let permit = select::admit(backend, pick).await?;
-        pending.server = Some(&server.metrics);
-        if let Some(l) = pending.log() {
-            l.server = Some(server.state.name_arc().clone());
-            l.attempts += 1;
-        }
-        let request =
-            upstream_request(&parts, backend, server, body.take().unwrap_or(ReqBody::Empty));
-        let guard = Held { guard: server.state.begin(), permit };
+        pending.attempt_on(server);
+        let body = out.body.take().unwrap_or(ReqBody::Empty);
+        let request = upstream_request(&out.parts, backend, server, body);
+        let held = Held { guard: server.state.begin(), permit };
         let sent = Instant::now();
-        let result = send(backend, server, request, body_sent.take()).await;
-        let may_retry = |tried: &Tried| {
-            idempotent
-                && tried.len() < backend.retry.attempts as usize
-                && select::has_alternative(backend, tried)
-                && backend.budget.try_withdraw()
+        let result = send(backend, server, request, out.body_sent.take()).await;
+        let outcome = record_attempt(backend, pick.server, &result, listener);
+        let verdict =
+            policy.judge(outcome, tried.len(), || select::has_alternative(backend, &tried));
+        let retry = match verdict {
+            Verdict::Done => false,
+            Verdict::Retry => true,
+            Verdict::RetryIfBudget => backend.budget.try_withdraw(),
         };
-        let err = match result {
+        match result {
             Ok(resp) => {
-                let status = resp.status();
-                let failed = error::response_blames_server(status);
-                health::observe(backend, idx, !failed);
-                if failed {
-                    server.state.record_error();
+                let status = resp.status().as_u16();
+                server.metrics.request(ctx.listener, status);
+                if !retry {
+                    let upstream_time = sent.elapsed();
+                    server.state.record_latency(upstream_time.as_micros() as u64);
+                    if let Some(l) = pending.log() {
+                        l.upstream_time = Some(upstream_time);
+                    }
+                    return Ok(Answered { resp, pick, held });
                 }
-                let retryable = matches!(status.as_u16(), 502..=504);
-                if retryable && may_retry(&tried) {
-                    tracing::debug!(backend = %backend.name, server = %server.state.name(), status = status.as_u16(), "retrying on another server");
-                    server.metrics.request(ctx.listener, status.as_u16());
-                    backend.metrics.retry();
-                    continue;
-                }
-                let upstream_time = sent.elapsed();
-                server.state.record_latency(upstream_time.as_micros() as u64);
-                if let Some(l) = pending.log() {
-                    l.upstream_time = Some(upstream_time);
-                }
-                server.metrics.request(ctx.listener, status.as_u16());
-                backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
-                return Ok(finish(
-                    backend,
-                    pin,
-                    pick,
-                    now,
-                    ctx,
-                    resp,
-                    guard,
-                    client_upgrade,
-                    pending.log(),
-                ));
+                tracing::debug!(backend = %backend.name, server = %server.state.name(), status, "retrying on another server");
             }
-            Err(e) => e,
-        };
-        if let ProxyError::BodyTooLarge = err {
-            listener.conn.metrics.request_refused(RequestRefusal::BodyTooLarge);
-        }
-        if let Some(kind) = err.metric_kind() {
-            server.state.record_error();
-            server.metrics.error(kind);
-            health::observe(backend, idx, false);
-        }
-        // Nothing was sent on a failed connect: always safe to try elsewhere. Anything else
-        // only for idempotent requests, within the budget.
-        let retry = match err {
-            ProxyError::Connect(_) => {
-                replayable && tried.len() < backend.servers.len().min(MAX_CONNECT_ATTEMPTS)
+            Err(err) => {
+                tracing::warn!(backend = %backend.name, server = %server.state.name(), error = %err, retry, "upstream request failed");
+                if !retry {
+                    // A failed attempt that is retried is no answer of this server's.
+                    server.metrics.request(ctx.listener, err.status().as_u16());
+                    return Err(err);
+                }
             }
-            ProxyError::Timeout | ProxyError::Upstream(_) => may_retry(&tried),
-            _ => false,
-        };
-        tracing::warn!(
-            backend = %backend.name,
-            server = %server.state.name(),
-            error = %err,
-            retry,
-            "upstream request failed"
-        );
-        if !retry {
-            server.metrics.request(ctx.listener, err.status().as_u16());
-            return Err(err);
         }
         backend.metrics.retry();
+    }
+}
+
+/// Records what one attempt says about its server — passive health, `errors_total`,
+/// `tether_upstream_errors_total` — and names it for the retry policy. A client's failure
+/// or a refused request is not the server's.
+fn record_attempt(
+    backend: &BackendView,
+    idx: usize,
+    result: &Result<Response<Incoming>, ProxyError>,
+    listener: &ListenerView,
+) -> Attempt {
+    let server = &backend.servers[idx];
+    let err = match result {
+        Ok(resp) => {
+            let failed = error::response_blames_server(resp.status());
+            health::observe(backend, idx, !failed);
+            if failed {
+                server.state.record_error();
+            }
+            return Attempt::Answered(resp.status().as_u16());
+        }
+        Err(e) => e,
+    };
+    if let ProxyError::BodyTooLarge = err {
+        listener.conn.metrics.request_refused(RequestRefusal::BodyTooLarge);
+    }
+    if let Some(kind) = err.metric_kind() {
+        server.state.record_error();
+        server.metrics.error(kind);
+        health::observe(backend, idx, false);
+    }
+    match err {
+        ProxyError::Connect(_) => Attempt::ConnectFailed,
+        ProxyError::Timeout | ProxyError::Upstream(_) => Attempt::ServerFailed,
+        _ => Attempt::Other,
     }
 }
 
@@ -376,28 +466,25 @@ fn rate_limit(
     Ok(())
 }
 
-/// Turns a server's response into the client's: a 101 starts the tunnel; anything else
-/// streams back with the affinity outcome applied.
-#[allow(clippy::too_many_arguments)]
+/// Phase 7: turns a server's response into the client's: a 101 starts the tunnel;
+/// anything else streams back with the affinity outcome applied.
 fn finish(
     backend: &BackendView,
     pin: Option<Pin>,
-    pick: select::Pick,
     now: u32,
     ctx: &ConnCtx,
-    mut resp: Response<Incoming>,
-    guard: Held,
+    answered: Answered,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     log: Option<&mut AccessLog>,
 ) -> Response<RespBody> {
+    let Answered { mut resp, pick, held } = answered;
     if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
-        let held = (guard, ctx.drain_token.clone());
-        upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), held);
+        upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), (held, ctx.drain_token.clone()));
         let (mut rp, _) = resp.into_parts();
         headers::strip_hop_by_hop(&mut rp.headers, true);
         return Response::from_parts(rp, RespBody::empty());
     }
-    let resp = resp.map(|b| RespBody::upstream(b, guard));
+    let resp = resp.map(|b| RespBody::upstream(b, held));
     respond(backend, pin, pick, now, ctx.https, resp, log)
 }
 
@@ -576,6 +663,8 @@ fn respond(
     resp
 }
 
+/// Phase 2: the backend of the first route whose host and path prefix match, else the
+/// listener's default backend.
 fn route(snap: &Snapshot, listener: &ListenerView, req: &Request<Incoming>) -> Option<usize> {
     if !snap.routes.is_empty() {
         let host = headers::request_host(req.uri(), req.headers());

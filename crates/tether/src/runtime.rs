@@ -113,20 +113,7 @@ impl Tether {
         config_path: Option<PathBuf>,
         admin_extra: Option<axum::Router>,
     ) -> Result<Self, StartError> {
-        let fallback_keys = match &config.cookie_keys {
-            Some(_) => None,
-            None => Some(CookieKeys::random().map_err(|_| StartError::Random)?),
-        };
-        if fallback_keys.is_some() && config.backends.iter().any(|b| b.sticky.is_some()) {
-            tracing::warn!(
-                "no [secrets].cookie_keys or TETHER_COOKIE_KEYS: affinity cookies are signed with a \
-                 random per-process key and will not survive a restart or work across instances"
-            );
-        }
-        let fallback_keys = Arc::new(match fallback_keys {
-            Some(k) => k,
-            None => CookieKeys::random().map_err(|_| StartError::Random)?,
-        });
+        let fallback_keys = fallback_keys(&config)?;
         let signals = match Signals::install() {
             Ok(s) => Some(s),
             Err(e) => {
@@ -136,15 +123,14 @@ impl Tether {
         };
         let mut registry = Registry::default();
         config.warn_expiring_certs();
-        let listeners_cfg = config.listeners.clone();
-        let admin_cfg = config.admin.clone();
-        let snapshot = registry.build(config, &fallback_keys);
-        let current = Arc::new(ArcSwap::from_pointee(snapshot));
+        let listeners = config.listeners.clone();
+        let admin = config.admin.clone();
+        let current = Arc::new(ArcSwap::from_pointee(registry.build(config, &fallback_keys)));
         let (drain, drain_rx) = watch::channel(false);
         let (drain_token, drained) = mpsc::channel(1);
         let mut accept_tasks = JoinSet::new();
         let mut bound = Vec::new();
-        for (index, l) in listeners_cfg.iter().enumerate() {
+        for (index, l) in listeners.iter().enumerate() {
             let listener = server::bind(l.address).map_err(|error| StartError::Bind {
                 name: l.name.clone(),
                 address: l.address,
@@ -153,17 +139,12 @@ impl Tether {
             let address = listener.local_addr().unwrap_or(l.address);
             tracing::info!(listener = %l.name, address = %address, "listener bound");
             bound.push((l.name.clone(), address));
-            server::spawn_acceptor(
-                &mut accept_tasks,
-                index,
-                listener,
-                Arc::clone(&current),
-                drain_rx.clone(),
-                drain_token.clone(),
-            );
+            let (current, drain, token) =
+                (Arc::clone(&current), drain_rx.clone(), drain_token.clone());
+            server::spawn_acceptor(&mut accept_tasks, index, listener, current, drain, token);
         }
         let (command_tx, commands) = mpsc::channel(16);
-        let admin_address = match admin_cfg {
+        let admin_address = match admin {
             Some(a) => {
                 let ctx = AdminContext {
                     current: Arc::clone(&current),
@@ -174,21 +155,8 @@ impl Tether {
                     started: std::time::Instant::now(),
                     demo: false,
                 };
-                let listener = TcpListener::bind(a.address).await.map_err(|error| {
-                    StartError::Bind { name: "admin".to_owned(), address: a.address, error }
-                })?;
-                let address = listener.local_addr().unwrap_or(a.address);
-                tracing::info!(listener = "admin", address = %address, "listener bound");
-                let mut stop = drain_rx.clone();
-                let token = drain_token.clone();
-                tokio::spawn(async move {
-                    admin::serve(listener, ctx, admin_extra, async move {
-                        let _ = stop.changed().await;
-                    })
-                    .await;
-                    drop(token);
-                });
-                Some(address)
+                let stop = (drain_rx.clone(), drain_token.clone());
+                Some(start_admin(a.address, ctx, admin_extra, stop).await?)
             }
             None => None,
         };
@@ -454,6 +422,44 @@ impl Tether {
             }
         }
     }
+}
+
+/// The cookie keys used when the configuration names none: random, for this process only
+/// (said in a warning when a backend is sticky).
+fn fallback_keys(config: &Config) -> Result<Arc<CookieKeys>, StartError> {
+    let keys = CookieKeys::random().map_err(|_| StartError::Random)?;
+    if config.cookie_keys.is_none() && config.backends.iter().any(|b| b.sticky.is_some()) {
+        tracing::warn!(
+            "no [secrets].cookie_keys or TETHER_COOKIE_KEYS: affinity cookies are signed with a \
+             random per-process key and will not survive a restart or work across instances"
+        );
+    }
+    Ok(Arc::new(keys))
+}
+
+/// Binds the admin listener and serves the API on it until the drain starts (holding a
+/// drain token meanwhile); its bound address.
+async fn start_admin(
+    address: SocketAddr,
+    ctx: AdminContext,
+    extra: Option<axum::Router>,
+    (mut stop, token): (watch::Receiver<bool>, DrainToken),
+) -> Result<SocketAddr, StartError> {
+    let listener = TcpListener::bind(address).await.map_err(|error| StartError::Bind {
+        name: "admin".to_owned(),
+        address,
+        error,
+    })?;
+    let bound = listener.local_addr().unwrap_or(address);
+    tracing::info!(listener = "admin", address = %bound, "listener bound");
+    tokio::spawn(async move {
+        admin::serve(listener, ctx, extra, async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+        drop(token);
+    });
+    Ok(bound)
 }
 
 /// One checker task per backend that has a `[health_check]`.

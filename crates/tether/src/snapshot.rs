@@ -262,47 +262,7 @@ impl Registry {
         self.generation += 1;
         let keys =
             config.cookie_keys.clone().map(Arc::new).unwrap_or_else(|| Arc::clone(fallback_keys));
-        let hasher = KeyHasher::new(keys.derive_seed("tether/stick/v1"));
-        let capacity = config.stick_capacity;
-        let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
-        let mut servers = HashMap::new();
-        let mut clients = HashMap::new();
-        let mut server_clients = HashMap::new();
-        let mut tables = HashMap::new();
-        let mut slots = HashMap::new();
-        // One Redis connection for every backend, kept while the URL and settings stay.
-        let redis = config.redis.as_ref().map(|cfg| match &self.redis {
-            Some((old, shared)) if old == cfg => Arc::clone(shared),
-            _ => RedisShared::connect(cfg),
-        });
-        self.redis = config.redis.clone().zip(redis.clone());
-        let mut backends: Vec<BackendView> = config
-            .backends
-            .iter()
-            .map(|b| {
-                let (key, client) = self.client_for(b);
-                clients.insert(b.name.clone(), (key, client.clone()));
-                let table = self.table_for(b, capacity, redis.as_ref());
-                if let Some(t) = &table {
-                    let key = TableKey { capacity, redis: config.redis.clone() };
-                    tables.insert(b.name.clone(), (key, t.clone()));
-                }
-                let mut next = PerServer {
-                    states: &mut servers,
-                    slots: &mut slots,
-                    clients: &mut server_clients,
-                };
-                let mut view = self.backend(b, &keys, &mut next, client, &listener_names);
-                view.table = table;
-                view.hasher = hasher;
-                view
-            })
-            .collect();
-        self.servers = servers;
-        self.clients = clients;
-        self.server_clients = server_clients;
-        self.tables = tables;
-        self.slots = slots;
+        let mut backends = self.build_backends(&config, &keys);
         if self.from_file {
             self.file_states = config
                 .backends
@@ -317,36 +277,8 @@ impl Registry {
             view.rate =
                 b.rate_limit.map(|r| self.limiter(&mut limiters, format!("backend/{}", b.name), r));
         }
-        let listeners = config
-            .listeners
-            .iter()
-            .map(|l| {
-                let name: Arc<str> = l.name.as_str().into();
-                ListenerView {
-                    name: Arc::clone(&name),
-                    default_backend: l
-                        .default_backend
-                        .as_deref()
-                        .and_then(|b| index.get(b).copied()),
-                    body_timeout: l.body_timeout,
-                    rate: l
-                        .rate_limit
-                        .map(|r| self.limiter(&mut limiters, format!("listener/{}", l.name), r)),
-                    conn: Arc::new(ConnSettings {
-                        name,
-                        tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
-                        client_certs: l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()),
-                        proxy_protocol: l.proxy_protocol,
-                        trusted_proxies: l.trusted_proxies.clone(),
-                        limits: l.limits,
-                        header_timeout: l.header_timeout,
-                        idle_timeout: l.idle_timeout,
-                        http: listener::connection_builder(l),
-                        metrics: self.metrics.listener(&l.name),
-                    }),
-                }
-            })
-            .collect();
+        let listeners =
+            config.listeners.iter().map(|l| self.listener_view(l, &index, &mut limiters)).collect();
         let routes = config
             .routes
             .iter()
@@ -365,6 +297,82 @@ impl Registry {
             listeners,
             routes,
             backends,
+        }
+    }
+
+    /// The backends' views, keeping (and then holding for the next build) every client,
+    /// table, server state and slot whose key did not change.
+    fn build_backends(&mut self, config: &Config, keys: &Arc<CookieKeys>) -> Vec<BackendView> {
+        let hasher = KeyHasher::new(keys.derive_seed("tether/stick/v1"));
+        let capacity = config.stick_capacity;
+        let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+        let mut servers = HashMap::new();
+        let mut clients = HashMap::new();
+        let mut server_clients = HashMap::new();
+        let mut tables = HashMap::new();
+        let mut slots = HashMap::new();
+        // One Redis connection for every backend, kept while the URL and settings stay.
+        let redis = config.redis.as_ref().map(|cfg| match &self.redis {
+            Some((old, shared)) if old == cfg => Arc::clone(shared),
+            _ => RedisShared::connect(cfg),
+        });
+        self.redis = config.redis.clone().zip(redis.clone());
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| {
+                let (key, client) = self.client_for(b);
+                clients.insert(b.name.clone(), (key, client.clone()));
+                let table = self.table_for(b, capacity, redis.as_ref());
+                if let Some(t) = &table {
+                    let key = TableKey { capacity, redis: config.redis.clone() };
+                    tables.insert(b.name.clone(), (key, t.clone()));
+                }
+                let mut next = PerServer {
+                    states: &mut servers,
+                    slots: &mut slots,
+                    clients: &mut server_clients,
+                };
+                let mut view = self.backend(b, keys, &mut next, client, &listener_names);
+                view.table = table;
+                view.hasher = hasher;
+                view
+            })
+            .collect();
+        self.servers = servers;
+        self.clients = clients;
+        self.server_clients = server_clients;
+        self.tables = tables;
+        self.slots = slots;
+        backends
+    }
+
+    /// A listener's view: its default backend resolved, its rate limiter kept when unchanged,
+    /// its connection settings.
+    fn listener_view(
+        &mut self,
+        l: &config::Listener,
+        index: &HashMap<&str, usize>,
+        limiters: &mut HashMap<String, Arc<RateLimiter>>,
+    ) -> ListenerView {
+        let name: Arc<str> = l.name.as_str().into();
+        ListenerView {
+            name: Arc::clone(&name),
+            default_backend: l.default_backend.as_deref().and_then(|b| index.get(b).copied()),
+            body_timeout: l.body_timeout,
+            rate: l.rate_limit.map(|r| self.limiter(limiters, format!("listener/{}", l.name), r)),
+            conn: Arc::new(ConnSettings {
+                name,
+                tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
+                client_certs: l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()),
+                proxy_protocol: l.proxy_protocol,
+                trusted_proxies: l.trusted_proxies.clone(),
+                limits: l.limits,
+                header_timeout: l.header_timeout,
+                idle_timeout: l.idle_timeout,
+                http: listener::connection_builder(l),
+                metrics: self.metrics.listener(&l.name),
+            }),
         }
     }
 
@@ -415,46 +423,8 @@ impl Registry {
         client: UpstreamClient,
         listeners: &[String],
     ) -> BackendView {
-        let views: Vec<ServerView> = b
-            .servers
-            .iter()
-            .map(|s| {
-                let key = (b.name.clone(), s.name.clone());
-                let state = self.servers.get(&key).cloned().unwrap_or_else(|| {
-                    let fresh = Arc::new(ServerState::new(s.name.as_str()));
-                    // Added by a reload: ramp it up like a recovered server.
-                    if self.generation > 1 {
-                        fresh.mark_recovered(crate::clock::unix_now_ms());
-                    }
-                    fresh
-                });
-                if self.from_file && self.file_states.get(&key) != Some(&s.state) {
-                    let old = state.set_admin_state(s.state);
-                    if old != s.state {
-                        tracing::info!(backend = %b.name, server = %s.name, from = old.as_str(), to = s.state.as_str(), "server state changed by configuration");
-                    }
-                }
-                let limit = b.limits.max_per_server;
-                let sem = (limit > 0).then(|| match self.slots.get(&key) {
-                    Some((l, sem)) if *l == limit => Arc::clone(sem),
-                    _ => Arc::new(Semaphore::new(limit as usize)),
-                });
-                if let Some(sem) = &sem {
-                    next.slots.insert(key.clone(), (limit, Arc::clone(sem)));
-                }
-                let client = b.http2.then(|| self.server_client(b, s, &key, next.clients));
-                next.states.insert(key, Arc::clone(&state));
-                ServerView {
-                    client,
-                    slots: sem,
-                    state,
-                    authority: s.address.clone(),
-                    weight: s.weight,
-                    backup: s.backup,
-                    metrics: self.metrics.server(listeners, &b.name, &s.name),
-                }
-            })
-            .collect();
+        let views: Vec<ServerView> =
+            b.servers.iter().map(|s| self.server_view(b, s, next, listeners)).collect();
         let members: Vec<Member> = views
             .iter()
             .map(|v| Member { state: Arc::clone(&v.state), weight: v.weight })
@@ -492,6 +462,51 @@ impl Registry {
             },
             client_http2: b.http2,
             upstream_tls: b.tls.clone(),
+        }
+    }
+
+    /// A server's view, keeping its runtime state and connection slots across reloads (a
+    /// server new to this generation starts ramping up like a recovered one).
+    fn server_view(
+        &self,
+        b: &config::Backend,
+        s: &config::Server,
+        next: &mut PerServer<'_>,
+        listeners: &[String],
+    ) -> ServerView {
+        let key = (b.name.clone(), s.name.clone());
+        let state = self.servers.get(&key).cloned().unwrap_or_else(|| {
+            let fresh = Arc::new(ServerState::new(s.name.as_str()));
+            // Added by a reload: ramp it up like a recovered server.
+            if self.generation > 1 {
+                fresh.mark_recovered(crate::clock::unix_now_ms());
+            }
+            fresh
+        });
+        if self.from_file && self.file_states.get(&key) != Some(&s.state) {
+            let old = state.set_admin_state(s.state);
+            if old != s.state {
+                tracing::info!(backend = %b.name, server = %s.name, from = old.as_str(), to = s.state.as_str(), "server state changed by configuration");
+            }
+        }
+        let limit = b.limits.max_per_server;
+        let sem = (limit > 0).then(|| match self.slots.get(&key) {
+            Some((l, sem)) if *l == limit => Arc::clone(sem),
+            _ => Arc::new(Semaphore::new(limit as usize)),
+        });
+        if let Some(sem) = &sem {
+            next.slots.insert(key.clone(), (limit, Arc::clone(sem)));
+        }
+        let client = b.http2.then(|| self.server_client(b, s, &key, next.clients));
+        next.states.insert(key, Arc::clone(&state));
+        ServerView {
+            client,
+            slots: sem,
+            state,
+            authority: s.address.clone(),
+            weight: s.weight,
+            backup: s.backup,
+            metrics: self.metrics.server(listeners, &b.name, &s.name),
         }
     }
 

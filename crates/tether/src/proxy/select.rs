@@ -20,8 +20,6 @@ use tether_core::AdminState;
 use crate::config::{OnAllDown, OnServerDown, OnServerFull};
 use crate::snapshot::BackendView;
 
-/// At most this many servers are tried for one request when connects fail.
-pub const MAX_CONNECT_ATTEMPTS: usize = 3;
 
 /// Most attempts one request can make (`retry.attempts` is at most 10).
 const MAX_ATTEMPTS: usize = 10;
