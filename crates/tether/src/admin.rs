@@ -12,7 +12,6 @@
 
 mod extract;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -429,11 +428,6 @@ async fn flush_sessions(
 ) -> Response {
     let reply = ask(&ctx, |reply| Command::FlushSessions { backend, reply }).await;
     answer(reply, |n| axum::Json(json!({ "flushed": n })).into_response())
-}
-
-/// Whether an admin address may be served without a token.
-pub fn is_loopback(addr: SocketAddr) -> bool {
-    addr.ip().is_loopback()
 }
 
 #[cfg(test)]

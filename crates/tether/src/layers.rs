@@ -4,7 +4,7 @@
 //! The test below reads the source and fails when a `crate::` path breaks the order.
 
 /// Top-level modules of `crates/tether/src`, by layer, lowest first.
-pub const LAYERS: &[&[&str]] = &[
+pub(crate) const LAYERS: &[&[&str]] = &[
     // The wall clock and the systemd notification socket: no dependencies.
     &["clock", "systemd"],
     // Certificates and keys to rustls configurations.

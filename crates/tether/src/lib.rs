@@ -1,30 +1,36 @@
 //! Tether: an HTTP load balancer whose headline is session affinity done right.
 //!
-//! The binary (`main.rs`) is a thin CLI over this library:
-//! - [`config`]: the TOML file, parsed in two stages and validated with every error reported;
-//! - [`snapshot`]: one immutable, lock-free-loaded view of routes, backends and balancers per
+//! The binary (`main.rs`) is a thin CLI over this library. The modules stand in layers, each
+//! using only those below it (the order and a test that keeps it: `src/layers.rs`; the tour:
+//! `docs/architecture.md`):
+//! - `clock`, `systemd`; `tls`; [`config`]: the TOML file, parsed in two stages and
+//!   validated with every error reported;
+//! - `metrics`, `rate`, `stick`, `upstream`: what a snapshot is built from;
+//! - `snapshot`: one immutable, lock-free-loaded view of routes, backends and balancers per
 //!   configuration generation, reusing per-server runtime state across reloads;
-//! - [`proxy`]: the request path (route → affinity → balancer → forward → response);
-//! - [`server`]: listeners, connections, graceful shutdown and reload;
+//! - `health`; [`proxy`]: the request path, in named phases;
+//! - `server`: listeners and client connections; `control`: typed commands; `admin`: the
+//!   API and dashboard; [`runtime`]: start, reload, signals and shutdown;
 //! - [`demo`]: `tether demo`, three demo servers behind a sticky Tether.
 
-pub mod admin;
-pub mod clock;
+pub(crate) mod admin;
+pub(crate) mod clock;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 pub mod demo;
-pub mod health;
-pub mod layers;
-pub mod metrics;
+pub(crate) mod health;
+#[cfg(test)]
+mod layers;
+pub(crate) mod metrics;
 pub mod proxy;
-pub mod rate;
+pub(crate) mod rate;
 pub mod runtime;
-pub mod server;
-pub mod snapshot;
-pub mod stick;
+pub(crate) mod server;
+pub(crate) mod snapshot;
+pub(crate) mod stick;
 #[cfg(unix)]
-pub mod systemd;
+pub(crate) mod systemd;
 #[cfg(test)]
 mod test_support;
 pub mod tls;
-pub mod upstream;
+pub(crate) mod upstream;

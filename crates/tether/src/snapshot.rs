@@ -34,8 +34,10 @@ use crate::stick::redis::{RedisShared, RedisTable};
 /// The pooled HTTP client a backend forwards with.
 pub use crate::upstream::UpstreamClient;
 use crate::upstream::{ClientKey, new_client};
+use kept::Kept;
 
 mod gauges;
+mod kept;
 mod listener;
 
 /// Everything the data path needs, for one configuration generation.
@@ -221,26 +223,25 @@ struct TableKey {
 #[derive(Debug, Default)]
 pub struct Registry {
     metrics: Arc<Metrics>,
-    servers: HashMap<(String, String), Arc<ServerState>>,
+    /// Per (backend, server): the runtime state, kept for as long as the server exists.
+    servers: Kept<ServerName, (), Arc<ServerState>>,
     /// The `state` each server had in the previous file: applied only when it changes, so a
     /// reload does not undo a runtime change the file says nothing new about.
-    file_states: HashMap<(String, String), AdminState>,
+    file_states: HashMap<ServerName, AdminState>,
     from_file: bool,
-    tables: HashMap<String, (TableKey, Table)>,
+    tables: Kept<String, TableKey, Table>,
     redis: Option<(config::RedisStore, Arc<RedisShared>)>,
-    slots: HashMap<(String, String), (u32, Arc<Semaphore>)>,
-    clients: HashMap<String, (ClientKey, UpstreamClient)>,
-    server_clients: HashMap<(String, String), (ClientKey, UpstreamClient)>,
-    limiters: HashMap<String, Arc<RateLimiter>>,
+    /// Connection slots, by `limits.max_connections_per_server`.
+    slots: Kept<ServerName, u32, Arc<Semaphore>>,
+    clients: Kept<String, ClientKey, UpstreamClient>,
+    /// HTTP/2 backends' per-server clients.
+    server_clients: Kept<ServerName, ClientKey, UpstreamClient>,
+    limiters: Kept<String, config::RateLimit, Arc<RateLimiter>>,
     generation: u64,
 }
 
-/// The per-server state a snapshot build collects for the next generation.
-struct PerServer<'a> {
-    states: &'a mut HashMap<(String, String), Arc<ServerState>>,
-    slots: &'a mut HashMap<(String, String), (u32, Arc<Semaphore>)>,
-    clients: &'a mut HashMap<(String, String), (ClientKey, UpstreamClient)>,
-}
+/// A server's identity across reloads: (backend, server).
+type ServerName = (String, String);
 
 impl Registry {
     /// Builds the next snapshot from `config`, reusing the state of servers and backends that
@@ -272,13 +273,10 @@ impl Registry {
         }
         let index: HashMap<&str, usize> =
             config.backends.iter().enumerate().map(|(i, b)| (b.name.as_str(), i)).collect();
-        let mut limiters = HashMap::new();
         for (b, view) in config.backends.iter().zip(&mut backends) {
-            view.rate =
-                b.rate_limit.map(|r| self.limiter(&mut limiters, format!("backend/{}", b.name), r));
+            view.rate = b.rate_limit.map(|r| self.limiter(format!("backend/{}", b.name), r));
         }
-        let listeners =
-            config.listeners.iter().map(|l| self.listener_view(l, &index, &mut limiters)).collect();
+        let listeners = config.listeners.iter().map(|l| self.listener_view(l, &index)).collect();
         let routes = config
             .routes
             .iter()
@@ -290,7 +288,7 @@ impl Registry {
                 })
             })
             .collect();
-        self.limiters = limiters;
+        self.limiters.commit();
         Snapshot {
             generation: self.generation,
             config: Arc::new(config),
@@ -304,46 +302,30 @@ impl Registry {
     /// table, server state and slot whose key did not change.
     fn build_backends(&mut self, config: &Config, keys: &Arc<CookieKeys>) -> Vec<BackendView> {
         let hasher = KeyHasher::new(keys.derive_seed("tether/stick/v1"));
-        let capacity = config.stick_capacity;
         let listener_names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
-        let mut servers = HashMap::new();
-        let mut clients = HashMap::new();
-        let mut server_clients = HashMap::new();
-        let mut tables = HashMap::new();
-        let mut slots = HashMap::new();
         // One Redis connection for every backend, kept while the URL and settings stay.
         let redis = config.redis.as_ref().map(|cfg| match &self.redis {
             Some((old, shared)) if old == cfg => Arc::clone(shared),
             _ => RedisShared::connect(cfg),
         });
         self.redis = config.redis.clone().zip(redis.clone());
+        let table_key = TableKey { capacity: config.stick_capacity, redis: config.redis.clone() };
         let backends = config
             .backends
             .iter()
             .map(|b| {
-                let (key, client) = self.client_for(b);
-                clients.insert(b.name.clone(), (key, client.clone()));
-                let table = self.table_for(b, capacity, redis.as_ref());
-                if let Some(t) = &table {
-                    let key = TableKey { capacity, redis: config.redis.clone() };
-                    tables.insert(b.name.clone(), (key, t.clone()));
-                }
-                let mut next = PerServer {
-                    states: &mut servers,
-                    slots: &mut slots,
-                    clients: &mut server_clients,
-                };
-                let mut view = self.backend(b, keys, &mut next, client, &listener_names);
-                view.table = table;
+                let client = self.clients.get(&b.name, ClientKey::of(b), |k| new_client(k, None));
+                let mut view = self.backend(b, keys, client, &listener_names);
+                view.table = self.table_for(b, &table_key, redis.as_ref());
                 view.hasher = hasher;
                 view
             })
             .collect();
-        self.servers = servers;
-        self.clients = clients;
-        self.server_clients = server_clients;
-        self.tables = tables;
-        self.slots = slots;
+        self.servers.commit();
+        self.clients.commit();
+        self.server_clients.commit();
+        self.tables.commit();
+        self.slots.commit();
         backends
     }
 
@@ -353,14 +335,13 @@ impl Registry {
         &mut self,
         l: &config::Listener,
         index: &HashMap<&str, usize>,
-        limiters: &mut HashMap<String, Arc<RateLimiter>>,
     ) -> ListenerView {
         let name: Arc<str> = l.name.as_str().into();
         ListenerView {
             name: Arc::clone(&name),
             default_backend: l.default_backend.as_deref().and_then(|b| index.get(b).copied()),
             body_timeout: l.body_timeout,
-            rate: l.rate_limit.map(|r| self.limiter(limiters, format!("listener/{}", l.name), r)),
+            rate: l.rate_limit.map(|r| self.limiter(format!("listener/{}", l.name), r)),
             conn: Arc::new(ConnSettings {
                 name,
                 tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
@@ -378,53 +359,36 @@ impl Registry {
 
     /// The limiter called `name`, kept from the previous snapshot when its settings stay
     /// (clients keep their buckets across a reload).
-    fn limiter(
-        &self,
-        next: &mut HashMap<String, Arc<RateLimiter>>,
-        name: String,
-        config: config::RateLimit,
-    ) -> Arc<RateLimiter> {
-        let limiter = match self.limiters.get(&name) {
-            Some(l) if l.config == config => Arc::clone(l),
-            _ => Arc::new(RateLimiter::new(config)),
-        };
-        next.insert(name, Arc::clone(&limiter));
-        limiter
+    fn limiter(&mut self, name: String, config: config::RateLimit) -> Arc<RateLimiter> {
+        self.limiters.get(&name, config, |c| Arc::new(RateLimiter::new(*c)))
     }
 
     /// The own client of server `s` of an HTTP/2 backend, kept across reloads while its
     /// settings and address stay.
     fn server_client(
-        &self,
+        &mut self,
         b: &config::Backend,
         s: &config::Server,
-        key: &(String, String),
-        next: &mut HashMap<(String, String), (ClientKey, UpstreamClient)>,
+        key: &ServerName,
     ) -> UpstreamClient {
         let mut ck = ClientKey::of(b);
         ck.pinned = Some(s.address.to_string());
-        let client = match self.server_clients.get(key) {
-            Some((k, c)) if *k == ck => c.clone(),
-            _ => {
-                let scheme = if b.tls.is_some() { "https" } else { "http" };
-                let target = format!("{scheme}://{}", s.address).parse::<http::Uri>().ok();
-                new_client(&ck, target)
-            }
-        };
-        next.insert(key.clone(), (ck, client.clone()));
-        client
+        self.server_clients.get(key, ck, |ck| {
+            let scheme = if b.tls.is_some() { "https" } else { "http" };
+            let target = format!("{scheme}://{}", s.address).parse::<http::Uri>().ok();
+            new_client(ck, target)
+        })
     }
 
     fn backend(
-        &self,
+        &mut self,
         b: &config::Backend,
         keys: &Arc<CookieKeys>,
-        next: &mut PerServer<'_>,
         client: UpstreamClient,
         listeners: &[String],
     ) -> BackendView {
         let views: Vec<ServerView> =
-            b.servers.iter().map(|s| self.server_view(b, s, next, listeners)).collect();
+            b.servers.iter().map(|s| self.server_view(b, s, listeners)).collect();
         let members: Vec<Member> = views
             .iter()
             .map(|v| Member { state: Arc::clone(&v.state), weight: v.weight })
@@ -468,17 +432,17 @@ impl Registry {
     /// A server's view, keeping its runtime state and connection slots across reloads (a
     /// server new to this generation starts ramping up like a recovered one).
     fn server_view(
-        &self,
+        &mut self,
         b: &config::Backend,
         s: &config::Server,
-        next: &mut PerServer<'_>,
         listeners: &[String],
     ) -> ServerView {
         let key = (b.name.clone(), s.name.clone());
-        let state = self.servers.get(&key).cloned().unwrap_or_else(|| {
+        let reloaded = self.generation > 1;
+        let state = self.servers.get(&key, (), |()| {
             let fresh = Arc::new(ServerState::new(s.name.as_str()));
             // Added by a reload: ramp it up like a recovered server.
-            if self.generation > 1 {
+            if reloaded {
                 fresh.mark_recovered(crate::clock::unix_now_ms());
             }
             fresh
@@ -490,18 +454,12 @@ impl Registry {
             }
         }
         let limit = b.limits.max_per_server;
-        let sem = (limit > 0).then(|| match self.slots.get(&key) {
-            Some((l, sem)) if *l == limit => Arc::clone(sem),
-            _ => Arc::new(Semaphore::new(limit as usize)),
-        });
-        if let Some(sem) = &sem {
-            next.slots.insert(key.clone(), (limit, Arc::clone(sem)));
-        }
-        let client = b.http2.then(|| self.server_client(b, s, &key, next.clients));
-        next.states.insert(key, Arc::clone(&state));
+        let slots = (limit > 0)
+            .then(|| self.slots.get(&key, limit, |l| Arc::new(Semaphore::new(*l as usize))));
+        let client = b.http2.then(|| self.server_client(b, s, &key));
         ServerView {
             client,
-            slots: sem,
+            slots,
             state,
             authority: s.address.clone(),
             weight: s.weight,
@@ -513,49 +471,29 @@ impl Registry {
     /// The stick table of a table-mode backend: the existing one (its bindings survive the
     /// reload) unless the capacity changed.
     fn table_for(
-        &self,
+        &mut self,
         b: &config::Backend,
-        capacity: u64,
+        key: &TableKey,
         redis: Option<&Arc<RedisShared>>,
     ) -> Option<Table> {
         let sticky = b.sticky.as_ref().filter(|s| s.mode.uses_table())?;
-        let redis_cfg = self.redis.as_ref().map(|(c, _)| c.clone());
-        match self.tables.get(&b.name) {
-            Some((key, t)) if key.capacity == capacity && key.redis == redis_cfg => {
-                t.set_expiry(sticky.expiry);
-                Some(t.clone())
-            }
-            _ => Some(match redis {
-                Some(shared) => Table::Redis(RedisTable::new(
-                    Arc::clone(shared),
-                    &b.name,
-                    capacity,
-                    sticky.expiry,
-                )),
-                None => Table::Memory(Arc::new(MemoryStore::new(capacity, sticky.expiry))),
-            }),
-        }
+        let table = self.tables.get(&b.name, key.clone(), |key| match redis {
+            Some(shared) => Table::Redis(RedisTable::new(
+                Arc::clone(shared),
+                &b.name,
+                key.capacity,
+                sticky.expiry,
+            )),
+            None => Table::Memory(Arc::new(MemoryStore::new(key.capacity, sticky.expiry))),
+        });
+        // A kept table takes the new idle timeout and lifetime.
+        table.set_expiry(sticky.expiry);
+        Some(table)
     }
 
     /// The process's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// Live figures: sessions bound to `server` of `backend` in its stick table.
-    pub fn sessions_bound(&self, backend: &str, server: &str) -> Option<u64> {
-        self.tables.get(backend).map(|(_, t)| t.sessions_bound(server))
-    }
-
-    fn client_for(&self, b: &config::Backend) -> (ClientKey, UpstreamClient) {
-        let key = ClientKey::of(b);
-        match self.clients.get(&b.name) {
-            Some((k, c)) if *k == key => (key, c.clone()),
-            _ => {
-                let client = new_client(&key, None);
-                (key, client)
-            }
-        }
     }
 }
 
