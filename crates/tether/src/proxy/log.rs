@@ -1,7 +1,7 @@
-//! The access log: one structured line per request (DESIGN 1.6), written through `tracing`
-//! with target `tether::access`, when the response body ends or the client goes away.
-//! It never contains a cookie value; the path is logged without its query string, which
-//! often carries tokens.
+//! The access log (docs/operations.md, "Logs"): one structured line per request, written
+//! through `tracing` with target `tether::access`, when the response body ends, the client
+//! goes away, or (status 499) the client leaves before the response head. It never contains
+//! a cookie value; the path is logged without its query string, which often carries tokens.
 
 use std::net::IpAddr;
 use std::sync::Arc;
