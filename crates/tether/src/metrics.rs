@@ -6,14 +6,12 @@
 //! in-flight, sessions bound, table entries) are filled at scrape time from that state.
 //! Series of servers and backends that leave the configuration are removed on reload.
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use tether_core::affinity::Outcome;
 
@@ -134,115 +132,95 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("tether");
-        let requests = Family::default();
-        let duration: HistogramFamily<ListenerBackend> =
-            Family::new_with_constructor(duration_histogram);
-        let upstream_errors = Family::default();
-        let affinity = Family::default();
-        let retries = Family::default();
-        let reloads = Family::default();
-        let server_up = Family::default();
-        let in_flight = Family::default();
-        let sessions_bound = Family::default();
-        let table_entries = Family::default();
-        let ejections = Family::default();
-        let queue_depth = Family::default();
-        let conns_refused = Family::default();
-        let requests_refused = Family::default();
-        let cert_expiry = Family::default();
-        registry.register(
-            "tls_certificate_expiry_timestamp_seconds",
-            "When each listener certificate expires (notAfter, Unix seconds); alert on time() \
-             approaching it",
-            cert_expiry.clone(),
-        );
-        registry.register(
-            "connections_refused",
-            "Client connections closed before HTTP: connection limits, PROXY header, TLS handshake",
-            conns_refused.clone(),
-        );
-        registry.register(
-            "requests_refused",
-            "Requests Tether answered itself: framing violations (400/501), body over the limit \
-             (413), rate limits (429)",
-            requests_refused.clone(),
-        );
-        registry.register(
-            "requests",
-            "Requests answered, by server and status class",
-            requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Time from the request's arrival to its response head",
-            duration.clone(),
-        );
-        registry.register(
-            "upstream_errors",
-            "Failed attempts to a server, by kind",
-            upstream_errors.clone(),
-        );
-        registry.register(
-            "affinity",
-            "Affinity outcome of requests to sticky backends",
-            affinity.clone(),
-        );
-        registry.register(
-            "retries",
-            "Requests retried on another server after a connect failure",
-            retries.clone(),
-        );
-        registry.register("config_reloads", "Configuration reloads, by result", reloads.clone());
-        registry.register(
-            "server_up",
-            "1 when the server may receive traffic (not down, not in maintenance)",
-            server_up.clone(),
-        );
-        registry.register(
-            "server_in_flight",
-            "Requests in flight on the server",
-            in_flight.clone(),
-        );
-        registry.register(
-            "sessions_bound",
-            "Sticky sessions bound to the server (table modes)",
-            sessions_bound.clone(),
-        );
-        registry.register(
-            "stick_table_entries",
-            "Entries in the backend's stick table",
-            table_entries.clone(),
-        );
-        registry.register(
-            "ejections",
-            "Times passive outlier detection ejected the server",
-            ejections.clone(),
-        );
-        registry.register(
-            "queue_depth",
-            "Requests waiting for a connection slot in the backend",
-            queue_depth.clone(),
-        );
+        let r = &mut registry;
+        // A struct's fields are evaluated in the order written: this order is the registration
+        // order, which is the order of the exposition.
         Self {
-            cert_expiry,
-            conns_refused,
-            requests_refused,
-            ejections,
-            queue_depth,
+            cert_expiry: family(r, CERT_EXPIRY),
+            conns_refused: family(r, CONNS_REFUSED),
+            requests_refused: family(r, REQUESTS_REFUSED),
+            requests: family(r, REQUESTS),
+            duration: register(r, DURATION, Family::new_with_constructor(duration_histogram)),
+            upstream_errors: family(r, UPSTREAM_ERRORS),
+            affinity: family(r, AFFINITY),
+            retries: family(r, RETRIES),
+            reloads: family(r, RELOADS),
+            server_up: family(r, SERVER_UP),
+            in_flight: family(r, IN_FLIGHT),
+            sessions_bound: family(r, SESSIONS_BOUND),
+            table_entries: family(r, TABLE_ENTRIES),
+            ejections: family(r, EJECTIONS),
+            queue_depth: family(r, QUEUE_DEPTH),
             registry,
-            requests,
-            duration,
-            upstream_errors,
-            affinity,
-            retries,
-            reloads,
-            server_up,
-            in_flight,
-            sessions_bound,
-            table_entries,
         }
     }
 }
+
+/// Registers `metric` under `doc` and hands it back, so that each family is declared once.
+fn register<M: Metric + Clone>(registry: &mut Registry, doc: Doc, metric: M) -> M {
+    registry.register(doc.name, doc.help, metric.clone());
+    metric
+}
+
+/// Registers an empty family under `doc`.
+fn family<M: Metric + Clone + Default>(registry: &mut Registry, doc: Doc) -> M {
+    register(registry, doc, M::default())
+}
+
+/// A family's name (after the `tether_` prefix; counters gain `_total`) and help text.
+struct Doc {
+    name: &'static str,
+    help: &'static str,
+}
+
+// === Listeners: what Tether refused or answered itself ===
+
+const CERT_EXPIRY: Doc = Doc {
+    name: "tls_certificate_expiry_timestamp_seconds",
+    help: "When each listener certificate expires (notAfter, Unix seconds); alert on time() \
+           approaching it",
+};
+const CONNS_REFUSED: Doc = Doc {
+    name: "connections_refused",
+    help: "Client connections closed before HTTP: connection limits, PROXY header, TLS handshake",
+};
+const REQUESTS_REFUSED: Doc = Doc {
+    name: "requests_refused",
+    help: "Requests Tether answered itself: framing violations (400/501), body over the limit \
+           (413), rate limits (429)",
+};
+
+// === Traffic: requests, their timing and what happened upstream ===
+
+const REQUESTS: Doc =
+    Doc { name: "requests", help: "Requests answered, by server and status class" };
+const DURATION: Doc = Doc {
+    name: "request_duration_seconds",
+    help: "Time from the request's arrival to its response head",
+};
+const UPSTREAM_ERRORS: Doc =
+    Doc { name: "upstream_errors", help: "Failed attempts to a server, by kind" };
+const AFFINITY: Doc =
+    Doc { name: "affinity", help: "Affinity outcome of requests to sticky backends" };
+const RETRIES: Doc =
+    Doc { name: "retries", help: "Requests retried on another server after a connect failure" };
+const RELOADS: Doc = Doc { name: "config_reloads", help: "Configuration reloads, by result" };
+
+// === Servers and backends: live state, filled at scrape time, and ejections ===
+
+const SERVER_UP: Doc = Doc {
+    name: "server_up",
+    help: "1 when the server may receive traffic (not down, not in maintenance)",
+};
+const IN_FLIGHT: Doc = Doc { name: "server_in_flight", help: "Requests in flight on the server" };
+const SESSIONS_BOUND: Doc =
+    Doc { name: "sessions_bound", help: "Sticky sessions bound to the server (table modes)" };
+const TABLE_ENTRIES: Doc =
+    Doc { name: "stick_table_entries", help: "Entries in the backend's stick table" };
+const EJECTIONS: Doc =
+    Doc { name: "ejections", help: "Times passive outlier detection ejected the server" };
+const QUEUE_DEPTH: Doc =
+    Doc { name: "queue_depth", help: "Requests waiting for a connection slot in the backend" };
 
 /// A server's counters, resolved once per snapshot.
 #[derive(Debug, Clone, Default)]
@@ -530,5 +508,45 @@ pub struct ServerGauges {
     pub sessions: Option<u64>,
 }
 
-/// Shared handle to the process's metrics.
-pub type SharedMetrics = Arc<Metrics>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/metrics` lists the families in the order `Metrics::default` registers them.
+    #[test]
+    fn metrics_expose_families_in_registration_order() {
+        let m = Metrics::default();
+        let listeners = ["web".to_owned()];
+        m.set_cert_expiry("web", "site", 0);
+        m.listener("web");
+        m.server(&listeners, "app", "a1");
+        m.backend(&listeners, "app", true);
+        m.reload(true);
+        let live = ServerGauges { up: true, in_flight: 0, sessions: Some(0) };
+        m.set_server_gauges("app", "a1", live);
+        m.set_backend_gauges("app", 0, Some(0));
+        let text = m.encode();
+        let families: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# HELP ")?.split(' ').next()).collect();
+        assert_eq!(
+            families,
+            [
+                "tether_tls_certificate_expiry_timestamp_seconds",
+                "tether_connections_refused",
+                "tether_requests_refused",
+                "tether_requests",
+                "tether_request_duration_seconds",
+                "tether_upstream_errors",
+                "tether_affinity",
+                "tether_retries",
+                "tether_config_reloads",
+                "tether_server_up",
+                "tether_server_in_flight",
+                "tether_sessions_bound",
+                "tether_stick_table_entries",
+                "tether_ejections",
+                "tether_queue_depth",
+            ]
+        );
+    }
+}

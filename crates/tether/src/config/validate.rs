@@ -4,18 +4,18 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use tether_core::AdminState;
-use tether_core::affinity::{CookieKeys, Expiry};
+use tether_core::affinity::CookieKeys;
 use tether_core::balance::{Algorithm, MAX_WEIGHT};
 use toml::Spanned;
 
-use super::raw::{
-    RawBackend, RawConfig, RawListener, RawRoute, RawServer, RawStickTable, RawSticky, S,
-};
+use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, S};
 use super::*;
 
 mod edge;
+mod listener;
+mod stick_table;
+mod sticky;
 
 struct Checker<'a> {
     text: &'a str,
@@ -97,11 +97,11 @@ pub(super) fn validate(
     let grace_period = c.duration("grace_period", raw.grace_period.as_ref(), DEFAULT_GRACE_PERIOD);
     let backends = backends(&mut c, &raw.backends);
     let known: HashSet<&str> = raw.backends.keys().map(String::as_str).collect();
-    let listeners = listeners(&mut c, &raw.listeners, &known);
+    let listeners = listener::listeners(&mut c, &raw.listeners, &known);
     let routes =
         raw.routes.iter().enumerate().filter_map(|(i, r)| route(&mut c, i, r, &known)).collect();
-    let stick_capacity = stick_capacity(&mut c, raw.stick_table.as_ref());
-    let redis = redis_store(&mut c, raw.stick_table.as_ref());
+    let stick_capacity = stick_table::stick_capacity(&mut c, raw.stick_table.as_ref());
+    let redis = stick_table::redis_store(&mut c, raw.stick_table.as_ref());
     let admin = raw.admin.as_ref().map(|a| admin(&mut c, a));
     let cookie_keys =
         cookie_keys(&mut c, raw.secrets.as_ref().and_then(|s| s.cookie_keys.as_ref()), env_keys);
@@ -120,90 +120,6 @@ pub(super) fn validate(
     } else {
         Err(ConfigErrors(c.errors))
     }
-}
-
-fn listeners(c: &mut Checker, raw: &[RawListener], known: &HashSet<&str>) -> Vec<Listener> {
-    if raw.is_empty() {
-        c.err::<()>("listeners", None, "at least one [[listeners]] entry is required");
-    }
-    let mut names = HashSet::new();
-    let mut addrs = HashSet::new();
-    let mut out = Vec::new();
-    for (i, l) in raw.iter().enumerate() {
-        let p = |k: &str| format!("listeners[{i}].{k}");
-        c.name(&p("name"), &l.name);
-        if !names.insert(l.name.get_ref().clone()) {
-            c.err(
-                &p("name"),
-                Some(&l.name),
-                format!("duplicate listener name {:?}", l.name.get_ref()),
-            );
-        }
-        let address = match l.address.get_ref().parse::<SocketAddr>() {
-            Ok(a) => {
-                if a.port() != 0 && !addrs.insert(a) {
-                    c.err(&p("address"), Some(&l.address), format!("two listeners on {a}"));
-                }
-                a
-            }
-            Err(_) => {
-                let msg = format!(
-                    "invalid address {:?}; expected IP:PORT, e.g. \"0.0.0.0:8080\" or \"[::]:8080\"",
-                    l.address.get_ref()
-                );
-                c.err(&p("address"), Some(&l.address), msg);
-                SocketAddr::from(([0, 0, 0, 0], 0))
-            }
-        };
-        if let Some(b) = &l.default_backend {
-            if !known.contains(b.get_ref().as_str()) {
-                c.err(&p("default_backend"), Some(b), format!("unknown backend {:?}", b.get_ref()));
-            }
-        }
-        let mut trusted_proxies = Vec::new();
-        for (j, t) in l.trusted_proxies.iter().enumerate() {
-            let s = t.get_ref().trim();
-            match s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from)) {
-                Ok(n) => trusted_proxies.push(n),
-                Err(_) => c.err(
-                    &format!("listeners[{i}].trusted_proxies[{j}]"),
-                    Some(t),
-                    format!("invalid address or CIDR {s:?}"),
-                ),
-            }
-        }
-        let t = l.timeouts.as_ref();
-        out.push(Listener {
-            name: l.name.get_ref().clone(),
-            address,
-            default_backend: l.default_backend.as_ref().map(|b| b.get_ref().clone()),
-            trusted_proxies,
-            header_timeout: c.duration(
-                &p("timeouts.header"),
-                t.and_then(|t| t.header.as_ref()),
-                DEFAULT_HEADER_TIMEOUT,
-            ),
-            body_timeout: c.duration(
-                &p("timeouts.body"),
-                t.and_then(|t| t.body.as_ref()),
-                DEFAULT_BODY_TIMEOUT,
-            ),
-            idle_timeout: c.duration(
-                &p("timeouts.idle"),
-                t.and_then(|t| t.idle.as_ref()),
-                DEFAULT_CLIENT_IDLE_TIMEOUT,
-            ),
-            limits: edge::listener_limits(c, &p("limits"), l.limits.as_ref()),
-            rate_limit: l
-                .rate_limit
-                .as_ref()
-                .and_then(|r| edge::rate_limit(c, &p("rate_limit"), r)),
-            tls: l.tls.as_ref().and_then(|t| edge::tls(c, &p("tls"), t)),
-            proxy_protocol: edge::proxy_protocol(c, &p("proxy_protocol"), l),
-            h2_max_streams: edge::h2_streams(c, &p("http2.max_concurrent_streams"), l),
-        });
-    }
-    out
 }
 
 fn route(c: &mut Checker, i: usize, r: &RawRoute, known: &HashSet<&str>) -> Option<Route> {
@@ -276,7 +192,7 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
     Backend {
         name: name.to_owned(),
         balance,
-        sticky: b.sticky.as_ref().and_then(|s| sticky(c, name, s)),
+        sticky: b.sticky.as_ref().and_then(|s| sticky::sticky(c, &p("sticky"), s)),
         connect_timeout: c.duration(
             &p("timeouts.connect"),
             t.and_then(|t| t.connect.as_ref()),
@@ -497,139 +413,6 @@ fn server(c: &mut Checker, path: &str, s: &RawServer) -> Server {
     }
 }
 
-fn sticky(c: &mut Checker, backend: &str, s: &RawSticky) -> Option<Sticky> {
-    let p = |k: &str| format!("backends.{backend}.sticky.{k}");
-    let mode_name = s.mode.as_ref().map(|m| m.get_ref().as_str()).unwrap_or("cookie");
-    let required = |c: &mut Checker, key: &str, v: Option<&S>| -> Option<S> {
-        if v.is_none() {
-            c.err(&p(key), s.mode.as_ref(), format!("mode {mode_name:?} needs `{key}`"));
-        }
-        v.cloned()
-    };
-    let mode = match mode_name {
-        "none" => return None,
-        "cookie" => StickyMode::Cookie,
-        "client_ip" => {
-            let v4 = prefix(c, &p("client_ip_prefix_v4"), s.client_ip_prefix_v4.as_ref(), 32);
-            let v6 = prefix(c, &p("client_ip_prefix_v6"), s.client_ip_prefix_v6.as_ref(), 128);
-            StickyMode::ClientIp { v4, v6 }
-        }
-        "header" => {
-            let h = required(c, "header", s.header.as_ref())?;
-            match http::HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
-                Ok(name) => StickyMode::Header(name),
-                Err(_) => {
-                    c.err(&p("header"), Some(&h), format!("invalid header name {:?}", h.get_ref()));
-                    return None;
-                }
-            }
-        }
-        "app_cookie" => {
-            let n = required(c, "app_cookie", s.app_cookie.as_ref())?;
-            cookie_token(c, &p("app_cookie"), &n);
-            StickyMode::AppCookie(n.get_ref().clone())
-        }
-        other => {
-            let msg = format!(
-                "unknown value {other:?}; expected one of: none | cookie | client_ip | header | app_cookie"
-            );
-            c.err(&p("mode"), s.mode.as_ref(), msg);
-            return None;
-        }
-    };
-    let cookie_name = s.cookie_name.as_ref().map_or(DEFAULT_COOKIE_NAME.to_owned(), |n| {
-        cookie_token(c, &p("cookie_name"), n);
-        n.get_ref().clone()
-    });
-    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-    let idle = c.duration(&p("idle_timeout"), s.idle_timeout.as_ref(), DEFAULT_STICKY_IDLE);
-    let life = c.duration(&p("max_lifetime"), s.max_lifetime.as_ref(), DEFAULT_STICKY_LIFETIME);
-    let same_site = c.choice(
-        &p("same_site"),
-        s.same_site.as_ref(),
-        SameSite::Lax,
-        &[("lax", SameSite::Lax), ("strict", SameSite::Strict), ("none", SameSite::None)],
-    );
-    let secure = match s.secure.as_ref().map(|v| (v, v.get_ref())) {
-        None => Secure::Auto,
-        Some((_, toml::Value::Boolean(true))) => Secure::Always,
-        Some((_, toml::Value::Boolean(false))) => Secure::Never,
-        Some((_, toml::Value::String(a))) if a == "auto" => Secure::Auto,
-        Some((v, _)) => {
-            c.err(&p("secure"), Some(v), "expected \"auto\", true or false");
-            Secure::Auto
-        }
-    };
-    let text_attr = |c: &mut Checker, key: &str, v: &S| {
-        if v.get_ref().bytes().any(|b| b.is_ascii_control() || b == b';' || b == b' ') {
-            c.err(&p(key), Some(v), "must not contain spaces, ';' or control characters");
-        }
-        v.get_ref().clone()
-    };
-    let domain = s.domain.as_ref().map(|d| text_attr(c, "domain", d)).filter(|d| !d.is_empty());
-    let path = s.path.as_ref().map_or("/".to_owned(), |v| text_attr(c, "path", v));
-    let on_server_down = c.choice(
-        &p("on_server_down"),
-        s.on_server_down.as_ref(),
-        OnServerDown::Redispatch,
-        &[("redispatch", OnServerDown::Redispatch), ("fail", OnServerDown::Fail)],
-    );
-    let max_age =
-        s.max_age.as_ref().map(|m| c.duration(&p("max_age"), Some(m), DEFAULT_STICKY_IDLE));
-    let on_server_full = c.choice(
-        &p("on_server_full"),
-        s.on_server_full.as_ref(),
-        OnServerFull::Queue,
-        &[
-            ("queue", OnServerFull::Queue),
-            ("spill", OnServerFull::Spill),
-            ("redispatch", OnServerFull::Redispatch),
-        ],
-    );
-    Some(Sticky {
-        on_server_full,
-        mode,
-        max_age,
-        cookie_name,
-        expiry: Expiry { idle_timeout: secs(idle), max_lifetime: secs(life) },
-        same_site,
-        secure,
-        http_only: s.http_only.unwrap_or(true),
-        domain,
-        path,
-        on_server_down,
-    })
-}
-
-/// A cookie name must be an RFC 6265 token.
-fn cookie_token(c: &mut Checker, path: &str, n: &S) {
-    let v = n.get_ref();
-    let token = !v.is_empty()
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !token {
-        c.err(
-            path,
-            Some(n),
-            format!("invalid cookie name {v:?}: use letters, digits and !#$%&'*+-.^_`|~"),
-        );
-    }
-}
-
-fn prefix(c: &mut Checker, path: &str, v: Option<&Spanned<i64>>, max: u8) -> u8 {
-    match v {
-        None => max,
-        Some(p) if (1..=i64::from(max)).contains(p.get_ref()) => *p.get_ref() as u8,
-        Some(p) => {
-            c.err(
-                path,
-                Some(p),
-                format!("prefix length {} is out of range; expected 1 to {max}", p.get_ref()),
-            );
-            max
-        }
-    }
-}
-
 fn limits(c: &mut Checker, backend: &str, raw: Option<&super::raw::RawBackendLimits>) -> Limits {
     let p = |k: &str| format!("backends.{backend}.limits.{k}");
     let count = |c: &mut Checker, key: &str, v: Option<&Spanned<i64>>| match v {
@@ -652,128 +435,6 @@ fn limits(c: &mut Checker, backend: &str, raw: Option<&super::raw::RawBackendLim
         DEFAULT_QUEUE_TIMEOUT,
     );
     Limits { max_per_server, queue_size, queue_timeout }
-}
-
-fn stick_capacity(c: &mut Checker, raw: Option<&RawStickTable>) -> u64 {
-    let Some(t) = raw else { return DEFAULT_STICK_CAPACITY };
-    match &t.capacity {
-        None => DEFAULT_STICK_CAPACITY,
-        Some(n) if *n.get_ref() >= 1 => *n.get_ref() as u64,
-        Some(n) => {
-            c.err("stick_table.capacity", Some(n), "must be at least 1");
-            DEFAULT_STICK_CAPACITY
-        }
-    }
-}
-
-fn redis_store(c: &mut Checker, raw: Option<&RawStickTable>) -> Option<RedisStore> {
-    let t = raw?;
-    let store = t.store.as_ref().map_or("memory", |s| s.get_ref().as_str());
-    match store {
-        "memory" => {
-            for (key, v) in [
-                ("redis_url", &t.redis_url),
-                ("redis_timeout", &t.redis_timeout),
-                ("redis_prefix", &t.redis_prefix),
-                ("redis_ca_file", &t.redis_ca_file),
-            ] {
-                if let Some(v) = v {
-                    c.err(
-                        &format!("stick_table.{key}"),
-                        Some(v),
-                        "only used with store = \"redis\"",
-                    );
-                }
-            }
-            return None;
-        }
-        "redis" => {}
-        other => {
-            c.err(
-                "stick_table.store",
-                t.store.as_ref(),
-                format!("unknown value {other:?}; expected one of: memory | redis"),
-            );
-            return None;
-        }
-    }
-    let Some(url) = &t.redis_url else {
-        c.err::<()>(
-            "stick_table.redis_url",
-            None,
-            "store = \"redis\" needs redis_url, e.g. \"redis://127.0.0.1:6379\"",
-        );
-        return None;
-    };
-    let u = url.get_ref().trim();
-    let cluster = t.redis_cluster.unwrap_or(false);
-    let urls: Vec<&str> = u.split(',').map(str::trim).collect();
-    if urls.len() > 1 && !cluster {
-        c.err(
-            "stick_table.redis_url",
-            Some(url),
-            "several URLs are only accepted with redis_cluster = true (they are the cluster's seed nodes)",
-        );
-    }
-    let tls = urls.first().is_some_and(|f| f.starts_with("rediss://"));
-    for one in &urls {
-        let scheme_ok = one.starts_with("redis://") || one.starts_with("rediss://");
-        if !scheme_ok || redis::Client::open(*one).is_err() {
-            c.err(
-                "stick_table.redis_url",
-                Some(url),
-                format!(
-                    "invalid Redis URL {one:?}; expected redis://[user:password@]host:port[/db] \
-                     (rediss:// for TLS)"
-                ),
-            );
-        } else if one.starts_with("rediss://") != tls {
-            c.err(
-                "stick_table.redis_url",
-                Some(url),
-                "cluster seed nodes must all use redis:// or all use rediss://",
-            );
-        }
-    }
-    let ca_pem = t.redis_ca_file.as_ref().and_then(|f| {
-        if !tls {
-            c.err(
-                "stick_table.redis_ca_file",
-                Some(f),
-                "only used with TLS (a rediss:// redis_url)",
-            );
-            return None;
-        }
-        match std::fs::read(f.get_ref()) {
-            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
-            Ok(_) => {
-                c.err(
-                    "stick_table.redis_ca_file",
-                    Some(f),
-                    format!("{:?} holds no PEM certificate", f.get_ref()),
-                );
-                None
-            }
-            Err(e) => {
-                c.err(
-                    "stick_table.redis_ca_file",
-                    Some(f),
-                    format!("cannot read {:?}: {e}", f.get_ref()),
-                );
-                None
-            }
-        }
-    });
-    let timeout = c.duration(
-        "stick_table.redis_timeout",
-        t.redis_timeout.as_ref(),
-        Duration::from_millis(10),
-    );
-    let prefix = t.redis_prefix.as_ref().map_or("tether".to_owned(), |p| {
-        c.name("stick_table.redis_prefix", p);
-        p.get_ref().clone()
-    });
-    Some(RedisStore { url: u.to_owned(), timeout, prefix, cluster, ca_pem })
 }
 
 fn admin(c: &mut Checker, a: &super::raw::RawAdmin) -> Admin {

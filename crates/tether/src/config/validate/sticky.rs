@@ -1,0 +1,195 @@
+//! A backend's `sticky` table: the affinity mode, then the attributes of Tether's cookie and
+//! what to do when the pinned server is down or full.
+
+use std::time::Duration;
+
+use tether_core::affinity::Expiry;
+use toml::Spanned;
+
+use super::super::raw::RawSticky;
+use super::{Checker, S};
+use crate::config::{
+    DEFAULT_COOKIE_NAME, DEFAULT_STICKY_IDLE, DEFAULT_STICKY_LIFETIME, OnServerDown, OnServerFull,
+    SameSite, Secure, Sticky, StickyMode,
+};
+
+/// The affinity of the backend at `path`, or `None` for `mode = "none"` and for a mode that is
+/// not valid (its errors recorded, the other keys left unchecked).
+pub(super) fn sticky(c: &mut Checker, path: &str, s: &RawSticky) -> Option<Sticky> {
+    let p = |k: &str| format!("{path}.{k}");
+    let mode = mode(c, path, s)?;
+    let cookie_name = s.cookie_name.as_ref().map_or(DEFAULT_COOKIE_NAME.to_owned(), |n| {
+        cookie_token(c, &p("cookie_name"), n);
+        n.get_ref().clone()
+    });
+    let expiry = expiry(c, path, s);
+    let same_site = c.choice(
+        &p("same_site"),
+        s.same_site.as_ref(),
+        SameSite::Lax,
+        &[("lax", SameSite::Lax), ("strict", SameSite::Strict), ("none", SameSite::None)],
+    );
+    let secure = secure(c, &p("secure"), s.secure.as_ref());
+    let domain =
+        s.domain.as_ref().map(|d| cookie_attribute(c, &p("domain"), d)).filter(|d| !d.is_empty());
+    let cookie_path =
+        s.path.as_ref().map_or("/".to_owned(), |v| cookie_attribute(c, &p("path"), v));
+    let on_server_down = c.choice(
+        &p("on_server_down"),
+        s.on_server_down.as_ref(),
+        OnServerDown::Redispatch,
+        &[("redispatch", OnServerDown::Redispatch), ("fail", OnServerDown::Fail)],
+    );
+    let max_age =
+        s.max_age.as_ref().map(|m| c.duration(&p("max_age"), Some(m), DEFAULT_STICKY_IDLE));
+    let on_server_full = on_server_full(c, &p("on_server_full"), s.on_server_full.as_ref());
+    Some(Sticky {
+        on_server_full,
+        mode,
+        max_age,
+        cookie_name,
+        expiry,
+        same_site,
+        secure,
+        http_only: s.http_only.unwrap_or(true),
+        domain,
+        path: cookie_path,
+        on_server_down,
+    })
+}
+
+/// `mode` (default `cookie`) with the keys it needs; `None` for `"none"` and on error.
+fn mode(c: &mut Checker, path: &str, s: &RawSticky) -> Option<StickyMode> {
+    let p = |k: &str| format!("{path}.{k}");
+    match mode_name(s) {
+        "none" => None,
+        "cookie" => Some(StickyMode::Cookie),
+        "client_ip" => Some(StickyMode::ClientIp {
+            v4: prefix(c, &p("client_ip_prefix_v4"), s.client_ip_prefix_v4.as_ref(), 32),
+            v6: prefix(c, &p("client_ip_prefix_v6"), s.client_ip_prefix_v6.as_ref(), 128),
+        }),
+        "header" => header_mode(c, path, s),
+        "app_cookie" => {
+            let n = required(c, path, s, "app_cookie", s.app_cookie.as_ref())?;
+            cookie_token(c, &p("app_cookie"), n);
+            Some(StickyMode::AppCookie(n.get_ref().clone()))
+        }
+        other => {
+            let msg = format!(
+                "unknown value {other:?}; expected one of: none | cookie | client_ip | header | app_cookie"
+            );
+            c.err(&p("mode"), s.mode.as_ref(), msg);
+            None
+        }
+    }
+}
+
+fn mode_name(s: &RawSticky) -> &str {
+    s.mode.as_ref().map_or("cookie", |m| m.get_ref().as_str())
+}
+
+/// `key`'s value `v`, or an error (at `mode`) saying that the mode needs it.
+fn required<'a>(
+    c: &mut Checker,
+    path: &str,
+    s: &RawSticky,
+    key: &str,
+    v: Option<&'a S>,
+) -> Option<&'a S> {
+    if v.is_none() {
+        let msg = format!("mode {:?} needs `{key}`", mode_name(s));
+        c.err(&format!("{path}.{key}"), s.mode.as_ref(), msg);
+    }
+    v
+}
+
+/// `mode = "header"`: the request header whose value is the affinity key.
+fn header_mode(c: &mut Checker, path: &str, s: &RawSticky) -> Option<StickyMode> {
+    let h = required(c, path, s, "header", s.header.as_ref())?;
+    match http::HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
+        Ok(name) => Some(StickyMode::Header(name)),
+        Err(_) => {
+            let msg = format!("invalid header name {:?}", h.get_ref());
+            c.err(&format!("{path}.header"), Some(h), msg);
+            None
+        }
+    }
+}
+
+/// `idle_timeout` and `max_lifetime`, in whole seconds (saturating at `u32::MAX`).
+fn expiry(c: &mut Checker, path: &str, s: &RawSticky) -> Expiry {
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let idle =
+        c.duration(&format!("{path}.idle_timeout"), s.idle_timeout.as_ref(), DEFAULT_STICKY_IDLE);
+    let life = c.duration(
+        &format!("{path}.max_lifetime"),
+        s.max_lifetime.as_ref(),
+        DEFAULT_STICKY_LIFETIME,
+    );
+    Expiry { idle_timeout: secs(idle), max_lifetime: secs(life) }
+}
+
+/// `secure`: `"auto"` (the default), `true` or `false`.
+fn secure(c: &mut Checker, path: &str, v: Option<&Spanned<toml::Value>>) -> Secure {
+    let Some(v) = v else { return Secure::Auto };
+    match v.get_ref() {
+        toml::Value::Boolean(true) => Secure::Always,
+        toml::Value::Boolean(false) => Secure::Never,
+        toml::Value::String(a) if a == "auto" => Secure::Auto,
+        _ => {
+            c.err(path, Some(v), "expected \"auto\", true or false");
+            Secure::Auto
+        }
+    }
+}
+
+/// A `Domain` or `Path` attribute: nothing that would end the attribute or split the header.
+fn cookie_attribute(c: &mut Checker, path: &str, v: &S) -> String {
+    if v.get_ref().bytes().any(|b| b.is_ascii_control() || b == b';' || b == b' ') {
+        c.err(path, Some(v), "must not contain spaces, ';' or control characters");
+    }
+    v.get_ref().clone()
+}
+
+/// `on_server_full`: `queue` (the default), `spill` or `redispatch`.
+fn on_server_full(c: &mut Checker, path: &str, v: Option<&S>) -> OnServerFull {
+    c.choice(
+        path,
+        v,
+        OnServerFull::Queue,
+        &[
+            ("queue", OnServerFull::Queue),
+            ("spill", OnServerFull::Spill),
+            ("redispatch", OnServerFull::Redispatch),
+        ],
+    )
+}
+
+/// A cookie name must be an RFC 6265 token.
+fn cookie_token(c: &mut Checker, path: &str, n: &S) {
+    let v = n.get_ref();
+    let token = !v.is_empty()
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        c.err(
+            path,
+            Some(n),
+            format!("invalid cookie name {v:?}: use letters, digits and !#$%&'*+-.^_`|~"),
+        );
+    }
+}
+
+fn prefix(c: &mut Checker, path: &str, v: Option<&Spanned<i64>>, max: u8) -> u8 {
+    match v {
+        None => max,
+        Some(p) if (1..=i64::from(max)).contains(p.get_ref()) => *p.get_ref() as u8,
+        Some(p) => {
+            c.err(
+                path,
+                Some(p),
+                format!("prefix length {} is out of range; expected 1 to {max}", p.get_ref()),
+            );
+            max
+        }
+    }
+}
