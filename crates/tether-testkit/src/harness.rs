@@ -9,18 +9,23 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), tether_testkit::HarnessError> {
 //! use tether_testkit::Tether;
+//! use tether_testkit::config::{Config, Listener};
 //!
 //! // In the tether crate's integration tests: env!("CARGO_BIN_EXE_tether").
 //! let bin = "target/debug/tether";
-//! let config = "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n";
-//! let tether = Tether::start(bin, config).await?;
+//! let tether = Tether::start(bin, Config::new().listener(Listener::new("web"))).await?;
 //! let url = tether.url("web"); // http://127.0.0.1:PORT
 //! # Ok(()) }
 //! ```
+//!
+//! Wherever a configuration is given, anything that displays as the file's text will do: a
+//! [`Config`](crate::config::Config), or a string for a file the builder cannot make (one
+//! that is not TOML at all, on purpose).
 
 mod logs;
 
 use std::collections::HashSet;
+use std::fmt::Display;
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
@@ -116,23 +121,24 @@ pub struct Tether {
 // === impl Tether ===
 
 impl Tether {
-    /// Writes `config_toml` to a fresh directory, spawns
+    /// Writes `config` to a fresh directory, spawns
     /// `BIN --log-format json run -c <dir>/tether.toml` (working directory `<dir>`), and waits
     /// up to [`STARTUP_DEADLINE`] until a `"listener bound"` line has appeared for each
     /// `[[listeners]]` entry.
-    pub async fn start(bin: impl AsRef<Path>, config_toml: &str) -> Result<Self, HarnessError> {
-        let listeners = listener_count(config_toml)?;
-        let mut tether = Self::spawn(bin, config_toml)?;
+    pub async fn start(bin: impl AsRef<Path>, config: impl Display) -> Result<Self, HarnessError> {
+        let config_toml = config.to_string();
+        let listeners = listener_count(&config_toml)?;
+        let mut tether = Self::spawn(bin, &config_toml)?;
         tether.wait_for_listeners(listeners, STARTUP_DEADLINE).await?;
         Ok(tether)
     }
 
     /// Like [`Tether::start`] without waiting for anything: for tests of startup itself.
-    pub fn spawn(bin: impl AsRef<Path>, config_toml: &str) -> Result<Self, HarnessError> {
+    pub fn spawn(bin: impl AsRef<Path>, config: impl Display) -> Result<Self, HarnessError> {
         let bin = bin.as_ref();
         let dir = ScratchDir::new("test").map_err(io_error("creating a scratch directory"))?;
         let config_path = dir.path().join("tether.toml");
-        write_atomically(&config_path, config_toml)?;
+        write_atomically(&config_path, &config.to_string())?;
         let mut child = Command::new(bin)
             .args(["--log-format", "json", "run", "-c"])
             .arg(&config_path)
@@ -206,14 +212,14 @@ impl Tether {
 
     /// Replaces the config file's content (atomically: write a sibling, then rename). The
     /// process only notices on reload, e.g. after [`Tether::signal`]`("HUP")`.
-    pub fn write_config(&self, config_toml: &str) -> Result<(), HarnessError> {
-        write_atomically(&self.config_path, config_toml)
+    pub fn write_config(&self, config: impl Display) -> Result<(), HarnessError> {
+        write_atomically(&self.config_path, &config.to_string())
     }
 
-    /// Writes `config_toml`, sends SIGHUP and waits up to [`RELOAD_DEADLINE`] for the
+    /// Writes `config`, sends SIGHUP and waits up to [`RELOAD_DEADLINE`] for the
     /// outcome: the `"config reloaded"` or `"reload failed"` line logged after the signal.
-    pub async fn reload(&mut self, config_toml: &str) -> Result<Value, HarnessError> {
-        self.write_config(config_toml)?;
+    pub async fn reload(&mut self, config: impl Display) -> Result<Value, HarnessError> {
+        self.write_config(config)?;
         let mark = self.log_mark();
         self.signal("HUP")?;
         let outcome = |line: &Value| {
@@ -357,12 +363,12 @@ pub struct CheckOutput {
     pub stderr: String,
 }
 
-/// Writes `config_toml` to a fresh directory and runs `BIN check -c <file>` to completion.
-pub fn run_check(bin: impl AsRef<Path>, config_toml: &str) -> Result<CheckOutput, HarnessError> {
+/// Writes `config` to a fresh directory and runs `BIN check -c <file>` to completion.
+pub fn run_check(bin: impl AsRef<Path>, config: impl Display) -> Result<CheckOutput, HarnessError> {
     let bin = bin.as_ref();
     let dir = ScratchDir::new("test").map_err(io_error("creating a scratch directory"))?;
     let config_path = dir.path().join("tether.toml");
-    write_atomically(&config_path, config_toml)?;
+    write_atomically(&config_path, &config.to_string())?;
     let output = Command::new(bin)
         .args(["check", "-c"])
         .arg(&config_path)

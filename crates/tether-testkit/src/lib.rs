@@ -7,6 +7,7 @@
 //!   ([`HangServer`], [`ResetServer`], ...), each stoppable and restartable on the same port;
 //!   [`RecorderServer`] keeps every byte it receives, for request-smuggling tests.
 //! - [`harness`]: runs the real `tether` binary as a child process and reads its JSON logs.
+//! - [`config`]: its configuration file, built in code ([`config::Config`]) and written as TOML.
 //! - [`wait`]: polling helpers so tests wait for a condition instead of sleeping.
 //! - [`browser`]: a real headless Chromium driven over the DevTools Protocol (dashboard tests).
 //! - [`redis`]: a real `redis-server` to break on purpose (kill, pause), plain, TLS or a
@@ -16,6 +17,7 @@
 //! - [`ScratchDir`]: a temporary directory, removed on drop.
 
 pub mod browser;
+pub mod config;
 pub mod harness;
 pub mod redis;
 mod scratch;

@@ -5,12 +5,10 @@
 // Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
 #![allow(clippy::unwrap_used)]
 
-mod support {
-    // This crate uses only some of the shared helpers the quick suites use.
-    #![allow(dead_code)]
-    pub mod fixture;
-}
+// Of the helpers in `support/`, only the fixture; and only part of it.
+#[allow(dead_code)]
+#[path = "support/fixture.rs"]
+mod fixture;
 
-mod slow {
-    mod reload_under_load;
-}
+#[path = "slow/mod.rs"]
+mod slow;

@@ -8,32 +8,8 @@
 // Test helpers may unwrap: a failure here is a failed test, with the panic as its report.
 #![allow(clippy::unwrap_used)]
 
-mod support {
-    pub mod fixture;
-    pub mod h1raw;
-    pub mod h2raw;
-    pub mod redis_common;
-}
+#[path = "support/mod.rs"]
+mod support;
 
-mod suite {
-    mod admin;
-    mod affinity;
-    mod big_bodies;
-    mod dashboard;
-    mod demo;
-    mod edge;
-    mod fault_probe;
-    mod h2_floods;
-    mod health;
-    mod ipv6;
-    mod lifecycle;
-    mod limits;
-    mod proxy;
-    mod redis_affinity;
-    mod redis_tls_cluster;
-    mod smuggling;
-    mod sticky_modes;
-    mod systemd;
-    mod tls;
-    mod upstream;
-}
+#[path = "suite/mod.rs"]
+mod suite;

@@ -8,20 +8,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::fixture::*;
+use tether_testkit::EchoServer;
+
+use crate::fixture::*;
 
 const RUN: Duration = Duration::from_secs(60);
 const WORKERS: u64 = 10;
 const PER_WORKER_RPS: u64 = 100;
 
-fn cfg(servers: &[tether_testkit::EchoServer]) -> String {
-    reload_text(servers, 0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_every_2s_under_1000_rps_lose_nothing_and_keep_sessions_and_counters() {
     let all = echo_servers(4); // s0, s1 stay; s2 is removed; s3 is added
-    let mut t = start(&cfg(&all[..3])).await;
+    let mut t = start(reload_config(&all[..3])).await;
     let url = t.url("web");
     let admin = format!("http://{}/api/v1/backends/app", t.listener_addr("admin"));
 
@@ -115,19 +113,17 @@ async fn reloads_every_2s_under_1000_rps_lose_nothing_and_keep_sessions_and_coun
     assert!(requests_of(&v, "s2").is_none(), "the removed server is gone");
 }
 
-fn reload_text(all: &[tether_testkit::EchoServer], phase: u64) -> String {
-    let servers: Vec<&tether_testkit::EchoServer> = if phase < 20 {
-        all[..3].iter().collect()
-    } else if phase < 40 {
-        all.iter().collect()
-    } else {
-        vec![&all[0], &all[1], &all[3]]
-    };
-    let entries: String =
-        servers.iter().map(|s| server_entries(std::slice::from_ref(*s))).collect();
-    format!(
-        "grace_period = \"5s\"\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\
-         default_backend = \"app\"\n[backends.app]\n[backends.app.sticky]\nmode = \"cookie\"\n{entries}\n\
-         [secrets]\ncookie_keys = [\"{KEY}\"]\n[admin]\naddress = \"127.0.0.1:0\"\n"
-    )
+/// Cookie affinity over `servers`, and the admin listener.
+fn reload_config<'a>(servers: impl IntoIterator<Item = &'a EchoServer>) -> Config {
+    config(Backend::new().servers(servers).sticky(Sticky::cookie())).admin()
+}
+
+/// [`reload_config`] at `phase` seconds into the run: s0, s1 and s2, then s3 too, then
+/// without s2.
+fn reload_text(all: &[EchoServer], phase: u64) -> Config {
+    match phase {
+        0..20 => reload_config(&all[..3]),
+        20..40 => reload_config(all),
+        _ => reload_config([&all[0], &all[1], &all[3]]),
+    }
 }

@@ -3,20 +3,16 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use tether_testkit::EchoServer;
 
 use crate::support::fixture::*;
-
-fn with_admin(cfg: &str, extra: &str) -> String {
-    format!("{cfg}\n[admin]\naddress = \"127.0.0.1:0\"\n{extra}\n")
-}
 
 async fn json(c: &reqwest::Client, url: &str) -> Value {
     c.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-fn header_cfg(servers: &[EchoServer]) -> String {
-    config(servers, "", Some("mode = \"header\"\nheader = \"X-Session-Id\""))
+/// `backend` as "app" with affinity by header `X-Session-Id`, and the admin listener.
+fn header_cfg(backend: Backend) -> Config {
+    config(backend.sticky(Sticky::header("X-Session-Id"))).admin()
 }
 
 /// Parses the text format into (name, labels) -> value for the sample lines.
@@ -41,7 +37,7 @@ fn labels_of(m: &HashMap<(String, String), f64>, name: &str) -> Vec<String> {
 #[tokio::test]
 async fn metrics_are_scraped_parsed_and_named_as_the_contract_says() {
     let servers = echo_servers(2);
-    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let t = start(header_cfg(app(&servers))).await;
     let c = client();
     for i in 0..10 {
         c.get(t.url("web")).header("x-session-id", format!("k{}", i % 3)).send().await.unwrap();
@@ -76,7 +72,7 @@ async fn metrics_are_scraped_parsed_and_named_as_the_contract_says() {
 #[tokio::test]
 async fn backends_json_shows_servers_state_and_sessions_bound() {
     let servers = echo_servers(2);
-    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let t = start(header_cfg(app(&servers))).await;
     let c = client();
     for i in 0..6 {
         c.get(t.url("web")).header("x-session-id", format!("user{i}")).send().await.unwrap();
@@ -118,7 +114,7 @@ async fn backends_json_shows_servers_state_and_sessions_bound() {
 #[tokio::test]
 async fn unknown_names_are_404_and_bad_bodies_are_400() {
     let servers = echo_servers(1);
-    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let t = start(header_cfg(app(&servers))).await;
     let c = client();
     for path in ["/api/v1/backends/nope", "/api/v1/backends/nope/sessions", "/nothing"] {
         assert_eq!(c.get(admin_url(&t, path)).send().await.unwrap().status(), 404, "{path}");
@@ -158,7 +154,7 @@ async fn unknown_names_are_404_and_bad_bodies_are_400() {
 #[tokio::test]
 async fn drain_through_the_api_keeps_sessions_and_stops_new_ones() {
     let servers = echo_servers(2);
-    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let t = start(header_cfg(app(&servers))).await;
     let c = client();
     let mut pinned_to_s0 = Vec::new();
     for i in 0..20 {
@@ -204,11 +200,7 @@ async fn writes_need_the_token_and_reads_do_not_on_loopback() {
     let dir = tether_testkit::ScratchDir::new("admin-token").unwrap();
     let token_file = dir.path().join("admin.token");
     std::fs::write(&token_file, "  s3cret-token\n").unwrap();
-    let t = start(&with_admin(
-        &header_cfg(&servers),
-        &format!("token_file = \"{}\"", token_file.display()),
-    ))
-    .await;
+    let t = start(header_cfg(app(&servers)).admin_token_file(&token_file)).await;
     let c = client();
     assert_eq!(c.get(admin_url(&t, "/api/v1/backends")).send().await.unwrap().status(), 200);
     let url = admin_url(&t, "/api/v1/backends/app/servers/s0");
@@ -236,7 +228,7 @@ async fn writes_need_the_token_and_reads_do_not_on_loopback() {
 #[tokio::test]
 async fn reload_through_the_api_reports_errors_and_keeps_serving() {
     let servers = echo_servers(2);
-    let cfg = with_admin(&header_cfg(&servers), "");
+    let cfg = header_cfg(app(&servers));
     let t = start(&cfg).await;
     let c = client();
     t.write_config("[[listeners]]\nname = 1\n").unwrap();
@@ -246,7 +238,7 @@ async fn reload_through_the_api_reports_errors_and_keeps_serving() {
     assert!(e["error"].as_str().unwrap().contains("listeners"), "{e}");
     assert_eq!(c.get(t.url("web")).send().await.unwrap().status(), 200, "the old config serves");
     // Remove s1 by reload: its series disappear from /metrics.
-    let one = with_admin(&header_cfg(&servers[..1]), "");
+    let one = header_cfg(app(&servers[..1]));
     c.get(t.url("web")).header("x-session-id", "a").send().await.unwrap();
     t.write_config(&one).unwrap();
     let r = c.post(admin_url(&t, "/api/v1/reload")).send().await.unwrap();
@@ -262,7 +254,7 @@ async fn reload_through_the_api_reports_errors_and_keeps_serving() {
 #[tokio::test]
 async fn flushing_sessions_empties_the_table() {
     let servers = echo_servers(2);
-    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let t = start(header_cfg(app(&servers))).await;
     let c = client();
     for i in 0..5 {
         c.get(t.url("web")).header("x-session-id", format!("k{i}")).send().await.unwrap();
@@ -280,7 +272,7 @@ async fn flushing_sessions_empties_the_table() {
 #[tokio::test]
 async fn servers_are_added_and_removed_at_runtime() {
     let servers = echo_servers(2);
-    let t = start(&with_admin(&header_cfg(&servers[..1]), "")).await;
+    let t = start(header_cfg(app(&servers[..1]))).await;
     let c = client();
     let url = admin_url(&t, "/api/v1/backends/app/servers");
     let body = format!("{{\"name\":\"s1\",\"address\":\"{}\",\"weight\":3}}", servers[1].addr());
@@ -342,7 +334,7 @@ async fn servers_are_added_and_removed_at_runtime() {
 #[tokio::test]
 async fn a_runtime_drain_survives_a_reload_that_does_not_change_the_state() {
     let servers = echo_servers(2);
-    let cfg = with_admin(&header_cfg(&servers), "");
+    let cfg = header_cfg(app(&servers));
     let mut t = start(&cfg).await;
     let c = client();
     let r = c
@@ -363,11 +355,8 @@ async fn a_runtime_drain_survives_a_reload_that_does_not_change_the_state() {
     let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
     assert_eq!(v["servers"][0]["state"], "drain", "the file did not change s0's state");
     assert_eq!(v["servers"][1]["weight"], 1, "runtime weights last until the next reload");
-    let changed = cfg.replacen(
-        &format!("address = \"{}\"\n", servers[0].addr()),
-        &format!("address = \"{}\"\nstate = \"maint\"\n", servers[0].addr()),
-        1,
-    );
+    let s0_in_maint = ServerEntry::from(&servers[0]).state("maint");
+    let changed = header_cfg(Backend::new().server(s0_in_maint).server(&servers[1]));
     assert_eq!(t.reload(&changed).await.unwrap()["message"], "config reloaded");
     let v = json(&c, &admin_url(&t, "/api/v1/backends/app")).await;
     assert_eq!(v["servers"][0]["state"], "maint", "a state change in the file wins");
@@ -395,7 +384,7 @@ async fn assert_json_error(r: reqwest::Response, status: u16, mentions: &str) {
 #[tokio::test]
 async fn bad_queries_paths_methods_and_oversized_bodies_get_json_errors() {
     let servers = echo_servers(1);
-    let t = start(&with_admin(&header_cfg(&servers), "")).await;
+    let t = start(header_cfg(app(&servers))).await;
     let c = client();
     let get = |path: &str| c.get(admin_url(&t, path)).send();
     for (query, mentions) in [("limit=x", "limit"), ("limit=-1", "limit"), ("limt=3", "limt")] {
@@ -436,8 +425,7 @@ async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
     let dir = tether_testkit::ScratchDir::new("admin-token").unwrap();
     let token_file = dir.path().join("admin.token");
     std::fs::write(&token_file, "Tok3n-s3cret\n").unwrap();
-    let token_line = format!("token_file = \"{}\"", token_file.display());
-    let t = start(&with_admin(&header_cfg(&servers), &token_line)).await;
+    let t = start(header_cfg(app(&servers)).admin_token_file(&token_file)).await;
     let c = client();
     let url = admin_url(&t, "/api/v1/backends/app/servers/s0");
     let patch = |auth: Option<&str>, state: &str| {

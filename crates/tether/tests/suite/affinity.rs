@@ -11,7 +11,7 @@ use crate::support::fixture::*;
 #[tokio::test]
 async fn one_client_replaying_its_cookie_stays_on_one_server_for_1000_requests() {
     let servers = echo_servers(3);
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     let c = client();
     let first = c.get(t.url("web")).send().await.unwrap();
     let pinned = server_of(&first);
@@ -28,7 +28,7 @@ async fn one_client_replaying_its_cookie_stays_on_one_server_for_1000_requests()
 #[tokio::test]
 async fn three_hundred_fresh_clients_spread_over_all_servers() {
     let servers = echo_servers(3);
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     let c = fresh_client();
     let mut counts: HashMap<String, u32> = HashMap::new();
     for _ in 0..300 {
@@ -43,7 +43,7 @@ async fn three_hundred_fresh_clients_spread_over_all_servers() {
 #[tokio::test]
 async fn forged_or_bit_flipped_cookie_is_replaced_never_an_error() {
     let servers = echo_servers(3);
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     let c = client();
     let cookie = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
     let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&cookie).unwrap();
@@ -76,7 +76,7 @@ async fn cookie_names_no_address_port_or_server_in_clear() {
         .iter()
         .map(|n| EchoServer::start(n).unwrap())
         .collect();
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     let c = fresh_client();
     for _ in 0..3 {
         let r = c.get(t.url("web")).send().await.unwrap();
@@ -114,7 +114,7 @@ async fn cookie_names_no_address_port_or_server_in_clear() {
 #[tokio::test]
 async fn tether_cookie_is_stripped_before_forwarding_and_others_are_kept() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     let c = client();
     let cookie = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
     let r = c
@@ -130,7 +130,8 @@ async fn tether_cookie_is_stripped_before_forwarding_and_others_are_kept() {
 #[tokio::test]
 async fn pinned_client_whose_server_dies_gets_a_200_elsewhere_and_a_new_cookie() {
     let mut servers = echo_servers(3);
-    let t = start(&config(&servers, "timeouts = { connect = \"1s\" }", Some(""))).await;
+    let t =
+        start(config(app(&servers).set("timeouts.connect", "1s").sticky(Sticky::cookie()))).await;
     let c = client();
     let first = c.get(t.url("web")).send().await.unwrap();
     let pinned = server_of(&first);
@@ -187,7 +188,8 @@ async fn pinned_client_whose_server_dies_gets_a_200_elsewhere_and_a_new_cookie()
 #[tokio::test]
 async fn on_server_down_fail_answers_503_instead_of_moving_the_session() {
     let mut servers = echo_servers(2);
-    let t = start(&config(&servers, "", Some("on_server_down = \"fail\""))).await;
+    let t =
+        start(config(app(&servers).sticky(Sticky::cookie().set("on_server_down", "fail")))).await;
     let c = client();
     let first = c.get(t.url("web")).send().await.unwrap();
     let pinned = server_of(&first);
@@ -204,7 +206,7 @@ async fn on_server_down_fail_answers_503_instead_of_moving_the_session() {
 #[tokio::test]
 async fn a_hit_sends_no_set_cookie_and_the_cookie_never_reaches_the_logs() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     let c = client();
     let cookie = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
     let r = c.get(t.url("web")).header("cookie", format!("tether={cookie}")).send().await.unwrap();
@@ -226,8 +228,8 @@ fn unix_now() -> u64 {
 #[tokio::test]
 async fn idle_expiry_absolute_lifetime_and_future_dates_are_enforced_by_tether() {
     let servers = echo_servers(3);
-    let sticky = "idle_timeout = \"10m\"\nmax_lifetime = \"1h\"";
-    let t = start(&config(&servers, "", Some(sticky))).await;
+    let sticky = Sticky::cookie().set("idle_timeout", "10m").set("max_lifetime", "1h");
+    let t = start(config(app(&servers).sticky(sticky))).await;
     let c = client();
     let now = unix_now();
     let send = |cookie: String| {

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tether_testkit::servers::download_byte;
 use tether_testkit::{EchoServer, Tether};
 
-use crate::support::fixture::BIN;
+use crate::support::fixture::{Backend, config, start};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -25,15 +25,9 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
 /// Tether in front of one echo server. The response timeout covers the whole upload (the
 /// echo answers after the last byte), so it is set well above the transfer time.
-fn config(server: &EchoServer) -> String {
-    format!(
-        "grace_period = \"10s\"\n\n\
-         [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
-         [backends.app]\nbalance = \"round_robin\"\n\
-         timeouts = {{ connect = \"1s\", response = \"60s\" }}\n\n\
-         [[backends.app.servers]]\nname = \"a\"\naddress = \"{}\"\n",
-        server.addr()
-    )
+async fn start_in_front_of(server: &EchoServer) -> Tether {
+    let app = Backend::new().server(server).set("timeouts.connect", "1s");
+    start(config(app.set("timeouts.response", "60s"))).await
 }
 
 fn client() -> reqwest::Client {
@@ -92,7 +86,7 @@ fn assert_bounded(before: u64, peak: u64, samples: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_upload_streams_through_with_bounded_memory() {
     let echo = EchoServer::start("a").unwrap();
-    let tether = Tether::start(BIN, &config(&echo)).await.unwrap();
+    let tether = start_in_front_of(&echo).await;
     let http = client();
     let before = warm_rss(&tether, &http).await;
 
@@ -123,7 +117,7 @@ async fn one_gib_upload_streams_through_with_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_download_streams_through_with_bounded_memory() {
     let echo = EchoServer::start("a").unwrap();
-    let tether = Tether::start(BIN, &config(&echo)).await.unwrap();
+    let tether = start_in_front_of(&echo).await;
     let http = client();
     let before = warm_rss(&tether, &http).await;
 

@@ -51,11 +51,8 @@ fn in_flight_bystander(t: &tether_testkit::Tether) -> tokio::task::JoinHandle<u1
 #[tokio::test]
 async fn oversized_headers_get_431_and_too_many_headers_too() {
     let servers = echo_servers(1);
-    let t = start(&listener_config(
-        &servers,
-        "limits = { max_header_bytes = 16384, max_headers = 20 }",
-    ))
-    .await;
+    let web = web().set("limits.max_header_bytes", 16384).set("limits.max_headers", 20);
+    let t = start(config_on(web, app(&servers))).await;
     let addr = t.listener_addr("web");
     let meanwhile = in_flight_bystander(&t);
     assert!(wait_until(Duration::from_secs(10), || servers[0].requests() == 1).await);
@@ -80,7 +77,7 @@ async fn oversized_headers_get_431_and_too_many_headers_too() {
 #[tokio::test]
 async fn bodies_over_max_body_bytes_get_413_declared_or_streamed() {
     let servers = echo_servers(1);
-    let t = start(&listener_config(&servers, "limits = { max_body_bytes = 1000 }")).await;
+    let t = start(config_on(web().set("limits.max_body_bytes", 1000), app(&servers))).await;
     let addr = t.listener_addr("web");
     let meanwhile = in_flight_bystander(&t);
     assert!(wait_until(Duration::from_secs(10), || servers[0].requests() == 1).await);
@@ -111,7 +108,7 @@ async fn bodies_over_max_body_bytes_get_413_declared_or_streamed() {
 #[tokio::test]
 async fn a_slow_header_client_is_disconnected_after_the_header_timeout() {
     let servers = echo_servers(1);
-    let t = start(&listener_config(&servers, "timeouts = { header = \"1s\" }")).await;
+    let t = start(config_on(web().set("timeouts.header", "1s"), app(&servers))).await;
     let addr = t.listener_addr("web");
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").await.unwrap();
@@ -141,11 +138,8 @@ async fn a_slow_header_client_is_disconnected_after_the_header_timeout() {
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     let servers = echo_servers(2);
-    let cfg = listener_config(
-        &servers,
-        "rate_limit = { requests_per_second = 1, burst = 5 }\ntrusted_proxies = [\"127.0.0.1\"]",
-    );
-    let t = start(&cfg).await;
+    let web = web().set("rate_limit.requests_per_second", 1).set("rate_limit.burst", 5);
+    let t = start(config_on(web.trusted_proxies(&["127.0.0.1"]), app(&servers))).await;
     let c = client();
     let url = t.url("web");
     // The flooding client is 192.0.2.1 (through a trusted proxy: X-Forwarded-For).
@@ -177,17 +171,12 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
 #[tokio::test]
 async fn an_affinity_keyed_limit_stops_one_session_flooding_its_server_from_many_addresses() {
     let servers = echo_servers(2);
-    let cfg = config(
-        &servers,
-        "rate_limit = { requests_per_second = 1, burst = 3, key = \"affinity\" }",
-        Some("mode = \"header\"\nheader = \"X-Session-Id\""),
-    )
-    .replacen(
-        "default_backend = \"app\"\n",
-        "default_backend = \"app\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
-        1,
-    );
-    let t = start(&with_admin(&cfg)).await;
+    let app = app(&servers)
+        .set("rate_limit.requests_per_second", 1)
+        .set("rate_limit.burst", 3)
+        .set("rate_limit.key", "affinity")
+        .sticky(Sticky::header("X-Session-Id"));
+    let t = start(config_on(web().trusted_proxies(&["127.0.0.1"]), app).admin()).await;
     let c = client();
     let url = t.url("web");
     // One session from ten addresses: limited as one client.
@@ -229,7 +218,8 @@ async fn an_affinity_keyed_limit_stops_one_session_flooding_its_server_from_many
 #[tokio::test]
 async fn connections_over_the_per_ip_limit_are_closed_and_freed_slots_are_reused() {
     let servers = echo_servers(1);
-    let t = start(&listener_config(&servers, "limits = { max_connections_per_ip = 3 }")).await;
+    let web = web().set("limits.max_connections_per_ip", 3);
+    let t = start(config_on(web, app(&servers))).await;
     let addr = t.listener_addr("web");
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -272,9 +262,8 @@ fn proxy_v2(src: [u8; 4], port: u16) -> Vec<u8> {
 #[tokio::test]
 async fn proxy_protocol_gives_the_client_address_and_is_refused_from_untrusted_peers() {
     let servers = echo_servers(1);
-    let trusted =
-        listener_config(&servers, "proxy_protocol = true\ntrusted_proxies = [\"127.0.0.1\"]");
-    let t = start(&trusted).await;
+    let proxied = |trusted: &str| web().set("proxy_protocol", true).trusted_proxies(&[trusted]);
+    let t = start(config_on(proxied("127.0.0.1"), app(&servers))).await;
     let addr = t.listener_addr("web");
     let get = b"GET /pp HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     // v1
@@ -297,9 +286,7 @@ async fn proxy_protocol_gives_the_client_address_and_is_refused_from_untrusted_p
     drop(t);
 
     // The same listener trusting only another network refuses 127.0.0.1's headers.
-    let untrusted =
-        listener_config(&servers, "proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]");
-    let t = start(&untrusted).await;
+    let t = start(config_on(proxied("10.0.0.0/8"), app(&servers))).await;
     let mut raw = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n".to_vec();
     raw.extend_from_slice(get);
     let (resp, closed) = exchange(t.listener_addr("web"), &raw, Duration::from_secs(10)).await;
@@ -310,21 +297,24 @@ async fn proxy_protocol_gives_the_client_address_and_is_refused_from_untrusted_p
 #[tokio::test]
 async fn edge_settings_are_checked_with_clear_errors() {
     let servers = echo_servers(1);
-    let check =
-        |extra: &str| tether_testkit::run_check(BIN, &listener_config(&servers, extra)).unwrap();
-    let out = check("limits = { max_header_bytes = 100 }");
+    let check = |web: Listener| tether_testkit::run_check(BIN, config_on(web, app(&servers)));
+    let out = check(web().set("limits.max_header_bytes", 100)).unwrap();
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("listeners[0].limits.max_header_bytes"), "{}", out.stderr);
-    let out = check("rate_limit = { requests_per_second = 0 }");
+    let out = check(web().set("rate_limit.requests_per_second", 0)).unwrap();
     assert!(out.stderr.contains("listeners[0].rate_limit.requests_per_second"), "{}", out.stderr);
-    let out = check("rate_limit = { requests_per_second = 5, key = \"cookie\" }");
+    let cookie_keyed =
+        web().set("rate_limit.requests_per_second", 5).set("rate_limit.key", "cookie");
+    let out = check(cookie_keyed).unwrap();
     assert!(out.stderr.contains("listeners[0].rate_limit.key"), "{}", out.stderr);
-    let out = check("proxy_protocol = true");
+    let out = check(web().set("proxy_protocol", true)).unwrap();
     assert!(out.stderr.contains("needs trusted_proxies"), "{}", out.stderr);
-    let out = check("limits = { max_conections = 5 }");
+    let out = check(web().set("limits.max_conections", 5)).unwrap();
     assert!(out.stderr.contains("max_conections"), "a typo names the key: {}", out.stderr);
-    let out = check(
-        "limits = { max_connections = 100, max_body_bytes = 1048576 }\nrate_limit = { requests_per_second = 0.5 }",
-    );
+    let within = web()
+        .set("limits.max_connections", 100)
+        .set("limits.max_body_bytes", 1048576)
+        .set("rate_limit.requests_per_second", 0.5);
+    let out = check(within).unwrap();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }

@@ -81,12 +81,14 @@ impl Behaviour for Scripted {
 }
 
 /// A Tether whose backend "app" is `servers` (name, address), with an admin listener.
-async fn start_with_servers(servers: &[(&str, SocketAddr)], backend_extra: &str) -> Tether {
-    let entries: String = servers
-        .iter()
-        .map(|(n, a)| format!("[[backends.app.servers]]\nname = \"{n}\"\naddress = \"{a}\"\n"))
-        .collect();
-    start(&with_admin(&format!("{}\n{entries}", config(&[], backend_extra, None)))).await
+async fn start_with_servers(servers: &[(&str, SocketAddr)], app: Backend) -> Tether {
+    let entries = servers.iter().map(|(name, addr)| ServerEntry::new(name, addr));
+    start(config(app.servers(entries)).admin()).await
+}
+
+/// `backend` ejecting a server for 30 s after two failures in a row.
+fn with_outlier_detection(backend: Backend) -> Backend {
+    backend.set("outlier.consecutive_failures", 2).set("outlier.base_ejection", "30s")
 }
 
 /// The value of `tether_requests_total` for server `server` and `code_class`, 0 when absent.
@@ -109,8 +111,7 @@ fn access_lines(t: &Tether) -> Vec<Value> {
 #[tokio::test]
 async fn connect_is_refused_with_501_and_never_blames_a_server() {
     let servers = echo_servers(4);
-    let outlier = "outlier = { consecutive_failures = 2, base_ejection = \"30s\" }\n";
-    let t = start(&with_admin(&config(&servers, outlier, None))).await;
+    let t = start(config(with_outlier_detection(app(&servers))).admin()).await;
     let addr = t.listener_addr("web");
 
     for i in 0..100 {
@@ -149,8 +150,8 @@ async fn connect_is_refused_with_501_and_never_blames_a_server() {
 async fn server_answers_of_501_and_505_do_not_count_as_server_failures() {
     let not_impl = tether_testkit::StatusServer::start(501).unwrap();
     let version = tether_testkit::StatusServer::start(505).unwrap();
-    let outlier = "outlier = { consecutive_failures = 2, base_ejection = \"30s\" }\n";
-    let t = start_with_servers(&[("ni", not_impl.addr()), ("vn", version.addr())], outlier).await;
+    let servers = [("ni", not_impl.addr()), ("vn", version.addr())];
+    let t = start_with_servers(&servers, with_outlier_detection(Backend::new())).await;
     let c = client();
     for _ in 0..10 {
         let status = c.get(t.url("web")).send().await.unwrap().status().as_u16();
@@ -187,7 +188,7 @@ fn framing_script(path: &str) -> &'static [u8] {
 async fn framing_rig() -> (Server<Scripted>, Tether) {
     let server =
         Server::start_with(Scripted::new(framing_script), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let t = start_with_servers(&[("scripted", server.addr())], "").await;
+    let t = start_with_servers(&[("scripted", server.addr())], Backend::new()).await;
     (server, t)
 }
 
@@ -264,7 +265,7 @@ async fn half_closed(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn a_client_that_half_closes_after_its_request_gets_the_response() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     let addr = t.listener_addr("web");
     let requests: [&[u8]; 3] = [
         b"GET /slow?ms=300 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -292,7 +293,7 @@ async fn a_client_that_half_closes_after_its_request_gets_the_response() {
 #[tokio::test]
 async fn a_client_that_leaves_while_its_request_is_at_the_server_is_logged_as_499() {
     let servers = echo_servers(1);
-    let t = start(&with_admin(&config(&servers, "", None))).await;
+    let t = start(config(app(&servers)).admin()).await;
     let mut s = TcpStream::connect(t.listener_addr("web")).await.unwrap();
     s.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     assert!(wait_until(SETTLE, || servers[0].requests() == 1).await);
@@ -321,7 +322,7 @@ async fn a_client_that_leaves_while_its_request_is_at_the_server_is_logged_as_49
 #[tokio::test]
 async fn the_first_valid_affinity_cookie_is_used_when_several_are_sent() {
     let servers = echo_servers(3);
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     let c = client();
     let first = c.get(t.url("web")).send().await.unwrap();
     let pinned = server_of(&first);
@@ -357,13 +358,8 @@ async fn echo(sock: &mut WebSocket, msg: &str) {
 #[tokio::test]
 async fn an_open_websocket_tunnel_keeps_working_through_the_grace_period_on_sigterm() {
     let ws = WebSocketEchoServer::start().unwrap();
-    let cfg = format!(
-        "grace_period = \"4s\"\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\
-         default_backend = \"ws\"\n[backends.ws]\n[[backends.ws.servers]]\nname = \"w\"\n\
-         address = \"{}\"\n",
-        ws.addr()
-    );
-    let mut t = start(&cfg).await;
+    let tunnel = Backend::new().server(ServerEntry::new("w", ws.addr()));
+    let mut t = start(config(tunnel).set("grace_period", "4s")).await;
     let url = format!("ws://{}/chat", t.listener_addr("web"));
     let (mut sock, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     echo(&mut sock, "before").await;
@@ -388,7 +384,7 @@ async fn an_open_websocket_tunnel_keeps_working_through_the_grace_period_on_sigt
 #[tokio::test]
 async fn accept_failures_at_the_descriptor_limit_are_logged_once_a_second_with_a_count() {
     let servers: Vec<EchoServer> = echo_servers(1);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     let addr = t.listener_addr("web");
     // Hold connections until Tether runs out of descriptors, then keep one more waiting
     // in the backlog: every accept now fails, every 50 ms.
@@ -421,12 +417,8 @@ async fn accept_failures_at_the_descriptor_limit_are_logged_once_a_second_with_a
 #[tokio::test]
 async fn a_listener_that_cannot_bind_names_the_os_error_once() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let cfg = config(&echo_servers(1), "", None).replacen(
-        "127.0.0.1:0",
-        &taken.local_addr().unwrap().to_string(),
-        1,
-    );
-    let mut t = Tether::spawn(BIN, &cfg).unwrap();
+    let web = web().address(taken.local_addr().unwrap());
+    let mut t = Tether::spawn(BIN, config_on(web, app(&echo_servers(1)))).unwrap();
     let status = t.wait_exit(SETTLE).await.expect("tether kept running without its listener");
     assert_eq!(status.code(), Some(1));
     let stderr: Vec<String> = t

@@ -33,7 +33,10 @@ use tokio::time::Instant;
 
 use tether_testkit::{EchoServer, RecorderServer, Tether};
 
-use crate::support::fixture::{config, connections_refused, echo_servers, start, with_admin};
+use crate::support::fixture::{
+    Backend, Listener, ServerEntry, app, config, config_on, connections_refused, echo_servers,
+    start, web,
+};
 use crate::support::h2raw::{self, Frame, FrameReader, Next};
 
 const MIB: u64 = 1024 * 1024;
@@ -46,30 +49,19 @@ const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 
 // === Rigs ===
 
-/// An echo server as the only server of backend `app`, behind listener `web`, whose table
-/// also gets the TOML line `listener_extra` (when not empty).
-async fn echo_rig(listener_extra: &str) -> (EchoServer, Tether) {
+/// An echo server as the only server of backend `app`, behind `listener` (see [`web`]).
+async fn echo_rig(listener: Listener) -> (EchoServer, Tether) {
     let mut servers = echo_servers(1);
-    let cfg = with_listener_extra(config(&servers, "", None), listener_extra);
-    let tether = start(&cfg).await;
+    let tether = start(config_on(listener, app(&servers))).await;
     (servers.remove(0), tether)
 }
 
 /// A [`RecorderServer`] (keeps every byte it receives) behind listener `web`.
-async fn recorder_rig(listener_extra: &str) -> (RecorderServer, Tether) {
+async fn recorder_rig() -> (RecorderServer, Tether) {
     let recorder = RecorderServer::start("rec").unwrap();
-    let cfg = format!(
-        "{}\n[[backends.app.servers]]\nname = \"rec\"\naddress = \"{}\"\n",
-        with_listener_extra(config(&[], "", None), listener_extra),
-        recorder.addr()
-    );
-    (recorder, start(&cfg).await)
-}
-
-fn with_listener_extra(cfg: String, extra: &str) -> String {
-    let anchor = "default_backend = \"app\"\n";
-    assert!(cfg.contains(anchor), "the fixture config changed shape:\n{cfg}");
-    if extra.is_empty() { cfg } else { cfg.replacen(anchor, &format!("{anchor}{extra}\n"), 1) }
+    let app = Backend::new().server(ServerEntry::new("rec", recorder.addr()));
+    let tether = start(config(app)).await;
+    (recorder, tether)
 }
 
 /// A GET by a well-behaved HTTP/2 client (reqwest, prior knowledge) on a connection of its
@@ -306,7 +298,7 @@ fn mib(bytes: u64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_rapid_reset_flood_is_cut_off_with_goaway() {
     const STREAMS: u32 = 1000;
-    let (echo, tether) = echo_rig("").await;
+    let (echo, tether) = echo_rig(web()).await;
     let addr = tether.listener_addr("web");
     let (mut reader, writer, _) = handshake(addr).await;
 
@@ -370,7 +362,7 @@ struct Paced {
 async fn paced_cancels(what: &str, cancel: impl Fn(u32) -> Vec<u8>) -> Paced {
     const STREAMS: u32 = 400;
     let echo = echo_servers(1).remove(0);
-    let tether = start(&with_admin(&config(std::slice::from_ref(&echo), "", None))).await;
+    let tether = start(config(app(std::slice::from_ref(&echo))).admin()).await;
     let addr = tether.listener_addr("web");
     let (mut reader, mut writer, _) = handshake(addr).await;
     let fields = h2raw::request("GET", "/slow?ms=5000", &[]);
@@ -539,7 +531,7 @@ async fn open_streams(addr: SocketAddr, count: u32, path: &str) -> Streams {
 /// reach the upstream and are answered, the other 50 are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_streams_beyond_the_default_limit_of_100_are_refused() {
-    let (echo, tether) = echo_rig("").await;
+    let (echo, tether) = echo_rig(web()).await;
     let addr = tether.listener_addr("web");
     let started = Instant::now();
     let streams = open_streams(addr, 150, "/slow?ms=2000").await;
@@ -566,7 +558,7 @@ async fn h2_streams_beyond_the_default_limit_of_100_are_refused() {
 /// streams at once 10 are served and 5 refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_listener_stream_limit_is_announced_and_enforced() {
-    let (echo, tether) = echo_rig("http2 = { max_concurrent_streams = 10 }").await;
+    let (echo, tether) = echo_rig(web().set("http2.max_concurrent_streams", 10)).await;
     let addr = tether.listener_addr("web");
     let streams = open_streams(addr, 15, "/slow?ms=1000").await;
     let upstream = settled_requests(&echo).await;
@@ -677,7 +669,7 @@ async fn assert_continuation_flood_cut_off(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_continuation_flood_ends_the_connection_without_forwarding() {
-    let (recorder, tether) = recorder_rig("").await;
+    let (recorder, tether) = recorder_rig().await;
     let mut failures =
         assert_continuation_flood_cut_off("junk-fields", &tether, continuation_junk_flood()).await;
     failures.extend(
@@ -753,7 +745,7 @@ async fn assert_header_lists_refused(
 /// (12 MB decoded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_header_lists_over_max_header_bytes_are_refused() {
-    let (recorder, tether) = recorder_rig("").await;
+    let (recorder, tether) = recorder_rig().await;
     let (_reader, _writer, settings) = handshake(tether.listener_addr("web")).await;
     eprintln!("SETTINGS {settings:?}");
     assert_eq!(
@@ -783,7 +775,7 @@ async fn h2_header_lists_over_max_header_bytes_are_refused() {
 /// HTTP/2 too: 150 tiny fields (3 KiB) in one HEADERS frame are refused, not forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_more_fields_than_max_headers_are_refused() {
-    let (recorder, tether) = recorder_rig("").await;
+    let (recorder, tether) = recorder_rig().await;
     let names: Vec<String> = (0..150).map(|i| format!("x-f-{i:03}")).collect();
     let fields: Vec<(&[u8], &[u8])> = names.iter().map(|n| (n.as_bytes(), &b"v"[..])).collect();
     let cases = [("150 fields", "/fields", get_with_fields("/fields", &fields))];
@@ -798,7 +790,7 @@ async fn h2_more_fields_than_max_headers_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_download_stops_at_the_client_window_without_buffering() {
     const INITIAL_WINDOW: usize = 65_535;
-    let (_echo, tether) = echo_rig("").await;
+    let (_echo, tether) = echo_rig(web()).await;
     let addr = tether.listener_addr("web");
     let rss = RssWatch::start_warm(&tether, "/download?bytes=1000000").await;
     let (mut reader, mut writer, _) = handshake(addr).await;
@@ -884,7 +876,7 @@ async fn h2_download_stops_at_the_client_window_without_buffering() {
 /// silence (here 1 s + 1 s), instead of keeping it, and its connection slot, forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_idle_client_that_never_answers_the_ping_is_dropped() {
-    let (_echo, tether) = echo_rig("timeouts = { idle = \"1s\" }").await;
+    let (_echo, tether) = echo_rig(web().set("timeouts.idle", "1s")).await;
     let addr = tether.listener_addr("web");
     let (mut reader, _writer, _) = handshake(addr).await;
     let started = Instant::now();
@@ -900,7 +892,7 @@ async fn h2_idle_client_that_never_answers_the_ping_is_dropped() {
 /// the idle close never cuts a request short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_idle_close_waits_for_a_request_in_progress_even_without_a_ping_answer() {
-    let (_echo, tether) = echo_rig("timeouts = { idle = \"1s\" }").await;
+    let (_echo, tether) = echo_rig(web().set("timeouts.idle", "1s")).await;
     let addr = tether.listener_addr("web");
     let (mut reader, mut writer, _) = handshake(addr).await;
     let fields = h2raw::request("GET", "/slow?ms=3500", &[]);

@@ -22,36 +22,38 @@ use tokio::net::TcpStream;
 
 use crate::support::fixture::*;
 
-/// Short checks so hysteresis plays out in well under a second.
-const FAST_HTTP_CHECK: &str = "type = \"http\"\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n";
+/// Short checks of `path`, so hysteresis plays out in well under a second.
+fn fast_http_check(path: &str) -> HealthCheck {
+    HealthCheck::http(path).interval("100ms").timeout("100ms").rise(2).fall(2)
+}
 
 /// How long a transition may take: `fall` (or `rise`) × interval, plus generous slack for a
 /// loaded machine.
 const TRANSITION: Duration = Duration::from_secs(5);
 
-/// `[[backends.app.servers]]` entry.
-fn server(name: &str, addr: SocketAddr) -> String {
-    format!("[[backends.app.servers]]\nname = \"{name}\"\naddress = \"{addr}\"\n")
+/// Listener "web" → `app` (as backend "app"), and the admin listener.
+fn with_admin(app: Backend) -> Config {
+    config(app).admin()
 }
 
-/// A `[[backends.app.servers]]` entry with `backup = true`.
-fn backup_server(name: &str, addr: SocketAddr) -> String {
-    format!("{}backup = true\n", server(name, addr))
+/// Backend "app" over server `name` at `addr`, then the echo servers `others`.
+fn first_then(name: &str, addr: SocketAddr, others: &[EchoServer]) -> Backend {
+    Backend::new().server(ServerEntry::new(name, addr)).servers(others)
 }
 
-/// Listener "web" → backend "app" (`backend_extra` under `[backends.app]`, `health` under
-/// `[backends.app.health_check]` when given), then `servers`, then `[admin]` on port 0.
-fn config_with(backend_extra: &str, health: Option<&str>, servers: &str) -> String {
-    let health = health.map(|h| format!("[backends.app.health_check]\n{h}\n")).unwrap_or_default();
-    format!(
-        "grace_period = \"5s\"\n\n[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\n\
-         default_backend = \"app\"\n\n[backends.app]\n{backend_extra}\n{health}\n{servers}\n\
-         [admin]\naddress = \"127.0.0.1:0\"\n"
-    )
-}
-
-fn echo_entries(servers: &[EchoServer]) -> String {
-    servers.iter().map(|s| server(s.name(), s.addr())).collect()
+/// `backend` with passive outlier detection: a server is ejected after `failures` in a row,
+/// for `base` (doubling up to `max`), and at most `max_percent` of the servers at once.
+fn ejecting(
+    backend: Backend,
+    failures: u32,
+    (base, max): (&str, &str),
+    max_percent: u32,
+) -> Backend {
+    backend
+        .set("outlier.consecutive_failures", failures)
+        .set("outlier.base_ejection", base)
+        .set("outlier.max_ejection", max)
+        .set("outlier.max_ejected_percent", max_percent)
 }
 
 /// Every server's admin JSON in backend "app".
@@ -153,8 +155,8 @@ impl Behaviour for Flaky {
 async fn failing_health_check_takes_a_server_out_and_back_in() {
     let flaky = start_flaky("flaky");
     let steady = echo_servers(1);
-    let servers = format!("{}{}", server("flaky", flaky.addr()), echo_entries(&steady));
-    let t = start(&config_with("", Some(FAST_HTTP_CHECK), &servers)).await;
+    let app = first_then("flaky", flaky.addr(), &steady).health_check(fast_http_check("/healthz"));
+    let t = start(with_admin(app)).await;
     let c = client();
 
     let initial = server_json(&t, &c, "flaky").await["health"].clone();
@@ -206,7 +208,7 @@ async fn failing_health_check_takes_a_server_out_and_back_in() {
 #[tokio::test]
 async fn killed_server_costs_no_client_errors_and_returns_after_rise() {
     let mut servers = echo_servers(3);
-    let t = start(&config_with("", Some(FAST_HTTP_CHECK), &echo_entries(&servers))).await;
+    let t = start(with_admin(app(&servers).health_check(fast_http_check("/healthz")))).await;
     let (fresh, kept) = (fresh_client(), client());
     let admin = client();
     for name in ["s0", "s1", "s2"] {
@@ -249,8 +251,8 @@ async fn killed_server_costs_no_client_errors_and_returns_after_rise() {
 async fn tcp_check_marks_a_closed_port_down() {
     let mut servers = echo_servers(2);
     servers[1].stop().await;
-    let check = "type = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n";
-    let t = start(&config_with("", Some(check), &echo_entries(&servers))).await;
+    let check = HealthCheck::tcp().interval("100ms").timeout("100ms").rise(2).fall(2);
+    let t = start(with_admin(app(&servers).health_check(check))).await;
     let c = client();
 
     let down = wait_health(&t, &c, "s1", "down", TRANSITION).await;
@@ -275,12 +277,11 @@ async fn tcp_check_marks_a_closed_port_down() {
 async fn hung_server_gets_504_and_is_ejected() {
     let hang = HangServer::start().unwrap();
     let steady = echo_servers(1);
-    let extra = "timeouts = { response = \"500ms\" }\n\
-                 retry = { attempts = 1, budget_percent = 20 }\n\
-                 outlier = { consecutive_failures = 2, base_ejection = \"30s\", \
-                 max_ejection = \"300s\", max_ejected_percent = 50 }\n";
-    let servers = format!("{}{}", server("h", hang.addr()), echo_entries(&steady));
-    let t = start(&config_with(extra, None, &servers)).await;
+    let app = first_then("h", hang.addr(), &steady)
+        .set("timeouts.response", "500ms")
+        .set("retry.attempts", 1)
+        .set("retry.budget_percent", 20);
+    let t = start(with_admin(ejecting(app, 2, ("30s", "300s"), 50))).await;
     let c = client();
 
     let mut timeouts = 0;
@@ -313,10 +314,10 @@ async fn hung_server_gets_504_and_is_ejected() {
 #[tokio::test]
 async fn retry_budget_bounds_upstream_attempts_when_every_server_fails() {
     let failing: Vec<_> = (0..3).map(|_| StatusServer::start(503).unwrap()).collect();
-    let servers: String =
-        failing.iter().enumerate().map(|(i, s)| server(&format!("f{i}"), s.addr())).collect();
-    let extra = "retry = { attempts = 3, budget_percent = 20 }\n";
-    let t = start(&config_with(extra, None, &servers)).await;
+    let entries =
+        failing.iter().enumerate().map(|(i, s)| ServerEntry::new(&format!("f{i}"), s.addr()));
+    let app = Backend::new().servers(entries).set("retry.attempts", 3);
+    let t = start(with_admin(app.set("retry.budget_percent", 20))).await;
     let c = client();
 
     const REQUESTS: u64 = 200;
@@ -334,18 +335,19 @@ async fn retry_budget_bounds_upstream_attempts_when_every_server_fails() {
     assert_eq!(retries, (attempts - REQUESTS) as f64, "every attempt after the first counts");
 }
 
-/// One server stuck answering 503 ("bad") and one echo server ("good").
-async fn bad_and_good(extra: &str) -> (StatusServer, Vec<EchoServer>, Tether) {
+/// One server stuck answering 503 ("bad") and one echo server ("good"); two attempts per
+/// request, with no budget on retries.
+async fn bad_and_good() -> (StatusServer, Vec<EchoServer>, Tether) {
     let bad = StatusServer::start(503).unwrap();
     let good = vec![EchoServer::start("good").unwrap()];
-    let servers = format!("{}{}", server("bad", bad.addr()), echo_entries(&good));
-    let t = start(&config_with(extra, None, &servers)).await;
+    let app = first_then("bad", bad.addr(), &good).set("retry.attempts", 2);
+    let t = start(with_admin(app.set("retry.budget_percent", 100))).await;
     (bad, good, t)
 }
 
 #[tokio::test]
 async fn idempotent_get_is_retried_on_another_server_after_a_503() {
-    let (bad, _good, t) = bad_and_good("retry = { attempts = 2, budget_percent = 100 }\n").await;
+    let (bad, _good, t) = bad_and_good().await;
     let c = client();
     for _ in 0..5 {
         for method in ["GET", "HEAD", "OPTIONS", "DELETE"] {
@@ -359,7 +361,7 @@ async fn idempotent_get_is_retried_on_another_server_after_a_503() {
 
 #[tokio::test]
 async fn post_with_a_body_is_not_retried_after_a_503() {
-    let (bad, good, t) = bad_and_good("retry = { attempts = 2, budget_percent = 100 }\n").await;
+    let (bad, good, t) = bad_and_good().await;
     let c = client();
     let (mut refused, mut served) = (0, 0);
     for _ in 0..10 {
@@ -380,7 +382,7 @@ async fn garbage_and_reset_servers_give_502() {
     let garbage = GarbageServer::start().unwrap();
     let reset = ResetServer::start().unwrap();
     for (kind, addr) in [("garbage", garbage.addr()), ("reset", reset.addr())] {
-        let t = start(&config_with("", None, &server(kind, addr))).await;
+        let t = start(with_admin(Backend::new().server(ServerEntry::new(kind, addr)))).await;
         let c = client();
         // Two rounds: four failures stay under any default outlier threshold (5).
         for _ in 0..2 {
@@ -399,14 +401,10 @@ async fn garbage_and_reset_servers_give_502() {
 async fn close_mid_response_truncates_and_the_next_request_still_works() {
     let cut = CloseMidResponseServer::start().unwrap();
     let echo = echo_servers(1);
-    let cut_backend = format!(
-        "[[routes]]\npath_prefix = \"/cut\"\nbackend = \"cut\"\n\n\
-         [backends.cut]\n[[backends.cut.servers]]\nname = \"cut\"\naddress = \"{}\"\n\n\
-         [admin]\n",
-        cut.addr()
-    );
-    let cfg = config_with("", None, &echo_entries(&echo)).replace("[admin]\n", &cut_backend);
-    let t = start(&cfg).await;
+    let cfg = with_admin(app(&echo))
+        .route(Route::to("cut").path_prefix("/cut"))
+        .backend("cut", Backend::new().server(ServerEntry::new("cut", cut.addr())));
+    let t = start(cfg).await;
     let c = client();
     for round in 1..=2_u64 {
         // The head and the first bytes usually reach the client before the body fails; when
@@ -433,8 +431,8 @@ async fn close_mid_response_truncates_and_the_next_request_still_works() {
 async fn backup_takes_over_only_when_every_primary_is_down() {
     let mut primaries = echo_servers(2);
     let backup = [EchoServer::start("b").unwrap()];
-    let servers = format!("{}{}", echo_entries(&primaries), backup_server("b", backup[0].addr()));
-    let t = start(&config_with("", Some(FAST_HTTP_CHECK), &servers)).await;
+    let app = app(&primaries).server(ServerEntry::from(&backup[0]).backup());
+    let t = start(with_admin(app.health_check(fast_http_check("/healthz")))).await;
     let c = client();
     let not_backup = |seen: Vec<(u16, String)>| {
         for (status, by) in seen {
@@ -464,13 +462,14 @@ async fn backup_takes_over_only_when_every_primary_is_down() {
 }
 
 /// A health check that always fails while the server itself serves fine.
-const FAILING_CHECK: &str = "type = \"http\"\npath = \"/status/500\"\ninterval = \"100ms\"\n\
-                             timeout = \"100ms\"\nrise = 2\nfall = 2\n";
+fn failing_check() -> HealthCheck {
+    fast_http_check("/status/500")
+}
 
 #[tokio::test]
 async fn on_all_down_503_answers_with_retry_after_and_never_calls_the_servers() {
     let servers = echo_servers(1);
-    let t = start(&config_with("", Some(FAILING_CHECK), &echo_entries(&servers))).await;
+    let t = start(with_admin(app(&servers).health_check(failing_check()))).await;
     let c = client();
     wait_health(&t, &c, "s0", "down", TRANSITION).await;
     for _ in 0..5 {
@@ -487,12 +486,8 @@ async fn on_all_down_503_answers_with_retry_after_and_never_calls_the_servers() 
 #[tokio::test]
 async fn on_all_down_fail_open_still_tries_the_servers() {
     let servers = echo_servers(2);
-    let t = start(&config_with(
-        "on_all_down = \"fail_open\"\n",
-        Some(FAILING_CHECK),
-        &echo_entries(&servers),
-    ))
-    .await;
+    let app = app(&servers).set("on_all_down", "fail_open").health_check(failing_check());
+    let t = start(with_admin(app)).await;
     let c = client();
     wait_health(&t, &c, "s0", "down", TRANSITION).await;
     wait_health(&t, &c, "s1", "down", TRANSITION).await;
@@ -506,15 +501,11 @@ async fn on_all_down_fail_open_still_tries_the_servers() {
 async fn outlier_detection_ejects_a_server_answering_500s_and_caps_the_ejected_share() {
     let bad: Vec<_> = (0..2).map(|_| StatusServer::start(500).unwrap()).collect();
     let good = echo_servers(2);
-    let servers = format!(
-        "{}{}{}",
-        server("bad0", bad[0].addr()),
-        server("bad1", bad[1].addr()),
-        echo_entries(&good)
-    );
-    let extra = "outlier = { consecutive_failures = 3, base_ejection = \"30s\", \
-                 max_ejection = \"300s\", max_ejected_percent = 25 }\n";
-    let t = start(&config_with(extra, None, &servers)).await;
+    let app = Backend::new()
+        .server(ServerEntry::new("bad0", bad[0].addr()))
+        .server(ServerEntry::new("bad1", bad[1].addr()))
+        .servers(&good);
+    let t = start(with_admin(ejecting(app, 3, ("30s", "300s"), 25))).await;
     let c = client();
 
     let mut ejected = Vec::new();
@@ -552,13 +543,9 @@ async fn pinned_sessions_leave_a_server_its_health_check_marks_down() {
     for on_server_down in ["redispatch", "fail"] {
         let flaky = start_flaky("flaky");
         let steady = echo_servers(1);
-        let servers = format!(
-            "[backends.app.sticky]\nmode = \"header\"\nheader = \"X-Session-Id\"\n\
-             on_server_down = \"{on_server_down}\"\n\n{}{}",
-            server("flaky", flaky.addr()),
-            echo_entries(&steady)
-        );
-        let t = start(&config_with("", Some(FAST_HTTP_CHECK), &servers)).await;
+        let sticky = Sticky::header("X-Session-Id").set("on_server_down", on_server_down);
+        let app = first_then("flaky", flaky.addr(), &steady).sticky(sticky);
+        let t = start(with_admin(app.health_check(fast_http_check("/healthz")))).await;
         let c = client();
         wait_health(&t, &c, "flaky", "up", TRANSITION).await;
         let get = |key: String| c.get(t.url("web")).header("x-session-id", key).send();
@@ -604,10 +591,8 @@ async fn fail_until_down(t: &Tether, c: &reqwest::Client, name: &str, max: usize
 async fn repeat_ejections_double_in_length() {
     let bad = StatusServer::start(500).unwrap();
     let good = echo_servers(1);
-    let servers = format!("{}{}", server("bad", bad.addr()), echo_entries(&good));
-    let extra = "outlier = { consecutive_failures = 2, base_ejection = \"500ms\", \
-                 max_ejection = \"60s\", max_ejected_percent = 50 }\n";
-    let t = start(&config_with(extra, None, &servers)).await;
+    let app = ejecting(first_then("bad", bad.addr(), &good), 2, ("500ms", "60s"), 50);
+    let t = start(with_admin(app)).await;
     let c = client();
     let mut lengths = Vec::new();
     for round in 1..=2 {
@@ -629,13 +614,10 @@ async fn repeat_ejections_double_in_length() {
 /// `n` servers answering 500 with outlier detection capped at `percent`; eight GETs.
 async fn hammer_failing_servers(n: usize, percent: u32) {
     let bad: Vec<_> = (0..n).map(|_| StatusServer::start(500).unwrap()).collect();
-    let servers: String =
-        bad.iter().enumerate().map(|(i, s)| server(&format!("bad{i}"), s.addr())).collect();
-    let extra = format!(
-        "outlier = {{ consecutive_failures = 2, base_ejection = \"30s\", \
-         max_ejection = \"300s\", max_ejected_percent = {percent} }}\n"
-    );
-    let t = start(&config_with(&extra, None, &servers)).await;
+    let entries =
+        bad.iter().enumerate().map(|(i, s)| ServerEntry::new(&format!("bad{i}"), s.addr()));
+    let app = ejecting(Backend::new().servers(entries), 2, ("30s", "300s"), percent);
+    let t = start(with_admin(app)).await;
     let c = client();
     for i in 0..8 {
         let r = c.get(t.url("web")).send().await.unwrap();
@@ -666,10 +648,8 @@ async fn max_ejected_percent_zero_ejects_nothing() {
 async fn an_ejection_is_logged_from_the_health_the_server_had() {
     let bad = StatusServer::start(500).unwrap();
     let good = echo_servers(1);
-    let servers = format!("{}{}", server("bad", bad.addr()), echo_entries(&good));
-    let extra = "outlier = { consecutive_failures = 2, base_ejection = \"30s\", \
-                 max_ejection = \"300s\", max_ejected_percent = 50 }\n";
-    let t = start(&config_with(extra, None, &servers)).await;
+    let app = ejecting(first_then("bad", bad.addr(), &good), 2, ("30s", "300s"), 50);
+    let t = start(with_admin(app)).await;
     let c = client();
     let before = server_json(&t, &c, "bad").await["health"].clone();
     assert!(fail_until_down(&t, &c, "bad", 20).await, "never ejected");
@@ -686,8 +666,8 @@ async fn an_ejection_is_logged_from_the_health_the_server_had() {
 async fn a_recovered_server_ramps_up_under_slow_start() {
     let flaky = start_flaky("flaky");
     let steady = echo_servers(2);
-    let servers = format!("{}{}", server("flaky", flaky.addr()), echo_entries(&steady));
-    let t = start(&config_with("slow_start = \"60s\"", Some(FAST_HTTP_CHECK), &servers)).await;
+    let app = first_then("flaky", flaky.addr(), &steady).set("slow_start", "60s");
+    let t = start(with_admin(app.health_check(fast_http_check("/healthz")))).await;
     let c = client();
     wait_health(&t, &c, "flaky", "up", TRANSITION).await;
     let before: usize = spread(&t, &c, 300).await.iter().filter(|(_, by)| by == "flaky").count();

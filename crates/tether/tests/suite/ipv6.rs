@@ -30,13 +30,9 @@ fn mixed_servers() -> Vec<EchoServer> {
     ]
 }
 
-/// `cfg` (from [`config`]) with listener "web" moved to `[::1]:0` and `listener_extra` added.
-fn on_v6(cfg: &str, listener_extra: &str) -> String {
-    cfg.replacen("address = \"127.0.0.1:0\"", "address = \"[::1]:0\"", 1).replacen(
-        "default_backend = \"app\"",
-        &format!("default_backend = \"app\"\n{listener_extra}"),
-        1,
-    )
+/// Listener "web" ([`web`]) on `[::1]:0`.
+fn web_v6() -> Listener {
+    web().address("[::1]:0")
 }
 
 async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
@@ -49,7 +45,7 @@ async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
 #[tokio::test]
 async fn an_ipv6_listener_balances_over_ipv6_and_ipv4_servers_and_names_the_client() {
     let servers = mixed_servers();
-    let t = start(&on_v6(&config(&servers, "", None), "")).await;
+    let t = start(config_on(web_v6(), app(&servers))).await;
     let addr = t.listener_addr("web");
     assert_eq!(addr.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST), "listener bound on {addr}");
     let c = client();
@@ -69,12 +65,8 @@ async fn an_ipv6_listener_balances_over_ipv6_and_ipv4_servers_and_names_the_clie
 async fn tls_with_http2_and_curl_work_on_an_ipv6_listener() {
     let servers = mixed_servers();
     let pki = Pki::new("tls-v6", &["localhost"]).unwrap();
-    let tls = format!(
-        "tls = {{ cert = {}, key = {} }}",
-        toml_str(&pki.cert_file),
-        toml_str(&pki.key_file)
-    );
-    let t = start(&on_v6(&config(&servers, "", None), &tls)).await;
+    let tls = Tls::new(&pki.cert_file, &pki.key_file);
+    let t = start(config_on(web_v6().tls(tls), app(&servers))).await;
     let addr = t.listener_addr("web");
 
     let cfg = pki.ca.client_config(&[b"h2", b"http/1.1"]).unwrap();
@@ -122,14 +114,12 @@ async fn tls_with_http2_and_curl_work_on_an_ipv6_listener() {
 #[tokio::test]
 async fn client_ip_affinity_and_rate_limits_key_on_the_ipv6_address() {
     let servers = mixed_servers();
-    let rate = "rate_limit = { requests_per_second = 0.01, burst = 5 }";
-    let cfg = on_v6(&config(&servers, rate, Some("mode = \"client_ip\"")), "").replacen(
-        "[backends.app]",
-        "[[listeners]]\nname = \"v4\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
-         [backends.app]",
-        1,
-    );
-    let t = start(&cfg).await;
+    let app = app(&servers)
+        .set("rate_limit.requests_per_second", 0.01)
+        .set("rate_limit.burst", 5)
+        .sticky(Sticky::client_ip());
+    let v4 = Listener::new("v4").default_backend("app");
+    let t = start(config_on(web_v6(), app).listener(v4)).await;
     let c = client();
     let get = |url: String| {
         let c = c.clone();
@@ -160,14 +150,8 @@ async fn a_dual_stack_listener_names_ipv4_clients_as_ipv4() {
     let dual_stack =
         std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "0");
     let servers = mixed_servers();
-    let cfg = config(&servers, "", None)
-        .replacen("address = \"127.0.0.1:0\"", "address = \"[::]:0\"", 1)
-        .replacen(
-            "default_backend = \"app\"",
-            "default_backend = \"app\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
-            1,
-        );
-    let t = start(&cfg).await;
+    let dual = web().address("[::]:0").trusted_proxies(&["127.0.0.1/32"]);
+    let t = start(config_on(dual, app(&servers))).await;
     let port = t.listener_addr("web").port();
     let c = client();
     let (status, echo) = get_json(&c, &format!("http://[::1]:{port}/v6")).await;

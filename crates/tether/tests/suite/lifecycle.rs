@@ -3,7 +3,6 @@
 //! a real Tether on port 0 and talks to it over loopback.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,51 +12,18 @@ use tether_testkit::{EchoServer, Tether, run_check, wait_until, wait_until_async
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::fixture::BIN;
+use crate::support::fixture::{
+    BIN, Backend, Config, ServerEntry, Sticky, client, config, fresh_client,
+};
 
 /// Generous bound for anything that should happen "at once" on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// One `[[backends.app.servers]]` entry: name, address, weight.
-type ServerEntry<'a> = (&'a str, SocketAddr, u32);
-
-/// A config with listener `web` on port 0 in front of backend `app` holding `servers`.
-/// `extra_top` goes at the top level (e.g. `access_log = false`).
-fn config(balance: &str, sticky: bool, extra_top: &str, servers: &[ServerEntry<'_>]) -> String {
-    let mut toml = format!(
-        "grace_period = \"10s\"\n{extra_top}\n\
-         [[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
-         [backends.app]\nbalance = \"{balance}\"\n\
-         timeouts = {{ connect = \"1s\", response = \"10s\" }}\n"
-    );
-    if sticky {
-        toml.push_str("\n[backends.app.sticky]\nmode = \"cookie\"\ncookie_name = \"tether\"\n");
-    }
-    for (name, addr, weight) in servers {
-        toml.push_str(&format!(
-            "\n[[backends.app.servers]]\nname = \"{name}\"\naddress = \"{addr}\"\nweight = {weight}\n"
-        ));
-    }
-    toml
-}
-
-/// A keep-alive client that never goes through a proxy from the environment.
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_else(|e| panic!("building an HTTP client: {e}"))
-}
-
-/// A client that opens a new connection for every request.
-fn fresh_connection_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_else(|e| panic!("building an HTTP client: {e}"))
+/// Listener `web` on port 0 in front of `app` (as backend "app") with a connect timeout of
+/// 1 s and a response timeout of 10 s; a grace period of 10 s.
+fn lifecycle_config(app: Backend) -> Config {
+    let app = app.set("timeouts.connect", "1s").set("timeouts.response", "10s");
+    config(app).set("grace_period", "10s")
 }
 
 /// What one proxied request came back with.
@@ -224,7 +190,7 @@ async fn run_with_an_invalid_file_exits_1_and_names_the_error() {
 async fn sighup_with_a_broken_file_keeps_serving_the_old_config() {
     let a = EchoServer::start("a").unwrap();
     let b = EchoServer::start("b").unwrap();
-    let good = config("round_robin", false, "", &[("a", a.addr(), 1), ("b", b.addr(), 1)]);
+    let good = lifecycle_config(Backend::new().servers([&a, &b]));
     let mut tether = Tether::start(BIN, &good).await.unwrap();
     let url = tether.url("web");
     let http = client();
@@ -256,7 +222,7 @@ async fn sighup_with_a_new_server_starts_using_it() {
     let a = EchoServer::start("a").unwrap();
     let b = EchoServer::start("b").unwrap();
     let c = EchoServer::start("c").unwrap();
-    let two = config("round_robin", false, "", &[("a", a.addr(), 1), ("b", b.addr(), 1)]);
+    let two = lifecycle_config(Backend::new().servers([&a, &b]));
     let mut tether = Tether::start(BIN, &two).await.unwrap();
     let url = tether.url("web");
     let http = client();
@@ -265,12 +231,7 @@ async fn sighup_with_a_new_server_starts_using_it() {
     }
     assert_eq!(c.requests(), 0, "c got traffic before it was configured");
 
-    let three = config(
-        "round_robin",
-        false,
-        "",
-        &[("a", a.addr(), 1), ("b", b.addr(), 1), ("c", c.addr(), 1)],
-    );
+    let three = lifecycle_config(Backend::new().servers([&a, &b, &c]));
     let outcome = tether.reload(&three).await.unwrap();
     assert_eq!(outcome["message"], "config reloaded", "{outcome}");
 
@@ -317,14 +278,9 @@ async fn reload_every_2s_during_20s_of_traffic_loses_no_request() {
     let b = EchoServer::start("b").unwrap();
     let c = EchoServer::start("c").unwrap();
     // Access log off: 100k request lines would only load the machine and the log capture.
-    let quiet = "access_log = false\n";
-    let without_c = config("round_robin", false, quiet, &[("a", a.addr(), 2), ("b", b.addr(), 1)]);
-    let with_c = config(
-        "round_robin",
-        false,
-        quiet,
-        &[("a", a.addr(), 1), ("b", b.addr(), 1), ("c", c.addr(), 1)],
-    );
+    let quiet = |app: Backend| lifecycle_config(app).set("access_log", false);
+    let without_c = quiet(Backend::new().server(ServerEntry::from(&a).weight(2)).server(&b));
+    let with_c = quiet(Backend::new().servers([&a, &b, &c]));
     let mut tether = Tether::start(BIN, &without_c).await.unwrap();
     let url = tether.url("web");
 
@@ -334,7 +290,7 @@ async fn reload_every_2s_during_20s_of_traffic_loses_no_request() {
     let mut clients =
         vec![tokio::spawn(traffic(client(), url.clone(), until, 200_000, sent.clone()))];
     for _ in 0..2 {
-        let fresh = fresh_connection_client();
+        let fresh = fresh_client();
         clients.push(tokio::spawn(traffic(fresh, url.clone(), until, 20_000, sent.clone())));
     }
 
@@ -377,7 +333,7 @@ async fn reload_every_2s_during_20s_of_traffic_loses_no_request() {
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     let a = EchoServer::start("a").unwrap();
-    let cfg = config("round_robin", false, "", &[("a", a.addr(), 1)]);
+    let cfg = lifecycle_config(Backend::new().server(&a));
     let mut tether = Tether::start(BIN, &cfg).await.unwrap();
     let addr = tether.listener_addr("web");
     let slow_url = format!("{}/slow?ms=2000", tether.url("web"));
@@ -411,8 +367,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
 #[tokio::test]
 async fn a_second_sigint_during_the_drain_stops_at_once() {
     let a = EchoServer::start("a").unwrap();
-    let cfg = config("round_robin", false, "", &[("a", a.addr(), 1)]);
-    let cfg = cfg.replacen("grace_period = \"10s\"", "grace_period = \"60s\"", 1);
+    let cfg = lifecycle_config(Backend::new().server(&a)).set("grace_period", "60s");
     let mut tether = Tether::start(BIN, &cfg).await.unwrap();
     // 8 s: within the backend's 10 s response timeout, far beyond what the test waits.
     let slow_url = format!("{}/slow?ms=8000", tether.url("web"));
@@ -444,11 +399,14 @@ async fn a_second_sigint_during_the_drain_stops_at_once() {
 async fn counters_and_affinity_survive_a_reload() {
     let a = EchoServer::start("a").unwrap();
     let b = EchoServer::start("b").unwrap();
-    let servers = |weight| [("a", a.addr(), weight), ("b", b.addr(), weight)];
+    let servers = |weight| {
+        let (a, b) = (ServerEntry::from(&a).weight(weight), ServerEntry::from(&b).weight(weight));
+        let app = Backend::new().balance("least_conn").sticky(Sticky::cookie()).servers([a, b]);
+        lifecycle_config(app)
+    };
     // least_conn reads each server's in-flight counter: that is the counter that must carry
     // over. Equal weights before and after, so only the counter decides.
-    let before = config("least_conn", true, "", &servers(1));
-    let after = config("least_conn", true, "", &servers(2));
+    let (before, after) = (servers(1), servers(2));
     let mut tether = Tether::start(BIN, &before).await.unwrap();
     let url = tether.url("web");
     let http = client();

@@ -5,23 +5,21 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use tether_testkit::{CheckOutput, Tether, run_check};
+use tether_testkit::{CheckOutput, EchoServer, Tether, run_check};
 
 use crate::support::fixture::*;
 
-fn limited(servers: &[tether_testkit::EchoServer], limits: &str, sticky: Option<&str>) -> String {
-    config(servers, &format!("limits = {{ {limits} }}"), sticky)
+/// Backend "app" over `servers`, each holding at most `max_per_server` requests, with a queue
+/// of `queue_size` (0: none).
+fn limited(servers: &[EchoServer], max_per_server: u32, queue_size: u32) -> Backend {
+    let app = app(servers).set("limits.max_connections_per_server", max_per_server);
+    app.set("limits.queue_size", queue_size)
 }
 
 #[tokio::test]
 async fn the_eleventh_request_queues_and_a_full_queue_gets_503_with_retry_after() {
     let servers = echo_servers(1);
-    let cfg = limited(
-        &servers,
-        "max_connections_per_server = 10, queue_size = 5, queue_timeout = \"10s\"",
-        None,
-    );
-    let t = start(&cfg).await;
+    let t = start(config(limited(&servers, 10, 5).set("limits.queue_timeout", "10s"))).await;
     let c = client();
     // Long enough that all 16 requests arrive while the first 10 still hold their slots, even
     // on a loaded machine.
@@ -52,12 +50,7 @@ async fn the_eleventh_request_queues_and_a_full_queue_gets_503_with_retry_after(
 #[tokio::test]
 async fn a_queued_request_gives_up_after_the_queue_timeout() {
     let servers = echo_servers(1);
-    let cfg = limited(
-        &servers,
-        "max_connections_per_server = 1, queue_size = 4, queue_timeout = \"200ms\"",
-        None,
-    );
-    let t = start(&cfg).await;
+    let t = start(config(limited(&servers, 1, 4).set("limits.queue_timeout", "200ms"))).await;
     let c = client();
     let slow = tokio::spawn({
         let (c, url) = (c.clone(), format!("{}/slow?ms=1500", t.url("web")));
@@ -82,7 +75,7 @@ async fn a_queued_request_gives_up_after_the_queue_timeout() {
 async fn pin_and_fill(
     t: &tether_testkit::Tether,
     c: &reqwest::Client,
-    servers: &[tether_testkit::EchoServer],
+    servers: &[EchoServer],
 ) -> (String, tokio::task::JoinHandle<u16>) {
     let first = c.get(t.url("web")).header("x-session-id", "k").send().await.unwrap();
     let owner = server_of(&first);
@@ -99,17 +92,16 @@ async fn pin_and_fill(
     (owner, slow)
 }
 
-const HEADER: &str = "mode = \"header\"\nheader = \"X-Session-Id\"";
+/// Affinity by header `X-Session-Id`.
+fn by_header() -> Sticky {
+    Sticky::header("X-Session-Id")
+}
 
 #[tokio::test]
 async fn spill_serves_elsewhere_once_and_keeps_the_pin() {
     let servers = echo_servers(2);
-    let t = start(&limited(
-        &servers,
-        "max_connections_per_server = 1",
-        Some(&format!("{HEADER}\non_server_full = \"spill\"")),
-    ))
-    .await;
+    let spill = by_header().set("on_server_full", "spill");
+    let t = start(config(limited(&servers, 1, 0).sticky(spill))).await;
     let c = client();
     let (owner, slow) = pin_and_fill(&t, &c, &servers).await;
     let r = c.get(t.url("web")).header("x-session-id", "k").send().await.unwrap();
@@ -124,12 +116,8 @@ async fn spill_serves_elsewhere_once_and_keeps_the_pin() {
 #[tokio::test]
 async fn redispatch_moves_the_pin_when_the_server_is_full() {
     let servers = echo_servers(2);
-    let t = start(&limited(
-        &servers,
-        "max_connections_per_server = 1",
-        Some(&format!("{HEADER}\non_server_full = \"redispatch\"")),
-    ))
-    .await;
+    let redispatch = by_header().set("on_server_full", "redispatch");
+    let t = start(config(limited(&servers, 1, 0).sticky(redispatch))).await;
     let c = client();
     let (owner, slow) = pin_and_fill(&t, &c, &servers).await;
     let r = c.get(t.url("web")).header("x-session-id", "k").send().await.unwrap();
@@ -143,9 +131,7 @@ async fn redispatch_moves_the_pin_when_the_server_is_full() {
 #[tokio::test]
 async fn queue_policy_waits_for_the_pinned_server() {
     let servers = echo_servers(2);
-    let t =
-        start(&limited(&servers, "max_connections_per_server = 1, queue_size = 10", Some(HEADER)))
-            .await;
+    let t = start(config(limited(&servers, 1, 10).sticky(by_header()))).await;
     let c = client();
     let (owner, slow) = pin_and_fill(&t, &c, &servers).await;
     let r = c.get(t.url("web")).header("x-session-id", "k").send().await.unwrap();
@@ -157,7 +143,7 @@ async fn queue_policy_waits_for_the_pinned_server() {
 #[tokio::test]
 async fn a_server_added_by_reload_ramps_up_under_slow_start() {
     let servers = echo_servers(3);
-    let cfg = |n: usize| config(&servers[..n], "slow_start = \"60s\"", None);
+    let cfg = |n: usize| config(app(&servers[..n]).set("slow_start", "60s"));
     let mut t = start(&cfg(2)).await;
     assert_eq!(t.reload(&cfg(3)).await.unwrap()["message"], "config reloaded");
     let c = fresh_client();
@@ -193,68 +179,55 @@ fn assert_one_error(out: &CheckOutput, text: &str, path: &str, value: &str, mess
     assert!(!out.stderr.contains("$__"), "a serde internal name leaked: {report}");
 }
 
-/// A file whose first server has `weight = {w}`.
-fn with_weight(servers: &[tether_testkit::EchoServer], w: &str) -> String {
-    let first = "[[backends.app.servers]]\n";
-    config(servers, "", None).replacen(first, &format!("{first}weight = {w}\n"), 1)
+/// `cfg`'s text with `line` added at the top of its table `header` (e.g. `[[listeners]]`):
+/// for values no TOML library holds, such as integers past 64 bits.
+fn with_raw_line(cfg: Config, header: &str, line: &str) -> String {
+    let text = cfg.to_string();
+    assert!(text.contains(header), "no {header} in:\n{text}");
+    text.replacen(&format!("{header}\n"), &format!("{header}\n{line}\n"), 1)
 }
 
-/// Every duration key: its path, and a file with that key set to `value` (quoted).
-fn duration_files(
-    servers: &[tether_testkit::EchoServer],
-    value: &str,
-) -> Vec<(&'static str, String)> {
-    let v = format!("{value:?}");
-    let backend = |line: String| config(servers, &line, None);
-    let sticky = |line: String| config(servers, "", Some(&line));
-    let redis = format!(
-        "{}\n[stick_table]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n\
-         redis_timeout = {v}\n",
-        config(servers, "", None)
-    );
-    vec![
-        ("grace_period", config(servers, "", None).replacen("\"5s\"", &v, 1)),
-        (
-            "listeners[0].timeouts.header",
-            listener_config(servers, &format!("timeouts = {{ header = {v} }}")),
-        ),
-        (
-            "listeners[0].timeouts.body",
-            listener_config(servers, &format!("timeouts = {{ body = {v} }}")),
-        ),
-        (
-            "listeners[0].timeouts.idle",
-            listener_config(servers, &format!("timeouts = {{ idle = {v} }}")),
-        ),
-        ("backends.app.timeouts.connect", backend(format!("timeouts = {{ connect = {v} }}"))),
-        ("backends.app.timeouts.response", backend(format!("timeouts = {{ response = {v} }}"))),
-        ("backends.app.timeouts.idle", backend(format!("timeouts = {{ idle = {v} }}"))),
-        (
-            "backends.app.limits.queue_timeout",
-            backend(format!("limits = {{ queue_timeout = {v} }}")),
-        ),
-        ("backends.app.slow_start", backend(format!("slow_start = {v}"))),
-        (
-            "backends.app.outlier.base_ejection",
-            backend(format!("outlier = {{ base_ejection = {v} }}")),
-        ),
-        (
-            "backends.app.outlier.max_ejection",
-            backend(format!("outlier = {{ max_ejection = {v} }}")),
-        ),
-        (
-            "backends.app.health_check.interval",
-            backend(format!("health_check = {{ interval = {v} }}")),
-        ),
-        (
-            "backends.app.health_check.timeout",
-            backend(format!("health_check = {{ timeout = {v} }}")),
-        ),
-        ("backends.app.sticky.idle_timeout", sticky(format!("idle_timeout = {v}"))),
-        ("backends.app.sticky.max_lifetime", sticky(format!("max_lifetime = {v}"))),
-        ("backends.app.sticky.max_age", sticky(format!("max_age = {v}"))),
-        ("stick_table.redis_timeout", redis),
-    ]
+/// A file whose only server has `weight = {weight}` (any TOML value).
+fn with_weight(server: &EchoServer, weight: impl Into<toml::Value>) -> Config {
+    config(Backend::new().server(ServerEntry::from(server).set("weight", weight)))
+}
+
+/// The duration keys of a listener, a backend and a backend's `sticky`.
+const LISTENER_DURATIONS: [&str; 3] = ["timeouts.header", "timeouts.body", "timeouts.idle"];
+const BACKEND_DURATIONS: [&str; 9] = [
+    "timeouts.connect",
+    "timeouts.response",
+    "timeouts.idle",
+    "limits.queue_timeout",
+    "slow_start",
+    "outlier.base_ejection",
+    "outlier.max_ejection",
+    "health_check.interval",
+    "health_check.timeout",
+];
+const STICKY_DURATIONS: [&str; 3] = ["idle_timeout", "max_lifetime", "max_age"];
+
+/// Every duration key: its path as errors name it, and a file with that key set to `value`.
+fn duration_files(servers: &[EchoServer], value: &str) -> Vec<(String, String)> {
+    let mut files =
+        vec![("grace_period".to_owned(), config(app(servers)).set("grace_period", value))];
+    for key in LISTENER_DURATIONS {
+        let file = config_on(web().set(key, value), app(servers));
+        files.push((format!("listeners[0].{key}"), file));
+    }
+    for key in BACKEND_DURATIONS {
+        files.push((format!("backends.app.{key}"), config(app(servers).set(key, value))));
+    }
+    for key in STICKY_DURATIONS {
+        let file = config(app(servers).sticky(Sticky::cookie().set(key, value)));
+        files.push((format!("backends.app.sticky.{key}"), file));
+    }
+    let redis = config(app(servers)).redis_stick_table("redis://127.0.0.1:6379");
+    files.push((
+        "stick_table.redis_timeout".to_owned(),
+        redis.set("stick_table.redis_timeout", value),
+    ));
+    files.into_iter().map(|(path, file)| (path, file.to_string())).collect()
 }
 
 #[tokio::test]
@@ -265,7 +238,7 @@ async fn check_refuses_every_duration_longer_than_400_days_naming_the_key() {
         for (path, text) in duration_files(&servers, value) {
             let out = run_check(BIN, &text).unwrap();
             let message = format!("{value:?} is longer than the maximum of 400d");
-            assert_one_error(&out, &text, path, value, &message);
+            assert_one_error(&out, &text, &path, value, &message);
         }
     }
     for (path, text) in duration_files(&servers, "400d") {
@@ -277,8 +250,8 @@ async fn check_refuses_every_duration_longer_than_400_days_naming_the_key() {
 #[tokio::test]
 async fn run_refuses_a_duration_too_long_for_a_timer_instead_of_resetting_connections() {
     let servers = echo_servers(1);
-    let cfg = listener_config(&servers, "timeouts = { header = \"5000000000000000h\" }");
-    let mut tether = Tether::spawn(BIN, &cfg).unwrap();
+    let web = web().set("timeouts.header", "5000000000000000h");
+    let mut tether = Tether::spawn(BIN, config_on(web, app(&servers))).unwrap();
     let status = tether.wait_exit(Duration::from_secs(10)).await;
     assert!(status.is_some(), "tether started with a header timeout no timer can hold");
     assert_eq!(status.and_then(|s| s.code()), Some(1), "logs: {:#?}", tether.logs());
@@ -292,22 +265,12 @@ async fn run_refuses_a_duration_too_long_for_a_timer_instead_of_resetting_connec
 #[tokio::test]
 async fn every_duration_at_the_maximum_serves_requests_without_a_panic() {
     let servers = echo_servers(1);
-    let d = "\"400d\"";
-    let backend = format!(
-        "timeouts = {{ connect = {d}, response = {d}, idle = {d} }}\n\
-         limits = {{ max_connections_per_server = 10, queue_size = 5, queue_timeout = {d} }}\n\
-         slow_start = {d}\noutlier = {{ base_ejection = {d}, max_ejection = {d} }}\n\
-         health_check = {{ type = \"tcp\", interval = {d}, timeout = {d}, rise = 1 }}\n"
-    );
-    let sticky = format!("idle_timeout = {d}\nmax_lifetime = {d}\nmax_age = {d}");
-    let cfg = config(&servers, &backend, Some(&sticky)).replacen("\"5s\"", d, 1).replacen(
-        "default_backend = \"app\"",
-        &format!(
-            "default_backend = \"app\"\ntimeouts = {{ header = {d}, body = {d}, idle = {d} }}"
-        ),
-        1,
-    );
-    let t = start(&cfg).await;
+    let d = "400d";
+    let app = limited(&servers, 10, 5).health_check(HealthCheck::tcp().rise(1));
+    let app = BACKEND_DURATIONS.into_iter().fold(app, |app, key| app.set(key, d));
+    let sticky = STICKY_DURATIONS.into_iter().fold(Sticky::cookie(), |s, key| s.set(key, d));
+    let web = LISTENER_DURATIONS.into_iter().fold(web(), |web, key| web.set(key, d));
+    let t = start(config_on(web, app.sticky(sticky)).set("grace_period", d)).await;
     let c = client();
     // Twice on one kept-alive connection (the head timer restarts), with a body (the body
     // timer restarts on every chunk).
@@ -325,42 +288,42 @@ async fn every_duration_at_the_maximum_serves_requests_without_a_panic() {
 #[tokio::test]
 async fn check_names_the_key_of_a_value_of_the_wrong_type() {
     let servers = echo_servers(1);
-    let weight = |w: &str| with_weight(&servers, w);
-    let listener = |line: &str| listener_config(&servers, line);
+    let listener = |web: Listener| config_on(web, app(&servers));
     // (the file, the key path, the wrong value, what the message says)
     let cases = [
         (
-            weight("\"2\""),
+            with_weight(&servers[0], "2"),
             "backends.app.servers[0].weight",
             "\"2\"",
             "expected an integer, found string \"2\"",
         ),
         (
-            weight("2.5"),
+            with_weight(&servers[0], 2.5),
             "backends.app.servers[0].weight",
             "2.5",
             "expected an integer, found floating point `2.5`",
         ),
         (
-            listener("timeouts = 5"),
+            listener(web().set("timeouts", 5)),
             "listeners[0].timeouts",
             "timeouts = 5",
             "expected a table, found integer `5`",
         ),
         (
-            listener("proxy_protocol = \"yes\""),
+            listener(web().set("proxy_protocol", "yes")),
             "listeners[0].proxy_protocol",
             "\"yes\"",
             "expected a boolean",
         ),
         (
-            config(&servers, "", Some("idle_timeout = 30")),
+            config(app(&servers).sticky(Sticky::cookie().set("idle_timeout", 30))),
             "backends.app.sticky.idle_timeout",
             "= 30",
             "expected a string, found integer `30`",
         ),
     ];
-    for (text, path, value, message) in cases {
+    for (file, path, value, message) in cases {
+        let text = file.to_string();
         let out = run_check(BIN, &text).unwrap();
         assert_one_error(&out, &text, path, value, message);
     }
@@ -369,10 +332,18 @@ async fn check_names_the_key_of_a_value_of_the_wrong_type() {
 #[tokio::test]
 async fn check_names_the_key_of_an_integer_past_its_type() {
     let servers = echo_servers(1);
-    let weight = |w: &str| with_weight(&servers, w);
+    // As text: most of these are past 64 bits, which no TOML library holds.
+    let weight = |w: &str| {
+        let file = config(Backend::new().server(&servers[0]));
+        with_raw_line(file, "[[backends.app.servers]]", &format!("weight = {w}"))
+    };
     let big = "99999999999999999999";
     let past_u64 = "18446744073709551616";
-    let limits = listener_config(&servers, &format!("limits = {{ max_body_bytes = {past_u64} }}"));
+    let limits = with_raw_line(
+        config(app(&servers)),
+        "[[listeners]]",
+        &format!("limits = {{ max_body_bytes = {past_u64} }}"),
+    );
     // (the file, the key path, the value, what the message says)
     let cases = [
         (weight(big), "backends.app.servers[0].weight", big, format!("{big} is out of range")),

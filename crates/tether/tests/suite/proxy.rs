@@ -11,7 +11,7 @@ use crate::support::fixture::*;
 #[tokio::test]
 async fn forwarding_headers_are_set_and_host_is_preserved() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     let r = client()
         .get(format!("{}/p?q=1", t.url("web")))
         .header("host", "shop.example")
@@ -34,8 +34,7 @@ async fn forwarding_headers_are_set_and_host_is_preserved() {
 #[tokio::test]
 async fn trusted_proxies_have_their_forwarded_for_extended() {
     let servers = echo_servers(1);
-    let cfg = listener_config(&servers, "trusted_proxies = [\"127.0.0.0/8\"]");
-    let t = start(&cfg).await;
+    let t = start(config_on(web().trusted_proxies(&["127.0.0.0/8"]), app(&servers))).await;
     let r =
         client().get(t.url("web")).header("x-forwarded-for", "203.0.113.9").send().await.unwrap();
     let echo: serde_json::Value = r.json().await.unwrap();
@@ -45,7 +44,7 @@ async fn trusted_proxies_have_their_forwarded_for_extended() {
 #[tokio::test]
 async fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     let addr = t.listener_addr("web");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(
@@ -71,7 +70,7 @@ async fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
 #[tokio::test]
 async fn http2_with_prior_knowledge_is_served_and_forwarded_as_http1() {
     let servers = echo_servers(2);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     let c = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     for _ in 0..10 {
         let r = c.get(format!("{}/h2", t.url("web"))).send().await.unwrap();
@@ -86,12 +85,7 @@ async fn http2_with_prior_knowledge_is_served_and_forwarded_as_http1() {
 #[tokio::test]
 async fn websocket_echo_works_through_tether() {
     let ws = WebSocketEchoServer::start().unwrap();
-    let cfg = format!(
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"ws\"\n\
-         [backends.ws]\n[[backends.ws.servers]]\nname = \"w\"\naddress = \"{}\"\n",
-        ws.addr()
-    );
-    let t = start(&cfg).await;
+    let t = start(config(Backend::new().server(ServerEntry::new("w", ws.addr())))).await;
     let url = format!("ws://{}/chat", t.listener_addr("web"));
     let (mut sock, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert_eq!(resp.status(), 101);
@@ -111,7 +105,7 @@ async fn websocket_echo_works_through_tether() {
 #[tokio::test]
 async fn upgrade_refused_by_the_server_is_an_ordinary_response() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     let r = client()
         .get(t.url("web"))
         .header("connection", "upgrade")
@@ -131,19 +125,15 @@ async fn routes_match_host_then_path_then_fall_back_to_the_default() {
         EchoServer::start("api").unwrap(),
         EchoServer::start("wild").unwrap(),
     );
-    let cfg = format!(
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\
-         [[listeners]]\nname = \"bare\"\naddress = \"127.0.0.1:0\"\n\
-         [[routes]]\nhost = \"api.example.com\"\npath_prefix = \"/v1/\"\nbackend = \"api\"\n\
-         [[routes]]\nhost = \"*.example.com\"\nbackend = \"wild\"\n\
-         [backends.app]\n[[backends.app.servers]]\nname = \"app\"\naddress = \"{}\"\n\
-         [backends.api]\n[[backends.api.servers]]\nname = \"api\"\naddress = \"{}\"\n\
-         [backends.wild]\n[[backends.wild.servers]]\nname = \"wild\"\naddress = \"{}\"\n",
-        app.addr(),
-        api.addr(),
-        wild.addr()
-    );
-    let t = start(&cfg).await;
+    let cfg = Config::new()
+        .listener(web())
+        .listener(Listener::new("bare"))
+        .route(Route::to("api").host("api.example.com").path_prefix("/v1/"))
+        .route(Route::to("wild").host("*.example.com"))
+        .backend("app", Backend::new().server(&app))
+        .backend("api", Backend::new().server(&api))
+        .backend("wild", Backend::new().server(&wild));
+    let t = start(cfg).await;
     let c = client();
     let hit = |host: &'static str, path: &'static str| {
         let c = c.clone();
@@ -163,7 +153,7 @@ async fn routes_match_host_then_path_then_fall_back_to_the_default() {
 #[tokio::test]
 async fn connect_failure_on_every_server_is_a_502_with_a_short_body() {
     let mut servers = echo_servers(2);
-    let t = start(&config(&servers, "timeouts = { connect = \"1s\" }", None)).await;
+    let t = start(config(app(&servers).set("timeouts.connect", "1s"))).await;
     for s in &mut servers {
         s.stop().await;
     }
@@ -178,7 +168,7 @@ async fn connect_failure_on_every_server_is_a_502_with_a_short_body() {
 #[tokio::test]
 async fn a_dead_server_is_skipped_without_client_errors() {
     let mut servers = echo_servers(3);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     servers[1].stop().await;
     let c = fresh_client();
     for _ in 0..60 {
@@ -191,28 +181,20 @@ async fn a_dead_server_is_skipped_without_client_errors() {
 #[tokio::test]
 async fn a_hung_server_gets_a_504_within_the_response_timeout() {
     let hang = HangServer::start().unwrap();
-    let cfg = format!(
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\
-         [backends.app]\ntimeouts = {{ response = \"500ms\" }}\n\
-         [[backends.app.servers]]\nname = \"h\"\naddress = \"{}\"\n",
-        hang.addr()
-    );
-    let t = start(&cfg).await;
+    let hung = Backend::new().server(ServerEntry::new("h", hang.addr()));
+    let t = start(config(hung.set("timeouts.response", "500ms"))).await;
     let started = Instant::now();
     let r = client().get(t.url("web")).send().await.unwrap();
     assert_eq!(r.status(), 504);
+    // Not a speed requirement: the default response timeout is 30 s, and 5 s (ten times the
+    // configured one) tells the two apart with room for a slow machine.
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn server_status_codes_pass_through_unchanged() {
     let s = StatusServer::start(503).unwrap();
-    let cfg = format!(
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\
-         [backends.app]\n[[backends.app.servers]]\nname = \"x\"\naddress = \"{}\"\n",
-        s.addr()
-    );
-    let t = start(&cfg).await;
+    let t = start(config(Backend::new().server(ServerEntry::new("x", s.addr())))).await;
     let r = client().get(t.url("web")).send().await.unwrap();
     assert_eq!(r.status(), 503);
 }
@@ -220,7 +202,7 @@ async fn server_status_codes_pass_through_unchanged() {
 #[tokio::test]
 async fn a_malformed_request_gets_400_and_the_connection_is_closed() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     for garbage in [
         &b"GARBAGE\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
@@ -242,7 +224,7 @@ async fn a_malformed_request_gets_400_and_the_connection_is_closed() {
 #[tokio::test]
 async fn access_log_has_one_structured_line_per_request() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     client()
         .get(format!("{}/some/path?secret=1", t.url("web")))
         .send()
@@ -280,8 +262,8 @@ async fn access_log_has_one_structured_line_per_request() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let servers = echo_servers(1);
-    let cfg = listener_config(&servers, "timeouts = { header = \"30s\", idle = \"300ms\" }");
-    let t = start(&cfg).await;
+    let web = web().set("timeouts.header", "30s").set("timeouts.idle", "300ms");
+    let t = start(config_on(web, app(&servers))).await;
     let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 64 * 1024];
@@ -309,8 +291,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn a_slow_response_outlasting_the_idle_timeout_is_not_cut() {
     let servers = echo_servers(1);
-    let cfg = listener_config(&servers, "timeouts = { idle = \"200ms\" }");
-    let t = start(&cfg).await;
+    let t = start(config_on(web().set("timeouts.idle", "200ms"), app(&servers))).await;
     let r = client().get(format!("{}/slow?ms=1000", t.url("web"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(server_of(&r), "s0");
@@ -323,8 +304,8 @@ async fn a_slow_response_outlasting_the_idle_timeout_is_not_cut() {
 #[tokio::test]
 async fn a_client_that_stops_reading_a_download_is_dropped_after_the_idle_timeout() {
     let servers = echo_servers(1);
-    let cfg = listener_config(&servers, "timeouts = { header = \"30s\", idle = \"500ms\" }");
-    let t = start(&cfg).await;
+    let web = web().set("timeouts.header", "30s").set("timeouts.idle", "500ms");
+    let t = start(config_on(web, app(&servers))).await;
     let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
     // 64 MiB: far more than the socket buffers hold, so Tether's writes stall.
     s.write_all(b"GET /download?bytes=67108864 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
@@ -372,7 +353,7 @@ fn tcp_established(local: u16, remote: u16) -> bool {
 #[tokio::test]
 async fn an_upload_slower_than_the_response_timeout_still_succeeds() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "timeouts = { response = \"300ms\" }", None)).await;
+    let t = start(config(app(&servers).set("timeouts.response", "300ms"))).await;
     // 8 chunks paced 100 ms apart: the upload takes ~0.8 s, the server answers at once after.
     let chunks = futures_util::stream::unfold(0u32, |i| async move {
         if i == 8 {
@@ -391,8 +372,7 @@ async fn an_upload_slower_than_the_response_timeout_still_succeeds() {
 #[tokio::test]
 async fn a_stalled_upload_gets_408_after_the_body_timeout() {
     let servers = echo_servers(1);
-    let cfg = listener_config(&servers, "timeouts = { body = \"300ms\" }");
-    let t = start(&cfg).await;
+    let t = start(config_on(web().set("timeouts.body", "300ms"), app(&servers))).await;
     let mut s = tokio::net::TcpStream::connect(t.listener_addr("web")).await.unwrap();
     s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
         .await

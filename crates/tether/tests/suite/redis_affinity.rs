@@ -18,10 +18,11 @@ use tokio::time::Instant;
 use crate::support::fixture::*;
 use crate::support::redis_common::*;
 
-const APP_COOKIE_STICKY: &str = "mode = \"app_cookie\"\napp_cookie = \"JSESSIONID\"";
-
-/// For the failure tests: the default, which bounds how long a request may wait.
-const REDIS_TIMEOUT_10MS: &str = "redis_timeout = \"10ms\"";
+/// For the failure tests, a Redis timeout of 10 ms: the default, which bounds how long a
+/// request may wait.
+fn impatient() -> Config {
+    Config::new().set("stick_table.redis_timeout", "10ms")
+}
 
 async fn redis() -> RedisServer {
     RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"))
@@ -40,7 +41,7 @@ async fn assert_nowhere_in(redis: &RedisServer, raw: &str) {
 async fn two_instances_share_header_affinity_for_1000_requests() {
     let redis = redis().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &redis, PATIENT).await;
+    let (a, b) = pair(&servers, header_sticky(), &redis, patient()).await;
     let c = client();
     both_connected(&c, (&a, &b), &redis).await;
     let raw = "alice-7f3a9c-session";
@@ -70,7 +71,7 @@ async fn two_instances_share_header_affinity_for_1000_requests() {
 async fn two_instances_share_a_learned_app_cookie() {
     let redis = redis().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, APP_COOKIE_STICKY, &redis, PATIENT).await;
+    let (a, b) = pair(&servers, Sticky::app_cookie("JSESSIONID"), &redis, patient()).await;
     let c = fresh_client();
     both_connected(&c, (&a, &b), &redis).await;
     let id = "abc123sessionid";
@@ -99,7 +100,7 @@ async fn two_instances_share_a_learned_app_cookie() {
 async fn twenty_concurrent_first_requests_over_two_instances_converge() {
     let redis = redis().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &redis, PATIENT).await;
+    let (a, b) = pair(&servers, header_sticky(), &redis, patient()).await;
     let c = client();
     both_connected(&c, (&a, &b), &redis).await;
     let raw = "race-for-a-new-session";
@@ -118,44 +119,35 @@ async fn redis_paused_with_sigstop_costs_no_requests() {
 
 #[test]
 fn invalid_redis_url_is_a_clear_config_error() {
-    let config = |url: &str| {
-        format!(
-            "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
-             [backends.app]\n[backends.app.sticky]\n{HEADER_STICKY}\n\n\
-             [[backends.app.servers]]\nname = \"s0\"\naddress = \"127.0.0.1:9\"\n\n\
-             [secrets]\ncookie_keys = [\"{KEY}\"]\n\n\
-             [stick_table]\nstore = \"redis\"\nredis_url = \"{url}\"\n"
-        )
-    };
+    let app = Backend::new().server(ServerEntry::new("s0", "127.0.0.1:9")).sticky(header_sticky());
+    let file = |url: &str| config(app.clone()).redis_stick_table(url);
+    let cluster_file = |url: &str| file(url).set("stick_table.redis_cluster", true);
+    let with_ca_file = |url: &str| file(url).set("stick_table.redis_ca_file", "/nope.pem");
     for bad in ["http://x", "not a url", ""] {
-        let out = run_check(BIN, &config(bad)).unwrap();
+        let out = run_check(BIN, file(bad)).unwrap();
         assert_eq!(out.code, Some(1), "{bad:?}: {out:?}");
         assert!(out.stderr.contains("stick_table.redis_url"), "{bad:?}: {}", out.stderr);
     }
     // The same file with a valid URL passes, credentials included (and no Redis is needed
     // to check it).
-    let good = run_check(BIN, &config("redis://tether:s3cret@127.0.0.1:6390/0")).unwrap();
+    let good = run_check(BIN, file("redis://tether:s3cret@127.0.0.1:6390/0")).unwrap();
     assert_eq!(good.code, Some(0), "{good:?}");
     // TLS and cluster URLs are accepted; their settings are checked.
-    let tls = run_check(BIN, &config("rediss://127.0.0.1:6390")).unwrap();
+    let tls = run_check(BIN, file("rediss://127.0.0.1:6390")).unwrap();
     assert_eq!(tls.code, Some(0), "{tls:?}");
     let seeds = "redis://127.0.0.1:7000,redis://127.0.0.1:7001";
-    let cluster = run_check(BIN, &format!("{}redis_cluster = true\n", config(seeds))).unwrap();
+    let cluster = run_check(BIN, cluster_file(seeds)).unwrap();
     assert_eq!(cluster.code, Some(0), "{cluster:?}");
-    let not_cluster = run_check(BIN, &config(seeds)).unwrap();
+    let not_cluster = run_check(BIN, file(seeds)).unwrap();
     assert_eq!(not_cluster.code, Some(1), "{not_cluster:?}");
     assert!(not_cluster.stderr.contains("redis_cluster = true"), "{}", not_cluster.stderr);
     let mixed = "redis://127.0.0.1:7000,rediss://127.0.0.1:7001";
-    let mixed = run_check(BIN, &format!("{}redis_cluster = true\n", config(mixed))).unwrap();
+    let mixed = run_check(BIN, cluster_file(mixed)).unwrap();
     assert!(mixed.stderr.contains("all use redis:// or all use rediss://"), "{}", mixed.stderr);
-    let ca_plain =
-        run_check(BIN, &format!("{}redis_ca_file = \"/nope.pem\"\n", config("redis://h:1")))
-            .unwrap();
+    let ca_plain = run_check(BIN, with_ca_file("redis://h:1")).unwrap();
     assert!(ca_plain.stderr.contains("stick_table.redis_ca_file"), "{}", ca_plain.stderr);
     assert!(ca_plain.stderr.contains("only used with TLS"), "{}", ca_plain.stderr);
-    let ca_missing =
-        run_check(BIN, &format!("{}redis_ca_file = \"/nope.pem\"\n", config("rediss://h:1")))
-            .unwrap();
+    let ca_missing = run_check(BIN, with_ca_file("rediss://h:1")).unwrap();
     assert!(ca_missing.stderr.contains("cannot read \"/nope.pem\""), "{}", ca_missing.stderr);
 }
 
@@ -165,7 +157,7 @@ fn invalid_redis_url_is_a_clear_config_error() {
 async fn session_figures_count_what_redis_holds_not_just_this_instance() {
     let redis = redis().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &redis, &format!("{PATIENT}\n{ADMIN}")).await;
+    let (a, b) = pair(&servers, header_sticky(), &redis, patient().admin()).await;
     let c = client();
     both_connected(&c, (&a, &b), &redis).await;
     // Twelve sessions through A only (all on s0: A sends new sessions nowhere else).
@@ -223,7 +215,7 @@ const MAX_BOUND: Duration = Duration::from_secs(1);
 async fn breaks_during_traffic_and_recovers(how: Break) {
     let mut redis = redis().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &redis, REDIS_TIMEOUT_10MS).await;
+    let (a, b) = pair(&servers, header_sticky(), &redis, impatient()).await;
     let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
 
     both_connected(&c, (&a, &b), &redis).await;
@@ -352,7 +344,7 @@ async fn recovers(
 async fn bindings_made_while_redis_was_down_converge_after_it_returns() {
     let servers = echo_servers(3);
     let mut redis = redis().await;
-    let (a, b) = pair(&servers, HEADER_STICKY, &redis, PATIENT).await;
+    let (a, b) = pair(&servers, header_sticky(), &redis, patient()).await;
     let c = client();
     both_connected(&c, (&a, &b), &redis).await;
     redis.kill().unwrap_or_else(|e| panic!("{e}"));

@@ -33,15 +33,14 @@ fn test_ca(name: &str) -> TestCa {
     TestCa::new(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `[stick_table]` lines for a TLS Redis whose certificate `ca_file` vouches for, then
-/// `extra`.
-fn tls_extra(ca_file: &Path, extra: &str) -> String {
-    format!("redis_ca_file = \"{}\"\n{extra}", ca_file.display())
+/// `settings` trusting a TLS Redis whose certificate `ca_file` vouches for.
+fn trusting(ca_file: &Path, settings: Config) -> Config {
+    settings.set("stick_table.redis_ca_file", ca_file.display().to_string())
 }
 
-/// `[stick_table]` lines for a cluster seed list, then `extra`.
-fn cluster_extra(extra: &str) -> String {
-    format!("redis_cluster = true\n{extra}")
+/// `settings` for a Redis Cluster, whose seed list is the URL.
+fn cluster_of(settings: Config) -> Config {
+    settings.set("stick_table.redis_cluster", true)
 }
 
 /// Waits until `store` holds exactly `n` bindings of backend `app` and returns them.
@@ -70,8 +69,8 @@ async fn tls_two_instances_share_header_affinity() {
     let redis = tls_redis(&ca).await;
     assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
     let servers = echo_servers(3);
-    let extra = tls_extra(&redis.ca_file().unwrap(), PATIENT);
-    let (a, b) = pair(&servers, HEADER_STICKY, &redis, &extra).await;
+    let settings = trusting(&redis.ca_file().unwrap(), patient());
+    let (a, b) = pair(&servers, header_sticky(), &redis, settings).await;
     let c = client();
     both_connected(&c, (&a, &b), &redis).await;
     let raw = "tls-alice-5e1d07-session";
@@ -106,7 +105,7 @@ async fn tls_with_the_wrong_ca_serves_locally_and_writes_nothing() {
     // In Redis's directory, which goes when `redis` drops.
     let wrong_file = write_pem(redis.dir(), "wrong-ca.pem", &wrong.cert_pem()).unwrap();
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &redis, &tls_extra(&wrong_file, PATIENT)).await;
+    let (a, b) = pair(&servers, header_sticky(), &redis, trusting(&wrong_file, patient())).await;
     let c = client();
 
     for (name, t) in [("A", &a), ("B", &b)] {
@@ -156,7 +155,7 @@ async fn tls_with_the_wrong_ca_serves_locally_and_writes_nothing() {
 async fn cluster_two_instances_share_one_session_and_thirty_spread_over_the_nodes() {
     let cluster = cluster().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra(PATIENT)).await;
+    let (a, b) = pair(&servers, header_sticky(), &cluster, cluster_of(patient())).await;
     let c = client();
     both_connected(&c, (&a, &b), &cluster).await;
 
@@ -205,7 +204,7 @@ async fn cluster_two_instances_share_one_session_and_thirty_spread_over_the_node
 async fn cluster_twenty_concurrent_first_requests_over_two_instances_converge() {
     let cluster = cluster().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra(PATIENT)).await;
+    let (a, b) = pair(&servers, header_sticky(), &cluster, cluster_of(patient())).await;
     let c = client();
     both_connected(&c, (&a, &b), &cluster).await;
     let raw = "cluster-race-for-a-new-session";
@@ -219,8 +218,8 @@ async fn cluster_census_counts_bindings_on_every_primary() {
     const N: usize = 30;
     let cluster = cluster().await;
     let servers = echo_servers(3);
-    let extra = cluster_extra(&format!("{PATIENT}\n{ADMIN}"));
-    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &extra).await;
+    let settings = cluster_of(patient()).admin();
+    let (a, b) = pair(&servers, header_sticky(), &cluster, settings).await;
     let c = client();
     both_connected(&c, (&a, &b), &cluster).await;
 
@@ -379,7 +378,7 @@ async fn cluster_node_killed_during_traffic_costs_no_requests_and_bounded_latenc
     let mut cluster = cluster().await;
     let servers = echo_servers(3);
     // The default redis_timeout (10 ms): what bounds a request while a node is gone.
-    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra("")).await;
+    let (a, b) = pair(&servers, header_sticky(), &cluster, cluster_of(Config::new())).await;
     let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let pinned = "pinned-across-a-node-failure";
     let NodeKilled { traffic, marks, owner, .. } =
@@ -446,7 +445,7 @@ const MAX_NEW_CONNECTIONS: u64 = 50;
 async fn cluster_node_killed_is_logged_as_a_state_not_per_failed_request() {
     let mut cluster = cluster().await;
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra("")).await;
+    let (a, b) = pair(&servers, header_sticky(), &cluster, cluster_of(Config::new())).await;
     let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let killed = kill_a_node_under_traffic(&mut cluster, &c, (&a, &b), "flap").await;
     assert!(killed.traffic.failures.is_empty(), "failed requests: {:?}", killed.traffic.failures);
@@ -500,7 +499,7 @@ async fn cluster_primary_killed_fails_over_to_its_replica_and_bindings_survive()
         RedisCluster::start_with_replicas(3, 1).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cluster.primaries().await.unwrap().len(), 3);
     let servers = echo_servers(3);
-    let (a, b) = pair(&servers, HEADER_STICKY, &cluster, &cluster_extra(PATIENT)).await;
+    let (a, b) = pair(&servers, header_sticky(), &cluster, cluster_of(patient())).await;
     let c = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     both_connected(&c, (&a, &b), &cluster).await;
 

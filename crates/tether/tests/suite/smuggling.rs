@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 
 use tether_testkit::{RecorderServer, Recording, Tether, wait_until};
 
-use crate::support::fixture::{config, start};
+use crate::support::fixture::{Backend, ServerEntry, config, start};
 use crate::support::h1raw::{self, Conversation, RawClient, converse};
 use crate::support::h2raw;
 
@@ -41,12 +41,8 @@ struct Rig {
 impl Rig {
     async fn start() -> Self {
         let recorder = RecorderServer::start("rec").unwrap();
-        let cfg = format!(
-            "{}\n[[backends.app.servers]]\nname = \"rec\"\naddress = \"{}\"\n",
-            config(&[], "", None),
-            recorder.addr()
-        );
-        Self { tether: start(&cfg).await, recorder }
+        let app = Backend::new().server(ServerEntry::new("rec", recorder.addr()));
+        Self { tether: start(config(app)).await, recorder }
     }
 
     fn addr(&self) -> SocketAddr {

@@ -7,32 +7,21 @@ use tether_testkit::EchoServer;
 
 use crate::support::fixture::*;
 
-fn weighted(servers: &[EchoServer], weights: &[u32]) -> String {
-    servers
-        .iter()
-        .zip(weights)
-        .map(|(s, w)| {
-            format!(
-                "[[backends.app.servers]]\nname = \"{}\"\naddress = \"{}\"\nweight = {w}\n",
-                s.name(),
-                s.addr()
-            )
-        })
-        .collect()
+/// Backend "app" over `servers` with `weights` (in the same order).
+fn weighted(servers: &[EchoServer], weights: &[u32]) -> Backend {
+    let entries = servers.iter().zip(weights).map(|(s, w)| ServerEntry::from(s).weight(*w));
+    Backend::new().servers(entries)
 }
 
-/// A config with `mode` affinity over `servers` with `weights`.
-fn table_config(
-    servers: &[EchoServer],
-    weights: &[u32],
-    sticky: &str,
-    listener_extra: &str,
-) -> String {
-    format!(
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n{listener_extra}\n\
-         [backends.app]\n[backends.app.sticky]\n{sticky}\n{}\n[secrets]\ncookie_keys = [\"{KEY}\"]\n",
-        weighted(servers, weights)
-    )
+/// `sticky` affinity over the two `servers`, the first draining.
+fn s0_drained(servers: &[EchoServer], sticky: Sticky) -> Config {
+    let s0 = ServerEntry::from(&servers[0]).state("drain");
+    config(Backend::new().server(s0).server(&servers[1]).sticky(sticky))
+}
+
+/// Affinity by header `X-Session-Id`.
+fn by_header() -> Sticky {
+    Sticky::header("X-Session-Id")
 }
 
 async fn spread(
@@ -61,13 +50,7 @@ fn assert_within_10_percent(counts: &HashMap<String, u32>, expected: &[(&str, f6
 #[tokio::test]
 async fn header_mode_pins_one_key_and_spreads_keys_by_weight() {
     let servers = echo_servers(3);
-    let t = start(&table_config(
-        &servers,
-        &[1, 1, 2],
-        "mode = \"header\"\nheader = \"X-Session-Id\"",
-        "",
-    ))
-    .await;
+    let t = start(config(weighted(&servers, &[1, 1, 2]).sticky(by_header()))).await;
     let c = client();
     let one = spread(&c, &t.url("web"), 1000, "x-session-id", |_| "user-42".into()).await;
     assert_eq!(one.len(), 1, "one key, one server: {one:?}");
@@ -78,13 +61,8 @@ async fn header_mode_pins_one_key_and_spreads_keys_by_weight() {
 #[tokio::test]
 async fn client_ip_mode_follows_the_rightmost_untrusted_forwarded_for() {
     let servers = echo_servers(3);
-    let cfg = table_config(
-        &servers,
-        &[1, 1, 2],
-        "mode = \"client_ip\"",
-        "trusted_proxies = [\"127.0.0.0/8\"]",
-    );
-    let t = start(&cfg).await;
+    let app = weighted(&servers, &[1, 1, 2]).sticky(Sticky::client_ip());
+    let t = start(config_on(web().trusted_proxies(&["127.0.0.0/8"]), app)).await;
     let c = client();
     let one = spread(&c, &t.url("web"), 1000, "x-forwarded-for", |i| {
         format!("6.6.6.{}, 198.51.100.7", i % 250)
@@ -101,13 +79,10 @@ async fn client_ip_mode_follows_the_rightmost_untrusted_forwarded_for() {
 #[tokio::test]
 async fn client_ip_prefix_groups_a_nat_pool_on_one_server() {
     let servers = echo_servers(3);
-    let cfg = table_config(
-        &servers,
-        &[1, 1, 1],
-        "mode = \"client_ip\"\nclient_ip_prefix_v4 = 24",
-        "trusted_proxies = [\"127.0.0.1\"]",
-    );
-    let t = start(&cfg).await;
+    let by_slash_24 = Sticky::client_ip().set("client_ip_prefix_v4", 24);
+    let t =
+        start(config_on(web().trusted_proxies(&["127.0.0.1"]), app(&servers).sticky(by_slash_24)))
+            .await;
     let pool = spread(&client(), &t.url("web"), 200, "x-forwarded-for", |i| {
         format!("203.0.113.{}", i % 250)
     })
@@ -118,15 +93,9 @@ async fn client_ip_prefix_groups_a_nat_pool_on_one_server() {
 #[tokio::test]
 async fn app_cookie_learns_server_issued_ids_and_ignores_invented_ones() {
     let servers = echo_servers(3);
-    let cfg = table_config(
-        &servers,
-        &[1, 1, 1],
-        "mode = \"app_cookie\"\napp_cookie = \"JSESSIONID\"",
-        "",
-    ) + "\n[admin]\naddress = \"127.0.0.1:0\"\n";
-    let t = start(&cfg).await;
+    let t = start(config(app(&servers).sticky(Sticky::app_cookie("JSESSIONID"))).admin()).await;
     let c = fresh_client();
-    let sessions_url = format!("http://{}/api/v1/backends/app/sessions", t.listener_addr("admin"));
+    let sessions_url = admin_url(&t, "/api/v1/backends/app/sessions");
     let entries = || {
         let (c, url) = (c.clone(), sessions_url.clone());
         async move {
@@ -155,8 +124,7 @@ async fn app_cookie_learns_server_issued_ids_and_ignores_invented_ones() {
 #[tokio::test]
 async fn draining_server_keeps_its_sessions_and_takes_no_new_ones() {
     let servers = echo_servers(2);
-    let cfg = table_config(&servers, &[1, 1], "mode = \"header\"\nheader = \"X-Session-Id\"", "");
-    let mut t = start(&cfg).await;
+    let mut t = start(config(app(&servers).sticky(by_header()))).await;
     let c = client();
     // Find a session pinned to s0.
     let mut on_s0 = None;
@@ -168,8 +136,7 @@ async fn draining_server_keeps_its_sessions_and_takes_no_new_ones() {
         }
     }
     let on_s0 = on_s0.expect("some key hashes to s0");
-    let drained = cfg.replacen("weight = 1\n", "weight = 1\nstate = \"drain\"\n", 1);
-    let out = t.reload(&drained).await.unwrap();
+    let out = t.reload(s0_drained(&servers, by_header())).await.unwrap();
     assert_eq!(out["message"], "config reloaded", "{out}");
     let kept = spread(&c, &t.url("web"), 100, "x-session-id", |_| on_s0.clone()).await;
     assert_eq!(
@@ -184,7 +151,7 @@ async fn draining_server_keeps_its_sessions_and_takes_no_new_ones() {
 #[tokio::test]
 async fn cookie_mode_drain_keeps_pinned_clients() {
     let servers = echo_servers(2);
-    let cfg = config(&servers, "", Some(""));
+    let cfg = config(app(&servers).sticky(Sticky::cookie()));
     let mut t = start(&cfg).await;
     let c = fresh_client();
     let mut cookie_for = HashMap::new();
@@ -193,12 +160,8 @@ async fn cookie_mode_drain_keeps_pinned_clients() {
         cookie_for.insert(server_of(&r), tether_cookie(&r).unwrap());
     }
     let s0_cookie = cookie_for["s0"].clone();
-    let drained = cfg.replacen(
-        &format!("address = \"{}\"\n", servers[0].addr()),
-        &format!("address = \"{}\"\nstate = \"drain\"\n", servers[0].addr()),
-        1,
-    );
-    assert_eq!(t.reload(&drained).await.unwrap()["message"], "config reloaded");
+    let drained = s0_drained(&servers, Sticky::cookie());
+    assert_eq!(t.reload(drained).await.unwrap()["message"], "config reloaded");
     for _ in 0..50 {
         let r = c
             .get(t.url("web"))
@@ -218,24 +181,21 @@ const OLD_KEY: &str = "b2xkLWtleS1vbGQta2V5LW9sZC1rZXktb2xkLWtleSE=";
 #[tokio::test]
 async fn rotated_key_pins_while_listed_and_is_absent_once_removed() {
     let servers = echo_servers(3);
-    let with_old = config(&servers, "", Some(""))
-        .replace(&format!("[\"{KEY}\"]"), &format!("[\"{OLD_KEY}\"]"));
-    let mut t = start(&with_old).await;
+    let cfg = config(app(&servers).sticky(Sticky::cookie()));
+    let mut t = start(cfg.clone().cookie_keys(&[OLD_KEY])).await;
     let c = client();
     let first = c.get(t.url("web")).send().await.unwrap();
     let (pinned, old_cookie) = (server_of(&first), tether_cookie(&first).unwrap());
 
-    let rotated = config(&servers, "", Some(""))
-        .replace(&format!("[\"{KEY}\"]"), &format!("[\"{KEY}\", \"{OLD_KEY}\"]"));
-    assert_eq!(t.reload(&rotated).await.unwrap()["message"], "config reloaded");
+    let rotated = cfg.clone().cookie_keys(&[KEY, OLD_KEY]);
+    assert_eq!(t.reload(rotated).await.unwrap()["message"], "config reloaded");
     let r =
         c.get(t.url("web")).header("cookie", format!("tether={old_cookie}")).send().await.unwrap();
     assert_eq!(server_of(&r), pinned, "the old key still verifies");
     let reissued = tether_cookie(&r).expect("re-issued under the new key");
     assert_ne!(reissued, old_cookie);
 
-    let only_new = config(&servers, "", Some(""));
-    assert_eq!(t.reload(&only_new).await.unwrap()["message"], "config reloaded");
+    assert_eq!(t.reload(&cfg).await.unwrap()["message"], "config reloaded", "only the new key");
     let r =
         c.get(t.url("web")).header("cookie", format!("tether={reissued}")).send().await.unwrap();
     assert_eq!(server_of(&r), pinned, "the re-issued cookie pins under the new key");
@@ -249,7 +209,7 @@ async fn rotated_key_pins_while_listed_and_is_absent_once_removed() {
 #[tokio::test]
 async fn a_cookie_issued_before_a_restart_pins_the_same_server_after_it() {
     let servers = echo_servers(3);
-    let cfg = config(&servers, "", Some(""));
+    let cfg = config(app(&servers).sticky(Sticky::cookie()));
     let c = client();
     let (pinned, cookie) = {
         let t = start(&cfg).await;
@@ -267,7 +227,7 @@ async fn a_cookie_issued_before_a_restart_pins_the_same_server_after_it() {
 #[tokio::test]
 async fn malformed_cookie_headers_never_fail_the_request() {
     let servers = echo_servers(2);
-    let t = start(&config(&servers, "", Some(""))).await;
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
     let c = client();
     let good = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
     let big = "x".repeat(8 * 1024);
@@ -293,13 +253,10 @@ async fn malformed_cookie_headers_never_fail_the_request() {
 #[tokio::test]
 async fn table_bindings_survive_a_reload() {
     let servers = echo_servers(3);
-    let cfg =
-        table_config(&servers, &[1, 1, 1], "mode = \"header\"\nheader = \"X-Session-Id\"", "");
-    let mut t = start(&cfg).await;
+    let mut t = start(config(weighted(&servers, &[1, 1, 1]).sticky(by_header()))).await;
     let c = client();
     let before = spread(&c, &t.url("web"), 30, "x-session-id", |_| "alice".into()).await;
-    let reweighted =
-        table_config(&servers, &[5, 1, 1], "mode = \"header\"\nheader = \"X-Session-Id\"", "");
+    let reweighted = config(weighted(&servers, &[5, 1, 1]).sticky(by_header()));
     assert_eq!(t.reload(&reweighted).await.unwrap()["message"], "config reloaded");
     let after = spread(&c, &t.url("web"), 30, "x-session-id", |_| "alice".into()).await;
     assert_eq!(before, after);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tether_testkit::ScratchDir;
 
-use crate::support::fixture::BIN;
+use crate::support::fixture::{BIN, Backend, ServerEntry, config};
 
 #[test]
 fn tether_tells_systemd_when_it_is_ready_reloading_and_stopping() {
@@ -16,12 +16,8 @@ fn tether_tells_systemd_when_it_is_ready_reloading_and_stopping() {
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let cfg = dir.path().join("tether.toml");
-    std::fs::write(
-        &cfg,
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\
-         [backends.app]\n[[backends.app.servers]]\nname = \"a\"\naddress = \"127.0.0.1:9\"\n",
-    )
-    .unwrap();
+    let app = Backend::new().server(ServerEntry::new("a", "127.0.0.1:9"));
+    std::fs::write(&cfg, config(app).to_string()).unwrap();
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "run", "-c"])
         .arg(&cfg)

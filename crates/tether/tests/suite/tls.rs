@@ -34,28 +34,19 @@ const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 // === helpers ===
 
-/// `tls = { cert = "...", key = "..."<extra> }`.
-fn tls_single(cert: &Path, key: &Path, extra: &str) -> String {
-    format!("tls = {{ cert = {}, key = {}{extra} }}", toml_str(cert), toml_str(key))
-}
-
-/// `tls = { certificates = [ ... ]<extra> }`.
-fn tls_many(pairs: &[(PathBuf, PathBuf)], extra: &str) -> String {
-    let list: Vec<String> = pairs
-        .iter()
-        .map(|(c, k)| format!("{{ cert = {}, key = {} }}", toml_str(c), toml_str(k)))
-        .collect();
-    format!("tls = {{ certificates = [ {} ]{extra} }}", list.join(", "))
-}
-
 /// A CA and a certificate for `localhost`, written as `server.crt`/`server.key` and `ca.pem`.
 fn localhost_pki(tag: &str) -> Pki {
     Pki::new(&format!("tls-{tag}"), &["localhost"]).unwrap()
 }
 
-/// [`tls_single`] for `pki`'s certificate.
-fn pki_tls(pki: &Pki, extra: &str) -> String {
-    tls_single(&pki.cert_file, &pki.key_file, extra)
+/// TLS with `pki`'s certificate.
+fn pki_tls(pki: &Pki) -> Tls {
+    Tls::new(&pki.cert_file, &pki.key_file)
+}
+
+/// Listener "web" terminating `tls` in front of backend "app" over `servers`.
+fn tls_config(servers: &[EchoServer], tls: Tls) -> Config {
+    config_on(web().tls(tls), app(servers))
 }
 
 /// Sends `req` on an HTTP/1.1 connection and reads the echo server's JSON answer.
@@ -267,7 +258,7 @@ async fn tls_refusals(t: &Tether) -> f64 {
 async fn curl_gets_http2_and_http1_over_tls_verified_against_the_ca() {
     let servers = echo_servers(1);
     let pki = localhost_pki("curl");
-    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
+    let t = start(tls_config(&servers, pki_tls(&pki))).await;
     let port = t.listener_addr("web").port();
 
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
@@ -301,7 +292,7 @@ async fn curl_gets_http2_and_http1_over_tls_verified_against_the_ca() {
 async fn alpn_negotiates_h2_when_offered_and_http1_otherwise() {
     let servers = echo_servers(1);
     let pki = localhost_pki("alpn");
-    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
+    let t = start(tls_config(&servers, pki_tls(&pki))).await;
     let addr = t.listener_addr("web");
 
     // h2 and http/1.1 offered: h2 wins, and HTTP/2 is served.
@@ -353,7 +344,7 @@ fn requests_line(out: &str) -> &str {
 async fn h2load_over_tls_succeeds_for_every_request() {
     let servers = echo_servers(2);
     let pki = localhost_pki("h2load");
-    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
+    let t = start(tls_config(&servers, pki_tls(&pki))).await;
     let url = format!("https://{}/load", t.listener_addr("web"));
 
     let args = ["-n", "2000", "-c", "10", "-m", "10", &url].map(str::to_owned).to_vec();
@@ -372,7 +363,7 @@ async fn h2load_over_tls_succeeds_for_every_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn h2load_over_h2c_on_a_plaintext_listener_succeeds() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     let url = format!("{}/h2c", t.url("web"));
 
     let args = ["-n", "500", "-c", "5", &url].map(str::to_owned).to_vec();
@@ -397,7 +388,7 @@ async fn sni_picks_the_certificate_and_the_first_one_is_the_default() {
     let b = ca.issue(&["*.b.test"]).unwrap();
     let pair_a = a.write(dir.path(), "a").unwrap();
     let pair_b = b.write(dir.path(), "b").unwrap();
-    let t = start(&listener_config(&servers, &tls_many(&[pair_a, pair_b], ""))).await;
+    let t = start(tls_config(&servers, Tls::certificates(&[pair_a, pair_b]))).await;
     let addr = t.listener_addr("web");
 
     // Verified against the CA for the name asked: the server picked the right one.
@@ -432,7 +423,7 @@ async fn sni_picks_the_certificate_and_the_first_one_is_the_default() {
 /// One configuration mistake and what the error must say.
 struct BadCase {
     what: &'static str,
-    tls: String,
+    tls: Tls,
     key_paths: &'static [&'static str],
     reasons: &'static [&'static str],
     must_name: Option<PathBuf>,
@@ -487,105 +478,104 @@ async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
     let missing_key = dir.path().join("missing.key");
     let ca_file = write_pem(dir.path(), "clients.pem", &ca.cert_pem()).unwrap();
     let not_pem = write_pem(dir.path(), "not-pem.pem", "this is not a certificate\n").unwrap();
-    let client_ca = |file: &Path, extra: &str| {
-        tls_single(&good.0, &good.1, &format!(", client_ca = {}{extra}", toml_str(file)))
-    };
+    let good_tls = || Tls::new(&good.0, &good.1);
+    let client_ca = |file: &Path| good_tls().client_ca(file);
 
     let cases = [
         BadCase {
             what: "expired certificate",
-            tls: tls_single(&expired.0, &expired.1, ""),
+            tls: Tls::new(&expired.0, &expired.1),
             key_paths: &["listeners[0].tls.cert"],
             reasons: &["expired"],
             must_name: Some(expired.0.clone()),
         },
         BadCase {
             what: "not yet valid certificate",
-            tls: tls_single(&future.0, &future.1, ""),
+            tls: Tls::new(&future.0, &future.1),
             key_paths: &["listeners[0].tls.cert"],
             reasons: &["not valid before", "not yet valid"],
             must_name: Some(future.0.clone()),
         },
         BadCase {
             what: "key of another certificate",
-            tls: tls_single(&good.0, &other.1, ""),
+            tls: Tls::new(&good.0, &other.1),
             key_paths: &["listeners[0].tls.key"],
             reasons: &["does not match"],
             must_name: Some(other.1.clone()),
         },
         BadCase {
             what: "missing certificate file",
-            tls: tls_single(&missing, &good.1, ""),
+            tls: Tls::new(&missing, &good.1),
             key_paths: &["listeners[0].tls.cert"],
             reasons: &["cannot read"],
             must_name: Some(missing.clone()),
         },
         BadCase {
             what: "missing key file",
-            tls: tls_single(&good.0, &missing_key, ""),
+            tls: Tls::new(&good.0, &missing_key),
             key_paths: &["listeners[0].tls.key"],
             reasons: &["cannot read"],
             must_name: Some(missing_key.clone()),
         },
         BadCase {
             what: "neither cert nor certificates",
-            tls: "tls = { min_version = \"1.2\" }".to_owned(),
+            tls: Tls::default().set("min_version", "1.2"),
             key_paths: &["listeners[0].tls"],
             reasons: &["needs a certificate"],
             must_name: None,
         },
         BadCase {
             what: "an expired second certificate in a list",
-            tls: tls_many(&[good.clone(), expired.clone()], ""),
+            tls: Tls::certificates(&[good.clone(), expired.clone()]),
             key_paths: &["listeners[0].tls.certificates[1].cert"],
             reasons: &["expired"],
             must_name: Some(expired.0.clone()),
         },
         BadCase {
             what: "client_auth without client_ca",
-            tls: tls_single(&good.0, &good.1, ", client_auth = \"required\""),
+            tls: good_tls().set("client_auth", "required"),
             key_paths: &["listeners[0].tls.client_auth"],
             reasons: &["client_ca"],
             must_name: None,
         },
         BadCase {
             what: "missing client_ca",
-            tls: client_ca(&missing, ""),
+            tls: client_ca(&missing),
             key_paths: &["listeners[0].tls.client_ca"],
             reasons: &["cannot read"],
             must_name: Some(missing.clone()),
         },
         BadCase {
             what: "client_ca that is not PEM",
-            tls: client_ca(&not_pem, ""),
+            tls: client_ca(&not_pem),
             key_paths: &["listeners[0].tls.client_ca"],
             reasons: &["no PEM certificate"],
             must_name: Some(not_pem.clone()),
         },
         BadCase {
             what: "client_crl without client_ca",
-            tls: tls_single(&good.0, &good.1, &format!(", client_crl = {}", toml_str(&ca_file))),
+            tls: good_tls().client_crl(&ca_file),
             key_paths: &["listeners[0].tls.client_crl"],
             reasons: &["client_ca"],
             must_name: None,
         },
         BadCase {
             what: "client_crl that holds no CRL",
-            tls: client_ca(&ca_file, &format!(", client_crl = {}", toml_str(&ca_file))),
+            tls: client_ca(&ca_file).client_crl(&ca_file),
             key_paths: &["listeners[0].tls.client_crl"],
             reasons: &["no PEM revocation list"],
             must_name: Some(ca_file.clone()),
         },
         BadCase {
             what: "unknown client_auth",
-            tls: client_ca(&ca_file, ", client_auth = \"maybe\""),
+            tls: client_ca(&ca_file).set("client_auth", "maybe"),
             key_paths: &["listeners[0].tls.client_auth"],
             reasons: &["maybe"],
             must_name: None,
         },
         BadCase {
             what: "unknown min_version",
-            tls: tls_single(&good.0, &good.1, ", min_version = \"1.1\""),
+            tls: good_tls().set("min_version", "1.1"),
             key_paths: &["listeners[0].tls.min_version"],
             reasons: &["1.1"],
             must_name: None,
@@ -593,7 +583,7 @@ async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
     ];
 
     for case in &cases {
-        let cfg = listener_config(&servers, &case.tls);
+        let cfg = tls_config(&servers, case.tls.clone());
         let out = run_check(BIN, &cfg).unwrap();
         assert_eq!(
             out.code,
@@ -626,7 +616,7 @@ async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
     }
 
     // The good pair itself is accepted.
-    let ok = run_check(BIN, &listener_config(&servers, &tls_single(&good.0, &good.1, ""))).unwrap();
+    let ok = run_check(BIN, tls_config(&servers, good_tls())).unwrap();
     assert_eq!(ok.code, Some(0), "stderr:\n{}", ok.stderr);
 }
 
@@ -652,7 +642,7 @@ async fn h1_on(stream: TlsStream<TcpStream>, path: &str) -> (u16, TlsStream<TcpS
 async fn sighup_serves_a_renewed_certificate_to_new_connections_and_keeps_old_ones() {
     let servers = echo_servers(1);
     let pki = localhost_pki("renew");
-    let cfg = listener_config(&servers, &pki_tls(&pki, ""));
+    let cfg = tls_config(&servers, pki_tls(&pki));
     let mut t = start(&cfg).await;
     let addr = t.listener_addr("web");
     let client = pki.ca.client_config(&[b"http/1.1"]).unwrap();
@@ -710,7 +700,7 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections_and_keeps_old_on
 async fn plaintext_http_to_a_tls_listener_never_reaches_the_upstream() {
     let servers = echo_servers(1);
     let pki = localhost_pki("plain");
-    let t = start(&with_admin(&listener_config(&servers, &pki_tls(&pki, "")))).await;
+    let t = start(tls_config(&servers, pki_tls(&pki)).admin()).await;
 
     let opened = Instant::now();
     let mut s = TcpStream::connect(t.listener_addr("web")).await.unwrap();
@@ -741,11 +731,8 @@ async fn plaintext_http_to_a_tls_listener_never_reaches_the_upstream() {
 async fn a_client_that_never_finishes_the_handshake_is_closed_after_the_header_timeout() {
     let servers = echo_servers(1);
     let pki = localhost_pki("stall");
-    let t = start(&with_admin(&listener_config(
-        &servers,
-        &format!("{}\ntimeouts = {{ header = \"1s\" }}", pki_tls(&pki, "")),
-    )))
-    .await;
+    let web = web().tls(pki_tls(&pki)).set("timeouts.header", "1s");
+    let t = start(config_on(web, app(&servers)).admin()).await;
     let addr = t.listener_addr("web");
 
     let opened = Instant::now();
@@ -785,11 +772,8 @@ async fn a_tls_client_that_sends_no_request_after_the_handshake_is_closed_after_
 {
     let servers = echo_servers(1);
     let pki = localhost_pki("norequest");
-    let t = start(&listener_config(
-        &servers,
-        &format!("{}\ntimeouts = {{ header = \"1s\" }}", pki_tls(&pki, "")),
-    ))
-    .await;
+    let web = web().tls(pki_tls(&pki)).set("timeouts.header", "1s");
+    let t = start(config_on(web, app(&servers))).await;
     let addr = t.listener_addr("web");
     let opened = Instant::now();
     let mut silent = tls_connect(addr, "localhost", pki.ca.client_config(&[b"http/1.1"]).unwrap())
@@ -826,7 +810,7 @@ async fn min_version_1_3_refuses_tls_1_2_clients_and_the_default_accepts_them() 
     let tls13 = client_with_versions(&pki.ca, &[&rustls::version::TLS13]);
 
     // Default: 1.2 and 1.3 both accepted.
-    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
+    let t = start(tls_config(&servers, pki_tls(&pki))).await;
     let addr = t.listener_addr("web");
     let s = tls_connect(addr, "localhost", Arc::clone(&tls12)).await.unwrap();
     assert_eq!(s.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
@@ -837,7 +821,7 @@ async fn min_version_1_3_refuses_tls_1_2_clients_and_the_default_accepts_them() 
     drop(t);
 
     // min_version = "1.3": a 1.2-only client fails the handshake, 1.3 works.
-    let t = start(&listener_config(&servers, &pki_tls(&pki, ", min_version = \"1.3\""))).await;
+    let t = start(tls_config(&servers, pki_tls(&pki).set("min_version", "1.3"))).await;
     let addr = t.listener_addr("web");
     let refused = tls_connect(addr, "localhost", Arc::clone(&tls12)).await;
     assert!(refused.is_err(), "a TLS 1.2-only client completed a handshake with min_version 1.3");
@@ -859,7 +843,7 @@ async fn a_certificate_near_expiry_is_reported_by_check_logs_and_metrics() {
     let soon = pki.ca.issue_with_validity(&["localhost"], now - DAY, expiry).unwrap();
     let (cert, key) = soon.write(pki.dir(), "soon").unwrap();
     let servers = echo_servers(1);
-    let cfg = with_admin(&listener_config(&servers, &tls_single(&cert, &key, "")));
+    let cfg = tls_config(&servers, Tls::new(&cert, &key)).admin();
 
     let out = run_check(BIN, &cfg).unwrap();
     assert_eq!(out.code, Some(0), "{out:?}");
@@ -883,7 +867,7 @@ async fn a_certificate_near_expiry_is_reported_by_check_logs_and_metrics() {
     assert!((value - expected).abs() < 5.0, "{series} vs {expected}");
 
     // A certificate with a year left is not warned about.
-    let fine = listener_config(&servers, &pki_tls(&pki, ""));
+    let fine = tls_config(&servers, pki_tls(&pki));
     let t = start(&fine).await;
     assert!(
         t.logs().iter().all(|l| l["message"] != "TLS certificate expires soon"),
@@ -939,8 +923,7 @@ async fn get_with_config(
 async fn required_client_certificates_are_verified_and_named_to_the_server() {
     let servers = echo_servers(1);
     let pki = client_pki("mtls-required");
-    let extra = format!(", client_ca = {}", toml_str(&pki.clients_file));
-    let cfg = listener_config(&servers, &pki_tls(&pki.server, &extra));
+    let cfg = tls_config(&servers, pki_tls(&pki.server).client_ca(&pki.clients_file));
     let check = run_check(BIN, &cfg).unwrap();
     assert!(
         check.stdout.contains("listener web: client certificates required (CA "),
@@ -1019,9 +1002,8 @@ async fn required_client_certificates_are_verified_and_named_to_the_server() {
 async fn optional_client_certificates_let_anonymous_clients_in_and_say_none() {
     let servers = echo_servers(1);
     let pki = client_pki("mtls-optional");
-    let extra =
-        format!(", client_ca = {}, client_auth = \"optional\"", toml_str(&pki.clients_file));
-    let t = start(&listener_config(&servers, &pki_tls(&pki.server, &extra))).await;
+    let tls = pki_tls(&pki.server).client_ca(&pki.clients_file).set("client_auth", "optional");
+    let t = start(tls_config(&servers, tls)).await;
     let addr = t.listener_addr("web");
     let ca_pem = pki.server.ca.cert_pem();
 
@@ -1049,7 +1031,7 @@ async fn optional_client_certificates_let_anonymous_clients_in_and_say_none() {
 async fn listeners_without_client_ca_leave_the_client_cert_headers_alone() {
     let servers = echo_servers(1);
     let pki = localhost_pki("mtls-none");
-    let t = start(&listener_config(&servers, &pki_tls(&pki, ""))).await;
+    let t = start(tls_config(&servers, pki_tls(&pki))).await;
     let config = pki.ca.client_config(&[b"http/1.1"]).unwrap();
     let (status, echo) = get_with_config(t.listener_addr("web"), config).await.unwrap();
     assert_eq!(status, 200);
@@ -1064,12 +1046,8 @@ async fn revoked_client_certificates_are_refused_and_a_new_crl_applies_on_sighup
     let bob = pki.clients.issue(&["bob"]).unwrap();
     let crl_file =
         write_pem(pki.server.dir(), "clients.crl", &pki.clients.crl(&[&bob]).unwrap()).unwrap();
-    let extra = format!(
-        ", client_ca = {}, client_crl = {}",
-        toml_str(&pki.clients_file),
-        toml_str(&crl_file)
-    );
-    let cfg = listener_config(&servers, &pki_tls(&pki.server, &extra));
+    let tls = pki_tls(&pki.server).client_ca(&pki.clients_file).client_crl(&crl_file);
+    let cfg = tls_config(&servers, tls);
     let mut t = start(&cfg).await;
     let addr = t.listener_addr("web");
     let ca_pem = pki.server.ca.cert_pem();

@@ -24,11 +24,9 @@ const TRANSITION: Duration = Duration::from_secs(10);
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// `/healthz` every 200 ms, one result enough to change state.
-const TLS_HEALTH_CHECK: &str = concat!(
-    "[backends.app.health_check]\n",
-    "type = \"http\"\npath = \"/healthz\"\n",
-    "interval = \"200ms\"\ntimeout = \"1s\"\nrise = 1\nfall = 1\n",
-);
+fn quick_health_check() -> HealthCheck {
+    HealthCheck::http("/healthz").interval("200ms").timeout("1s").rise(1).fall(1)
+}
 
 // === helpers ===
 
@@ -47,14 +45,19 @@ fn tls_servers(pki: &Pki, n: usize) -> Vec<EchoServer> {
     (0..n).map(|i| EchoServer::start_tls(&format!("s{i}"), &pki.cert).unwrap()).collect()
 }
 
-/// `tls = { ca_file = "<pki's ca.pem>"[, server_name = "<name>"] }`.
-fn pki_tls(pki: &Pki, server_name: Option<&str>) -> String {
-    tls_line(&pki.ca_file, server_name)
+/// Backend "app" over `servers`, connecting over TLS trusting `pki`'s CA (see [`trusting`]).
+fn pki_tls(servers: &[EchoServer], pki: &Pki, server_name: Option<&str>) -> Backend {
+    trusting(app(servers), &pki.ca_file, server_name)
 }
 
-fn tls_line(ca_file: &Path, server_name: Option<&str>) -> String {
-    let name = server_name.map(|n| format!(", server_name = \"{n}\"")).unwrap_or_default();
-    format!("tls = {{ ca_file = {}{name} }}\n", toml_str(ca_file))
+/// `backend` connecting over TLS, trusting the CA in `ca_file` and sending (and verifying)
+/// `server_name` when given.
+fn trusting(backend: Backend, ca_file: &Path, server_name: Option<&str>) -> Backend {
+    let backend = backend.tls_ca_file(ca_file);
+    match server_name {
+        Some(name) => backend.set("tls.server_name", name),
+        None => backend,
+    }
 }
 
 /// GET `path` through listener "web" (with `host` as the Host header when given): the status
@@ -102,7 +105,7 @@ async fn upstream_failure_logged(t: &Tether, says: impl Fn(&str) -> bool) -> Val
 async fn tls_backend_with_a_private_ca_reaches_the_server_over_tls_and_reuses_connections() {
     let pki = loopback_pki("private-ca");
     let servers = tls_servers(&pki, 1);
-    let t = start(&config(&servers, &pki_tls(&pki, Some("localhost")), None)).await;
+    let t = start(config(pki_tls(&servers, &pki, Some("localhost")))).await;
     let c = client();
 
     for i in 0..30 {
@@ -128,7 +131,7 @@ async fn without_server_name_the_certificate_is_verified_for_the_server_ip() {
     // A certificate for 127.0.0.1 (IP SAN): verified by the address, no SNI sent.
     let with_ip = names_pki("by-ip", &["127.0.0.1"]);
     let servers = tls_servers(&with_ip, 1);
-    let t = start(&config(&servers, &pki_tls(&with_ip, None), None)).await;
+    let t = start(config(pki_tls(&servers, &with_ip, None))).await;
     let (status, json) = get(&t, &client(), "/by-ip", None).await;
     assert_eq!(status, 200, "{json}");
     // rustls sends no SNI for an IP address.
@@ -138,7 +141,7 @@ async fn without_server_name_the_certificate_is_verified_for_the_server_ip() {
     // A certificate for localhost only does not cover 127.0.0.1.
     let dns_only = names_pki("dns-only", &["localhost"]);
     let servers = tls_servers(&dns_only, 1);
-    let t = start(&config(&servers, &pki_tls(&dns_only, None), None)).await;
+    let t = start(config(pki_tls(&servers, &dns_only, None))).await;
     let (status, _) = get(&t, &client(), "/by-ip", None).await;
     assert_eq!(status, 502, "a certificate for localhost was accepted for 127.0.0.1");
     assert_eq!(servers[0].requests(), 0);
@@ -151,7 +154,7 @@ async fn a_server_certificate_from_another_ca_gets_502_and_is_logged() {
     let servers = tls_servers(&pki, 1);
     let other = TestCa::new("some other CA").unwrap();
     let other_ca = write_pem(pki.dir(), "other-ca.pem", &other.cert_pem()).unwrap();
-    let t = start(&config(&servers, &tls_line(&other_ca, Some("localhost")), None)).await;
+    let t = start(config(trusting(app(&servers), &other_ca, Some("localhost")))).await;
     let c = client();
 
     for i in 0..3 {
@@ -164,7 +167,7 @@ async fn a_server_certificate_from_another_ca_gets_502_and_is_logged() {
     assert_eq!(line["server"], "s0", "{line}");
     // Sanity: the right CA works with the same servers.
     drop(t);
-    let t = start(&config(&servers, &pki_tls(&pki, Some("localhost")), None)).await;
+    let t = start(config(pki_tls(&servers, &pki, Some("localhost")))).await;
     assert_eq!(get(&t, &c, "/right-ca", None).await.0, 200);
 }
 
@@ -172,7 +175,7 @@ async fn a_server_certificate_from_another_ca_gets_502_and_is_logged() {
 async fn a_server_name_the_certificate_does_not_cover_gets_502() {
     let pki = loopback_pki("wrong-name");
     let servers = tls_servers(&pki, 1);
-    let t = start(&config(&servers, &pki_tls(&pki, Some("other.test")), None)).await;
+    let t = start(config(pki_tls(&servers, &pki, Some("other.test")))).await;
     let c = client();
 
     for i in 0..3 {
@@ -191,7 +194,7 @@ async fn a_server_name_the_certificate_does_not_cover_gets_502() {
 async fn tls_true_verifies_against_the_system_roots_which_do_not_hold_the_test_ca() {
     let pki = loopback_pki("system-roots");
     let servers = tls_servers(&pki, 1);
-    let t = start(&config(&servers, "tls = true\n", None)).await;
+    let t = start(config(app(&servers).set("tls", true))).await;
 
     let (status, body) = get(&t, &client(), "/system-roots", None).await;
     assert_eq!(status, 502, "a certificate from a private CA passed the system roots: {body}");
@@ -204,7 +207,7 @@ async fn tls_true_verifies_against_the_system_roots_which_do_not_hold_the_test_c
 async fn a_plaintext_backend_does_not_speak_tls() {
     // The control for every "over TLS" assertion above: without `tls`, the echo says so.
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "", None)).await;
+    let t = start(config(app(&servers))).await;
     let (status, json) = get(&t, &client(), "/plain", None).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["tls"], false, "{json}");
@@ -213,7 +216,7 @@ async fn a_plaintext_backend_does_not_speak_tls() {
     // And a plaintext backend pointed at a TLS server fails instead of leaking plaintext.
     let pki = loopback_pki("plain-to-tls");
     let tls_servers = tls_servers(&pki, 1);
-    let t = start(&config(&tls_servers, "", None)).await;
+    let t = start(config(app(&tls_servers))).await;
     let (status, _) = get(&t, &client(), "/plain", None).await;
     assert_eq!(status, 502);
     assert_eq!(tls_servers[0].requests(), 0);
@@ -224,7 +227,7 @@ async fn a_plaintext_backend_does_not_speak_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn http2_to_a_plaintext_server_uses_prior_knowledge_and_multiplexes() {
     let servers = echo_servers(1);
-    let t = start(&config(&servers, "http2 = true\n", None)).await;
+    let t = start(config(app(&servers).set("http2", true))).await;
 
     // 50 requests at once, each slow enough that they overlap at the server.
     let results = parallel_gets(&t, "/slow?ms=300", 50).await;
@@ -245,8 +248,7 @@ async fn http2_to_a_plaintext_server_uses_prior_knowledge_and_multiplexes() {
 async fn http2_over_tls_negotiates_h2_by_alpn_and_multiplexes() {
     let pki = loopback_pki("h2-tls");
     let servers = tls_servers(&pki, 1);
-    let backend = format!("{}http2 = true\n", pki_tls(&pki, Some("localhost")));
-    let t = start(&config(&servers, &backend, None)).await;
+    let t = start(config(pki_tls(&servers, &pki, Some("localhost")).set("http2", true))).await;
 
     let results = parallel_gets(&t, "/slow?ms=300", 30).await;
     for (i, (status, json)) in results.iter().enumerate() {
@@ -268,8 +270,8 @@ async fn http2_over_tls_negotiates_h2_by_alpn_and_multiplexes() {
 async fn health_checks_of_a_tls_backend_use_tls_and_see_a_server_stop() {
     let pki = loopback_pki("health");
     let mut servers = tls_servers(&pki, 2);
-    let backend = format!("{}{TLS_HEALTH_CHECK}", pki_tls(&pki, Some("localhost")));
-    let t = start(&with_admin(&config(&servers, &backend, None))).await;
+    let backend = pki_tls(&servers, &pki, Some("localhost")).health_check(quick_health_check());
+    let t = start(config(backend).admin()).await;
     let c = client();
 
     // Checks pass only if they speak TLS and verify: a plaintext check fails (fall = 1).
@@ -316,8 +318,8 @@ async fn health_checks_of_a_tls_backend_use_tls_and_see_a_server_stop() {
 async fn a_health_check_over_tls_fails_when_the_certificate_does_not_verify() {
     let pki = loopback_pki("health-bad-name");
     let servers = tls_servers(&pki, 1);
-    let backend = format!("{}{TLS_HEALTH_CHECK}", pki_tls(&pki, Some("other.test")));
-    let t = start(&with_admin(&config(&servers, &backend, None))).await;
+    let backend = pki_tls(&servers, &pki, Some("other.test")).health_check(quick_health_check());
+    let t = start(config(backend).admin()).await;
     let c = client();
 
     let json = wait_health(&t, &c, "s0", "down", TRANSITION).await;
@@ -342,19 +344,18 @@ async fn a_health_check_over_tls_fails_when_the_certificate_does_not_verify() {
 async fn the_server_sees_the_clients_host_over_http1_and_http2() {
     const HOST: &str = "app.example.test:8443";
     let pki = loopback_pki("host");
-    let cases: [(&str, String, bool); 3] = [
-        ("http1", String::new(), false),
-        ("http2 (h2c)", "http2 = true\n".to_owned(), false),
-        ("http2 over TLS", format!("{}http2 = true\n", pki_tls(&pki, Some("localhost"))), true),
-    ];
+    // (what, HTTP/2 to the server, over TLS)
+    let cases =
+        [("http1", false, false), ("http2 (h2c)", true, false), ("http2 over TLS", true, true)];
     // Every case runs, and the failures are reported together.
     let mut wrong = Vec::new();
-    for (what, backend, tls) in &cases {
-        let servers = if *tls { tls_servers(&pki, 1) } else { echo_servers(1) };
-        let t = start(&config(&servers, backend, None)).await;
+    for (what, http2, tls) in cases {
+        let servers = if tls { tls_servers(&pki, 1) } else { echo_servers(1) };
+        let backend = if tls { pki_tls(&servers, &pki, Some("localhost")) } else { app(&servers) };
+        let t = start(config(backend.set("http2", http2))).await;
         let (status, json) = get(&t, &client(), "/host", Some(HOST)).await;
         assert_eq!(status, 200, "{what}: {json}");
-        let expected_version = if backend.contains("http2") { "HTTP/2.0" } else { "HTTP/1.1" };
+        let expected_version = if http2 { "HTTP/2.0" } else { "HTTP/1.1" };
         assert_eq!(json["version"], expected_version, "{what}: {json}");
         let host = json["headers"]["host"].as_str();
         let authority = json["authority"].as_str();
@@ -382,45 +383,50 @@ async fn bad_upstream_tls_settings_fail_check_naming_the_key() {
     let pki = loopback_pki("check");
     let not_pem = write_pem(pki.dir(), "not-a-cert.pem", "hello\n").unwrap();
     let missing = pki.dir().join("missing-ca.pem");
-    let ca = toml_str(&pki.ca_file);
+    let good_ca = || pki_tls(&servers, &pki, None);
 
-    // (what, backend lines, the key path the error must name, what it must say)
-    let cases: Vec<(&str, String, &str, Vec<&str>)> = vec![
+    // (what, the backend, the key path the error must name, what it must say)
+    let cases = [
         (
             "missing ca_file",
-            tls_line(&missing, None),
+            trusting(app(&servers), &missing, None),
             "backends.app.tls.ca_file",
             vec!["cannot read"],
         ),
         (
             "ca_file that is not PEM",
-            tls_line(&not_pem, None),
+            trusting(app(&servers), &not_pem, None),
             "backends.app.tls.ca_file",
             vec!["no PEM certificate"],
         ),
         (
             "unknown key",
-            format!("tls = {{ ca_file = {ca}, verify = false }}\n"),
+            good_ca().set("tls.verify", false),
             "backends.app.tls.verify",
             vec!["unknown"],
         ),
         (
             "bad server_name",
-            format!("tls = {{ ca_file = {ca}, server_name = \"not a name!\" }}\n"),
+            good_ca().set("tls.server_name", "not a name!"),
             "backends.app.tls.server_name",
             vec!["not a name!"],
         ),
         (
             "server_name not a string",
-            format!("tls = {{ ca_file = {ca}, server_name = 1 }}\n"),
+            good_ca().set("tls.server_name", 1),
             "backends.app.tls.server_name",
             vec!["string"],
         ),
-        ("tls = \"yes\"", "tls = \"yes\"\n".to_owned(), "backends.app.tls", vec!["expected"]),
-        ("http2 = \"yes\"", "http2 = \"yes\"\n".to_owned(), "backends.app.http2", vec!["boolean"]),
+        ("tls = \"yes\"", app(&servers).set("tls", "yes"), "backends.app.tls", vec!["expected"]),
+        (
+            "http2 = \"yes\"",
+            app(&servers).set("http2", "yes"),
+            "backends.app.http2",
+            vec!["boolean"],
+        ),
     ];
-    for (what, backend, key, says) in &cases {
-        let out = run_check(BIN, &config(&servers, backend, None)).unwrap();
+    for (what, backend, key, says) in cases {
+        let out = run_check(BIN, config(backend)).unwrap();
         assert_eq!(out.code, Some(1), "{what}: stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
         let line = out
             .stderr
@@ -435,13 +441,14 @@ async fn bad_upstream_tls_settings_fail_check_naming_the_key() {
 
     // The good forms pass.
     for backend in [
-        pki_tls(&pki, Some("localhost")),
-        pki_tls(&pki, Some("127.0.0.1")),
-        format!("{}http2 = true\n", pki_tls(&pki, None)),
-        "tls = true\nhttp2 = true\n".to_owned(),
-        "tls = false\nhttp2 = false\n".to_owned(),
+        pki_tls(&servers, &pki, Some("localhost")),
+        pki_tls(&servers, &pki, Some("127.0.0.1")),
+        good_ca().set("http2", true),
+        app(&servers).set("tls", true).set("http2", true),
+        app(&servers).set("tls", false).set("http2", false),
     ] {
-        let out = run_check(BIN, &config(&servers, &backend, None)).unwrap();
-        assert_eq!(out.code, Some(0), "{backend}: stderr:\n{}", out.stderr);
+        let file = config(backend);
+        let out = run_check(BIN, &file).unwrap();
+        assert_eq!(out.code, Some(0), "{file}: stderr:\n{}", out.stderr);
     }
 }

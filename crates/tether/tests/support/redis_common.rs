@@ -12,24 +12,29 @@ use tether_testkit::redis::{RedisCluster, RedisServer};
 use tether_testkit::{EchoServer, Tether, wait_until_async};
 use tokio::task::JoinSet;
 
-use super::fixture::{KEY, admin_json, admin_url, server_of, start};
+use super::fixture::{
+    Backend, Config, KEY, ServerEntry, Sticky, admin_json, admin_url, server_of, start, web,
+};
 
-pub const HEADER_STICKY: &str =
-    "mode = \"header\"\nheader = \"X-Session-Id\"\nidle_timeout = \"10m\"";
-/// The `idle_timeout` of [`HEADER_STICKY`]: what a binding's TTL starts from.
+/// Affinity by header `X-Session-Id`, forgotten after [`IDLE_TIMEOUT`].
+pub fn header_sticky() -> Sticky {
+    Sticky::header("X-Session-Id").set("idle_timeout", "10m")
+}
+
+/// The `idle_timeout` of [`header_sticky`]: what a binding's TTL starts from.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// For the sharing tests: generous, so a slow machine does not turn a lookup into a miss.
-pub const PATIENT: &str = "redis_timeout = \"500ms\"";
+/// For the sharing tests, a Redis timeout of 500 ms: generous, so a slow machine does not
+/// turn a lookup into a miss.
+pub fn patient() -> Config {
+    Config::new().set("stick_table.redis_timeout", "500ms")
+}
 
 /// How long background writes and reconnects get before a test gives up on them.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long an instance gets to count what Redis holds: its census runs every 5 s.
 pub const CENSUS_DEADLINE: Duration = Duration::from_secs(15);
-
-/// An admin listener on a free port (appended after `[stick_table]`, so it is its own table).
-pub const ADMIN: &str = "[admin]\naddress = \"127.0.0.1:0\"";
 
 /// What the tests read from a single Redis or a cluster (every running node).
 pub trait Store {
@@ -80,46 +85,36 @@ impl Store for RedisCluster {
     }
 }
 
-/// Listener "web" → backend "app" over `servers`, where only the names in `active` take new
-/// sessions, and the stick table in the Redis at `url`. `[stick_table]` comes last: TOML
-/// tables after it would be read as its keys otherwise.
+/// `settings` (e.g. [`patient`]) plus listener "web" → backend "app" over `servers`, where
+/// only the names in `active` take new sessions (the others drain), and the stick table in
+/// the Redis at `url`.
 pub fn shared_config(
+    settings: Config,
     servers: &[EchoServer],
     active: &[&str],
-    sticky: &str,
+    sticky: Sticky,
     url: &str,
-    stick_extra: &str,
-) -> String {
-    let entries: String = servers
-        .iter()
-        .map(|s| {
-            let state = if active.contains(&s.name()) { "ready" } else { "drain" };
-            format!(
-                "[[backends.app.servers]]\nname = \"{}\"\naddress = \"{}\"\nstate = \"{state}\"\n",
-                s.name(),
-                s.addr()
-            )
-        })
-        .collect();
-    format!(
-        "[[listeners]]\nname = \"web\"\naddress = \"127.0.0.1:0\"\ndefault_backend = \"app\"\n\n\
-         [backends.app]\n[backends.app.sticky]\n{sticky}\n\n{entries}\n\
-         [secrets]\ncookie_keys = [\"{KEY}\"]\n\n\
-         [stick_table]\nstore = \"redis\"\nredis_url = \"{url}\"\n{stick_extra}\n"
-    )
+) -> Config {
+    let app = servers.iter().fold(Backend::new(), |app, s| {
+        let state = if active.contains(&s.name()) { "ready" } else { "drain" };
+        app.server(ServerEntry::from(s).state(state))
+    });
+    let app = app.sticky(sticky);
+    settings.listener(web()).backend("app", app).cookie_keys(&[KEY]).redis_stick_table(url)
 }
 
-/// A (new sessions → s0) and B (new sessions → s1, s2), sharing `store`.
+/// A (new sessions → s0) and B (new sessions → s1, s2), sharing `store`, both on top of
+/// `settings`.
 pub async fn pair(
     servers: &[EchoServer],
-    sticky: &str,
+    sticky: Sticky,
     store: &impl Store,
-    stick_extra: &str,
+    settings: Config,
 ) -> (Tether, Tether) {
     let url = store.url();
-    let a = start(&shared_config(servers, &["s0"], sticky, &url, stick_extra)).await;
-    let b = start(&shared_config(servers, &["s1", "s2"], sticky, &url, stick_extra)).await;
-    (a, b)
+    let a = shared_config(settings.clone(), servers, &["s0"], sticky.clone(), &url);
+    let b = shared_config(settings, servers, &["s1", "s2"], sticky, &url);
+    (start(a).await, start(b).await)
 }
 
 /// Waits until both instances write to `store` (they connect in the background after

@@ -1,0 +1,3 @@
+//! The suites that take a minute or more.
+
+mod reload_under_load;
