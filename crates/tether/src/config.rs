@@ -377,6 +377,30 @@ pub struct Outlier {
 
 /// `limits.queue_timeout`.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `health_check.interval`.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// `health_check.timeout`.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// `health_check.rise`: passes in a row that bring a server up.
+pub const DEFAULT_CHECK_RISE: u32 = 2;
+/// `health_check.fall`: failures in a row that take a server down.
+pub const DEFAULT_CHECK_FALL: u32 = 3;
+/// `retry.attempts`: attempts in all, the first included.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+/// `retry.budget_percent`.
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+/// `outlier.consecutive_failures`.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+/// `outlier.base_ejection`.
+pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(10);
+/// `outlier.max_ejection`.
+pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(300);
+/// `outlier.max_ejected_percent`.
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+/// `stick_table.redis_timeout`.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(10);
+/// `stick_table.redis_prefix`.
+pub const DEFAULT_REDIS_PREFIX: &str = "tether";
 
 /// `sticky.on_server_full`: the pinned server is at its connection limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

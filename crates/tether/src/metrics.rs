@@ -1,4 +1,5 @@
-//! Prometheus metrics (DESIGN 1.4): names, labels, and handles resolved off the hot path.
+//! Prometheus metrics (their names and labels: docs/operations.md): handles resolved off the
+//! hot path.
 //!
 //! Families live in one [`Metrics`] for the process. The data path never looks a label set up:
 //! each snapshot resolves the handles it needs once ([`ServerMetrics`], [`BackendMetrics`])

@@ -306,8 +306,8 @@ fn health_check(c: &mut Checker, backend: &str, h: &super::raw::RawHealthCheck) 
             })
         }
     };
-    let interval = c.duration(&p("interval"), h.interval.as_ref(), Duration::from_secs(2));
-    let timeout = c.duration(&p("timeout"), h.timeout.as_ref(), Duration::from_secs(1));
+    let interval = c.duration(&p("interval"), h.interval.as_ref(), DEFAULT_CHECK_INTERVAL);
+    let timeout = c.duration(&p("timeout"), h.timeout.as_ref(), DEFAULT_CHECK_TIMEOUT);
     HealthCheck {
         kind,
         path,
@@ -316,20 +316,26 @@ fn health_check(c: &mut Checker, backend: &str, h: &super::raw::RawHealthCheck) 
         host: h.host.as_ref().map(|b| b.get_ref().clone()).filter(|b| !b.is_empty()),
         interval,
         timeout,
-        rise: int_in(c, &p("rise"), h.rise.as_ref(), 2, 1..=100),
-        fall: int_in(c, &p("fall"), h.fall.as_ref(), 3, 1..=100),
+        rise: int_in(c, &p("rise"), h.rise.as_ref(), DEFAULT_CHECK_RISE, 1..=100),
+        fall: int_in(c, &p("fall"), h.fall.as_ref(), DEFAULT_CHECK_FALL, 1..=100),
     }
 }
 
 fn retry(c: &mut Checker, backend: &str, r: Option<&super::raw::RawRetry>) -> Retry {
     let p = |k: &str| format!("backends.{backend}.retry.{k}");
     Retry {
-        attempts: int_in(c, &p("attempts"), r.and_then(|r| r.attempts.as_ref()), 2, 1..=10),
+        attempts: int_in(
+            c,
+            &p("attempts"),
+            r.and_then(|r| r.attempts.as_ref()),
+            DEFAULT_RETRY_ATTEMPTS,
+            1..=10,
+        ),
         budget_percent: int_in(
             c,
             &p("budget_percent"),
             r.and_then(|r| r.budget_percent.as_ref()),
-            20,
+            DEFAULT_RETRY_BUDGET_PERCENT,
             0..=100,
         ),
     }
@@ -342,24 +348,20 @@ fn outlier(c: &mut Checker, backend: &str, o: &super::raw::RawOutlier) -> Outlie
             c,
             &p("consecutive_failures"),
             o.consecutive_failures.as_ref(),
-            5,
+            DEFAULT_CONSECUTIVE_FAILURES,
             1..=1000,
         ),
         base_ejection: c.duration(
             &p("base_ejection"),
             o.base_ejection.as_ref(),
-            Duration::from_secs(10),
+            DEFAULT_BASE_EJECTION,
         ),
-        max_ejection: c.duration(
-            &p("max_ejection"),
-            o.max_ejection.as_ref(),
-            Duration::from_secs(300),
-        ),
+        max_ejection: c.duration(&p("max_ejection"), o.max_ejection.as_ref(), DEFAULT_MAX_EJECTION),
         max_ejected_percent: int_in(
             c,
             &p("max_ejected_percent"),
             o.max_ejected_percent.as_ref(),
-            50,
+            DEFAULT_MAX_EJECTED_PERCENT,
             0..=100,
         ),
     }

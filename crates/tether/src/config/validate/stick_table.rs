@@ -1,11 +1,11 @@
 //! The `[stick_table]` section: the table's capacity and, with `store = "redis"`, where the
 //! shared table lives (URL or cluster seeds, TLS roots, timeout, key prefix).
 
-use std::time::Duration;
-
 use super::super::raw::RawStickTable;
 use super::{Checker, S};
-use crate::config::{DEFAULT_STICK_CAPACITY, RedisStore};
+use crate::config::{
+    DEFAULT_REDIS_PREFIX, DEFAULT_REDIS_TIMEOUT, DEFAULT_STICK_CAPACITY, RedisStore,
+};
 
 pub(super) fn stick_capacity(c: &mut Checker, raw: Option<&RawStickTable>) -> u64 {
     let Some(t) = raw else { return DEFAULT_STICK_CAPACITY };
@@ -36,12 +36,9 @@ pub(super) fn redis_store(c: &mut Checker, raw: Option<&RawStickTable>) -> Optio
     let cluster = t.redis_cluster.unwrap_or(false);
     let tls = redis_urls(c, url, cluster);
     let ca_pem = t.redis_ca_file.as_ref().and_then(|f| ca_pem(c, f, tls));
-    let timeout = c.duration(
-        "stick_table.redis_timeout",
-        t.redis_timeout.as_ref(),
-        Duration::from_millis(10),
-    );
-    let prefix = t.redis_prefix.as_ref().map_or("tether".to_owned(), |p| {
+    let timeout =
+        c.duration("stick_table.redis_timeout", t.redis_timeout.as_ref(), DEFAULT_REDIS_TIMEOUT);
+    let prefix = t.redis_prefix.as_ref().map_or(DEFAULT_REDIS_PREFIX.to_owned(), |p| {
         c.name("stick_table.redis_prefix", p);
         p.get_ref().clone()
     });
