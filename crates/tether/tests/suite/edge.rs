@@ -116,22 +116,18 @@ async fn a_slow_header_client_is_disconnected_after_the_header_timeout() {
     // Meanwhile another client is served normally.
     let c = client();
     bystander_ok(&c, &t).await;
-    // The slow client trickles a header line now and then but never finishes the head.
+    // The slow client trickles a header line every 250 ms but never finishes the head, for
+    // up to 8 s: short of the 10 s default, so only the configured 1 s, counted from the
+    // start of the head and not restarted by each line, can close it meanwhile.
     let mut closed = false;
-    for i in 0..20 {
-        if slow.write_all(format!("x-trickle-{i}: 1\r\n").as_bytes()).await.is_err() {
-            closed = true;
-            break;
-        }
-        let (_, eof) = read_until_close(&mut slow, Duration::from_millis(250)).await;
-        if eof {
-            closed = true;
-            break;
-        }
+    let mut line = 0;
+    while !closed && started.elapsed() < Duration::from_secs(8) {
+        let trickle = format!("x-trickle-{line}: 1\r\n");
+        closed = slow.write_all(trickle.as_bytes()).await.is_err()
+            || read_until_close(&mut slow, Duration::from_millis(250)).await.1;
+        line += 1;
     }
-    let took = started.elapsed();
-    assert!(closed, "still open after {took:?}");
-    assert!(took < Duration::from_secs(4), "closed after {took:?}, header timeout 1 s");
+    assert!(closed, "still open after {:?}, header timeout 1 s", started.elapsed());
     assert_eq!(servers[0].requests(), 1, "only the bystander's request reached the server");
 }
 
@@ -143,6 +139,7 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     let c = client();
     let url = t.url("web");
     // The flooding client is 192.0.2.1 (through a trusted proxy: X-Forwarded-For).
+    let flood_started = Instant::now();
     let mut statuses = Vec::new();
     let mut retry_after = None;
     for _ in 0..12 {
@@ -153,7 +150,10 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
         statuses.push(r.status().as_u16());
     }
     let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert!((5..=6).contains(&ok), "the burst of 5 (plus at most one refill): {statuses:?}");
+    // The burst of 5, plus the tokens refilled at 1 a second while the flood lasted (on a
+    // slow machine, more of them).
+    let refilled = flood_started.elapsed().as_secs() as usize + 1;
+    assert!((5..=5 + refilled).contains(&ok), "burst 5, {refilled} refilled: {statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 12 - ok, "{statuses:?}");
     let retry_after: u64 = retry_after.expect("Retry-After on 429").parse().unwrap();
     assert!((1..=2).contains(&retry_after), "retry after {retry_after} s at 1 request/s");
@@ -171,8 +171,9 @@ async fn a_client_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
 #[tokio::test]
 async fn an_affinity_keyed_limit_stops_one_session_flooding_its_server_from_many_addresses() {
     let servers = echo_servers(2);
+    // A token every 100 s: none comes back while the test runs, however slowly.
     let app = app(&servers)
-        .set("rate_limit.requests_per_second", 1)
+        .set("rate_limit.requests_per_second", 0.01)
         .set("rate_limit.burst", 3)
         .set("rate_limit.key", "affinity")
         .sticky(Sticky::header("X-Session-Id"));
@@ -194,7 +195,7 @@ async fn an_affinity_keyed_limit_stops_one_session_flooding_its_server_from_many
             assert!(r.headers().contains_key("retry-after"));
         }
     }
-    assert!(limited >= 6, "{limited} of 10 refused");
+    assert_eq!(limited, 7, "all but the burst of 3 refused");
     // Other sessions, including one from the same address, are served.
     for i in 0..5 {
         let r = c

@@ -288,6 +288,8 @@ async fn hung_server_gets_504_and_is_ejected() {
     for _ in 0..12 {
         let started = Instant::now();
         let r = c.get(t.url("web")).send().await.unwrap();
+        // A hang guard, not a speed requirement: ten times the 500 ms response timeout, far
+        // below the 30 s default it would otherwise wait.
         assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
         match r.status().as_u16() {
             504 => timeouts += 1,
@@ -389,6 +391,8 @@ async fn garbage_and_reset_servers_give_502() {
             let started = Instant::now();
             let r = c.get(t.url("web")).send().await.unwrap();
             assert_eq!(r.status(), 502, "{kind}");
+            // A hang guard, not a speed requirement: a broken answer is a 502 at once, not
+            // after the 30 s response timeout.
             assert!(started.elapsed() < Duration::from_secs(5), "{kind}: {:?}", started.elapsed());
             let r = c.post(t.url("web")).body("x").send().await.unwrap();
             assert_eq!(r.status(), 502, "{kind} POST");
@@ -596,8 +600,18 @@ async fn repeat_ejections_double_in_length() {
     let c = client();
     let mut lengths = Vec::new();
     for round in 1..=2 {
+        let mark = t.log_mark();
         assert!(fail_until_down(&t, &c, "bad", 40).await, "ejection {round} never happened");
         let started = Instant::now();
+        let ejected =
+            t.wait_for_log_since(mark, |l| is_health_change(l, "bad", "down"), TRANSITION);
+        let reason = ejected.await.map(|l| l["reason"].clone()).unwrap_or_default();
+        let length = if round == 1 { "500ms" } else { "1s" };
+        let says = format!("ejected for {length} ");
+        assert!(
+            reason.as_str().is_some_and(|r| r.starts_with(&says)),
+            "ejection {round}: {reason}"
+        );
         let back = wait_until_async(Duration::from_secs(10), || async {
             server_json(&t, &c, "bad").await["health"] != "down"
         })
@@ -605,9 +619,10 @@ async fn repeat_ejections_double_in_length() {
         assert!(back, "ejection {round} never ended");
         lengths.push(started.elapsed());
     }
+    // The logged lengths above are the contract; the observed ones can only be longer (a
+    // slow machine sees the return late), never shorter.
     let (first, second) = (lengths[0], lengths[1]);
     assert!(first >= Duration::from_millis(400), "the first lasts base_ejection: {lengths:?}");
-    assert!(first < Duration::from_millis(900), "and no more: {lengths:?}");
     assert!(second >= Duration::from_millis(900), "the second lasts twice that: {lengths:?}");
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -249,22 +249,20 @@ async fn sighup_with_a_new_server_starts_using_it() {
     assert!(c.requests() >= 1);
 }
 
-/// Sends GETs in a loop until `until` or `cap` requests; returns (sent, failures).
+/// Sends GETs in a loop until `stop`, counting the answered ones in `served`; returns the
+/// failures.
 async fn traffic(
     http: reqwest::Client,
     url: String,
-    until: Instant,
-    cap: u64,
-    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    for _ in 0..cap {
-        if Instant::now() >= until {
-            break;
-        }
-        sent.fetch_add(1, Ordering::Relaxed);
+    while !stop.load(Ordering::Relaxed) {
         match get(&http, &url, None).await {
-            Ok(Answer { status: 200, ref server, .. }) if ["a", "b", "c"].contains(&&**server) => {}
+            Ok(Answer { status: 200, ref server, .. }) if ["a", "b", "c"].contains(&&**server) => {
+                served.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(answer) => failures.push(format!("{answer:?}")),
             Err(e) => failures.push(e),
         }
@@ -285,40 +283,43 @@ async fn reload_every_2s_during_20s_of_traffic_loses_no_request() {
     let url = tether.url("web");
 
     let start = Instant::now();
-    let until = start + Duration::from_secs(20);
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut clients =
-        vec![tokio::spawn(traffic(client(), url.clone(), until, 200_000, sent.clone()))];
-    for _ in 0..2 {
-        let fresh = fresh_client();
-        clients.push(tokio::spawn(traffic(fresh, url.clone(), until, 20_000, sent.clone())));
-    }
+    let (stop, served) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let clients: Vec<_> = [client(), fresh_client(), fresh_client()]
+        .into_iter()
+        .map(|http| tokio::spawn(traffic(http, url.clone(), stop.clone(), served.clone())))
+        .collect();
 
-    let mut reloads = 0;
+    // Requests answered so far: at the start, at each reload, and 2 s after the last.
+    let mut served_at = vec![0];
     for round in 1..=9u32 {
         // The schedule of the workload, not a wait for a condition.
         tokio::time::sleep_until(start + Duration::from_secs(2) * round).await;
+        served_at.push(served.load(Ordering::Relaxed));
         let next = if round % 2 == 1 { &with_c } else { &without_c };
         let outcome = tether.reload(next).await.unwrap();
         assert_eq!(outcome["message"], "config reloaded", "reload {round}: {outcome}");
-        reloads += 1;
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    served_at.push(served.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
 
     let mut failures = Vec::new();
     for client in clients {
         failures.extend(client.await.unwrap());
     }
-    let total = sent.load(Ordering::Relaxed);
+    let total = served.load(Ordering::Relaxed) + failures.len() as u64;
     assert!(
         failures.is_empty(),
         "{} of {total} requests failed; first ones: {:#?}",
         failures.len(),
         &failures[..failures.len().min(10)]
     );
-    assert!(total >= 1_000, "only {total} requests in 20 s: the test proved little");
+    // However fast the machine: the traffic ran across every reload.
+    let idle = served_at.windows(2).position(|w| w[1] == w[0]);
+    assert_eq!(idle, None, "no request answered between two reloads: {served_at:?}");
     assert!(c.requests() > 0, "the reloads adding c never took effect");
     let reloaded = tether.logs().iter().filter(|line| message_is(line, "config reloaded")).count();
-    assert!(reloaded >= 8, "only {reloaded} \"config reloaded\" lines after {reloads} reloads");
+    assert!(reloaded >= 9, "only {reloaded} \"config reloaded\" lines after 9 reloads");
     eprintln!(
         "{total} requests, {reloaded} reloads, per server: a={} b={} c={}",
         a.requests(),
@@ -384,6 +385,7 @@ async fn a_second_sigint_during_the_drain_stops_at_once() {
     assert!(draining, "no drain after the first SIGINT");
     tether.signal("INT").unwrap();
     let status = tether.wait_exit(Duration::from_secs(5)).await.expect("still running");
+    // Not a speed requirement: 5 s tells "at once" from the 60 s grace period.
     assert!(asked.elapsed() < Duration::from_secs(5), "waited {:?}", asked.elapsed());
     assert_eq!(status.code(), Some(130), "exit status {status}");
     let warned = tether.logs().iter().any(|l| says(l, "some requests were cut short"));

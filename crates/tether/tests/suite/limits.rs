@@ -37,11 +37,11 @@ async fn the_eleventh_request_queues_and_a_full_queue_gets_503_with_retry_after(
     let refused: Vec<_> = replies.iter().filter(|r| r.0 == 503).collect();
     assert_eq!((ok.len(), refused.len()), (15, 1), "{replies:?}");
     assert!(refused[0].1, "503 carries Retry-After");
-    assert!(
-        refused[0].2 < Duration::from_millis(3500),
-        "the refusal is immediate: {:?}",
-        refused[0].2
-    );
+    // Immediate: it did not wait for a slot, so it came back before any slot was freed.
+    let first_served = ok.iter().map(|r| r.2).min().unwrap();
+    assert!(refused[0].2 < first_served, "the refusal waited for a slot: {replies:?}");
+    // Each held a slot for 4 s after waiting at least that long for it: a lower bound, which
+    // a slow machine only makes longer.
     let queued = ok.iter().filter(|r| r.2 >= Duration::from_millis(7500)).count();
     assert_eq!(queued, 5, "five waited for a slot, then were served: {replies:?}");
     assert!(servers[0].requests() <= 15);
@@ -53,7 +53,7 @@ async fn a_queued_request_gives_up_after_the_queue_timeout() {
     let t = start(config(limited(&servers, 1, 4).set("limits.queue_timeout", "200ms"))).await;
     let c = client();
     let slow = tokio::spawn({
-        let (c, url) = (c.clone(), format!("{}/slow?ms=1500", t.url("web")));
+        let (c, url) = (c.clone(), format!("{}/slow?ms=3000", t.url("web")));
         async move { c.get(url).send().await.unwrap().status() }
     });
     assert!(
@@ -63,11 +63,9 @@ async fn a_queued_request_gives_up_after_the_queue_timeout() {
     let r = c.get(t.url("web")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert!(started.elapsed() >= Duration::from_millis(180), "it waited: {:?}", started.elapsed());
-    assert!(
-        started.elapsed() < Duration::from_millis(1400),
-        "and gave up: {:?}",
-        started.elapsed()
-    );
+    // It gave up while the slot was still held (not when the slot came free), so the queue
+    // timeout ended the wait.
+    assert!(!slow.is_finished(), "the 503 came only after the slot was freed");
     assert_eq!(slow.await.unwrap(), 200, "the request holding the slot is unaffected");
 }
 

@@ -271,16 +271,10 @@ async fn cluster_census_counts_bindings_on_every_primary() {
 
 // === A cluster node dying under traffic ===
 
-/// How long the traffic runs, and when the node is killed during it.
+/// How long the traffic runs at least (and longer until it has sent [`MIN_BROKEN`] requests
+/// after the kill), and when the node is killed during it.
 const TRAFFIC: Duration = Duration::from_secs(6);
 const BREAK_AT: Duration = Duration::from_millis(1500);
-/// Requests the traffic loop sends at most.
-const MAX_REQUESTS: usize = 20_000;
-/// `redis_timeout` (the default, 10 ms) plus generous slack for a debug build on a busy
-/// machine: a correctness bound (requests do not wait on a dead node), not a benchmark.
-const P99_BOUND: Duration = Duration::from_millis(300);
-/// No single request may come near a connect or reconnect timeout either.
-const MAX_BOUND: Duration = Duration::from_secs(1);
 
 /// What happened around the kill.
 #[derive(Debug)]
@@ -292,6 +286,8 @@ struct NodeKilled {
     owner: usize,
     /// Connections the surviving nodes accepted while the node was dead.
     new_connections: u64,
+    /// How long the traffic ran with the node dead.
+    dead_for: Duration,
 }
 
 /// `total_connections_received` of `node` (`INFO stats`).
@@ -337,14 +333,14 @@ async fn kill_a_node_under_traffic(
     let mut marks = [0, 0];
     let mut connections_at_kill = 0;
     let mut traffic = Traffic::default();
-    let mut killed = false;
+    let mut killed_at = None;
     let start = Instant::now();
-    while start.elapsed() < TRAFFIC && traffic.sent < MAX_REQUESTS {
-        if !killed && start.elapsed() >= BREAK_AT {
+    while !traffic.is_done(start, TRAFFIC) {
+        if killed_at.is_none() && start.elapsed() >= BREAK_AT {
             connections_at_kill = survivors_connections(cluster, owner).await;
             marks = [a.log_mark(), b.log_mark()];
             cluster.nodes_mut()[owner].kill().unwrap();
-            killed = true;
+            killed_at = Some(Instant::now());
         }
         let t = if traffic.sent % 2 == 0 { a } else { b };
         // Half the requests are the pinned session (on A and on B in turn), the others each
@@ -363,14 +359,14 @@ async fn kill_a_node_under_traffic(
             Ok(_) => {}
             Err(e) => traffic.failures.push(format!("request {n}: {e}")),
         }
-        if killed {
+        if killed_at.is_some() {
             traffic.broken.push(sent.elapsed());
         }
         traffic.sent += 1;
     }
-    assert!(killed, "the node was never killed");
+    let dead_for = killed_at.map(|at| at.elapsed()).unwrap_or_default();
     let new_connections = survivors_connections(cluster, owner).await - connections_at_kill;
-    NodeKilled { traffic, marks, owner, new_connections }
+    NodeKilled { traffic, marks, owner, new_connections, dead_for }
 }
 
 #[tokio::test]
@@ -384,15 +380,7 @@ async fn cluster_node_killed_during_traffic_costs_no_requests_and_bounded_latenc
     let NodeKilled { traffic, marks, owner, .. } =
         kill_a_node_under_traffic(&mut cluster, &c, (&a, &b), pinned).await;
 
-    assert!(traffic.failures.is_empty(), "failed requests: {:?}", traffic.failures);
-    assert!(traffic.broken.len() >= 50, "too little traffic after the kill: {traffic:?}");
-    let (p99, max) = p99_and_max(traffic.broken.clone());
-    assert!(
-        p99 < P99_BOUND && max < MAX_BOUND,
-        "latency with node {owner} dead: p99 {p99:?} (bound {P99_BOUND:?}), max {max:?} \
-         (bound {MAX_BOUND:?}) over {} requests",
-        traffic.broken.len()
-    );
+    traffic.assert_unharmed(&format!("node {owner} dead"));
     for (name, t, mark) in [("A", &a, marks[0]), ("B", &b, marks[1])] {
         let logged = t.wait_for_log_since(mark, |l| is(l, "redis unavailable"), DEADLINE).await;
         assert!(logged.is_some(), "{name}: no \"redis unavailable\": {:?}", about_redis(t));
@@ -428,15 +416,20 @@ async fn cluster_node_killed_during_traffic_costs_no_requests_and_bounded_latenc
     );
 }
 
-/// "redis unavailable" lines one instance may log while a node stays dead for the
-/// ~4.5 s of traffic: after a failure Redis is left alone for a second before one request
-/// probes it, so a probe that happens to reach a live node and the next request that
-/// reaches the dead one flip the state at most about once a second. Hundreds means every
-/// failed request flips it.
-const MAX_UNAVAILABLE_LINES: usize = 10;
-/// Connections both instances together may open to the surviving nodes meanwhile
-/// (reconnecting at most about once a second each).
-const MAX_NEW_CONNECTIONS: u64 = 50;
+/// "redis unavailable" lines one instance may log per second a node stays dead: after a
+/// failure Redis is left alone for a second before one request probes it, so a probe that
+/// happens to reach a live node and the next request that reaches the dead one flip the
+/// state at most about once a second. One per failed request would be hundreds.
+const UNAVAILABLE_LINES_PER_SECOND: f64 = 2.0;
+/// Connections both instances together may open to the surviving nodes per second a node
+/// stays dead (reconnecting at most about once a second each).
+const NEW_CONNECTIONS_PER_SECOND: f64 = 11.0;
+
+/// What a rate of `per_second` allows over `dead_for`, plus one.
+fn allowed(per_second: f64, dead_for: Duration) -> usize {
+    // A few dozen at most: the cast cannot truncate.
+    (per_second * dead_for.as_secs_f64()).ceil() as usize + 1
+}
 
 /// A dead node is a state, not an event per request: Tether must not reconnect to the
 /// whole cluster and log "redis unavailable" / "redis available" for every request whose
@@ -461,15 +454,18 @@ async fn cluster_node_killed_is_logged_as_a_state_not_per_failed_request() {
         .collect();
     let first_lines: Vec<Value> =
         about_redis(&a).into_iter().filter(|l| l["message"] != "request").take(4).collect();
+    let max_lines = allowed(UNAVAILABLE_LINES_PER_SECOND, killed.dead_for);
+    let max_connections = allowed(NEW_CONNECTIONS_PER_SECOND, killed.dead_for) as u64;
     assert!(
-        lines.iter().all(|&(unavailable, ..)| unavailable <= MAX_UNAVAILABLE_LINES)
-            && killed.new_connections <= MAX_NEW_CONNECTIONS,
-        "with node {} dead for {} requests: (\"redis unavailable\", \"redis available\", redis \
-         client warnings) logged by A {:?} and B {:?} (bound {MAX_UNAVAILABLE_LINES} \
-         \"redis unavailable\" each); the surviving nodes accepted {} new connections (bound \
-         {MAX_NEW_CONNECTIONS}); A's first lines about redis: {first_lines:?}",
+        lines.iter().all(|&(unavailable, ..)| unavailable <= max_lines)
+            && killed.new_connections <= max_connections,
+        "with node {} dead for {} requests in {:?}: (\"redis unavailable\", \"redis available\", \
+         redis client warnings) logged by A {:?} and B {:?} (bound {max_lines} \"redis \
+         unavailable\" each); the surviving nodes accepted {} new connections (bound \
+         {max_connections}); A's first lines about redis: {first_lines:?}",
         killed.owner,
         killed.traffic.broken.len(),
+        killed.dead_for,
         lines[0],
         lines[1],
         killed.new_connections,
@@ -540,8 +536,8 @@ async fn cluster_primary_killed_fails_over_to_its_replica_and_bindings_survive()
     let (mut sent, mut failures) = (0usize, Vec::new());
     let start = Instant::now();
     let mut promoted = None;
-    // Bounded: at most FAILOVER_DEADLINE and 20,000 requests.
-    while start.elapsed() < FAILOVER_DEADLINE && sent < 20_000 {
+    // Bounded by FAILOVER_DEADLINE, however many requests a machine sends meanwhile.
+    while start.elapsed() < FAILOVER_DEADLINE {
         if sent % 20 == 0 && sent >= 200 {
             promoted = moved().await;
             if promoted.is_some() {

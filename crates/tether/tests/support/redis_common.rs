@@ -11,6 +11,7 @@ use serde_json::Value;
 use tether_testkit::redis::{RedisCluster, RedisServer};
 use tether_testkit::{EchoServer, Tether, wait_until_async};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::fixture::{
     Backend, Config, KEY, ServerEntry, Sticky, admin_json, admin_url, server_of, start, web,
@@ -248,6 +249,16 @@ pub async fn flush_empties(c: &reqwest::Client, t: &Tether, store: &impl Store) 
     wait_until_async(DEADLINE, || async { store.keys("tether:app:*").await.is_empty() }).await
 }
 
+/// Requests a traffic loop sends after Redis (or a node of it) broke, at the least, however
+/// long they take: enough that a failure per request would show in the counts and logs.
+pub const MIN_BROKEN: usize = 100;
+
+/// The most the median request may take while Redis is broken: far above a loopback request
+/// of a debug build, far below the redis client's 1 s timeouts, which requests waiting on
+/// Redis would show. A median, so that a busy machine stalling a few requests does not
+/// count; a request that hangs fails at the test client's 5 s timeout instead.
+pub const MEDIAN_BOUND: Duration = Duration::from_millis(200);
+
 /// What a traffic loop saw.
 #[derive(Debug, Default)]
 pub struct Traffic {
@@ -255,6 +266,32 @@ pub struct Traffic {
     pub failures: Vec<String>,
     /// Latency of every request sent after Redis (or a node of it) broke.
     pub broken: Vec<Duration>,
+}
+
+// === impl Traffic ===
+
+impl Traffic {
+    /// Whether the loop has run for `at_least` (since `start`) and sent [`MIN_BROKEN`]
+    /// requests after the break.
+    pub fn is_done(&self, start: Instant, at_least: Duration) -> bool {
+        start.elapsed() >= at_least && self.broken.len() >= MIN_BROKEN
+    }
+
+    /// Asserts that no request failed and the requests after the break did not wait on
+    /// Redis (see [`MEDIAN_BOUND`]).
+    pub fn assert_unharmed(&self, what: &str) {
+        assert!(self.failures.is_empty(), "{what}: failed requests: {:?}", self.failures);
+        let mut latencies = self.broken.clone();
+        latencies.sort();
+        let median = latencies.get(latencies.len() / 2).copied().unwrap_or_default();
+        let max = latencies.last().copied().unwrap_or_default();
+        assert!(
+            median < MEDIAN_BOUND,
+            "{what}: median latency {median:?} (bound {MEDIAN_BOUND:?}, max {max:?}) over {} \
+             requests after the break",
+            latencies.len()
+        );
+    }
 }
 
 /// Every line that mentions Redis, for failure reports.
@@ -271,11 +308,4 @@ pub fn count(t: &Tether, mark: usize, message: &str) -> usize {
 /// The log contract: `"message"` is exactly the event, details go in fields.
 pub fn is(line: &Value, message: &str) -> bool {
     line["message"] == message
-}
-
-pub fn p99_and_max(mut latencies: Vec<Duration>) -> (Duration, Duration) {
-    latencies.sort();
-    let max = latencies.last().copied().unwrap_or_default();
-    let p99 = latencies.get(latencies.len() * 99 / 100).copied().unwrap_or(max);
-    (p99, max)
 }
