@@ -248,6 +248,12 @@ impl Browser {
         })
     }
 
+    /// The browser's process id, which is also its process group's: the group dropping the
+    /// browser kills.
+    pub fn pid(&self) -> u32 {
+        self._process.pid()
+    }
+
     /// Sends any DevTools command to the page (for what the methods above don't cover) and
     /// returns its `result`; within [`COMMAND_DEADLINE`].
     pub async fn call(&mut self, method: &str, params: Value) -> Result<Value, BrowserError> {

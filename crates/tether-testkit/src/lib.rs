@@ -15,8 +15,13 @@
 //! - [`tls`]: a throwaway CA, certificates it signs (expired ones too), and a rustls client
 //!   that trusts it; [`tls::Pki`] writes them into a [`ScratchDir`] for a config to name.
 //! - [`ScratchDir`]: a temporary directory, removed on drop.
+//!
+//! Everything that starts a process ([`Tether`], [`redis::RedisServer`], the browser) kills
+//! it on drop, also when a test panics first; [`KillOnDrop`] does the same for a process a
+//! test starts itself.
 
 pub mod browser;
+mod child;
 pub mod config;
 pub mod harness;
 pub mod redis;
@@ -25,6 +30,7 @@ pub mod servers;
 pub mod tls;
 pub mod wait;
 
+pub use child::KillOnDrop;
 pub use harness::{CheckOutput, HarnessError, Tether, run_check};
 pub use scratch::ScratchDir;
 pub use servers::{

@@ -118,6 +118,20 @@ async fn dropping_the_handle_kills_the_process() {
     assert!(!dir.exists(), "scratch directory left behind");
 }
 
+#[tokio::test]
+async fn a_panic_while_the_handle_is_held_kills_the_process() {
+    let tether = Tether::start(fake_tether(), TWO_LISTENERS).await.unwrap();
+    let pid = tether.pid();
+
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _held = tether;
+        panic!("a failed assertion while tether runs");
+    }));
+
+    assert!(unwound.is_err());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} survived the panic");
+}
+
 #[test]
 fn run_check_reports_exit_code_and_output() {
     let ok = run_check(fake_tether(), TWO_LISTENERS).unwrap();

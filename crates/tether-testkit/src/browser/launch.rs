@@ -92,6 +92,11 @@ impl Process {
         let url = devtools_url(lines, deadline).await?;
         Ok((process, url))
     }
+
+    /// The process id (and process group id).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Process {

@@ -6,12 +6,13 @@ use std::fs;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{Mode, RedisError, RedisServer, Reply, io_error, log_tail, new_dir, unexpected};
+use crate::KillOnDrop;
 use crate::wait::POLL_INTERVAL;
 
 /// The executable that forms the cluster, looked up on `PATH` (Debian: `redis-tools`, which
@@ -304,7 +305,7 @@ impl RedisCluster {
             .stderr(log_err)
             .spawn();
         let mut child = match spawned {
-            Ok(child) => KillOnDrop(child),
+            Ok(child) => KillOnDrop::new(child),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(RedisError::Cluster {
                     reason: format!(
@@ -319,7 +320,7 @@ impl RedisCluster {
         let end = Instant::now() + CLUSTER_DEADLINE;
         let failed = |reason: String| RedisError::Cluster { reason, log: log_tail(&log_path) };
         loop {
-            match child.0.try_wait() {
+            match child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(status)) => {
                     return Err(failed(format!(
@@ -371,17 +372,5 @@ impl RedisServer {
             .filter_map(|line| line.split_once(':'))
             .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
             .collect())
-    }
-}
-
-/// A child process killed (and reaped) when dropped, e.g. when the test times out.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
     }
 }

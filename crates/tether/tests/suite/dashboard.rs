@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tether_testkit::browser::Browser;
-use tether_testkit::{ScratchDir, Tether};
+use tether_testkit::{KillOnDrop, ScratchDir, Tether};
 
 use crate::support::fixture::*;
 
@@ -89,7 +89,8 @@ async fn take_screenshot(browser: &mut Browser, for_docs: bool) {
 /// `tether demo` on OS-assigned ports: its rows carry the extra stop / start buttons, the
 /// widest the dashboard draws. Killed on drop, also when the test fails.
 struct Demo {
-    child: std::process::Child,
+    /// Held for its drop, which kills the demo.
+    _child: KillOnDrop,
     /// The demo's load-balancer listener.
     listen: SocketAddr,
     /// The admin listener (API and dashboard).
@@ -99,13 +100,15 @@ struct Demo {
 impl Demo {
     fn start() -> Self {
         let ports = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
-        let mut child = Command::new(BIN)
-            .args(["--log-format", "json", "demo"])
-            .args(ports)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop::new(
+            Command::new(BIN)
+                .args(["--log-format", "json", "demo"])
+                .args(ports)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         // Reads stdout to the end, so the demo never blocks on a full pipe.
@@ -120,7 +123,7 @@ impl Demo {
         });
         // The guard first, so a demo that never binds is killed too.
         let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut demo = Self { child, listen: unbound, admin: unbound };
+        let mut demo = Self { _child: child, listen: unbound, admin: unbound };
         while demo.listen.port() == 0 || demo.admin.port() == 0 {
             let (listener, address) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
             let address = address.parse().unwrap();
@@ -135,13 +138,6 @@ impl Demo {
 
     fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,16 +6,22 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use tether_testkit::KillOnDrop;
+
 use crate::support::fixture::BIN;
 
 #[tokio::test]
 async fn demo_pins_a_cookie_jar_and_stops_cleanly_on_ctrl_c() {
-    let mut child = Command::new(BIN)
-        .args(["--log-format", "json", "demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    // Killed when the test ends, also when an assertion fails first.
+    let mut child = KillOnDrop::new(
+        Command::new(BIN)
+            .args(["--log-format", "json", "demo", "--listen", "127.0.0.1:0"])
+            .args(["--admin", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
@@ -74,8 +80,5 @@ async fn demo_pins_a_cookie_jar_and_stops_cleanly_on_ctrl_c() {
         exit.is_some()
     })
     .await;
-    if exit.is_none() {
-        let _ = child.kill();
-    }
     assert_eq!(exit.and_then(|s| s.code()), Some(0), "demo exits 0 on Ctrl-C");
 }

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tether_testkit::ScratchDir;
+use tether_testkit::{KillOnDrop, ScratchDir};
 
 use crate::support::fixture::{BIN, Backend, ServerEntry, config};
 
@@ -18,13 +18,16 @@ fn tether_tells_systemd_when_it_is_ready_reloading_and_stopping() {
     let cfg = dir.path().join("tether.toml");
     let app = Backend::new().server(ServerEntry::new("a", "127.0.0.1:9"));
     std::fs::write(&cfg, config(app).to_string()).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--log-format", "json", "run", "-c"])
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when the test ends, also when an assertion fails first.
+    let mut child = KillOnDrop::new(
+        Command::new(BIN)
+            .args(["--log-format", "json", "run", "-c"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let recv = || {
         let mut buf = [0u8; 256];
         let n = sock.recv(&mut buf).unwrap_or(0);
