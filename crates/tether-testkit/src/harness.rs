@@ -282,11 +282,14 @@ impl Tether {
         found.map(|(_, line)| line)
     }
 
-    /// Waits up to `deadline` for the process to exit; `None` if it still runs.
+    /// Waits up to `deadline` for the process to exit; `None` if it still runs. Once it has
+    /// exited, also waits (within the same deadline) until everything it printed has been
+    /// captured, so [`Tether::logs`] then holds its last words.
     pub async fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
         let end = Instant::now() + deadline;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                self.logs.wait_ended(end.saturating_duration_since(Instant::now())).await;
                 return Some(status);
             }
             let now = Instant::now();

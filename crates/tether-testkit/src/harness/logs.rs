@@ -63,6 +63,14 @@ impl LogCapture {
         lines[start..].iter().map(|line| format!("  {line}\n")).collect()
     }
 
+    /// Waits up to `deadline` for the output to end (both pipes closed, every line
+    /// collected); false if it has not.
+    pub(crate) async fn wait_ended(&self, deadline: Duration) -> bool {
+        let mut lines = self.lines.clone();
+        let ended = async { while lines.changed().await.is_ok() {} };
+        tokio::time::timeout(deadline, ended).await.is_ok()
+    }
+
     /// The first line at index `since` or later matching `pred`, with its index; waits for
     /// new lines until `deadline` has passed or the output has ended (→ `None`).
     pub(crate) async fn wait_for(
@@ -159,5 +167,6 @@ mod tests {
         assert_eq!(after_mark, None, "output ended without another n=1");
         assert_eq!(capture.len(), 3);
         assert_eq!(capture.find_last(|line| line.get("raw").is_some()).unwrap()["raw"], "plain");
+        assert!(capture.wait_ended(Duration::from_secs(5)).await, "both inputs ended");
     }
 }
