@@ -306,24 +306,21 @@ async fn drain_button_with_the_admin_token_stops_new_sessions_on_that_server() {
     assert_eq!(script_errors, Vec::<String>::new());
 
     // The page follows: 80 sessions in all, none of the 50 new ones on s0.
+    assert_sessions_shown(&mut browser, on_s0_before, 80 - on_s0_before).await;
+    take_screenshot(&mut browser, false).await;
+}
+
+/// Waits until the sessions column shows `on_s0` sessions on s0 and `elsewhere` on s1 and
+/// s2 together.
+async fn assert_sessions_shown(browser: &mut Browser, on_s0: usize, elsewhere: usize) {
     let sessions = |s: &str| format!("Number({})", cell(s, "sessions"));
-    let followed = format!(
-        "{} === {on_s0_before} && {} + {} === {}",
-        sessions("s0"),
-        sessions("s1"),
-        sessions("s2"),
-        80 - on_s0_before
-    );
+    let (s0, s1, s2) = (sessions("s0"), sessions("s1"), sessions("s2"));
+    let followed = format!("{s0} === {on_s0} && {s1} + {s2} === {elsewhere}");
     assert!(
         browser.wait_for(&followed, UI_DEADLINE).await.unwrap(),
         "sessions column: {}",
-        browser
-            .eval(&format!("[{}, {}, {}]", sessions("s0"), sessions("s1"), sessions("s2")))
-            .await
-            .unwrap()
+        browser.eval(&format!("[{s0}, {s1}, {s2}]")).await.unwrap()
     );
-
-    take_screenshot(&mut browser, false).await;
 }
 
 /// Servers with names and addresses as long as configurations allow (names: 64 characters),

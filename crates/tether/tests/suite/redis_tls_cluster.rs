@@ -489,6 +489,74 @@ const KEPT: usize = 12;
 /// With a replica per primary, a primary's death loses no binding: its replica takes over
 /// its slots with the keys it had, and an instance that never saw a session still finds it
 /// there. Meanwhile no request fails.
+/// Sends new sessions through A and B in turn until the cluster's map (as the first
+/// running node tells it) gives `key`'s slot to a node other than `dead`: checked every 20
+/// requests after the first 200, within [`FAILOVER_DEADLINE`]. Returns the node that took
+/// over; no request may fail meanwhile.
+async fn traffic_until_failover(
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    cluster: &RedisCluster,
+    key: &str,
+    dead: usize,
+) -> usize {
+    let (mut sent, mut failures) = (0usize, Vec::new());
+    let start = Instant::now();
+    let mut promoted = None;
+    // Bounded by FAILOVER_DEADLINE, however many requests a machine sends meanwhile.
+    while start.elapsed() < FAILOVER_DEADLINE {
+        if sent % 20 == 0 && sent >= 200 {
+            promoted = cluster.owner(key).await.ok().filter(|n| *n != dead);
+            if promoted.is_some() {
+                break;
+            }
+        }
+        let t = if sent % 2 == 0 { a } else { b };
+        let session = format!("during-{sent}");
+        match c.get(t.url("web")).header("x-session-id", &session).send().await {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => failures.push(format!("request {sent}: status {}", r.status())),
+            Err(e) => failures.push(format!("request {sent}: {e}")),
+        }
+        sent += 1;
+    }
+    assert!(failures.is_empty(), "{} of {sent} requests failed: {failures:?}", failures.len());
+    promoted.unwrap_or_else(|| {
+        panic!("node {dead}'s slots did not move to its replica within {FAILOVER_DEADLINE:?}")
+    })
+}
+
+/// Whether, within [`FAILOVER_DEADLINE`], B follows a new session that A pins and Redis
+/// keeps on node `promoted`; and how many sessions it took.
+async fn b_follows_a_on(
+    c: &reqwest::Client,
+    (a, b): (&Tether, &Tether),
+    cluster: &RedisCluster,
+    promoted: usize,
+) -> (bool, usize) {
+    let tries = AtomicUsize::new(0);
+    let shared = wait_until_async(FAILOVER_DEADLINE, || async {
+        let raw = format!("probe-{}", tries.fetch_add(1, Ordering::Relaxed));
+        let before: HashSet<String> =
+            Store::keys(cluster, "tether:app:*").await.into_iter().collect();
+        assert_eq!(route(c, a, &raw).await, "s0");
+        // The first write to the moved slots after the failover may still go to the dead
+        // node (and the session stays local to A): that probe does not count.
+        let written = wait_until_async(Duration::from_secs(2), || async {
+            Store::keys(cluster, "tether:app:*").await.len() > before.len()
+        })
+        .await;
+        if !written {
+            return false;
+        }
+        let now = Store::keys(cluster, "tether:app:*").await;
+        let key = now.into_iter().find(|k| !before.contains(k)).unwrap();
+        cluster.owner(&key).await.unwrap() == promoted && route(c, b, &raw).await == "s0"
+    })
+    .await;
+    (shared, tries.load(Ordering::Relaxed))
+}
+
 #[tokio::test]
 async fn cluster_primary_killed_fails_over_to_its_replica_and_bindings_survive() {
     let mut cluster =
@@ -529,70 +597,20 @@ async fn cluster_primary_killed_fails_over_to_its_replica_and_bindings_survive()
     // Kill that primary; new sessions keep flowing through both instances while the
     // cluster fails over, and none fails.
     cluster.nodes_mut()[owner].kill().unwrap();
-    // The failover is over when the cluster's map (as the first running node tells it)
-    // gives the killed primary's slots to another node.
-    let cluster = &cluster;
-    let moved = || async { cluster.owner(on_owner[0]).await.ok().filter(|n| *n != owner) };
-    let (mut sent, mut failures) = (0usize, Vec::new());
-    let start = Instant::now();
-    let mut promoted = None;
-    // Bounded by FAILOVER_DEADLINE, however many requests a machine sends meanwhile.
-    while start.elapsed() < FAILOVER_DEADLINE {
-        if sent % 20 == 0 && sent >= 200 {
-            promoted = moved().await;
-            if promoted.is_some() {
-                break;
-            }
-        }
-        let t = if sent % 2 == 0 { &a } else { &b };
-        let session = format!("during-{sent}");
-        match c.get(t.url("web")).header("x-session-id", &session).send().await {
-            Ok(r) if r.status() == 200 => {}
-            Ok(r) => failures.push(format!("request {sent}: status {}", r.status())),
-            Err(e) => failures.push(format!("request {sent}: {e}")),
-        }
-        sent += 1;
-    }
-    assert!(failures.is_empty(), "{} of {sent} requests failed: {failures:?}", failures.len());
-    let promoted = promoted.unwrap_or_else(|| {
-        panic!("node {owner}'s slots did not move to its replica within {FAILOVER_DEADLINE:?}")
-    });
+    let promoted = traffic_until_failover(&c, (&a, &b), &cluster, on_owner[0], owner).await;
     assert!(cluster.primaries().await.unwrap().contains(&promoted));
 
     // Once B's client has the new map (it refreshes after errors), a session A pins on the
     // promoted node is followed by B.
-    let tries = AtomicUsize::new(0);
-    let shared = wait_until_async(FAILOVER_DEADLINE, || async {
-        let raw = format!("probe-{}", tries.fetch_add(1, Ordering::Relaxed));
-        let before: HashSet<String> =
-            Store::keys(cluster, "tether:app:*").await.into_iter().collect();
-        assert_eq!(route(&c, &a, &raw).await, "s0");
-        // The first write to the moved slots after the failover may still go to the dead
-        // node (and the session stays local to A): that probe does not count.
-        let written = wait_until_async(Duration::from_secs(2), || async {
-            Store::keys(cluster, "tether:app:*").await.len() > before.len()
-        })
-        .await;
-        if !written {
-            return false;
-        }
-        let now = Store::keys(cluster, "tether:app:*").await;
-        let key = now.into_iter().find(|k| !before.contains(k)).unwrap();
-        cluster.owner(&key).await.unwrap() == promoted && route(&c, &b, &raw).await == "s0"
-    })
-    .await;
+    let (shared, tries) = b_follows_a_on(&c, (&a, &b), &cluster, promoted).await;
     assert!(
         shared,
-        "B followed none of A's {} new sessions on the promoted node; A said {:?}; B said {:?}",
-        tries.load(Ordering::Relaxed),
+        "B followed none of A's {tries} new sessions on the promoted node; A said {:?}; B \
+         said {:?}",
         about_redis(&a),
         about_redis(&b)
     );
-
-    eprintln!(
-        "probes until B followed one on the promoted node: {}",
-        tries.load(Ordering::Relaxed)
-    );
+    eprintln!("probes until B followed one on the promoted node: {tries}");
     // Every session pinned before the failover, including the ones whose primary died, is
     // found by B where A put it.
     for i in 0..KEPT {

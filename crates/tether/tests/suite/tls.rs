@@ -456,32 +456,18 @@ fn assert_error_says(case: &BadCase, stderr: &str, context: &str) {
     }
 }
 
-#[tokio::test]
-async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
-    let servers = echo_servers(1);
-    let dir = ScratchDir::new("tls-errors").unwrap();
-    let ca = TestCa::new("tether errors CA").unwrap();
+/// Cases of unusable certificates and keys, next to the `good` pair, in `dir`.
+fn certificate_cases(ca: &TestCa, dir: &Path, good: &(PathBuf, PathBuf)) -> Vec<BadCase> {
     let now = SystemTime::now();
-    let good = ca.issue(&["localhost"]).unwrap().write(dir.path(), "good").unwrap();
-    let expired = ca
-        .issue_with_validity(&["localhost"], now - 3 * DAY, now - DAY)
-        .unwrap()
-        .write(dir.path(), "expired")
-        .unwrap();
-    let future = ca
-        .issue_with_validity(&["localhost"], now + DAY, now + 3 * DAY)
-        .unwrap()
-        .write(dir.path(), "future")
-        .unwrap();
-    let other = ca.issue(&["other.test"]).unwrap().write(dir.path(), "other").unwrap();
-    let missing = dir.path().join("missing.crt");
-    let missing_key = dir.path().join("missing.key");
-    let ca_file = write_pem(dir.path(), "clients.pem", &ca.cert_pem()).unwrap();
-    let not_pem = write_pem(dir.path(), "not-pem.pem", "this is not a certificate\n").unwrap();
-    let good_tls = || Tls::new(&good.0, &good.1);
-    let client_ca = |file: &Path| good_tls().client_ca(file);
-
-    let cases = [
+    let issue = |from, until, name| {
+        ca.issue_with_validity(&["localhost"], from, until).unwrap().write(dir, name).unwrap()
+    };
+    let expired = issue(now - 3 * DAY, now - DAY, "expired");
+    let future = issue(now + DAY, now + 3 * DAY, "future");
+    let other = ca.issue(&["other.test"]).unwrap().write(dir, "other").unwrap();
+    let missing = dir.join("missing.crt");
+    let missing_key = dir.join("missing.key");
+    vec![
         BadCase {
             what: "expired certificate",
             tls: Tls::new(&expired.0, &expired.1),
@@ -531,6 +517,17 @@ async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
             reasons: &["expired"],
             must_name: Some(expired.0.clone()),
         },
+    ]
+}
+
+/// Cases of client-certificate settings that cannot work, with the `good` pair, in `dir`.
+fn client_certificate_cases(ca: &TestCa, dir: &Path, good: &(PathBuf, PathBuf)) -> Vec<BadCase> {
+    let ca_file = write_pem(dir, "clients.pem", &ca.cert_pem()).unwrap();
+    let not_pem = write_pem(dir, "not-pem.pem", "this is not a certificate\n").unwrap();
+    let missing = dir.join("missing.crt");
+    let good_tls = || Tls::new(&good.0, &good.1);
+    let client_ca = |file: &Path| good_tls().client_ca(file);
+    vec![
         BadCase {
             what: "client_auth without client_ca",
             tls: good_tls().set("client_auth", "required"),
@@ -580,43 +577,48 @@ async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
             reasons: &["1.1"],
             must_name: None,
         },
-    ];
+    ]
+}
 
+/// `case` is refused by `tether check` and by `tether run`, both naming its key and reason.
+async fn assert_refused(servers: &[EchoServer], case: &BadCase) {
+    let cfg = tls_config(servers, case.tls.clone());
+    let out = run_check(BIN, &cfg).unwrap();
+    let (what, stdout, stderr) = (case.what, &out.stdout, &out.stderr);
+    assert_eq!(out.code, Some(1), "{what}: check; stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_error_says(case, &out.stderr, "check");
+
+    let mut tether = Tether::spawn(BIN, &cfg).unwrap();
+    let status = tether
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("{what}: tether kept running"));
+    assert_eq!(status.code(), Some(1), "{what}: logs {:#?}", tether.logs());
+    let stderr: String = tether
+        .logs()
+        .iter()
+        .filter(|l| l["stream"] == "stderr")
+        .filter_map(|l| l["raw"].as_str().map(|s| format!("{s}\n")))
+        .collect();
+    assert_error_says(case, &stderr, "run");
+    let bound = tether.logs().iter().any(|l| l["message"] == "listener bound");
+    assert!(!bound, "{what}: a listener was bound");
+}
+
+#[tokio::test]
+async fn bad_certificates_fail_check_and_start_naming_the_key_and_the_reason() {
+    let servers = echo_servers(1);
+    let dir = ScratchDir::new("tls-errors").unwrap();
+    let ca = TestCa::new("tether errors CA").unwrap();
+    let good = ca.issue(&["localhost"]).unwrap().write(dir.path(), "good").unwrap();
+    let mut cases = certificate_cases(&ca, dir.path(), &good);
+    cases.extend(client_certificate_cases(&ca, dir.path(), &good));
     for case in &cases {
-        let cfg = tls_config(&servers, case.tls.clone());
-        let out = run_check(BIN, &cfg).unwrap();
-        assert_eq!(
-            out.code,
-            Some(1),
-            "{}: check; stdout:\n{}\nstderr:\n{}",
-            case.what,
-            out.stdout,
-            out.stderr
-        );
-        assert_error_says(case, &out.stderr, "check");
-
-        let mut tether = Tether::spawn(BIN, &cfg).unwrap();
-        let status = tether
-            .wait_exit(Duration::from_secs(20))
-            .await
-            .unwrap_or_else(|| panic!("{}: tether kept running", case.what));
-        assert_eq!(status.code(), Some(1), "{}: logs {:#?}", case.what, tether.logs());
-        let stderr: String = tether
-            .logs()
-            .iter()
-            .filter(|l| l["stream"] == "stderr")
-            .filter_map(|l| l["raw"].as_str().map(|s| format!("{s}\n")))
-            .collect();
-        assert_error_says(case, &stderr, "run");
-        assert!(
-            !tether.logs().iter().any(|l| l["message"] == "listener bound"),
-            "{}: a listener was bound",
-            case.what
-        );
+        assert_refused(&servers, case).await;
     }
 
     // The good pair itself is accepted.
-    let ok = run_check(BIN, tls_config(&servers, good_tls())).unwrap();
+    let ok = run_check(BIN, tls_config(&servers, Tls::new(&good.0, &good.1))).unwrap();
     assert_eq!(ok.code, Some(0), "stderr:\n{}", ok.stderr);
 }
 
