@@ -99,12 +99,7 @@ impl RetryPolicy {
     /// The verdict after `attempt`, when `tried` servers have been tried (this one included);
     /// `alternative` says whether an untried server could take the request (asked only when
     /// it matters).
-    pub fn judge(
-        &self,
-        attempt: Attempt,
-        tried: usize,
-        alternative: impl Fn() -> bool,
-    ) -> Verdict {
+    pub fn judge(&self, attempt: Attempt, tried: usize, alternative: impl Fn() -> bool) -> Verdict {
         match attempt {
             Attempt::ConnectFailed
                 if self.replayable

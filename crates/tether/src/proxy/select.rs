@@ -20,7 +20,6 @@ use tether_core::AdminState;
 use crate::config::{OnAllDown, OnServerDown, OnServerFull};
 use crate::snapshot::BackendView;
 
-
 /// Most attempts one request can make (`retry.attempts` is at most 10).
 const MAX_ATTEMPTS: usize = 10;
 

@@ -1,4 +1,4 @@
-//! The admin API and Prometheus metrics against a real Tether (DESIGN 1.3, 1.4).
+//! The admin API and Prometheus metrics against a real Tether (docs/operations.md).
 
 use std::collections::HashMap;
 

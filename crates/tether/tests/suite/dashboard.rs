@@ -1,6 +1,6 @@
 //! The live dashboard (`GET /` on the admin listener) in a real headless Chromium: it shows
 //! every server with live numbers, runs without console errors, and its buttons drive the
-//! admin API (DESIGN 1.3).
+//! admin API (docs/operations.md).
 //!
 //! Chromium must be installed (`scripts/test.sh` installs it): without it these tests fail,
 //! they do not skip.

@@ -363,7 +363,7 @@ async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
     assert!(complete.is_some(), "no \"shutdown complete\" line");
 }
 
-/// A second SIGINT during the drain stops at once (DESIGN 1.1), cutting what is in flight,
+/// A second SIGINT during the drain stops at once (docs/operations.md, "Signals"), cutting what is in flight,
 /// and says so: exit status 130 and a warning, instead of waiting out the grace period.
 #[tokio::test]
 async fn a_second_sigint_during_the_drain_stops_at_once() {
