@@ -37,6 +37,10 @@ BUILD=${BUILD:-1}                 # 0: never run cargo; use the binary as it is
 ONLY=${ONLY:-}                    # regex: keep only matching scenario names
 SKIP=${SKIP:-}                    # regex: drop matching scenario names
 PHASES=${PHASES:-"load idle"}     # load idle h2 tls
+PROFILE=${PROFILE:-}              # regex of scenarios to profile with perf (e.g. '^tether-rr$'):
+PROFILE_HZ=${PROFILE_HZ:-499}     #   perf record --call-graph dwarf of the proxy during the
+                                  #   measured run, into $WORK/perf.<layout>.<scenario>.<rep>.data
+                                  #   (CPU per request then includes perf's own overhead)
 IDLE_N=${IDLE_N:-10000}
 IDLE_PEERS=${IDLE_PEERS:-$PEERS}  # (+ tether)
 IDLE_MODE=${IDLE_MODE:-"request connect"}  # request: 1 GET per conn then idle; connect: no request
@@ -73,6 +77,7 @@ export LB_NAME
 
 mkdir -p "$WORK"
 RAW="$WORK/raw.tsv"
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 LOGS="$WORK/logs"; mkdir -p "$LOGS"
 B1=$((BASE_PORT + 1)); B2=$((BASE_PORT + 2)); B3=$((BASE_PORT + 3))
 PX=$((BASE_PORT + 10))
@@ -600,11 +605,20 @@ run_one() {
   [ -n "$hdr" ] && args+=(-H "$hdr")
   [ "$WARMUP" != 0 ] && run_wait timeout -k 5 $((WARMUP + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${WARMUP}s" \
     "http://127.0.0.1:$port/" >/dev/null 2>&1
-  local c0 o0 s0 c1 o1 s1
+  local c0 o0 s0 c1 o1 s1 p0 p1
   c0=$(cpu_snap); o0=$(ticks_tree "${BE_PIDS[@]}" ${PEER_PID:+"$PEER_PID"}); s0=$(shell_cticks)
+  p0=$(ticks_tree "$pid")
+  local perf_pid=""
+  if [ -n "$PROFILE" ] && [[ $name =~ $PROFILE ]] && [ "$peer" != direct ]; then
+    perf record -q -F "$PROFILE_HZ" --call-graph dwarf,16384 -o "$WORK/perf.$layout.$name.$rep.data" \
+      -p "$pid" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   run_wait timeout -k 5 $((DURATION + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${DURATION}s" --latency \
     -s "$HERE/wrk_report.lua" "http://127.0.0.1:$port/" > "$lf" 2>&1
   c1=$(cpu_snap); o1=$(ticks_tree "${BE_PIDS[@]}" ${PEER_PID:+"$PEER_PID"}); s1=$(shell_cticks)
+  p1=$(ticks_tree "$pid")
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null; fi
   local cpu; cpu=$(cpu_busy "$c0" "$c1")
   # foreign = busy ticks (user+nice+system+irq+softirq) not spent by wrk/backends/peer, as % of
   # all cpus' time. Task times include the softirq work done in their context (loopback), hence +irq.
@@ -612,12 +626,17 @@ run_one() {
   local rss; rss=$(rss_kb "$pid")
   [ "$peer" = direct ] || stop_pid "$PEER_PID"
   local res; res=$(grep '^RESULT' "$lf" | sed 's/^RESULT //')
+  # CPU per request (user + sys of the proxy's process tree, or the backends' for direct, over
+  # the measured run), in microseconds: the cost that req/s hides when a core is not saturated.
+  local reqs; reqs=$(grep -o 'requests=[0-9]*' <<<"$res" | cut -d= -f2)
+  [ -n "$res" ] && [ "${reqs:-0}" -gt 0 ] \
+    && res="$res cpu_us_req=$(awk -v t=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}')"
   [ -n "$res" ] && res="$res $cpu $cal"
   if [ -z "$res" ]; then
     printf '%s\t%s\t%s\tFAIL\n' "$layout" "$rep" "$name" >> "$RAW"; log "$name: wrk gave no result"; return
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$layout" "$rep" "$name" "$conns" "$res" "${rss% *}" "${rss#* }" >> "$RAW"
-  log "$layout rep$rep $name: $(echo "$res" | grep -o 'rps=[0-9.]*') $(echo "$res" | grep -o 'p99_us=[0-9]*') rss=${rss% *}kB $cpu $cal"
+  log "$layout rep$rep $name: $(echo "$res" | grep -o 'rps=[0-9.]*') $(echo "$res" | grep -o 'p99_us=[0-9]*') $(echo "$res" | grep -o 'cpu_us_req=[0-9.]*') rss=${rss% *}kB $cpu $cal"
 }
 
 phase_load() {

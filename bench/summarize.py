@@ -103,8 +103,9 @@ def main():
     for layout in layouts:
         print(f"\n### layout {layout}\n")
         # ---------------------------------------------------------------- headline
-        print("| scenario | conns | req/s | p50 | p99 | RSS MiB | x direct | spread | errors | n |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| scenario | conns | req/s | p50 | p99 | CPU µs/req | RSS MiB | x direct | spread | errors "
+              "| n |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for scen in scen_order:
             rs = runs.get((layout, scen), [])
             nf = fails.get((layout, scen), 0)
@@ -119,8 +120,9 @@ def main():
             xdir = f"{m / d:.2f}" if d else "-"
             rss = "-" if scen.startswith("direct") else f"{med(layout, scen, 'rss_kb') / 1024:.1f}"
             failtxt = f" (+{nf} FAIL)" if nf else ""
+            cpu = f"{med(layout, scen, 'cpu_us_req'):.1f}" if all("cpu_us_req" in r for r in rs) else "-"
             print(f"| {scen} | {conns_of[scen]} | {m:.0f} | {fmt_us(med(layout, scen, 'p50_us'))} | "
-                  f"{fmt_us(med(layout, scen, 'p99_us'))} | {rss} | {xdir} | {spread:.0f}% | "
+                  f"{fmt_us(med(layout, scen, 'p99_us'))} | {cpu} | {rss} | {xdir} | {spread:.0f}% | "
                   f"{med(layout, scen, 'errors'):.0f} | {len(rs)}/{ntot[(layout, scen)]}{failtxt} |")
 
         # ---------------------------------------------------------------- ratios
@@ -142,15 +144,18 @@ def main():
                 paired = f"{statistics.median(pr):.2f}" if pr else "-"
 
                 def ratio(key):
+                    if not all(key in r for r in t + p):
+                        return "-"
                     a, b = med(layout, scen, key), med(layout, pscen, key)
                     return f"{a / b:.2f}" if b else "-"
                 rows.append(f"| {scen} | {pscen} | {conns_of[scen]} | **{r_rps:.2f}** | {paired} | "
-                            f"{ratio('p50_us')} | {ratio('p99_us')} | {ratio('rss_kb')} |")
+                            f"{ratio('p50_us')} | {ratio('p99_us')} | {ratio('cpu_us_req')} | "
+                            f"{ratio('rss_kb')} |")
         if rows:
-            print(f"\n{lb} / peer (layout {layout}): req/s > 1 = {lb} faster; p50, p99, RSS < 1 = {lb} "
-                  f"lower (better)\n")
-            print(f"| {lb} scenario | vs | conns | req/s | req/s paired | p50 | p99 | RSS |")
-            print("|---|---|---:|---:|---:|---:|---:|---:|")
+            print(f"\n{lb} / peer (layout {layout}): req/s > 1 = {lb} faster; p50, p99, CPU per "
+                  f"request, RSS < 1 = {lb} lower (better)\n")
+            print(f"| {lb} scenario | vs | conns | req/s | req/s paired | p50 | p99 | CPU/req | RSS |")
+            print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
             for r in rows:
                 print(r)
 
