@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 
 use crate::support::fixture::*;
 use crate::support::h1raw::{RawClient, converse};
+use crate::support::h2raw;
 
 /// How long a log line or a metric may take to show on a loaded machine.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -121,6 +122,11 @@ async fn connect_is_refused_with_501_and_never_blames_a_server() {
         assert_eq!(c.statuses(), [501], "CONNECT {i}: {}", c.summary());
         assert!(c.closed, "the connection is closed after a refused CONNECT: {}", c.summary());
     }
+    // HTTP/2 (prior knowledge): CONNECT carries only `:method` and `:authority`.
+    let fields: [(&[u8], &[u8]); 2] = [(b":method", b"CONNECT"), (b":authority", b"127.0.0.1:1")];
+    let frames = h2raw::headers(1, &fields, false);
+    let outcome = h2raw::exchange(addr, &frames).await;
+    assert_eq!(outcome, h2raw::Outcome::Response(Some(501)), "HTTP/2 CONNECT");
 
     let c = client();
     for s in &servers {
@@ -136,7 +142,7 @@ async fn connect_is_refused_with_501_and_never_blames_a_server() {
     );
     let refused = metric_lines(&t, "tether_requests_refused_total{").await;
     assert!(
-        refused.iter().any(|l| l.contains("reason=\"method\"") && l.ends_with(" 100")),
+        refused.iter().any(|l| l.contains("reason=\"method\"") && l.ends_with(" 101")),
         "{refused:?}"
     );
     // Ordinary requests are served by all four afterwards.
