@@ -5,6 +5,7 @@
 //! - [`balance`]: the balancing algorithms, one per file, each built once from an immutable
 //!   server set and asked to pick among the servers the caller says are usable.
 //! - [`affinity`]: the authenticated affinity cookie and the expiry policy of a pin.
+//! - [`pool`]: the idle connections to one server (LIFO, capped, expiring, clean ones only).
 //! - [`rng`]: a tiny lock-free, seedable random source shared by the randomised balancers.
 
 pub mod affinity;
@@ -12,6 +13,7 @@ pub mod balance;
 pub mod conns;
 pub mod framing;
 pub mod health;
+pub mod pool;
 pub mod rate;
 pub mod retry;
 pub mod rng;
