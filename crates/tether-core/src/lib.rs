@@ -5,6 +5,8 @@
 //! - [`balance`]: the balancing algorithms, one per file, each built once from an immutable
 //!   server set and asked to pick among the servers the caller says are usable.
 //! - [`affinity`]: the authenticated affinity cookie and the expiry policy of a pin.
+//! - [`h1`]: Tether's own HTTP/1.1 codec — response heads and their framing, body decoding
+//!   and chunked encoding, request heads — pure, for the engine that replaces hyper's.
 //! - [`pool`]: the idle connections to one server (LIFO, capped, expiring, clean ones only).
 //! - [`rng`]: a tiny lock-free, seedable random source shared by the randomised balancers.
 
@@ -12,6 +14,7 @@ pub mod affinity;
 pub mod balance;
 pub mod conns;
 pub mod framing;
+pub mod h1;
 pub mod health;
 pub mod pool;
 pub mod rate;

@@ -1,0 +1,33 @@
+//! Tether's own HTTP/1.1 codec (issue 13): the pure pieces of the engine that will replace
+//! hyper's HTTP/1.1 client and server. Nothing here touches a socket or a clock; the engine
+//! owns the buffers and the I/O and asks these functions what the bytes mean.
+//!
+//! - [`response`]: a server's response head, parsed with httparse, and its body framing by
+//!   RFC 9112 §6.3 and Tether's response-framing policy (docs/security.md, "Response
+//!   framing"): no body, a length, chunked, or until the server closes — and whether the
+//!   server's connection may carry another request afterwards.
+//! - [`body`]: the streaming body decoder (by length, chunked, until close), fed reads of any
+//!   size, returning ranges of its input and never buffering a body; and the chunked encoder.
+//! - [`request`]: the request head Tether writes to a server, in one pass, refusing bytes
+//!   that would let a header value start another line.
+//!
+//! The contract shared by all three: input may arrive split at any byte, and the answer
+//! (head, decoded bytes, bytes consumed) is the same as if it had arrived in one read.
+
+pub mod body;
+pub mod request;
+pub mod response;
+
+pub use body::{BodyError, BodyFraming, Decoder, Piece, Step, Trailers};
+pub use request::{RequestError, write_request_head};
+pub use response::{HeadLimits, HeaderSpan, ResponseError, ResponseHead, Span, parse_response};
+
+/// A byte of an RFC 9110 token (method, header name, coding name).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// A byte allowed in a field value (RFC 9110 §5.5): visible ASCII, obs-text, space, tab.
+pub(crate) fn is_field_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
