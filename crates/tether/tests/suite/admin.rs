@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use tether_testkit::{EchoServer, ScratchDir, Tether};
 
 use crate::support::fixture::*;
 
@@ -194,13 +195,20 @@ async fn drain_through_the_api_keeps_sessions_and_stops_new_ones() {
     assert_eq!(v["servers"][0]["state"], "drain", "a weight change keeps the runtime state");
 }
 
+/// A Tether (header-sticky `app` on `servers`) whose admin token is read from a file holding
+/// `token` as written (whitespace around it is not part of the token); the file's directory
+/// lives as long as the returned guard.
+async fn start_with_token(servers: &[EchoServer], token: &str) -> (Tether, ScratchDir) {
+    let dir = ScratchDir::new("admin-token").unwrap();
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(&token_file, token).unwrap();
+    (start(header_cfg(app(servers)).admin_token_file(&token_file)).await, dir)
+}
+
 #[tokio::test]
 async fn writes_need_the_token_and_reads_do_not_on_loopback() {
     let servers = echo_servers(1);
-    let dir = tether_testkit::ScratchDir::new("admin-token").unwrap();
-    let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, "  s3cret-token\n").unwrap();
-    let t = start(header_cfg(app(&servers)).admin_token_file(&token_file)).await;
+    let (t, _dir) = start_with_token(&servers, "  s3cret-token\n").await;
     let c = client();
     assert_eq!(c.get(admin_url(&t, "/api/v1/backends")).send().await.unwrap().status(), 200);
     let url = admin_url(&t, "/api/v1/backends/app/servers/s0");
@@ -422,10 +430,7 @@ async fn bad_queries_paths_methods_and_oversized_bodies_get_json_errors() {
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive_and_the_token_is_not() {
     let servers = echo_servers(1);
-    let dir = tether_testkit::ScratchDir::new("admin-token").unwrap();
-    let token_file = dir.path().join("admin.token");
-    std::fs::write(&token_file, "Tok3n-s3cret\n").unwrap();
-    let t = start(header_cfg(app(&servers)).admin_token_file(&token_file)).await;
+    let (t, _dir) = start_with_token(&servers, "Tok3n-s3cret\n").await;
     let c = client();
     let url = admin_url(&t, "/api/v1/backends/app/servers/s0");
     let patch = |auth: Option<&str>, state: &str| {
