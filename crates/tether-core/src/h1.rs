@@ -12,11 +12,15 @@
 //!   that would let a header value start another line.
 //!
 //! The contract shared by all three: input may arrive split at any byte, and the answer
-//! (head, decoded bytes, bytes consumed) is the same as if it had arrived in one read.
+//! (head, decoded bytes, bytes consumed) is the same as if it had arrived in one read. The
+//! property tests in `h1/tests.rs` hold the codec to that.
 
 pub mod body;
 pub mod request;
 pub mod response;
+
+#[cfg(test)]
+mod tests;
 
 pub use body::{BodyError, BodyFraming, Decoder, Piece, Step, Trailers};
 pub use request::{RequestError, write_request_head};
