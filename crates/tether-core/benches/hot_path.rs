@@ -104,3 +104,42 @@ fn head_scan_per_request(b: Bencher) {
     let (mut scan, mut head) = (tether_core::framing::HeadScan::new(65536), head.to_vec());
     b.bench_local(|| scan.feed(black_box(&mut head[..]), &mut |_| {}));
 }
+
+/// A typical server response head (7 lines) through the h1 codec's head parse and framing.
+#[divan::bench]
+fn h1_response_head(b: Bencher) {
+    use tether_core::h1::{HeadLimits, parse_response};
+    let head = b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Dec 2026 10:00:00 GMT\r\nServer: app\r\n\
+Content-Type: text/html; charset=utf-8\r\nContent-Length: 1234\r\nCache-Control: no-cache\r\n\
+Set-Cookie: s=1; Path=/\r\nVary: Accept-Encoding\r\n\r\n";
+    let limits = HeadLimits::default();
+    let mut spans = Vec::with_capacity(16);
+    b.bench_local(|| {
+        parse_response(black_box(head), &limits, false, &mut spans).map(|h| h.is_some())
+    });
+}
+
+/// 64 KiB of chunked body in 4 KiB chunks, decoded from one buffer.
+#[divan::bench]
+fn h1_decode_chunked_64k(b: Bencher) {
+    use tether_core::h1::body::{BodyFraming, Decoder, encode_chunk, encode_last_chunk};
+    let mut wire = Vec::new();
+    for _ in 0..16 {
+        encode_chunk(&mut wire, &[b'x'; 4096]);
+    }
+    encode_last_chunk(&mut wire, b"");
+    b.bench(|| {
+        let mut dec = Decoder::new(BodyFraming::Chunked);
+        let (mut at, mut data) = (0, 0);
+        while let Ok(step) = dec.decode(black_box(&wire[at..])) {
+            data += step.piece.map_or(0, |p| match p {
+                tether_core::h1::Piece::Body(r) | tether_core::h1::Piece::Trailers(r) => r.len(),
+            });
+            at += step.consumed;
+            if step.done {
+                break;
+            }
+        }
+        data
+    });
+}

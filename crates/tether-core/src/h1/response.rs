@@ -25,6 +25,7 @@
 //! HTTP/1.0 without `keep-alive`) — see [`ResponseHead::reusable`]. A `2xx` answer to
 //! `CONNECT` (a tunnel) is not handled here: Tether refuses `CONNECT` before any server.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::body::BodyFraming;
@@ -170,16 +171,20 @@ pub fn parse_response(
 ) -> Result<Option<ResponseHead>, ResponseError> {
     headers.clear();
     let max_bytes = limits.max_head_bytes.min(u32::MAX as usize);
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // Uninitialised slots: httparse writes only those it fills, so a parse costs no memset.
+    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+        [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
     let slots = if limits.max_headers <= STACK_HEADERS {
         &mut stack[..limits.max_headers]
     } else {
-        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
         &mut heap[..]
     };
-    let mut res = httparse::Response::new(slots);
-    let len = match res.parse(buf) {
+    let mut res = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, slots);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) if len <= max_bytes => len,
         Ok(httparse::Status::Partial) if buf.len() <= max_bytes => return Ok(None),
         Ok(_) => return Err(ResponseError::TooLarge),
