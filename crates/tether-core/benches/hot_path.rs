@@ -132,9 +132,7 @@ fn h1_decode_chunked_64k(b: Bencher) {
         let mut dec = Decoder::new(BodyFraming::Chunked);
         let (mut at, mut data) = (0, 0);
         while let Ok(step) = dec.decode(black_box(&wire[at..])) {
-            data += step.piece.map_or(0, |p| match p {
-                tether_core::h1::Piece::Body(r) | tether_core::h1::Piece::Trailers(r) => r.len(),
-            });
+            data += step.piece.map_or(0, |p| p.range().len());
             at += step.consumed;
             if step.done {
                 break;

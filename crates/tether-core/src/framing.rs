@@ -12,6 +12,8 @@
 //! itself off: the server's own parser still decides, and a head the scan did not judge is
 //! simply not flagged.
 
+use crate::h1::is_tchar;
+
 /// Header lines one head may have for the scan to judge it (more: the scan stops).
 const MAX_HEADERS: usize = 128;
 
@@ -314,11 +316,6 @@ fn parse_head(bytes: &[u8]) -> Parsed {
         f.unknown_coding_at = unknown;
     }
     Parsed::Complete(len, f)
-}
-
-/// A byte of an RFC 9110 token (a coding name is one: no list, no parameters).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

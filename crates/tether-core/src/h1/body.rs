@@ -65,6 +65,15 @@ pub enum Piece {
     Trailers(Range<usize>),
 }
 
+impl Piece {
+    /// The range of the input, whatever it holds.
+    pub fn range(&self) -> Range<usize> {
+        match self {
+            Piece::Body(r) | Piece::Trailers(r) => r.clone(),
+        }
+    }
+}
+
 /// What one [`Decoder::decode`] call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
