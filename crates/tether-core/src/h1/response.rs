@@ -129,7 +129,9 @@ pub struct ResponseHead {
     pub status: u16,
     /// The reason phrase (empty when absent or not UTF-8).
     pub reason: Span,
-    /// How the body is delimited.
+    /// How the body is delimited. Whoever forwards the head writes the framing from this,
+    /// not from the server's lines: one `Content-Length: n` for `Length(n)` (repeated equal
+    /// lengths collapse), none for `Chunked` (a dropped length stays dropped).
     pub framing: BodyFraming,
     /// `Transfer-Encoding: chunked` came with `Content-Length`: the length must not be
     /// forwarded, and the connection must not be reused.
@@ -151,7 +153,9 @@ impl ResponseHead {
     }
 
     /// Whether the server's connection may carry another request once this response's body
-    /// is complete: framing beyond doubt, no close asked for, no tunnel.
+    /// is complete: framing beyond doubt, no close asked for, no tunnel. The caller adds
+    /// what only it knows: the body did complete, and no byte came after it unasked (a
+    /// server that sends more than its response is out of step).
     pub fn reusable(&self) -> bool {
         !self.server_close
             && !self.length_dropped
