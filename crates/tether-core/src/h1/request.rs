@@ -143,6 +143,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever bytes the caller passes, what is written is one head whose header lines
+        /// are exactly the ones given: no value can add a line or end the head.
+        #[test]
+        fn any_accepted_head_parses_back_line_for_line(
+            headers in proptest::collection::vec(
+                (proptest::collection::vec(proptest::sample::select(b"aZ-_!\r\n :".to_vec()), 0..6),
+                 proptest::collection::vec(proptest::sample::select(b"a \t\r\n\0:\x7f\xe9".to_vec()), 0..8)),
+                0..6),
+        ) {
+            let mut out = Vec::new();
+            let pairs = headers.iter().map(|(n, v)| (&n[..], &v[..]));
+            if write_request_head(&mut out, b"GET", b"/", pairs).is_err() {
+                proptest::prop_assert!(out.is_empty());
+                return Ok(());
+            }
+            let mut slots = [httparse::EMPTY_HEADER; 8];
+            let mut req = httparse::Request::new(&mut slots);
+            proptest::prop_assert_eq!(req.parse(&out), Ok(httparse::Status::Complete(out.len())));
+            let got: Vec<_> = req.headers.iter().map(|h| (h.name.as_bytes(), h.value)).collect();
+            let want: Vec<_> = headers.iter().map(|(n, v)| (&n[..], v.trim_ascii())).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn a_written_head_parses_back_to_the_same_request() {
         let headers = [("Host", "example.com"), ("Content-Length", "5"), ("X-A", "b, c")];
