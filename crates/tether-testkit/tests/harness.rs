@@ -38,12 +38,16 @@ while :; do sleep 1 >/dev/null 2>&1 & wait $!; done
 
 const TWO_LISTENERS: &str = "[[listeners]]\nname = \"web\"\n\n[[listeners]]\nname = \"api\"\n";
 
-/// Writes the script once, before any test spawns a process: writing an executable while
-/// another thread forks makes exec fail with "text file busy".
+/// Writes the script once per test process, before any test spawns one: writing an
+/// executable while another thread forks makes exec fail with "text file busy". Each process
+/// has its own file: under nextest every test is a process, and a shell reads its script as
+/// it runs, so one process rewriting a script another one is running made that shell run
+/// garbage (a flaky reload test).
 fn fake_tether() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-tether.sh");
+        let name = format!("fake-tether-{}.sh", std::process::id());
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
         let executable = std::fs::Permissions::from_mode(0o755);
         std::fs::write(&path, FAKE_TETHER)
             .and_then(|()| std::fs::set_permissions(&path, executable))
