@@ -300,7 +300,7 @@ impl Length {
 
 /// Digits only (no sign, no spaces, no hex), as RFC 9110 defines `Content-Length`; at most
 /// 19 digits, so every accepted value fits a `u64`.
-pub(crate) fn parse_length(s: &[u8]) -> Option<u64> {
+pub fn parse_length(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -47,6 +47,7 @@
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Version};
+use tether_core::h1::response::parse_length;
 
 use super::error::ProxyError;
 
@@ -113,14 +114,6 @@ pub fn check(method: &Method, version: Version, headers: &mut HeaderMap) -> Resu
         headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(())
-}
-
-/// Digits only (no sign, no spaces, no hex), as RFC 9110 defines `Content-Length`.
-fn parse_length(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 /// The request's declared length, when it has a single valid `Content-Length`.
