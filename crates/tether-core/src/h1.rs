@@ -10,12 +10,15 @@
 //!   size, returning ranges of its input and never buffering a body; and the chunked encoder.
 //! - [`request`]: the request head Tether writes to a server, in one pass, refusing bytes
 //!   that would let a header value start another line.
+//! - [`reply`]: the response head Tether writes to a client, with the one framing header
+//!   Tether chose (never the server's).
 //!
 //! The contract shared by all three: input may arrive split at any byte, and the answer
 //! (head, decoded bytes, bytes consumed) is the same as if it had arrived in one read. The
 //! property tests in `h1/tests.rs` hold the codec to that.
 
 pub mod body;
+pub mod reply;
 pub mod request;
 pub mod response;
 
