@@ -38,3 +38,32 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 pub(crate) fn is_field_value_byte(b: u8) -> bool {
     b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
+
+/// Which part of a header line was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineFault {
+    /// The name is empty or not a token.
+    Name,
+    /// The value has a CR, LF, NUL or another control byte.
+    Value,
+}
+
+/// Appends `name: value` and CRLF once the name is a token and the value holds no byte that
+/// could end the line (so no value can smuggle another header).
+pub(crate) fn push_header_line(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    value: &[u8],
+) -> Result<(), LineFault> {
+    if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+        return Err(LineFault::Name);
+    }
+    if !value.iter().all(|b| is_field_value_byte(*b)) {
+        return Err(LineFault::Value);
+    }
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}

@@ -11,7 +11,7 @@
 //!
 //! On an error nothing is appended (the buffer is cut back to where it was).
 
-use super::{is_field_value_byte, is_tchar};
+use super::{LineFault, is_field_value_byte, push_header_line};
 
 /// How Tether sends the body it writes this head for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,19 +88,13 @@ fn write<'h>(
     out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
     for (i, (name, value)) in headers.enumerate() {
-        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
-            return Err(ReplyError::HeaderName(i));
-        }
         if RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r)) {
             return Err(ReplyError::Reserved(i));
         }
-        if !value.iter().all(|b| is_field_value_byte(*b)) {
-            return Err(ReplyError::HeaderValue(i));
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        push_header_line(out, name, value).map_err(|fault| match fault {
+            LineFault::Name => ReplyError::HeaderName(i),
+            LineFault::Value => ReplyError::HeaderValue(i),
+        })?;
     }
     match framing {
         ReplyFraming::Length(n) => {

@@ -12,7 +12,7 @@
 //! On an error nothing is appended (the buffer is cut back to where it was): the request is
 //! refused, and the buffer may still hold what the caller wrote before.
 
-use super::{is_field_value_byte, is_tchar};
+use super::{LineFault, is_tchar, push_header_line};
 
 /// Why a request head could not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,16 +65,10 @@ fn write<'h>(
     out.extend_from_slice(target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (i, (name, value)) in headers.enumerate() {
-        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
-            return Err(RequestError::HeaderName(i));
-        }
-        if !value.iter().all(|b| is_field_value_byte(*b)) {
-            return Err(RequestError::HeaderValue(i));
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        push_header_line(out, name, value).map_err(|fault| match fault {
+            LineFault::Name => RequestError::HeaderName(i),
+            LineFault::Value => RequestError::HeaderValue(i),
+        })?;
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
