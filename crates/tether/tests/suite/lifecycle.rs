@@ -299,7 +299,8 @@ async fn reload_every_2s_during_20s_of_traffic_loses_no_request() {
         let outcome = tether.reload(next).await.unwrap();
         assert_eq!(outcome["message"], "config reloaded", "reload {round}: {outcome}");
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The schedule's last interval: requests must still be served after the last reload.
+    tokio::time::sleep_until(start + Duration::from_secs(2) * 10).await;
     served_at.push(served.load(Ordering::Relaxed));
     stop.store(true, Ordering::Relaxed);
 
