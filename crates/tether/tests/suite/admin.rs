@@ -70,14 +70,21 @@ async fn metrics_are_scraped_parsed_and_named_as_the_contract_says() {
     assert!(!text.contains("k0") && !text.contains("k1"), "never a label per client key");
 }
 
+/// Sends one request for each of `n` sessions `{prefix}0`, `{prefix}1`, ... (header mode):
+/// each binds a stick-table entry.
+async fn bind_sessions(c: &reqwest::Client, t: &Tether, prefix: &str, n: usize) {
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        c.get(t.url("web")).header("x-session-id", id).send().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn backends_json_shows_servers_state_and_sessions_bound() {
     let servers = echo_servers(2);
     let t = start(header_cfg(app(&servers))).await;
     let c = client();
-    for i in 0..6 {
-        c.get(t.url("web")).header("x-session-id", format!("user{i}")).send().await.unwrap();
-    }
+    bind_sessions(&c, &t, "user", 6).await;
     let v = json(&c, &admin_url(&t, "/api/v1/backends")).await;
     let b = &v["backends"][0];
     assert_eq!(b["name"], "app");
@@ -264,9 +271,7 @@ async fn flushing_sessions_empties_the_table() {
     let servers = echo_servers(2);
     let t = start(header_cfg(app(&servers))).await;
     let c = client();
-    for i in 0..5 {
-        c.get(t.url("web")).header("x-session-id", format!("k{i}")).send().await.unwrap();
-    }
+    bind_sessions(&c, &t, "k", 5).await;
     let r = c.delete(admin_url(&t, "/api/v1/backends/app/sessions")).send().await.unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["flushed"], 5);
