@@ -150,9 +150,16 @@ where
     // One thread: a current-thread runtime has no cross-thread queues or work stealing to pay
     // for (see docs/performance.md for the measurement).
     let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .on_thread_park(tether::runtime::on_worker_park)
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .on_thread_park(tether::runtime::on_worker_park)
+            .enable_all()
+            .build()
     };
     let result = match runtime {
         Ok(rt) => rt.block_on(fut),

@@ -23,7 +23,6 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 use tether_core::framing::Finding;
 
 use self::affinity::{Outcome, Pin};
@@ -33,6 +32,7 @@ use self::error::ProxyError;
 use self::log::AccessLog;
 use self::select::Tried;
 use crate::upstream::body::ReqBody;
+use crate::upstream::{ResponseBody as UpstreamBody, ServerClient, UpstreamClient, h1};
 use tether_core::retry::{Attempt, RetryPolicy, Verdict};
 
 use crate::config::{HostMatch, RateKey, StickyMode};
@@ -208,7 +208,7 @@ async fn forward<'s>(
     if listener.rate.is_some() || backend.rate.is_some() {
         rate_limit(listener, backend, ctx, &req, session)?;
     }
-    let mut outgoing = Outgoing::prepare(req, listener, ctx, backend);
+    let mut outgoing = Outgoing::prepare(req, listener, ctx, backend)?;
     let answered = attempt(backend, pin.as_ref(), &mut outgoing, listener, ctx, pending).await?;
     backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
     Ok(finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log()))
@@ -289,10 +289,13 @@ async fn read_affinity(
     }
 }
 
-/// The request as it goes to servers: the rewritten head, the body (streamed once, so
-/// taken by the first attempt), and the client's side of an upgrade.
+/// The request as it goes to servers: the rewritten head (encoded once for HTTP/1.1
+/// servers), the body (streamed once, so taken by the first attempt), and the client's side
+/// of an upgrade.
 struct Outgoing {
     parts: Parts,
+    /// The head as written to HTTP/1.1 servers.
+    encoded: Option<h1::Encoded>,
     body: Option<ReqBody>,
     /// Resolves once the body has been sent whole (the response timeout starts then).
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -303,18 +306,24 @@ struct Outgoing {
 
 impl Outgoing {
     /// Phase 5: hop-by-hop headers out, forwarding headers in, the body wrapped with the
-    /// listener's stall timer and size limit.
+    /// listener's stall timer and size limit. A head that cannot be written faithfully is
+    /// refused here, before any server is tried.
     fn prepare(
         mut req: Request<Incoming>,
         listener: &ListenerView,
         ctx: &ConnCtx,
         backend: &BackendView,
-    ) -> Self {
+    ) -> Result<Self, ProxyError> {
         let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         prepare_headers(&mut parts, listener, ctx, backend, upgrade);
         let replayable = body.is_end_stream();
+        let encoded = if backend.client_http2 {
+            None
+        } else {
+            Some(h1::encode(&parts.method, &parts.uri, &parts.headers, !replayable, upgrade)?)
+        };
         let max_body = listener.conn.limits.max_body_bytes;
         let (body, body_sent) = if replayable {
             (None, None)
@@ -322,7 +331,7 @@ impl Outgoing {
             let (b, sent) = ReqBody::streaming(body, listener.body_timeout, max_body);
             (Some(b), Some(sent))
         };
-        Self { parts, body, body_sent, replayable, client_upgrade }
+        Ok(Self { parts, encoded, body, body_sent, replayable, client_upgrade })
     }
 
     fn retry_policy(&self, backend: &BackendView) -> RetryPolicy {
@@ -337,7 +346,7 @@ impl Outgoing {
 
 /// A server's response head, and what the response phase needs with it.
 struct Answered {
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     pick: select::Pick,
     held: Held,
 }
@@ -364,10 +373,9 @@ async fn attempt<'s>(
         let permit = select::admit(backend, pick).await?;
         pending.attempt_on(server);
         let body = out.body.take().unwrap_or(ReqBody::Empty);
-        let request = upstream_request(&out.parts, backend, server, body);
         let held = Held { guard: server.state.begin(), permit };
         let sent = Instant::now();
-        let result = send(backend, server, request, out.body_sent.take()).await;
+        let result = send(backend, server, out, body).await;
         let outcome = record_attempt(backend, pick.server, &result, listener);
         let verdict =
             policy.judge(outcome, tried.len(), || select::has_alternative(backend, &tried));
@@ -409,7 +417,7 @@ async fn attempt<'s>(
 fn record_attempt(
     backend: &BackendView,
     idx: usize,
-    result: &Result<Response<Incoming>, ProxyError>,
+    result: &Result<Response<UpstreamBody>, ProxyError>,
     listener: &ListenerView,
 ) -> Attempt {
     let server = &backend.servers[idx];
@@ -477,10 +485,15 @@ fn finish(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     log: Option<&mut AccessLog>,
 ) -> Response<RespBody> {
-    let Answered { mut resp, pick, held } = answered;
+    let Answered { resp, pick, held } = answered;
     if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
-        upgrade::tunnel(cu, hyper::upgrade::on(&mut resp), (held, ctx.drain_token.clone()));
-        let (mut rp, _) = resp.into_parts();
+        let (mut rp, body) = resp.into_parts();
+        if let Some(server) = match body {
+            UpstreamBody::H1(b) => b.into_upgraded(),
+            UpstreamBody::H2(_) => None,
+        } {
+            upgrade::tunnel(cu, server, (held, ctx.drain_token.clone()));
+        }
         headers::strip_hop_by_hop(&mut rp.headers, true);
         return Response::from_parts(rp, RespBody::empty());
     }
@@ -488,19 +501,40 @@ fn finish(
     respond(backend, pin, pick, now, ctx.https, resp, log)
 }
 
-/// Sends one attempt. The response timeout starts once the request body has been sent whole
-/// (uploads may take as long as they need while they keep moving; a stalled one fails on the
-/// listener's body timeout instead). A response that breaks the response-framing policy is
-/// an upstream error ([`framing::check_response`]).
+/// Sends one attempt: Tether's HTTP/1.1 client, or hyper's HTTP/2 one. The response
+/// timeout starts once the request body has been sent whole (uploads may take as long as
+/// they need while they keep moving; a stalled one fails on the listener's body timeout
+/// instead). A response that breaks the response-framing policy is an upstream error
+/// (`tether_core::h1::response`).
 async fn send(
     backend: &BackendView,
     server: &crate::snapshot::ServerView,
-    mut request: Request<ReqBody>,
+    out: &mut Outgoing,
+    body: ReqBody,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    match (&server.client, &out.encoded) {
+        (ServerClient::H1(origin), Some(head)) => {
+            let resp = h1::send(origin, head, body, backend.response_timeout).await?;
+            Ok(resp.map(UpstreamBody::H1))
+        }
+        (ServerClient::H2(client), _) => {
+            let request = upstream_request(&out.parts, backend, server, body);
+            let resp = send_h2(client, request, out.body_sent.take(), backend).await?;
+            Ok(resp.map(UpstreamBody::H2))
+        }
+        (ServerClient::H1(_), None) => {
+            Err(ProxyError::NotForwardable("no HTTP/1.1 head for this request".to_owned()))
+        }
+    }
+}
+
+/// One attempt through hyper's HTTP/2 client.
+async fn send_h2(
+    client: &UpstreamClient,
+    request: Request<ReqBody>,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
+    backend: &BackendView,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let client = server.client.as_ref().unwrap_or(&backend.client);
-    // HTTP/1.1: kept to retire the connection when the response's framing is suspect.
-    let conn = (!backend.client_http2).then(|| capture_connection(&mut request));
     let mut response = std::pin::pin!(client.request(request));
     let mut early = None;
     if let Some(sent) = body_sent {
@@ -516,24 +550,7 @@ async fn send(
             Err(_) => return Err(ProxyError::Timeout),
         },
     };
-    let mut resp = result.map_err(|e| error::classify(&e))?;
-    let framing = framing::check_response(resp.version(), resp.headers_mut());
-    if framing != Ok(framing::ResponseFraming::Clean) {
-        retire(conn.as_ref());
-    }
-    match framing {
-        Ok(_) => Ok(resp),
-        Err(why) => Err(ProxyError::Upstream(why.to_owned())),
-    }
-}
-
-/// Keeps the pool from handing out a server connection again.
-fn retire(conn: Option<&CaptureConnection>) {
-    if let Some(c) = conn {
-        if let Some(connected) = c.connection_metadata().as_ref() {
-            connected.poison();
-        }
-    }
+    result.map_err(|e| error::classify(&e))
 }
 
 /// Rewrites the client's head for the server: hop-by-hop out, our cookie out, forwarding

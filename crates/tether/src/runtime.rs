@@ -469,3 +469,9 @@ fn spawn_health_checks(snap: &Snapshot) -> Vec<tokio::task::JoinHandle<()>> {
         .filter_map(|b| b.health_check.clone().map(|c| crate::health::spawn(b, c)))
         .collect()
 }
+
+/// The runtime's park hook: a worker thread about to go idle closes its expired idle server
+/// connections (the pools are per thread, so only the thread itself can).
+pub fn on_worker_park() {
+    crate::upstream::h1::pools::sweep();
+}

@@ -31,9 +31,8 @@ use crate::rate::RateLimiter;
 use crate::stick::Table;
 use crate::stick::redis::{RedisShared, RedisTable};
 
-/// The pooled HTTP client a backend forwards with.
-pub use crate::upstream::UpstreamClient;
-use crate::upstream::{ClientKey, new_client};
+use crate::upstream::h1::Origin;
+use crate::upstream::{ClientKey, ServerClient, new_client};
 use kept::Kept;
 
 mod gauges;
@@ -157,8 +156,6 @@ pub struct BackendView {
     /// New table pins follow the balancer (load-aware algorithms, so new capacity gets new
     /// sessions first) instead of rendezvous hashing.
     pub pin_by_balancer: bool,
-    /// Pooled client (kept across reloads while the timeouts stay the same).
-    pub client: UpstreamClient,
     /// Time allowed until the server's response head.
     pub response_timeout: Duration,
     /// `rate_limit`: per-client rate into this backend.
@@ -186,8 +183,9 @@ pub struct ServerView {
     pub metrics: ServerMetrics,
     /// Connection slots when `limits.max_connections_per_server` is set (FIFO waiters).
     pub slots: Option<Arc<Semaphore>>,
-    /// HTTP/2 backends: this server's own client (see [`upstream`]); else the backend's.
-    pub client: Option<UpstreamClient>,
+    /// How requests reach the server, with its pooled connections (kept across reloads
+    /// while its address, TLS and timeouts stay).
+    pub client: ServerClient,
 }
 
 impl ServerView {
@@ -233,9 +231,8 @@ pub struct Registry {
     redis: Option<(config::RedisStore, Arc<RedisShared>)>,
     /// Connection slots, by `limits.max_connections_per_server`.
     slots: Kept<ServerName, u32, Arc<Semaphore>>,
-    clients: Kept<String, ClientKey, UpstreamClient>,
-    /// HTTP/2 backends' per-server clients.
-    server_clients: Kept<ServerName, ClientKey, UpstreamClient>,
+    /// Each server's client and connection pool.
+    server_clients: Kept<ServerName, ClientKey, ServerClient>,
     limiters: Kept<String, config::RateLimit, Arc<RateLimiter>>,
     generation: u64,
 }
@@ -314,15 +311,13 @@ impl Registry {
             .backends
             .iter()
             .map(|b| {
-                let client = self.clients.get(&b.name, ClientKey::of(b), |k| new_client(k, None));
-                let mut view = self.backend(b, keys, client, &listener_names);
+                let mut view = self.backend(b, keys, &listener_names);
                 view.table = self.table_for(b, &table_key, redis.as_ref());
                 view.hasher = hasher;
                 view
             })
             .collect();
         self.servers.commit();
-        self.clients.commit();
         self.server_clients.commit();
         self.tables.commit();
         self.slots.commit();
@@ -363,20 +358,24 @@ impl Registry {
         self.limiters.get(&name, config, |c| Arc::new(RateLimiter::new(*c)))
     }
 
-    /// The own client of server `s` of an HTTP/2 backend, kept across reloads while its
-    /// settings and address stay.
+    /// The client of server `s`, kept across reloads while its settings and address stay:
+    /// Tether's HTTP/1.1 client with the server's pool, or a hyper HTTP/2 client of its own.
     fn server_client(
         &mut self,
         b: &config::Backend,
         s: &config::Server,
         key: &ServerName,
-    ) -> UpstreamClient {
+    ) -> ServerClient {
         let mut ck = ClientKey::of(b);
         ck.pinned = Some(s.address.to_string());
         self.server_clients.get(key, ck, |ck| {
+            if !ck.http2 {
+                let tls = ck.tls.as_ref();
+                return ServerClient::H1(Origin::new(s.address.clone(), tls, ck.connect, ck.idle));
+            }
             let scheme = if b.tls.is_some() { "https" } else { "http" };
             let target = format!("{scheme}://{}", s.address).parse::<http::Uri>().ok();
-            new_client(ck, target)
+            ServerClient::H2(Box::new(new_client(ck, target)))
         })
     }
 
@@ -384,7 +383,6 @@ impl Registry {
         &mut self,
         b: &config::Backend,
         keys: &Arc<CookieKeys>,
-        client: UpstreamClient,
         listeners: &[String],
     ) -> BackendView {
         let views: Vec<ServerView> =
@@ -416,7 +414,6 @@ impl Registry {
             hasher: KeyHasher::new(0),
             servers: views,
             sticky,
-            client,
             response_timeout: b.response_timeout,
             rate: None,
             scheme: if b.tls.is_some() {
@@ -456,7 +453,7 @@ impl Registry {
         let limit = b.limits.max_per_server;
         let slots = (limit > 0)
             .then(|| self.slots.get(&key, limit, |l| Arc::new(Semaphore::new(*l as usize))));
-        let client = b.http2.then(|| self.server_client(b, s, &key));
+        let client = self.server_client(b, s, &key);
         ServerView {
             client,
             slots,

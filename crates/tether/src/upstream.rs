@@ -24,8 +24,57 @@ use tokio::net::TcpStream;
 use crate::config;
 
 pub mod body;
+pub mod h1;
+pub mod stream;
 
 use body::ReqBody;
+
+/// A server's response body, from Tether's HTTP/1.1 client or hyper's HTTP/2 one.
+#[derive(Debug)]
+pub enum ResponseBody {
+    H1(h1::ResponseBody),
+    H2(hyper::body::Incoming),
+}
+
+/// Error of a server's response body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ResponseBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::H1(b) => b.is_end_stream(),
+            ResponseBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ResponseBody::H1(b) => b.size_hint(),
+            ResponseBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
+/// How requests reach one server: Tether's HTTP/1.1 client with the server's connection
+/// pool, or (`http2 = true`) the server's own hyper HTTP/2 client.
+#[derive(Debug, Clone)]
+pub enum ServerClient {
+    H1(std::sync::Arc<h1::Origin>),
+    H2(Box<UpstreamClient>),
+}
 
 /// The data path's client type.
 pub type UpstreamClient = Client<Upstream, ReqBody>;

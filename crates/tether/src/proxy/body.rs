@@ -9,11 +9,11 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tether_core::InFlightGuard;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::log::AccessLog;
+use crate::upstream::{BodyError, ResponseBody as UpstreamBody};
 
 /// What a request holds on its server while it is served: the in-flight count and, when the
 /// backend limits connections, a slot. Both are released when this is dropped — at the end
@@ -36,13 +36,13 @@ pub struct RespBody {
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Full(Option<Bytes>),
 }
 
 impl RespBody {
     /// A server's streamed body, counted in flight by `guard` until it ends.
-    pub fn upstream(body: Incoming, guard: Held) -> Self {
+    pub fn upstream(body: UpstreamBody, guard: Held) -> Self {
         Self { inner: Inner::Upstream(body), guard: Some(guard), log: None }
     }
 
@@ -74,12 +74,12 @@ impl RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let frame = match &mut this.inner {
             Inner::Upstream(b) => ready!(Pin::new(b).poll_frame(cx)),

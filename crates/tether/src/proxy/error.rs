@@ -156,6 +156,23 @@ impl ProxyError {
     }
 }
 
+impl From<crate::upstream::h1::Error> for ProxyError {
+    /// The HTTP/1.1 client's errors, by the side that caused them.
+    fn from(e: crate::upstream::h1::Error) -> Self {
+        use crate::upstream::h1::Error as E;
+        match e {
+            E::Connect(e) => ProxyError::Connect(e.to_string()),
+            E::Io(e) => ProxyError::Upstream(e.to_string()),
+            E::Server(why) => ProxyError::Upstream(why),
+            E::Timeout => ProxyError::Timeout,
+            E::NotForwardable(why) => ProxyError::NotForwardable(why),
+            E::ClientBodyTimeout => ProxyError::ClientBodyTimeout,
+            E::BodyTooLarge => ProxyError::BodyTooLarge,
+            E::ClientBody(why) => ProxyError::ClientBody(why),
+        }
+    }
+}
+
 /// Whether a server's response counts as its failure (`errors_total`, outlier detection):
 /// a 5xx, except `501 Not Implemented` and `505 HTTP Version Not Supported`, which answer
 /// what the client asked for rather than show the server failing (as HAProxy's

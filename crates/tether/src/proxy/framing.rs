@@ -30,20 +30,10 @@
 //! Every refusal closes the connection (`Connection: close`): after a framing error the
 //! rest of the bytes on it cannot be trusted to start a request.
 //!
-//! Responses from HTTP/1.1 servers get the same care ([`check_response`]): the client must
-//! never receive a message that looks complete but is not, and a server connection whose
-//! framing was suspect is never reused. hyper refuses differing or invalid `Content-Length`
-//! values and `Transfer-Encoding` on HTTP/1.0 (502); it reads a body by `chunked` when
-//! `Transfer-Encoding` is present, even beside a `Content-Length`, and a bad chunk ends the
-//! body with an error (the client's response is cut: chunked without its last chunk, or
-//! the connection closed short of the length). On top of that:
-//!
-//! - `Transfer-Encoding: chunked` with `Content-Length` → the length is removed and the
-//!   body forwarded as read, chunked (RFC 9112 §6.3: the chunked coding wins and a proxy
-//!   must drop the length); the server connection is retired;
-//! - any other `Transfer-Encoding` (several lines, a list, an unknown coding) → 502: the
-//!   coding could not be passed on faithfully; the connection is retired;
-//! - repeated `Content-Length` values that agree (hyper accepts them) are collapsed to one.
+//! Responses from HTTP/1.1 servers get the same care, in the one parse of their head
+//! (`tether_core::h1::response`, applied by [`crate::upstream::h1`]): the client never
+//! receives a message that looks complete but is not, and a server connection whose framing
+//! was suspect is never reused (docs/security.md, "Response framing").
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Version};
@@ -119,54 +109,6 @@ pub fn check(method: &Method, version: Version, headers: &mut HeaderMap) -> Resu
 /// The request's declared length, when it has a single valid `Content-Length`.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     parse_length(headers.get(CONTENT_LENGTH)?.as_bytes().trim_ascii())
-}
-
-/// What [`check_response`] did to a response head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseFraming {
-    /// Forwarded as it is framed.
-    Clean,
-    /// `Transfer-Encoding: chunked` came with `Content-Length`: the length was removed, and
-    /// the server's connection must not be reused.
-    LengthDropped,
-}
-
-/// Checks (and normalises) the framing headers of an HTTP/1.x server's response head; an
-/// error names why it is refused (502). HTTP/2 responses are framed by HTTP/2.
-pub fn check_response(
-    version: Version,
-    headers: &mut HeaderMap,
-) -> Result<ResponseFraming, &'static str> {
-    if version >= Version::HTTP_2 {
-        return Ok(ResponseFraming::Clean);
-    }
-    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
-    if let Some(first) = te.next() {
-        let alone =
-            te.next().is_none() && first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
-        if !alone {
-            return Err("a response Transfer-Encoding other than chunked alone");
-        }
-        if headers.remove(CONTENT_LENGTH).is_some() {
-            return Ok(ResponseFraming::LengthDropped);
-        }
-        return Ok(ResponseFraming::Clean);
-    }
-    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
-    let Some(first) = lengths.next() else { return Ok(ResponseFraming::Clean) };
-    if lengths.next().is_none() && !first.as_bytes().contains(&b',') {
-        return Ok(ResponseFraming::Clean);
-    }
-    // hyper read the body by this length, so the values agree; write it once.
-    let agreed =
-        first.as_bytes().split(|b| *b == b',').next().and_then(|p| parse_length(p.trim_ascii()));
-    match agreed {
-        Some(n) => {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-            Ok(ResponseFraming::Clean)
-        }
-        None => Err("an invalid response Content-Length"),
-    }
 }
 
 #[cfg(test)]
@@ -255,72 +197,5 @@ mod tests {
         for bad in [&b""[..], b"-1", b"+1", b"0x10", b"1 1", b"1e3"] {
             assert_eq!(parse_length(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn response_framing_table() {
-        use ResponseFraming::{Clean, LengthDropped};
-        type Case = (
-            &'static str,
-            &'static [(&'static str, &'static str)],
-            Result<ResponseFraming, ()>,
-            Option<&'static str>,
-        );
-        let cases: &[Case] = &[
-            ("no framing headers", &[], Ok(Clean), None),
-            ("a length", &[("content-length", "3")], Ok(Clean), Some("3")),
-            ("chunked", &[("transfer-encoding", "chunked")], Ok(Clean), None),
-            ("chunked in another case", &[("transfer-encoding", " Chunked")], Ok(Clean), None),
-            (
-                "chunked wins over a length",
-                &[("content-length", "3"), ("transfer-encoding", "chunked")],
-                Ok(LengthDropped),
-                None,
-            ),
-            (
-                "chunked wins over an invalid length",
-                &[("content-length", "3x"), ("transfer-encoding", "chunked")],
-                Ok(LengthDropped),
-                None,
-            ),
-            (
-                "chunked wins over two lengths",
-                &[
-                    ("content-length", "3"),
-                    ("content-length", "5"),
-                    ("transfer-encoding", "chunked"),
-                ],
-                Ok(LengthDropped),
-                None,
-            ),
-            ("an unknown coding", &[("transfer-encoding", "gzip")], Err(()), None),
-            ("a list ending in chunked", &[("transfer-encoding", "gzip, chunked")], Err(()), None),
-            (
-                "chunked twice",
-                &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
-                Err(()),
-                None,
-            ),
-            ("agreeing lengths in a list", &[("content-length", "3, 3")], Ok(Clean), Some("3")),
-            (
-                "agreeing lengths on two lines",
-                &[("content-length", "3"), ("content-length", "3")],
-                Ok(Clean),
-                Some("3"),
-            ),
-        ];
-        for (case, pairs, want, length) in cases {
-            let mut h = head(pairs);
-            let got = check_response(Version::HTTP_11, &mut h);
-            assert_eq!(got.map_err(|_| ()), *want, "{case}");
-            if want.is_ok() {
-                let lengths: Vec<_> = h.get_all(CONTENT_LENGTH).iter().collect();
-                assert_eq!(lengths.len(), usize::from(length.is_some()), "{case}: {lengths:?}");
-                assert_eq!(lengths.first().map(|v| v.to_str().unwrap()), *length, "{case}");
-            }
-        }
-        // HTTP/2 frames its own messages.
-        let mut h = head(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
-        assert_eq!(check_response(Version::HTTP_2, &mut h), Ok(Clean));
     }
 }

@@ -2,33 +2,42 @@
 //! upgraded connections are joined and bytes copied both ways until either side closes.
 //! Nothing is tunnelled before the server's 101: until then it is an ordinary request.
 
-use super::body::Held;
+use bytes::Bytes;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
-/// Joins the client's and the server's upgraded connections in a background task. The
+use super::body::Held;
+use crate::upstream::stream::Stream;
+
+/// Joins the client's upgraded connection and the server's (its connection, and the bytes
+/// it sent after its `101` head, which go to the client first) in a background task. The
 /// in-flight guard lives as long as the tunnel, so least-connection balancing sees it, and
 /// so does the drain token: a graceful shutdown lets open tunnels run for up to
 /// `grace_period`, as it does requests, and ends them when it runs out.
-pub fn tunnel(client: OnUpgrade, server: OnUpgrade, guard: (Held, tokio::sync::mpsc::Sender<()>)) {
+pub fn tunnel(
+    client: OnUpgrade,
+    server: (Stream, Bytes),
+    guard: (Held, tokio::sync::mpsc::Sender<()>),
+) {
     tokio::spawn(async move {
-        let (c, s) = tokio::join!(client, server);
-        match (c, s) {
-            (Ok(c), Ok(s)) => copy(c, s).await,
-            (c, s) => tracing::debug!(
-                client_ok = c.is_ok(),
-                server_ok = s.is_ok(),
-                "upgrade did not complete"
-            ),
+        match client.await {
+            Ok(c) => copy(c, server).await,
+            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
         }
         drop(guard);
     });
 }
 
-async fn copy(client: Upgraded, server: Upgraded) {
+async fn copy(client: Upgraded, (mut server, early): (Stream, Bytes)) {
     let mut c = TokioIo::new(client);
-    let mut s = TokioIo::new(server);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut s).await {
+    let copied = async {
+        if !early.is_empty() {
+            c.write_all(&early).await?;
+        }
+        tokio::io::copy_bidirectional(&mut c, &mut server).await
+    };
+    if let Err(e) = copied.await {
         tracing::debug!(error = %e, "tunnel closed with an error");
     }
 }

@@ -1,0 +1,380 @@
+//! Tether's own HTTP/1.1 client for servers (issue #13, step 2), on the pure codec in
+//! `tether_core::h1` and the pool rules in `tether_core::pool`.
+//!
+//! A request's task does all the work itself: it checks a connection out of the server's
+//! [`Origin`] pool (or dials one), writes the head it encoded once ([`Encoded`]), streams the
+//! body while it reads the response head ([`exchange`]), and hands the client the response
+//! body, which reads the rest straight from the connection ([`ResponseBody`]) and puts the
+//! connection back only when [`Ending::reusable`] says the exchange was clean. No task,
+//! channel or watch per connection, and the response-framing policy is part of the one parse
+//! of the head (`tether_core::h1::response`).
+//!
+//! A pooled connection that the server closed while it sat idle is noticed before use
+//! ([`Stream::is_usable`]); when the close races the request instead, a request without a
+//! body is sent again once on a new connection (the server never saw it: nothing came back).
+
+mod body;
+mod exchange;
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
+use tether_core::h1::{BodyFraming, HeadLimits, HeaderSpan, ResponseHead, write_request_head};
+use tether_core::pool::{Ending, IdlePool};
+
+pub use self::body::ResponseBody;
+use self::body::Reuse;
+use self::exchange::Exchange;
+use super::body::{BodyStalled, BodyTooLarge, ClientBodyFailed};
+use super::stream::{Dialer, Stream};
+use crate::config;
+
+/// Idle connections kept per server and worker thread (more are closed on return).
+pub const MAX_IDLE_PER_SERVER: usize = 1024;
+
+/// One server as the HTTP/1.1 client sees it: how to dial it. Its idle connections live in
+/// the pools of the worker threads ([`pools`]), keyed by the origin's id: a checkout and a
+/// checkin touch only the current thread's pool, with no lock.
+#[derive(Debug)]
+pub struct Origin {
+    id: u64,
+    dialer: Dialer,
+    idle_timeout: Duration,
+    limits: HeadLimits,
+    /// Dropped with the origin: the pools drop its connections at their next sweep.
+    alive: Arc<()>,
+}
+
+impl Origin {
+    /// The server at `address`; idle connections are kept `idle_timeout` at most.
+    pub fn new(
+        address: http::uri::Authority,
+        tls: Option<&config::UpstreamTls>,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Arc<Self> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Arc::new(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            dialer: Dialer::new(address, tls, connect_timeout),
+            idle_timeout,
+            limits: HeadLimits::default(),
+            alive: Arc::new(()),
+        })
+    }
+
+    /// A pooled connection of this thread that is still usable, if any.
+    fn checkout(&self) -> Option<Stream> {
+        loop {
+            let mut io = pools::checkout(self.id, Instant::now())?;
+            if io.is_usable() {
+                return Some(io);
+            }
+        }
+    }
+
+    /// Returns a connection after an exchange that ended as `ending` (closed unless clean).
+    fn checkin(&self, io: Stream, ending: Ending) {
+        let pool = || {
+            let pool = IdlePool::new(MAX_IDLE_PER_SERVER, self.idle_timeout);
+            (pool, Arc::downgrade(&self.alive))
+        };
+        pools::checkin(self.id, io, ending, Instant::now(), pool);
+    }
+}
+
+/// The idle connections of the current worker thread, by origin.
+pub mod pools {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::Weak;
+    use std::time::{Duration, Instant};
+
+    use tether_core::pool::{Ending, IdlePool};
+
+    use crate::upstream::stream::Stream;
+
+    /// How often a thread's pools drop expired connections and those of removed servers.
+    const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+    struct Pools {
+        by_origin: HashMap<u64, (IdlePool<Stream>, Weak<()>)>,
+        swept: Instant,
+    }
+
+    thread_local! {
+        static POOLS: RefCell<Pools> =
+            RefCell::new(Pools { by_origin: HashMap::new(), swept: Instant::now() });
+    }
+
+    pub(super) fn checkout(origin: u64, now: Instant) -> Option<Stream> {
+        POOLS.with_borrow_mut(|p| p.by_origin.get_mut(&origin)?.0.checkout(now))
+    }
+
+    pub(super) fn checkin(
+        origin: u64,
+        io: Stream,
+        ending: Ending,
+        now: Instant,
+        new_pool: impl FnOnce() -> (IdlePool<Stream>, Weak<()>),
+    ) {
+        // A refused connection is closed after the borrow ends.
+        let refused = POOLS.with_borrow_mut(|p| {
+            let refused =
+                p.by_origin.entry(origin).or_insert_with(new_pool).0.checkin(io, ending, now);
+            p.sweep_if_due(now);
+            refused
+        });
+        drop(refused);
+    }
+
+    /// Drops this thread's expired idle connections and the pools of removed servers, at
+    /// most once a [`SWEEP_EVERY`]. Called on every checkin and when a worker thread goes
+    /// idle (the runtime's park hook), so a quiet thread does not hold connections open.
+    pub fn sweep() {
+        // Never re-entered: the park hook runs outside any checkin.
+        let _ = POOLS.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                p.sweep_if_due(Instant::now());
+            }
+        });
+    }
+
+    impl Pools {
+        fn sweep_if_due(&mut self, now: Instant) {
+            if now.saturating_duration_since(self.swept) < SWEEP_EVERY {
+                return;
+            }
+            self.swept = now;
+            self.by_origin.retain(|_, (pool, alive)| {
+                pool.prune(now);
+                alive.strong_count() > 0 && !pool.is_empty()
+            });
+        }
+    }
+}
+
+/// What went wrong with one request to a server, by whose fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server could not be reached (lookup, connect, TLS handshake, connect timeout).
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The connection failed during the exchange (reset, closed before answering).
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The server's response breaks HTTP/1.1 or the response-framing policy.
+    #[error("{0}")]
+    Server(String),
+    /// No response head within the response timeout.
+    #[error("no response head in time")]
+    Timeout,
+    /// A request head that cannot be written faithfully (nothing was sent).
+    #[error("{0}")]
+    NotForwardable(String),
+    /// The client paused its body longer than the listener allows.
+    #[error("the client stopped sending its request body")]
+    ClientBodyTimeout,
+    /// The client's body went past `max_body_bytes`.
+    #[error("the request body is larger than max_body_bytes")]
+    BodyTooLarge,
+    /// Reading the client's body failed.
+    #[error("{0}")]
+    ClientBody(String),
+}
+
+impl Error {
+    /// The error of a failed request body, by its cause.
+    fn client_body(e: super::body::BodyError) -> Self {
+        if e.is::<BodyStalled>() {
+            Error::ClientBodyTimeout
+        } else if e.is::<BodyTooLarge>() {
+            Error::BodyTooLarge
+        } else if e.is::<ClientBodyFailed>() {
+            Error::ClientBody(e.to_string())
+        } else {
+            Error::ClientBody(format!("request body: {e}"))
+        }
+    }
+}
+
+/// A request head as it goes to servers, written once and sent on each attempt.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    head: Bytes,
+    /// The body is sent chunked (it has no `Content-Length`).
+    chunked: bool,
+    /// `HEAD`: the response has no body.
+    to_head: bool,
+    /// The request asks to switch protocols: a `101` answer is expected.
+    upgrade: bool,
+}
+
+/// Encodes the head of a request whose headers are ready for the server (hop-by-hop ones
+/// removed, forwarding ones added). The body, when there is one, goes by its
+/// `Content-Length`, else chunked; a `POST`, `PUT` or `PATCH` without a body says
+/// `Content-Length: 0`.
+pub fn encode(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    has_body: bool,
+    upgrade: bool,
+) -> Result<Encoded, Error> {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let has_length = headers.contains_key(CONTENT_LENGTH);
+    let chunked = has_body && !has_length;
+    let wants_length = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    let framing: Option<(&[u8], &[u8])> = if chunked {
+        Some((b"transfer-encoding", b"chunked"))
+    } else if !has_body && !has_length && wants_length {
+        Some((b"content-length", b"0"))
+    } else {
+        None
+    };
+    let lines = headers
+        .iter()
+        .filter(|(name, _)| **name != TRANSFER_ENCODING)
+        .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()))
+        .chain(framing);
+    let size: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    let mut out = Vec::with_capacity(size + target.len() + 48);
+    write_request_head(&mut out, method.as_str().as_bytes(), target.as_bytes(), lines)
+        .map_err(|e| Error::NotForwardable(e.to_string()))?;
+    let to_head = *method == Method::HEAD;
+    Ok(Encoded { head: Bytes::from(out), chunked, to_head, upgrade })
+}
+
+/// Sends `req` with `body` to `origin` and waits for the response head; `response_timeout`
+/// counts from the end of the request (its last body byte).
+pub async fn send(
+    origin: &Arc<Origin>,
+    req: &Encoded,
+    mut body: super::body::ReqBody,
+    response_timeout: Duration,
+) -> Result<Response<ResponseBody>, Error> {
+    let replayable = matches!(body, super::body::ReqBody::Empty);
+    let mut pooled = true;
+    loop {
+        let (io, reused) = match pooled.then(|| origin.checkout()).flatten() {
+            Some(io) => (io, true),
+            None => (origin.dialer.connect().await.map_err(Error::Connect)?, false),
+        };
+        let body = std::mem::replace(&mut body, super::body::ReqBody::Empty);
+        let mut ex = Box::new(Exchange::new(io, req.head.clone(), body, req.chunked, req.to_head));
+        let mut spans = Vec::with_capacity(16);
+        match read_head(&mut ex, &origin.limits, &mut spans, response_timeout).await {
+            Ok(head) => return respond(origin, ex, &head, &spans, req.upgrade),
+            Err(Error::Io(e)) if reused && replayable && !ex.received => {
+                tracing::debug!(error = %e, "a pooled server connection was closed; sending again on a new one");
+                pooled = false;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Drives the upload and reads the response head; the response timer starts once the
+/// request has been written whole (or the server stopped taking it).
+async fn read_head(
+    ex: &mut Exchange,
+    limits: &HeadLimits,
+    spans: &mut Vec<HeaderSpan>,
+    response_timeout: Duration,
+) -> Result<ResponseHead, Error> {
+    let mut timer = pin!(tokio::time::sleep(response_timeout));
+    let mut timer_started = false;
+    poll_fn(|cx| {
+        if !ex.upload_over() {
+            if let Poll::Ready(Err(e)) = ex.poll_upload(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        if let Poll::Ready(head) = ex.poll_head(cx, limits, spans) {
+            return Poll::Ready(head);
+        }
+        if ex.upload_over() {
+            if !timer_started {
+                timer_started = true;
+                timer.as_mut().reset(tokio::time::Instant::now() + response_timeout);
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(Error::Timeout));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The response for the client: the head's status and headers (the framing header Tether
+/// chose, never the server's lines), and the body still on the connection.
+fn respond(
+    origin: &Arc<Origin>,
+    mut ex: Box<Exchange>,
+    head: &ResponseHead,
+    spans: &[HeaderSpan],
+    upgrade: bool,
+) -> Result<Response<ResponseBody>, Error> {
+    if head.is_upgrade() && !upgrade {
+        return Err(Error::Server("a 101 answer to a request that asked for no upgrade".into()));
+    }
+    let bytes = ex.rbuf.split_to(head.len).freeze();
+    let headers = response_headers(&bytes, spans, head.framing)?;
+    let reuse = Reuse { head_allows: head.reusable(), framing_doubtful: head.length_dropped };
+    let framing = if head.is_upgrade() { BodyFraming::NoBody } else { head.framing };
+    let mut body = ResponseBody::new(ex, Arc::clone(origin), framing, reuse);
+    if !head.is_upgrade() && matches!(framing, BodyFraming::NoBody | BodyFraming::Length(0)) {
+        body.end_now();
+    }
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(head.status)
+        .map_err(|_| Error::Server(format!("invalid status {}", head.status)))?;
+    *resp.version_mut() = if head.minor_version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+/// The header map of a response head held in `bytes` (values share its memory). The
+/// server's framing lines are replaced by one `Content-Length` for a length-framed body;
+/// a bodiless response keeps its (validated) length once.
+fn response_headers(
+    bytes: &Bytes,
+    spans: &[HeaderSpan],
+    framing: BodyFraming,
+) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::with_capacity(spans.len() + 1);
+    let mut kept_length = None;
+    for s in spans {
+        let name = HeaderName::from_bytes(s.name.get(bytes))
+            .map_err(|_| Error::Server("invalid response header name".into()))?;
+        if name == TRANSFER_ENCODING {
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            let first = s.value.get(bytes).split(|b| *b == b',').next().unwrap_or_default();
+            kept_length =
+                kept_length.or(tether_core::h1::response::parse_length(first.trim_ascii()));
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(bytes.slice(s.value.range()))
+            .map_err(|_| Error::Server("invalid response header value".into()))?;
+        map.append(name, value);
+    }
+    let length = match framing {
+        BodyFraming::Length(n) => Some(n),
+        BodyFraming::NoBody => kept_length,
+        BodyFraming::Chunked | BodyFraming::UntilClose => None,
+    };
+    if let Some(n) = length {
+        map.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    Ok(map)
+}
