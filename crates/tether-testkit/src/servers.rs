@@ -21,6 +21,7 @@ mod body;
 mod echo;
 mod raw;
 mod recorder;
+pub mod scripted;
 mod status;
 mod websocket;
 

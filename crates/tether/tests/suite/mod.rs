@@ -6,6 +6,7 @@ mod big_bodies;
 mod dashboard;
 mod demo;
 mod edge;
+mod engine;
 mod fault_probe;
 mod h2_floods;
 mod health;
