@@ -10,8 +10,9 @@
 //! of the head (`tether_core::h1::response`).
 //!
 //! A pooled connection that the server closed while it sat idle is noticed before use
-//! ([`Stream::is_usable`]); when the close races the request instead, a request without a
-//! body is sent again once on a new connection (the server never saw it: nothing came back).
+//! ([`Stream::is_usable`]); when the close races the request instead, an idempotent request
+//! without a body is sent again once on a new connection (nothing came back; a `POST` is
+//! never sent twice).
 
 mod body;
 mod exchange;
@@ -215,6 +216,8 @@ pub struct Encoded {
     to_head: bool,
     /// The request asks to switch protocols: a `101` answer is expected.
     upgrade: bool,
+    /// The method is idempotent (RFC 9110 §9.2.2): sending it twice does no harm.
+    idempotent: bool,
 }
 
 /// Encodes the head of a request whose headers are ready for the server (hop-by-hop ones
@@ -249,7 +252,8 @@ pub fn encode(
     write_request_head(&mut out, method.as_str().as_bytes(), target.as_bytes(), lines)
         .map_err(|e| Error::NotForwardable(e.to_string()))?;
     let to_head = *method == Method::HEAD;
-    Ok(Encoded { head: Bytes::from(out), chunked, to_head, upgrade })
+    let idempotent = method.is_idempotent();
+    Ok(Encoded { head: Bytes::from(out), chunked, to_head, upgrade, idempotent })
 }
 
 /// Sends `req` with `body` to `origin` and waits for the response head; `response_timeout`
@@ -260,7 +264,9 @@ pub async fn send(
     mut body: super::body::ReqBody,
     response_timeout: Duration,
 ) -> Result<Response<ResponseBody>, Error> {
-    let replayable = matches!(body, super::body::ReqBody::Empty);
+    // Sent again only when nothing came back, it has no body to replay, and sending it
+    // twice does no harm (RFC 9112 §9.3.1): a POST is never replayed.
+    let replayable = req.idempotent && matches!(body, super::body::ReqBody::Empty);
     let mut pooled = true;
     loop {
         let (io, reused) = match pooled.then(|| origin.checkout()).flatten() {
@@ -377,4 +383,146 @@ fn response_headers(
         map.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tether_core::h1::parse_response;
+
+    /// The headers the client gets for a response head, or the refusal.
+    fn forwarded(head: &str, to_head: bool) -> Result<Vec<(String, String)>, String> {
+        let bytes = Bytes::copy_from_slice(head.as_bytes());
+        let mut spans = Vec::new();
+        let parsed = parse_response(&bytes, &HeadLimits::default(), to_head, &mut spans);
+        let head = parsed.map_err(|e| e.to_string())?.ok_or("incomplete")?;
+        let map = response_headers(&bytes, &spans, head.framing).map_err(|e| e.to_string())?;
+        Ok(map.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect())
+    }
+
+    fn lengths(headers: &[(String, String)]) -> Vec<&str> {
+        headers.iter().filter(|(k, _)| k == "content-length").map(|(_, v)| v.as_str()).collect()
+    }
+
+    #[test]
+    fn the_client_gets_the_one_framing_tether_chose() {
+        // (case, response head, to a HEAD request, Content-Length values forwarded; None: 502)
+        type Case = (&'static str, &'static str, bool, Option<&'static [&'static str]>);
+        let cases: &[Case] = &[
+            ("a length", "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n", false, Some(&["3"])),
+            ("chunked", "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", false, Some(&[])),
+            (
+                "chunked wins over a length, which is dropped",
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+                false,
+                Some(&[]),
+            ),
+            (
+                "agreeing lengths collapse",
+                "HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\ncontent-length: 3\r\n\r\n",
+                false,
+                Some(&["3"]),
+            ),
+            (
+                "a HEAD answer keeps its length once",
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\ncontent-length: 9\r\n\r\n",
+                true,
+                Some(&["9"]),
+            ),
+            ("until close: no length", "HTTP/1.1 200 OK\r\nx: y\r\n\r\n", false, Some(&[])),
+            (
+                "an unknown coding",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                false,
+                None,
+            ),
+            (
+                "differing lengths",
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
+                false,
+                None,
+            ),
+        ];
+        for (case, head, to_head, want) in cases {
+            let got = forwarded(head, *to_head);
+            match want {
+                Some(want) => {
+                    let got = got.unwrap_or_else(|e| panic!("{case}: refused: {e}"));
+                    assert_eq!(lengths(&got), *want, "{case}");
+                    assert!(got.iter().all(|(k, _)| k != "transfer-encoding"), "{case}");
+                }
+                None => assert!(got.is_err(), "{case}: {got:?}"),
+            }
+        }
+    }
+
+    fn encoded(method: Method, uri: &str, headers: &[(&str, &str)], has_body: bool) -> String {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let uri: Uri = uri.parse().unwrap();
+        let e = encode(&method, &uri, &map, has_body, false).unwrap();
+        String::from_utf8(e.head.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_request_head_says_how_its_body_is_framed() {
+        let rows: &[(&str, Method, &str, &[(&str, &str)], bool, &str)] = &[
+            (
+                "no body",
+                Method::GET,
+                "/a?b",
+                &[("host", "x")],
+                false,
+                "GET /a?b HTTP/1.1\r\nhost: x\r\n\r\n",
+            ),
+            (
+                "a body with a length goes by it",
+                Method::POST,
+                "/",
+                &[("content-length", "5")],
+                true,
+                "POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n",
+            ),
+            (
+                "a body without one is chunked",
+                Method::PUT,
+                "/",
+                &[],
+                true,
+                "PUT / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            ),
+            (
+                "an empty POST says so",
+                Method::POST,
+                "/",
+                &[],
+                false,
+                "POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            ),
+            (
+                "absolute form becomes origin form",
+                Method::GET,
+                "http://h/p",
+                &[],
+                false,
+                "GET /p HTTP/1.1\r\n\r\n",
+            ),
+            (
+                "a request for the server itself",
+                Method::OPTIONS,
+                "*",
+                &[],
+                false,
+                "OPTIONS * HTTP/1.1\r\n\r\n",
+            ),
+        ];
+        for (case, method, uri, headers, has_body, want) in rows {
+            assert_eq!(encoded(method.clone(), uri, headers, *has_body), *want, "{case}");
+        }
+    }
 }
