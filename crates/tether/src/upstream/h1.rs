@@ -471,7 +471,16 @@ mod tests {
 
     #[test]
     fn a_request_head_says_how_its_body_is_framed() {
-        let rows: &[(&str, Method, &str, &[(&str, &str)], bool, &str)] = &[
+        /// (case, method, target, headers, has a body, the head written)
+        type Row = (
+            &'static str,
+            Method,
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            bool,
+            &'static str,
+        );
+        let rows: &[Row] = &[
             (
                 "no body",
                 Method::GET,
