@@ -6,6 +6,10 @@
 //!   RFC 9112 §6.3 and Tether's response-framing policy (docs/security.md, "Response
 //!   framing"): no body, a length, chunked, or until the server closes — and whether the
 //!   server's connection may carry another request afterwards.
+//! - [`head`]: a client's request head, parsed with httparse and judged by Tether's
+//!   request-framing policy in the same pass (the refusals of hyper and of
+//!   `proxy::framing` today, each with its status): its one body framing, and whether the
+//!   client asked to close, to upgrade or for `100 Continue`.
 //! - [`body`]: the streaming body decoder (by length, chunked, until close), fed reads of any
 //!   size, returning ranges of its input and never buffering a body; and the chunked encoder.
 //! - [`request`]: the request head Tether writes to a server, in one pass, refusing bytes
@@ -18,6 +22,7 @@
 //! property tests in `h1/tests.rs` hold the codec to that.
 
 pub mod body;
+pub mod head;
 pub mod reply;
 pub mod request;
 pub mod response;
@@ -26,6 +31,7 @@ pub mod response;
 mod tests;
 
 pub use body::{BodyError, BodyFraming, Decoder, Piece, Step, Trailers};
+pub use head::{RequestHead, RequestHeadError, parse_request};
 pub use request::{RequestError, write_request_head};
 pub use response::{HeadLimits, HeaderSpan, ResponseError, ResponseHead, Span, parse_response};
 

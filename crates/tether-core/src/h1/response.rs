@@ -99,7 +99,7 @@ impl Span {
     }
 
     /// Where `part`, a subslice of `buf`, lies in it.
-    fn of(buf: &[u8], part: &[u8]) -> Span {
+    pub(crate) fn of(buf: &[u8], part: &[u8]) -> Span {
         let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
         // Heads are at most u32::MAX bytes (`max_head_bytes` is capped): no truncation.
         let start = u32::try_from(start).unwrap_or(u32::MAX);
