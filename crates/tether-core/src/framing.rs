@@ -179,7 +179,7 @@ impl HeadScan {
         let used = len - before;
         let index = self.heads;
         self.heads += 1;
-        if framing.length.is_some() && framing.transfer_encoding {
+        if framing.length_line && framing.transfer_encoding {
             found(Finding::BothFramings(index));
         }
         if let Some(name) = framing.unknown_coding_at {
@@ -259,6 +259,9 @@ impl HeadScan {
 #[derive(Debug, Clone, Copy)]
 struct Framing {
     length: Option<u64>,
+    /// A `Content-Length` line, readable or not (with `Transfer-Encoding`, hyper ignores it
+    /// whatever it holds, but the head still has both framings).
+    length_line: bool,
     transfer_encoding: bool,
     chunked: bool,
     /// `Upgrade` or `CONNECT`: the bytes after it may be a tunnel.
@@ -284,6 +287,7 @@ fn parse_head(bytes: &[u8]) -> Parsed {
     };
     let mut f = Framing {
         length: None,
+        length_line: false,
         transfer_encoding: false,
         chunked: false,
         tunnel: req.method == Some("CONNECT"),
@@ -291,6 +295,7 @@ fn parse_head(bytes: &[u8]) -> Parsed {
     };
     let mut codings = 0;
     let mut unknown = None;
+    let mut length_invalid = false;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             f.transfer_encoding = true;
@@ -302,17 +307,20 @@ fn parse_head(bytes: &[u8]) -> Parsed {
                 unknown = Some(h.name.as_ptr() as usize - bytes.as_ptr() as usize);
             }
         } else if h.name.eq_ignore_ascii_case("content-length") {
+            f.length_line = true;
             let first = h.value.split(|b| *b == b',').next().unwrap_or(&[]).trim_ascii();
             let n = std::str::from_utf8(first).ok().and_then(|s| s.parse::<u64>().ok());
-            match n {
-                Some(n) => f.length = Some(n),
-                None => return Parsed::Invalid,
-            }
+            length_invalid |= n.is_none();
+            f.length = n.or(f.length);
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             f.tunnel = true;
         }
     }
-    if codings == 1 && f.length.is_none() && req.version == Some(1) {
+    if length_invalid && !f.transfer_encoding {
+        // hyper refuses it (400) itself; nothing for the scan to add.
+        return Parsed::Invalid;
+    }
+    if codings == 1 && !f.length_line && req.version == Some(1) {
         f.unknown_coding_at = unknown;
     }
     Parsed::Complete(len, f)
@@ -363,6 +371,21 @@ mod tests {
             assert_eq!(flagged(&stream, split), (vec![2], false), "split at {split}");
         }
         assert_eq!(flagged(TE_CL, 7).0, vec![0]);
+    }
+
+    #[test]
+    fn a_length_beside_a_coding_counts_whatever_it_holds() {
+        // hyper ignores a Content-Length after Transfer-Encoding without reading it: an
+        // unreadable one must still make the head one with both framings.
+        for length in ["abc", "", "-1", "5, x"] {
+            let head = format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: {length}\r\n\r\n0\r\n\r\n"
+            );
+            assert_eq!(flagged(head.as_bytes(), 3).0, vec![0], "{length:?}");
+        }
+        // Alone, an unreadable length is hyper's to refuse: not flagged.
+        let alone = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n";
+        assert_eq!(flagged(alone, 3).0, Vec::<u64>::new());
     }
 
     #[test]
