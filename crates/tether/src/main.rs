@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tether::config::Config;
-use tether::runtime::Tether;
+use tether::runtime::{Tether, Workers};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: the data path allocates small, short-lived buffers per
@@ -70,8 +70,10 @@ fn main() -> ExitCode {
     tether::tls::install_crypto_provider();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run_async(serve(config)),
-        Command::Demo { listen, admin } => run_async(tether::demo::run(listen, admin)),
+        Command::Run { config } => run(config),
+        Command::Demo { listen, admin } => {
+            run_async(worker_threads(), tether::demo::run(listen, admin))
+        }
     }
 }
 
@@ -117,7 +119,24 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
+/// `tether run`: with several worker threads, thread per core ([`Workers`]) and the
+/// controller on a runtime of its own; with one, everything on one current-thread runtime.
+fn run(config: PathBuf) -> ExitCode {
+    let threads = worker_threads();
+    if threads == 1 {
+        return run_async(1, serve(config, None));
+    }
+    match Workers::start(threads) {
+        Ok(workers) => run_async(1, serve(config, Some(workers))),
+        Err(e) => {
+            tracing::error!(error = %e, "fatal: cannot start the worker threads");
+            eprintln!("tether: cannot start the worker threads: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf, workers: Option<Workers>) -> anyhow::Result<ExitCode> {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -126,7 +145,10 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let tether = Tether::start(config, Some(path)).await?;
+    let tether = match &workers {
+        Some(w) => Tether::start_on(config, Some(path), w).await?,
+        None => Tether::start(config, Some(path)).await?,
+    };
     let drained = tether.run_until_signal().await.context("installing signal handlers")?;
     if drained {
         tracing::info!("shutdown complete");
@@ -137,16 +159,21 @@ async fn serve(path: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_async<F>(fut: F) -> ExitCode
-where
-    F: std::future::Future<Output = anyhow::Result<ExitCode>>,
-{
-    let threads = std::env::var("TETHER_WORKER_THREADS")
+/// `TETHER_WORKER_THREADS`, else one per CPU this process may run on.
+fn worker_threads() -> usize {
+    std::env::var("TETHER_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&n| n > 0)
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1);
+        .unwrap_or(1)
+}
+
+/// Runs `fut` on a runtime of `threads` threads.
+fn run_async<F>(threads: usize, fut: F) -> ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
     // One thread: a current-thread runtime has no cross-thread queues or work stealing to pay
     // for (see docs/performance.md for the measurement).
     let runtime = if threads == 1 {

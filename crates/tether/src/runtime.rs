@@ -101,10 +101,38 @@ impl Signals {
     }
 }
 
+/// Worker threads, thread per core: each runs a current-thread runtime of its own, accepts
+/// from its own `SO_REUSEPORT` socket of every listener, and serves those connections start
+/// to end — its own upstream connection pools, no task moving between threads, no shared
+/// queue. They share only the snapshot and atomics. The controller, the admin API and health
+/// checks run on the runtime that started Tether.
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads, which run for the rest of the process.
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .on_thread_park(on_worker_park)
+                .enable_all()
+                .build()?;
+            handles.push(rt.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("tether-worker-{i}"))
+                .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(Self { handles })
+    }
+}
+
 impl Tether {
-    /// Binds every listener of `config` and starts serving. `config_path` is re-read on reload.
+    /// Binds every listener of `config` and starts serving on the current runtime.
+    /// `config_path` is re-read on reload.
     pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Self, StartError> {
-        Self::start_with(config, config_path, None).await
+        Self::start_inner(config, config_path, None, None).await
     }
 
     /// Like [`Tether::start`], with extra routes on the admin listener (the demo's controls).
@@ -112,6 +140,25 @@ impl Tether {
         config: Config,
         config_path: Option<PathBuf>,
         admin_extra: Option<axum::Router>,
+    ) -> Result<Self, StartError> {
+        Self::start_inner(config, config_path, admin_extra, None).await
+    }
+
+    /// Like [`Tether::start`], client connections served by `workers` (one listening socket
+    /// per worker and listener).
+    pub async fn start_on(
+        config: Config,
+        config_path: Option<PathBuf>,
+        workers: &Workers,
+    ) -> Result<Self, StartError> {
+        Self::start_inner(config, config_path, None, Some(workers)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        config_path: Option<PathBuf>,
+        admin_extra: Option<axum::Router>,
+        workers: Option<&Workers>,
     ) -> Result<Self, StartError> {
         let fallback_keys = fallback_keys(&config)?;
         let signals = match Signals::install() {
@@ -131,17 +178,13 @@ impl Tether {
         let mut accept_tasks = JoinSet::new();
         let mut bound = Vec::new();
         for (index, l) in listeners.iter().enumerate() {
-            let listener = server::bind(l.address).map_err(|error| StartError::Bind {
-                name: l.name.clone(),
-                address: l.address,
-                error,
-            })?;
-            let address = listener.local_addr().unwrap_or(l.address);
+            let stop = (drain_rx.clone(), drain_token.clone());
+            let address =
+                bind_listener(index, l, workers, &mut accept_tasks, &current, stop).map_err(
+                    |error| StartError::Bind { name: l.name.clone(), address: l.address, error },
+                )?;
             tracing::info!(listener = %l.name, address = %address, "listener bound");
             bound.push((l.name.clone(), address));
-            let (current, drain, token) =
-                (Arc::clone(&current), drain_rx.clone(), drain_token.clone());
-            server::spawn_acceptor(&mut accept_tasks, index, listener, current, drain, token);
         }
         let (command_tx, commands) = mpsc::channel(16);
         let admin_address = match admin {
@@ -422,6 +465,41 @@ impl Tether {
             }
         }
     }
+}
+
+/// Binds listener `index` and starts its accept loops: one on the current runtime, or one
+/// per worker, each on its own `SO_REUSEPORT` socket of the same address (port 0: the port
+/// the first socket got). Returns the bound address.
+fn bind_listener(
+    index: usize,
+    l: &crate::config::Listener,
+    workers: Option<&Workers>,
+    tasks: &mut JoinSet<()>,
+    current: &Arc<ArcSwap<Snapshot>>,
+    stop: (watch::Receiver<bool>, DrainToken),
+) -> std::io::Result<SocketAddr> {
+    let conns = server::listener_conns(index);
+    let runtimes: Vec<Option<&tokio::runtime::Handle>> = match workers {
+        Some(w) if !w.handles.is_empty() => w.handles.iter().map(Some).collect(),
+        _ => vec![None],
+    };
+    let mut address = l.address;
+    for runtime in runtimes {
+        let socket = server::bind(address, runtime.is_some())?;
+        address = socket.local_addr()?;
+        // Listening registers the socket with the I/O driver of the runtime it is made in.
+        let listener = match runtime {
+            Some(rt) => {
+                let _in_worker = rt.enter();
+                server::listen(socket)?
+            }
+            None => server::listen(socket)?,
+        };
+        let on = server::AcceptOn { runtime, conns: Arc::clone(&conns) };
+        let stop = (stop.0.clone(), stop.1.clone());
+        server::spawn_acceptor(tasks, index, listener, on, Arc::clone(current), stop);
+    }
+    Ok(address)
 }
 
 /// The cookie keys used when the configuration names none: random, for this process only

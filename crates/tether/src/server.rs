@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tether_core::conns::{ConnCounter, ConnSlot, Refused};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -29,20 +29,38 @@ mod connection;
 use connection::ActivityIo;
 pub use connection::DrainToken;
 
+/// Where an accept loop runs and what it shares with the other loops of its listener.
+pub struct AcceptOn<'a> {
+    /// The runtime of a worker thread (thread per core), or `None`: the current runtime.
+    pub runtime: Option<&'a tokio::runtime::Handle>,
+    /// The listener's connection count (`limits.max_connections`, per address), shared by
+    /// the accept loops of every worker.
+    pub conns: Arc<ConnCounter>,
+}
+
+/// The connection count of listener `index`, for [`AcceptOn::conns`].
+pub fn listener_conns(index: usize) -> Arc<ConnCounter> {
+    ConnCounter::new(u64::from(std::process::id()) ^ (index as u64) << 32)
+}
+
 /// Starts the accept loop of listener `index` (of the snapshots published in `current`) on
-/// `tasks`: each accepted connection is served in its own task holding a clone of `token`,
-/// until `drain` turns true.
+/// `tasks`: each accepted connection is served in its own task, on the same runtime as the
+/// loop, holding a clone of `token`, until `drain` turns true. `listener` must have been made
+/// in that runtime's context ([`listen`]).
 pub fn spawn_acceptor(
     tasks: &mut JoinSet<()>,
     index: usize,
     listener: TcpListener,
+    on: AcceptOn<'_>,
     current: Arc<ArcSwap<Snapshot>>,
-    drain: watch::Receiver<bool>,
-    token: DrainToken,
+    (drain, token): (watch::Receiver<bool>, DrainToken),
 ) {
-    let conns = ConnCounter::new(u64::from(std::process::id()) ^ (index as u64) << 32);
+    let conns = on.conns;
     let acceptor = Acceptor { index, listener, current, conns, drain, token };
-    tasks.spawn(acceptor.run());
+    match on.runtime {
+        Some(rt) => tasks.spawn_on(acceptor.run(), rt),
+        None => tasks.spawn(acceptor.run()),
+    };
 }
 
 /// Pending connections the kernel may queue per listener (capped by `net.core.somaxconn`).
@@ -50,16 +68,23 @@ pub fn spawn_acceptor(
 /// drops SYNs, which clients retry only after a second or more.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds a listener with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (restarts while old
-/// connections linger in TIME_WAIT).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+/// Binds a listening socket with `SO_REUSEADDR` (restarts while old connections linger in
+/// TIME_WAIT), and `SO_REUSEPORT` when several worker threads each accept from their own
+/// socket on the same address (the kernel spreads new connections over them).
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// Starts listening on a bound socket, with [`LISTEN_BACKLOG`], in the current runtime's
+/// context (its I/O driver serves the listener and every connection accepted from it).
+pub fn listen(socket: TcpSocket) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
