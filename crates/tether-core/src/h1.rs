@@ -35,6 +35,34 @@ pub use head::{RequestHead, RequestHeadError, parse_request};
 pub use request::{RequestError, write_request_head};
 pub use response::{HeadLimits, HeaderSpan, ResponseError, ResponseHead, Span, parse_response};
 
+/// Header slots httparse gets on the stack; a larger `max_headers` costs one allocation per
+/// parse (hyper does the same past its default of 100).
+const STACK_HEADERS: usize = 100;
+
+/// Where httparse writes the header lines of one parse: uninitialised slots (httparse writes
+/// only those it fills, so a parse costs no memset), on the stack up to [`STACK_HEADERS`].
+pub(crate) struct HeaderSlots<'b> {
+    stack: [std::mem::MaybeUninit<httparse::Header<'b>>; STACK_HEADERS],
+    heap: Vec<std::mem::MaybeUninit<httparse::Header<'b>>>,
+}
+
+impl<'b> HeaderSlots<'b> {
+    pub(crate) fn new() -> Self {
+        Self { stack: [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS], heap: Vec::new() }
+    }
+
+    /// `max` slots: the parse refuses a head with more lines.
+    pub(crate) fn get(&mut self, max: usize) -> &mut [std::mem::MaybeUninit<httparse::Header<'b>>] {
+        match self.stack.get_mut(..max) {
+            Some(slots) => slots,
+            None => {
+                self.heap.resize_with(max, std::mem::MaybeUninit::uninit);
+                &mut self.heap[..]
+            }
+        }
+    }
+}
+
 /// A byte of an RFC 9110 token (method, header name, coding name).
 pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)

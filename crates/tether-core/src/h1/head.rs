@@ -58,13 +58,8 @@
 //! HTTP/2 preface (`PRI * HTTP/2.0` is `Malformed` here, so sniff it first); a declared
 //! length over `max_body_bytes` (`413`, from [`BodyFraming::Length`]).
 
-use std::mem::MaybeUninit;
-
 use super::body::BodyFraming;
 use super::response::{HeadLimits, HeaderSpan, Span, parse_length};
-
-/// Header slots httparse gets on the stack; more cost one allocation per parse.
-const STACK_SLOTS: usize = 100;
 
 /// The longest request target hyper accepts (`u16::MAX - 1`); longer is `414`.
 pub const MAX_TARGET_LEN: usize = 65534;
@@ -178,17 +173,8 @@ pub fn parse_request(
 ) -> Result<Option<RequestHead>, RequestHeadError> {
     headers.clear();
     let max_bytes = limits.max_head_bytes.min(u32::MAX as usize);
-    // Uninitialised slots: httparse writes only those it fills, so a parse costs no memset.
-    let mut on_stack: [MaybeUninit<httparse::Header<'_>>; STACK_SLOTS] =
-        [const { MaybeUninit::uninit() }; STACK_SLOTS];
-    let mut on_heap = Vec::new();
-    let slots = match on_stack.get_mut(..limits.max_headers) {
-        Some(slots) => slots,
-        None => {
-            on_heap.resize_with(limits.max_headers, MaybeUninit::uninit);
-            &mut on_heap[..]
-        }
-    };
+    let mut storage = super::HeaderSlots::new();
+    let slots = storage.get(limits.max_headers);
     // Only the bytes the head may fill are parsed: whatever lies past them (and however much
     // of it has arrived) cannot change the answer.
     let window = &buf[..buf.len().min(max_bytes)];

@@ -25,14 +25,9 @@
 //! HTTP/1.0 without `keep-alive`) — see [`ResponseHead::reusable`]. A `2xx` answer to
 //! `CONNECT` (a tunnel) is not handled here: Tether refuses `CONNECT` before any server.
 
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::body::BodyFraming;
-
-/// Header slots httparse gets on the stack; a larger `max_headers` costs one allocation per
-/// parse (hyper does the same past its default of 100).
-const STACK_HEADERS: usize = 100;
 
 /// How large a response head may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,16 +170,8 @@ pub fn parse_response(
 ) -> Result<Option<ResponseHead>, ResponseError> {
     headers.clear();
     let max_bytes = limits.max_head_bytes.min(u32::MAX as usize);
-    // Uninitialised slots: httparse writes only those it fills, so a parse costs no memset.
-    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
-        [const { MaybeUninit::uninit() }; STACK_HEADERS];
-    let mut heap = Vec::new();
-    let slots = if limits.max_headers <= STACK_HEADERS {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap.resize_with(limits.max_headers, MaybeUninit::uninit);
-        &mut heap[..]
-    };
+    let mut storage = super::HeaderSlots::new();
+    let slots = storage.get(limits.max_headers);
     let mut res = httparse::Response::new(&mut []);
     let parsed =
         httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, slots);
