@@ -13,7 +13,7 @@ pub mod framing;
 pub mod headers;
 pub mod log;
 mod select;
-mod upgrade;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -22,8 +22,8 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tether_core::framing::Finding;
+use tether_core::h1::RequestHeadError;
 
 use self::affinity::{Outcome, Pin};
 use self::body::Held;
@@ -31,7 +31,7 @@ use self::body::RespBody;
 use self::error::ProxyError;
 use self::log::AccessLog;
 use self::select::Tried;
-use crate::upstream::body::ReqBody;
+use crate::upstream::body::{ClientBody, ReqBody};
 use crate::upstream::{ResponseBody as UpstreamBody, ServerClient, UpstreamClient, h1};
 use tether_core::retry::{Attempt, RetryPolicy, Verdict};
 
@@ -104,7 +104,14 @@ pub enum ClientCert {
 }
 
 /// Serves one request against `snap`; never fails (errors become small plain-text answers).
-pub async fn handle(snap: &Snapshot, ctx: &ConnCtx, req: Request<Incoming>) -> Response<RespBody> {
+/// `upgrade` is the client's side of a tunnel, for an HTTP/1.1 request asking to upgrade:
+/// the connection, once the `101` has been written to it.
+pub async fn handle(
+    snap: &Snapshot,
+    ctx: &ConnCtx,
+    req: Request<ClientBody>,
+    upgrade: Option<upgrade::ClientUpgrade>,
+) -> Response<RespBody> {
     let Some(listener) = snap.listeners.get(ctx.listener) else {
         return ProxyError::NoRoute.response();
     };
@@ -122,7 +129,7 @@ pub async fn handle(snap: &Snapshot, ctx: &ConnCtx, req: Request<Incoming>) -> R
     });
     let mut pending = Unanswered { log, server: None, listener: ctx.listener, answered: false };
     let arrived = Instant::now();
-    let resp = match forward(snap, listener, ctx, req, arrived, &mut pending).await {
+    let resp = match forward(snap, listener, ctx, (req, upgrade), arrived, &mut pending).await {
         Ok(resp) => resp,
         Err(e) => e.response(),
     };
@@ -192,7 +199,7 @@ async fn forward<'s>(
     snap: &'s Snapshot,
     listener: &ListenerView,
     ctx: &ConnCtx,
-    mut req: Request<Incoming>,
+    (mut req, upgrade): (Request<ClientBody>, Option<upgrade::ClientUpgrade>),
     arrived: Instant,
     pending: &mut Unanswered<'s>,
 ) -> Result<Response<RespBody>, ProxyError> {
@@ -208,7 +215,7 @@ async fn forward<'s>(
     if listener.rate.is_some() || backend.rate.is_some() {
         rate_limit(listener, backend, ctx, &req, session)?;
     }
-    let mut outgoing = Outgoing::prepare(req, listener, ctx, backend)?;
+    let mut outgoing = Outgoing::prepare(req, upgrade, listener, ctx, backend)?;
     let answered = attempt(backend, pin.as_ref(), &mut outgoing, listener, ctx, pending).await?;
     backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
     Ok(finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log()))
@@ -220,9 +227,14 @@ async fn forward<'s>(
 fn refuse_bad_framing(
     listener: &ListenerView,
     ctx: &ConnCtx,
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
 ) -> Result<(), ProxyError> {
     let refused = |why| listener.conn.metrics.request_refused(why);
+    if let Some(e) = req.extensions().get::<RequestHeadError>() {
+        let (why, err) = framing::refusal(*e);
+        refused(why);
+        return Err(err);
+    }
     if req.method() == http::Method::CONNECT {
         // A reverse proxy opens no tunnel to an address of the client's choosing (HTTP/1.1
         // or HTTP/2): refused before a server is chosen, so no server is blamed.
@@ -270,7 +282,7 @@ async fn read_affinity(
     backend: &BackendView,
     listener: &ListenerView,
     ctx: &ConnCtx,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     now: u32,
 ) -> (Option<Pin>, Option<u128>) {
     match backend.sticky.as_ref().map(|s| (s, &s.config.mode)) {
@@ -301,7 +313,7 @@ struct Outgoing {
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
     /// No body: the request can be sent again.
     replayable: bool,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<upgrade::ClientUpgrade>,
 }
 
 impl Outgoing {
@@ -309,13 +321,15 @@ impl Outgoing {
     /// listener's stall timer and size limit. A head that cannot be written faithfully is
     /// refused here, before any server is tried.
     fn prepare(
-        mut req: Request<Incoming>,
+        req: Request<ClientBody>,
+        client_upgrade: Option<upgrade::ClientUpgrade>,
         listener: &ListenerView,
         ctx: &ConnCtx,
         backend: &BackendView,
     ) -> Result<Self, ProxyError> {
-        let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade = client_upgrade
+            .filter(|_| req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers()));
+        let upgrade = client_upgrade.is_some();
         let (mut parts, body) = req.into_parts();
         prepare_headers(&mut parts, listener, ctx, backend, upgrade);
         let replayable = body.is_end_stream();
@@ -452,7 +466,7 @@ fn rate_limit(
     listener: &ListenerView,
     backend: &BackendView,
     ctx: &ConnCtx,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     session: Option<u128>,
 ) -> Result<(), ProxyError> {
     let ip = headers::client_ip(ctx.peer.ip(), req.headers(), &listener.conn.trusted_proxies);
@@ -482,7 +496,7 @@ fn finish(
     now: u32,
     ctx: &ConnCtx,
     answered: Answered,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<upgrade::ClientUpgrade>,
     log: Option<&mut AccessLog>,
 ) -> Response<RespBody> {
     let Answered { resp, pick, held } = answered;
@@ -534,7 +548,7 @@ async fn send_h2(
     request: Request<ReqBody>,
     body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
     backend: &BackendView,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<hyper::body::Incoming>, ProxyError> {
     let mut response = std::pin::pin!(client.request(request));
     let mut early = None;
     if let Some(sent) = body_sent {
@@ -682,7 +696,7 @@ fn respond(
 
 /// Phase 2: the backend of the first route whose host and path prefix match, else the
 /// listener's default backend.
-fn route(snap: &Snapshot, listener: &ListenerView, req: &Request<Incoming>) -> Option<usize> {
+fn route(snap: &Snapshot, listener: &ListenerView, req: &Request<ClientBody>) -> Option<usize> {
     if !snap.routes.is_empty() {
         let host = headers::request_host(req.uri(), req.headers());
         let path = req.uri().path();

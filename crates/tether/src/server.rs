@@ -22,9 +22,11 @@ use tokio::task::JoinSet;
 use crate::metrics::ConnRefusal;
 use crate::proxy::{self, ClientCert, ConnCtx};
 use crate::snapshot::{ConnSettings, Snapshot};
+use crate::upstream::body::ClientBody;
 
 mod accept;
 mod connection;
+mod h1;
 
 use connection::ActivityIo;
 pub use connection::DrainToken;
@@ -202,7 +204,7 @@ impl Acceptor {
                 token,
             };
             match &l.tls {
-                None => serve.run(io).await,
+                None => serve.run(io, false).await,
                 // Boxed, so that plain connections do not carry the size of a TLS session in
                 // their task.
                 Some(config) => Box::pin(serve_tls(serve, io, config, l, client)).await,
@@ -237,7 +239,8 @@ async fn serve_tls(
                     ctx.client_cert = cert;
                 }
             }
-            serve.run(tls).await
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve.run(tls, h2).await
         }
         Ok(Err(e)) => {
             // A client certificate that does not verify is worth an operator's eye (a
@@ -288,12 +291,33 @@ struct Serve {
 }
 
 impl Serve {
-    async fn run<I>(self, io: I)
+    /// Serves the connection: HTTP/2 when TLS negotiated it or the client's first bytes are
+    /// its preface, else Tether's HTTP/1.1 loop.
+    async fn run<I>(self, io: I, h2: bool)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        if h2 {
+            return self.run_h2(accept::Prefixed::new(bytes::Bytes::new(), io)).await;
+        }
+        let conn = h1::Conn::new(
+            io,
+            Arc::clone(&self.ctx),
+            Arc::clone(&self.settings),
+            Arc::clone(&self.current),
+            self.drain.clone(),
+        );
+        if let h1::Ended::H2(io, read) = conn.serve().await {
+            self.run_h2(accept::Prefixed::new(read, io)).await;
+        }
+    }
+
+    /// HTTP/2 through hyper's server, each stream handed to the request path.
+    async fn run_h2<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let Serve { current, ctx, settings, drain, token } = self;
-        let scan = tether_core::framing::HeadScan::new(settings.limits.max_header_bytes);
         let (idle, header_timeout) = (settings.idle_timeout, settings.header_timeout);
         let peer = ctx.peer;
         let requests = Arc::new(connection::Requests::default());
@@ -302,27 +326,18 @@ impl Serve {
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
-            let h2 = req.version() == http::Version::HTTP_2;
-            if !h2 {
-                // Read by ActivityIo before hyper looks for more input on this connection.
-                let closing = proxy::headers::asks_to_close(req.version(), req.headers());
-                ctx.closing_request.store(closing, std::sync::atomic::Ordering::Relaxed);
-            }
-            let watch = watched.start(h2);
-            // Boxed: hyper keeps the slot for a request's future for as long as the
-            // connection lives, so an unboxed (large) future would cost every idle
-            // keep-alive connection its size; boxed, it costs one allocation per request.
-            Box::pin(async move {
-                let resp = proxy::handle(&snap, &ctx, req).await;
+            let watch = watched.start(true);
+            let req = req.map(ClientBody::H2);
+            async move {
+                let resp = proxy::handle(&snap, &ctx, req, None).await;
                 watch.answered();
                 Ok::<_, std::convert::Infallible>(resp)
-            })
+            }
         });
         let epoch = std::time::Instant::now();
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let io = ActivityIo::new(io, epoch, Arc::clone(&last), Some(scan), io_ctx);
-        let io = TokioIo::new(io);
-        let conn = settings.http.serve_connection_with_upgrades(io, service).into_owned();
+        let io = ActivityIo::new(io, epoch, Arc::clone(&last), None, io_ctx);
+        let conn = settings.http.serve_connection(TokioIo::new(io), service);
         let on_abuse = || {
             tracing::warn!(
                 client = %peer,

@@ -15,7 +15,6 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use tether_core::affinity::{CookieKeys, ServerTag};
 use tether_core::balance::{self, Algorithm, Balancer, Member};
@@ -97,8 +96,8 @@ pub struct ConnSettings {
     pub header_timeout: Duration,
     /// `timeouts.idle`.
     pub idle_timeout: Duration,
-    /// HTTP/1 and HTTP/2 settings of its connections.
-    pub http: auto::Builder<TokioExecutor>,
+    /// HTTP/2 settings of its connections.
+    pub http: hyper::server::conn::http2::Builder<TokioExecutor>,
     /// Refusal counters.
     pub metrics: ListenerMetrics,
 }

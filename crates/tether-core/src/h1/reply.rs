@@ -23,6 +23,10 @@ pub enum ReplyFraming {
     /// No framing header: a response without a body (1xx, 204, 304), or a body delimited by
     /// closing the connection (an HTTP/1.0 client, a body of unknown length).
     Unframed,
+    /// A `101` that switches the connection to the protocol the client asked for: no framing
+    /// header, `connection: upgrade` (the caller passes the `Upgrade` line); `close` is
+    /// ignored, the connection becomes a tunnel.
+    Upgrade,
 }
 
 /// Why a response head could not be written.
@@ -104,8 +108,9 @@ fn write<'h>(
         }
         ReplyFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         ReplyFraming::Unframed => {}
+        ReplyFraming::Upgrade => out.extend_from_slice(b"connection: upgrade\r\n"),
     }
-    if close {
+    if close && framing != ReplyFraming::Upgrade {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -182,6 +187,14 @@ mod tests {
                 "HTTP/1.1 200 OK\r\nx-server: a\r\nconnection: close\r\n\r\n",
             ),
             ("no body", 204, &[], Unframed, false, "HTTP/1.1 204 OK\r\n\r\n"),
+            (
+                "switching protocols",
+                101,
+                &[("upgrade", "websocket")],
+                Upgrade,
+                true,
+                "HTTP/1.1 101 OK\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            ),
             (
                 "a zero length and close",
                 200,

@@ -39,7 +39,10 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Version};
 use tether_core::h1::response::parse_length;
 
+use tether_core::h1::RequestHeadError;
+
 use super::error::ProxyError;
+use crate::metrics::RequestRefusal;
 
 /// Checks (and normalises) the framing headers of a request head.
 pub fn check(method: &Method, version: Version, headers: &mut HeaderMap) -> Result<(), ProxyError> {
@@ -104,6 +107,33 @@ pub fn check(method: &Method, version: Version, headers: &mut HeaderMap) -> Resu
         headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(())
+}
+
+/// The answer to a head Tether's HTTP/1.1 parser refused by the framing policy
+/// (`tether_core::h1::head`), which the server passes on in the request's extensions so that
+/// the refusal is answered, counted and logged here like every other.
+pub fn refusal(e: RequestHeadError) -> (RequestRefusal, ProxyError) {
+    use RequestHeadError as E;
+    let framing = |why| (RequestRefusal::Framing, ProxyError::Framing(why));
+    match e {
+        E::Connect => (
+            RequestRefusal::Method,
+            ProxyError::NotForwardable("CONNECT is not supported".to_owned()),
+        ),
+        E::UnknownCoding => (RequestRefusal::Framing, ProxyError::UnknownCoding),
+        E::LengthRequired => (RequestRefusal::Framing, ProxyError::LengthRequired),
+        E::BothFramings => framing("both Transfer-Encoding and Content-Length"),
+        E::MissingHost => framing("an HTTP/1.1 request without Host"),
+        E::SeveralHosts => framing("more than one Host header"),
+        E::TransferEncoding => framing("a Transfer-Encoding other than chunked alone"),
+        E::TransferEncodingOnHttp10 => framing("Transfer-Encoding in an HTTP/1.0 request"),
+        E::InvalidContentLength => framing("an invalid Content-Length"),
+        E::ConflictingContentLength => framing("conflicting Content-Length values"),
+        E::Malformed(_) => framing("a malformed request head"),
+        E::TooLarge | E::TooManyHeaders | E::TargetTooLong => {
+            (RequestRefusal::Framing, ProxyError::TooManyHeaders)
+        }
+    }
 }
 
 /// The request's declared length, when it has a single valid `Content-Length`.

@@ -3,12 +3,35 @@
 //! Nothing is tunnelled before the server's 101: until then it is an ordinary request.
 
 use bytes::Bytes;
-use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use super::body::Held;
 use crate::upstream::stream::Stream;
+
+/// A client connection, as the tunnel takes it over (plain TCP or TLS).
+pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
+
+/// The client's connection after the `101` has been written to it, and the bytes the client
+/// sent after its request head (they go to the server first).
+pub struct Upgraded {
+    /// The connection.
+    pub io: Box<dyn ClientIo>,
+    /// Bytes read past the request head.
+    pub early: Bytes,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded").field("early", &self.early.len()).finish_non_exhaustive()
+    }
+}
+
+/// The client's side of an upgrade: the connection's loop sends it once it has written the
+/// server's `101` (and drops it when no `101` came).
+pub type ClientUpgrade = oneshot::Receiver<Upgraded>;
 
 /// Joins the client's upgraded connection and the server's (its connection, and the bytes
 /// it sent after its `101` head, which go to the client first) in a background task. The
@@ -16,22 +39,25 @@ use crate::upstream::stream::Stream;
 /// so does the drain token: a graceful shutdown lets open tunnels run for up to
 /// `grace_period`, as it does requests, and ends them when it runs out.
 pub fn tunnel(
-    client: OnUpgrade,
+    client: ClientUpgrade,
     server: (Stream, Bytes),
     guard: (Held, tokio::sync::mpsc::Sender<()>),
 ) {
     tokio::spawn(async move {
         match client.await {
             Ok(c) => copy(c, server).await,
-            Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+            Err(_) => tracing::debug!("upgrade did not complete: the client's connection ended"),
         }
         drop(guard);
     });
 }
 
 async fn copy(client: Upgraded, (mut server, early): (Stream, Bytes)) {
-    let mut c = TokioIo::new(client);
+    let Upgraded { io: mut c, early: client_early } = client;
     let copied = async {
+        if !client_early.is_empty() {
+            server.write_all(&client_early).await?;
+        }
         if !early.is_empty() {
             c.write_all(&early).await?;
         }

@@ -249,7 +249,8 @@ pub async fn drive<C: GracefulConnection>(
     let first_deadline = tokio::time::sleep(first_request);
     tokio::pin!(first_deadline);
     let mut first_checked = false;
-    let check_every = (idle / 4).max(Duration::from_millis(50));
+    // Often enough to notice both the idle time and the grace after a quiet close.
+    let check_every = (idle.min(first_request) / 4).max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(check_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let now_ms = || epoch.elapsed().as_millis() as u64;

@@ -1,15 +1,21 @@
-//! The request body sent to a server: the client's body as it arrives, with a stall timer
-//! and a size limit, or nothing (bodiless requests, which can be replayed on retry).
+//! The request body sent to a server: the client's body as it arrives ([`ClientBody`]: an
+//! HTTP/2 stream's, or an HTTP/1.1 body that Tether's own server loop decodes and hands over
+//! piece by piece), with a stall timer and a size limit, or nothing (bodiless requests, which
+//! can be replayed on retry).
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
 /// The body forwarded to a server.
@@ -27,7 +33,7 @@ pub enum ReqBody {
 /// it needs while it keeps moving).
 #[derive(Debug)]
 pub struct Streaming {
-    body: Incoming,
+    body: ClientBody,
     /// Bytes the body may still carry (`max_body_bytes`; `u64::MAX` when unlimited).
     allowance: u64,
     stall: Duration,
@@ -48,7 +54,7 @@ pub struct BodyTooLarge;
 /// Reading the client's request body failed (connection lost, malformed chunking).
 #[derive(Debug, thiserror::Error)]
 #[error("reading the client's request body failed: {0}")]
-pub struct ClientBodyFailed(#[source] pub hyper::Error);
+pub struct ClientBodyFailed(#[source] pub BodyError);
 
 /// Error of a forwarded request body.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -58,7 +64,7 @@ impl ReqBody {
     /// limit); the receiver resolves once the body has been passed on completely (or was
     /// dropped).
     pub fn streaming(
-        body: Incoming,
+        body: ClientBody,
         stall: Duration,
         max_bytes: u64,
     ) -> (Self, oneshot::Receiver<()>) {
@@ -120,5 +126,133 @@ impl Body for ReqBody {
             ReqBody::Streaming(s) => s.body.size_hint(),
             ReqBody::Empty => SizeHint::with_exact(0),
         }
+    }
+}
+
+/// A client's request body as Tether's server received it.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// An HTTP/2 stream's body (hyper's server).
+    H2(Incoming),
+    /// An HTTP/1.1 body, decoded by the connection's loop.
+    H1(H1Body),
+    /// No body.
+    Empty,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::H1(b) => b.poll_data(cx).map_ok(Frame::data),
+            ClientBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H2(b) => b.is_end_stream(),
+            ClientBody::H1(b) => b.ended,
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H2(b) => b.size_hint(),
+            ClientBody::H1(b) => b.length.map_or_else(SizeHint::default, SizeHint::with_exact),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// An HTTP/1.1 request body on its way from the connection's loop, which reads and decodes
+/// it ([`H1BodySender`]), to whoever forwards it. One piece at a time: the loop reads the
+/// next only once this one has been taken, so a slow server slows the client down instead
+/// of filling memory.
+#[derive(Debug)]
+pub struct H1Body {
+    rx: mpsc::Receiver<Result<Bytes, BodyError>>,
+    want: Arc<Want>,
+    /// The declared length, for the size hint.
+    length: Option<u64>,
+    ended: bool,
+}
+
+/// The loop's end of an [`H1Body`].
+#[derive(Debug)]
+pub struct H1BodySender {
+    tx: mpsc::Sender<Result<Bytes, BodyError>>,
+    want: Arc<Want>,
+}
+
+/// What the body tells the loop: it has been asked for (the loop answers `Expect:
+/// 100-continue` then, as hyper does), and there is room for another piece.
+#[derive(Debug, Default)]
+struct Want {
+    asked: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl H1Body {
+    /// A body of `length` bytes (`None`: chunked), and the loop's end of it.
+    pub fn channel(length: Option<u64>) -> (H1BodySender, Self) {
+        let (tx, rx) = mpsc::channel(1);
+        let want = Arc::new(Want::default());
+        let body = Self { rx, want: Arc::clone(&want), length, ended: false };
+        (H1BodySender { tx, want }, body)
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if !self.want.asked.swap(true, Ordering::AcqRel) {
+            self.want.waker.wake();
+        }
+        let piece = std::task::ready!(self.rx.poll_recv(cx));
+        match &piece {
+            Some(Ok(_)) => self.want.waker.wake(),
+            Some(Err(_)) | None => self.ended = true,
+        }
+        Poll::Ready(piece)
+    }
+}
+
+impl H1BodySender {
+    /// Whether the body has been asked for.
+    pub fn asked(&self) -> bool {
+        self.want.asked.load(Ordering::Acquire)
+    }
+
+    /// Ready when the body has been asked for and has room for a piece (or is gone:
+    /// [`Self::is_closed`]).
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ready_now() {
+            return Poll::Ready(());
+        }
+        self.want.waker.register(cx.waker());
+        if self.ready_now() { Poll::Ready(()) } else { Poll::Pending }
+    }
+
+    fn ready_now(&self) -> bool {
+        self.tx.is_closed() || (self.asked() && self.tx.capacity() > 0)
+    }
+
+    /// Whoever forwarded the body dropped it.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Passes a piece on (or the error that ends the body); call after [`Self::poll_ready`].
+    /// `false`: the body is gone.
+    pub fn send(&self, piece: Result<Bytes, BodyError>) -> bool {
+        self.tx.try_send(piece).is_ok()
     }
 }

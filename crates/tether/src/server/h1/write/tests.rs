@@ -1,0 +1,112 @@
+use http::{Response, StatusCode};
+
+use super::*;
+
+fn parts(status: u16, headers: &[(&str, &str)]) -> Parts {
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (n, v) in headers {
+        resp.headers_mut().append(
+            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    resp.into_parts().0
+}
+
+/// A case: name, status, headers, the body's exact size, what was asked, and the answer.
+type Row<'a> = (&'a str, u16, &'a [(&'a str, &'a str)], Option<u64>, Asked, ReplyFraming, BodyOut);
+
+const GET: Asked = Asked { head: false, http10: false, close: false, upgrade: false };
+
+#[test]
+fn the_framing_is_chosen_from_status_method_length_and_version() {
+    use BodyOut as B;
+    use ReplyFraming as R;
+    let head = Asked { head: true, ..GET };
+    let old = Asked { http10: true, ..GET };
+    let upgrade = Asked { upgrade: true, ..GET };
+    let cl: &[(&str, &str)] = &[("content-length", "5")];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("the server's length", 200, cl, None, GET, R::Length(5), B::Length(5)),
+        ("the server's length beats the hint", 200, cl, Some(9), GET, R::Length(5), B::Length(5)),
+        ("an exact body size", 200, &[], Some(3), GET, R::Length(3), B::Length(3)),
+        ("unknown length: chunked", 200, &[], None, GET, R::Chunked, B::Chunked),
+        ("unknown length, HTTP/1.0: until close", 200, &[], None, old, R::Unframed, B::UntilClose),
+        ("HEAD keeps the length, sends no body", 200, cl, None, head, R::Length(5), B::None),
+        ("HEAD without a length", 200, &[], Some(0), head, R::Unframed, B::None),
+        ("204 has no body and no length", 204, cl, Some(0), GET, R::Unframed, B::None),
+        ("304 keeps the length", 304, cl, None, GET, R::Length(5), B::None),
+        ("101 to an upgrade request switches", 101, &[], Some(0), upgrade, R::Upgrade, B::Switch),
+        ("101 to anything else is only interim", 101, &[], Some(0), GET, R::Unframed, B::None),
+        ("a length that is not one is ignored", 200, &[("content-length", "x")], None, GET, R::Chunked, B::Chunked),
+    ];
+    for (case, status, headers, exact, asked, reply, body) in rows {
+        assert_eq!(plan(&parts(*status, headers), *exact, *asked), (*reply, *body), "{case}");
+    }
+}
+
+#[test]
+fn the_head_drops_the_servers_framing_and_connection_lines() {
+    let p = parts(200, &[("content-length", "5"), ("connection", "close"), ("x-a", "1")]);
+    assert!(asks_to_close(&p));
+    let mut out = Vec::new();
+    assert!(head(&mut out, &p, ReplyFraming::Length(5), true));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
+    );
+    assert!(!asks_to_close(&parts(200, &[("connection", "keep-alive, upgrade")])));
+}
+
+/// A writer that takes at most `max` bytes per call.
+struct Trickle {
+    got: Vec<u8>,
+    max: usize,
+}
+
+impl AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = b.len().min(self.max);
+        self.got.extend_from_slice(&b[..n]);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn queued_pieces_are_written_whole_whatever_each_write_takes() {
+    for max in [1, 2, 3, 7, 64] {
+        let mut io = Trickle { got: Vec::new(), max };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Out::default();
+        out.buf.extend_from_slice(b"HEAD\r\n");
+        let mut framing = BodyOut::Chunked;
+        out.piece(&mut framing, Bytes::from_static(b"hello"));
+        assert!(out.poll_write(&mut io, &mut cx).is_ready());
+        out.piece(&mut framing, Bytes::from_static(b"!"));
+        assert!(out.poll_write(&mut io, &mut cx).is_ready());
+        out.last_chunk();
+        assert!(out.poll_write(&mut io, &mut cx).is_ready());
+        assert!(out.is_empty());
+        assert_eq!(io.got, b"HEAD\r\n5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n", "{max} bytes a write");
+    }
+    let mut framing = BodyOut::Length(3);
+    let mut out = Out::default();
+    out.piece(&mut framing, Bytes::from_static(b"abcdef"));
+    let mut io = Trickle { got: Vec::new(), max: 100 };
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(out.poll_write(&mut io, &mut cx).is_ready());
+    assert_eq!(io.got, b"abc", "cut to the declared length");
+    assert_eq!(framing, BodyOut::Length(0));
+}
