@@ -91,18 +91,18 @@ fn rendezvous_pick_of_10(b: Bencher) {
     b.bench(|| rendezvous::pick(&m, black_box(0xdead_beef), &|_| true));
 }
 
-/// The wire-level head scan of every HTTP/1 connection, per typical request head (a browser
-/// GET, ~400 bytes, arriving in one read).
+/// A typical request head (a browser GET, ~400 bytes, arriving in one read) through the
+/// h1 codec's one parse: httparse and the framing policy.
 #[divan::bench]
-fn head_scan_per_request(b: Bencher) {
+fn h1_request_head(b: Bencher) {
     let head = b"GET /api/items?page=2 HTTP/1.1\r\nHost: app.example.com\r\n\
         User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
         Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
         Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n\
         Cookie: tether=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIj; sid=abc\r\n\
         Connection: keep-alive\r\n\r\n";
-    let (mut scan, mut head) = (tether_core::framing::HeadScan::new(65536), head.to_vec());
-    b.bench_local(|| scan.feed(black_box(&mut head[..]), &mut |_| {}));
+    let (limits, mut spans) = (tether_core::h1::HeadLimits::default(), Vec::new());
+    b.bench_local(|| tether_core::h1::parse_request(black_box(&head[..]), &limits, &mut spans));
 }
 
 /// A typical server response head (7 lines) through the h1 codec's head parse and framing.

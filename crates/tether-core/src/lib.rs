@@ -5,15 +5,15 @@
 //! - [`balance`]: the balancing algorithms, one per file, each built once from an immutable
 //!   server set and asked to pick among the servers the caller says are usable.
 //! - [`affinity`]: the authenticated affinity cookie and the expiry policy of a pin.
-//! - [`h1`]: Tether's own HTTP/1.1 codec — response heads and their framing, body decoding
-//!   and chunked encoding, request heads — pure, for the engine that replaces hyper's.
+//! - [`h1`]: Tether's own HTTP/1.1 codec — request and response heads judged by the framing
+//!   policy as they are parsed, body decoding and chunked encoding, the heads Tether writes —
+//!   pure, for the engine in the `tether` crate.
 //! - [`pool`]: the idle connections to one server (LIFO, capped, expiring, clean ones only).
 //! - [`rng`]: a tiny lock-free, seedable random source shared by the randomised balancers.
 
 pub mod affinity;
 pub mod balance;
 pub mod conns;
-pub mod framing;
 pub mod h1;
 pub mod health;
 pub mod pool;

@@ -22,7 +22,6 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use tether_core::framing::Finding;
 use tether_core::h1::RequestHeadError;
 
 use self::affinity::{Outcome, Pin};
@@ -53,17 +52,6 @@ pub struct ConnCtx {
     pub https: bool,
     /// The client certificate, on listeners that ask for one.
     pub client_cert: ClientCert,
-    /// HTTP/1 requests seen on the connection so far.
-    pub requests: std::sync::atomic::AtomicU64,
-    /// The first [`Finding`] of the connection's head scan, encoded (`u64::MAX`: none): a
-    /// head with both `Content-Length` and `Transfer-Encoding` (hyper drops the length
-    /// before Tether sees it), or one with an unknown coding (renamed so that hyper passes it
-    /// on instead of answering `400` itself).
-    pub wire_finding: std::sync::atomic::AtomicU64,
-    /// The HTTP/1 request in progress asked to close the connection after its response
-    /// (`Connection: close`, or HTTP/1.0 without keep-alive): the client's end of input
-    /// is then a half-close, not an abort (see [`headers::asks_to_close`]).
-    pub closing_request: std::sync::atomic::AtomicBool,
     /// Held by every tunnel started on the connection, so that a graceful shutdown waits
     /// for tunnels as it waits for connections (up to `grace_period`).
     pub drain_token: tokio::sync::mpsc::Sender<()>,
@@ -84,9 +72,6 @@ impl ConnCtx {
             peer_headers: headers::PeerHeaders::new(peer.ip()),
             https,
             client_cert: ClientCert::NotAsked,
-            requests: std::sync::atomic::AtomicU64::new(0),
-            wire_finding: std::sync::atomic::AtomicU64::new(u64::MAX),
-            closing_request: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -203,7 +188,7 @@ async fn forward<'s>(
     arrived: Instant,
     pending: &mut Unanswered<'s>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    refuse_bad_framing(listener, ctx, &mut req)?;
+    refuse_bad_framing(listener, &mut req)?;
     let backend = route(snap, listener, &req)
         .and_then(|i| snap.backends.get(i))
         .ok_or(ProxyError::NoRoute)?;
@@ -226,7 +211,6 @@ async fn forward<'s>(
 /// the limit. Each is counted in `tether_requests_refused_total`.
 fn refuse_bad_framing(
     listener: &ListenerView,
-    ctx: &ConnCtx,
     req: &mut Request<ClientBody>,
 ) -> Result<(), ProxyError> {
     let refused = |why| listener.conn.metrics.request_refused(why);
@@ -241,15 +225,6 @@ fn refuse_bad_framing(
         refused(RequestRefusal::Method);
         return Err(ProxyError::NotForwardable("CONNECT is not supported".to_owned()));
     }
-    if let Some(found) = wire_finding(ctx, req.version()) {
-        refused(RequestRefusal::Framing);
-        return Err(match found {
-            Finding::BothFramings(_) => {
-                ProxyError::Framing("both Transfer-Encoding and Content-Length")
-            }
-            Finding::UnknownCoding(_) => ProxyError::UnknownCoding,
-        });
-    }
     let (method, version) = (req.method().clone(), req.version());
     framing::check(&method, version, req.headers_mut())
         .inspect_err(|_| refused(RequestRefusal::Framing))?;
@@ -263,17 +238,6 @@ fn refuse_bad_framing(
         return Err(ProxyError::BodyTooLarge);
     }
     Ok(())
-}
-
-/// What the connection's head scan found in this HTTP/1 request's head on the wire (hyper
-/// hides it), by the request's index on the connection.
-fn wire_finding(ctx: &ConnCtx, version: Version) -> Option<Finding> {
-    if version >= Version::HTTP_2 {
-        return None;
-    }
-    let index = ctx.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let found = Finding::decode(ctx.wire_finding.load(std::sync::atomic::Ordering::Relaxed));
-    found.filter(|f| f.index() == index)
 }
 
 /// Phase 3: the pin the request arrived with, and the session's identity for

@@ -297,8 +297,9 @@ impl Serve {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
+        // HTTP/2 is boxed: an HTTP/1.1 connection's task must not carry its size.
         if h2 {
-            return self.run_h2(accept::Prefixed::new(bytes::Bytes::new(), io)).await;
+            return Box::pin(self.run_h2(accept::Prefixed::new(bytes::Bytes::new(), io))).await;
         }
         let conn = h1::Conn::new(
             io,
@@ -308,7 +309,7 @@ impl Serve {
             self.drain.clone(),
         );
         if let h1::Ended::H2(io, read) = conn.serve().await {
-            self.run_h2(accept::Prefixed::new(read, io)).await;
+            Box::pin(self.run_h2(accept::Prefixed::new(read, io))).await;
         }
     }
 
@@ -322,7 +323,6 @@ impl Serve {
         let peer = ctx.peer;
         let requests = Arc::new(connection::Requests::default());
         let watched = Arc::clone(&requests);
-        let io_ctx = Arc::clone(&ctx);
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
@@ -336,7 +336,7 @@ impl Serve {
         });
         let epoch = std::time::Instant::now();
         let last = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let io = ActivityIo::new(io, epoch, Arc::clone(&last), None, io_ctx);
+        let io = ActivityIo::new(io, epoch, Arc::clone(&last));
         let conn = settings.http.serve_connection(TokioIo::new(io), service);
         let on_abuse = || {
             tracing::warn!(

@@ -11,12 +11,12 @@
 //! `100-continue`). A refused one comes back as a [`RequestHeadError`], whose
 //! [`status`](RequestHeadError::status) is the answer; every refusal closes the connection.
 //!
-//! Today hyper parses the head and Tether judges what hyper lets through
-//! (`crates/tether/src/proxy/framing.rs`, with the wire scan [`crate::framing::HeadScan`] for
-//! what hyper hides). This parse gives the same answers in one place. The first row that
-//! matches wins, in the order hyper then Tether refuse today:
+//! Before Tether served HTTP/1.1 itself, hyper parsed the head and Tether judged what hyper
+//! let through (`crates/tether/src/proxy/framing.rs`, with a wire scan for what hyper hid).
+//! This parse gives the same answers in one place (the column "before" keeps who answered
+//! what then). The first row that matches wins, in the order hyper then Tether refused:
 //!
-//! | request | today | here |
+//! | request | before | here |
 //! |---|---|---|
 //! | malformed request line or header line (httparse: method or target not a token, a version other than 1.0 and 1.1, bare CR, NUL, obs-fold, space before the colon, a bad name) | hyper, `400` | [`Malformed`](RequestHeadError::Malformed), `400` |
 //! | head over `max_head_bytes` | hyper, `431` | [`TooLarge`](RequestHeadError::TooLarge), `431` |
@@ -41,12 +41,12 @@
 //! Among the `400`s the variant follows this fixed order, not the order of the lines (hyper
 //! stops at the first bad line; the status is the same).
 //!
-//! Where today's answer is an accident of the machinery, this parse gives the policy's:
+//! Where the old answer was an accident of the machinery, this parse gives the policy's:
 //! - a lone unknown coding whose header name came in an earlier read than the end of its
-//!   head gets hyper's `400` today (the scan can only rename bytes not yet handed on); here
+//!   head gets hyper's `400` before (the scan can only rename bytes not yet handed on); here
 //!   always `501`;
 //! - `Transfer-Encoding: chunked` followed by a `Content-Length` the scan cannot read
-//!   (`abc`, empty) is forwarded today as chunked (hyper skips a length after a coding, and
+//!   (`abc`, empty) is forwarded before as chunked (hyper skips a length after a coding, and
 //!   the scan gives up on the head); here `400`, as every head with both headers;
 //! - a `Content-Length` of 20 digits or more (10^19 and up) is `400` here
 //!   ([`super::response::parse_length`]); hyper accepts up to 2^64 − 3 and answers `431` to
@@ -285,8 +285,8 @@ impl Lines {
     fn judge(&self, method: &[u8], minor: u8) -> Result<BodyFraming, RequestHeadError> {
         use RequestHeadError::*;
         let (te, cl) = (self.te_lines > 0, self.cl_lines > 0);
-        // The head scan renames this header today, so hyper never refuses it (on HTTP/1.0
-        // neither renames it: hyper refuses every coding there, first).
+        // The old head scan renamed this header, so hyper never refused it (on HTTP/1.0 it
+        // did not: hyper refused every coding there, first). The order is kept.
         let unknown = self.te_lines == 1 && !cl && self.te_one_unknown;
         if let Some(refusal) = self.hyper_refusal(minor, unknown) {
             return Err(if te && cl { BothFramings } else { refusal });
@@ -319,7 +319,7 @@ impl Lines {
         }
     }
 
-    /// What hyper refuses (`400`) before Tether sees the request today.
+    /// What hyper refused (`400`) before Tether saw the request, first in the table's order.
     fn hyper_refusal(&self, minor: u8, unknown: bool) -> Option<RequestHeadError> {
         use RequestHeadError::*;
         let te = self.te_lines > 0;
@@ -357,7 +357,7 @@ fn is_token(s: &[u8]) -> bool {
 
 /// The comma-separated options of a `Connection` line, trimmed. A line with a byte that is
 /// not visible ASCII (or a tab) gives none: `http::HeaderValue::to_str` refuses it, so
-/// Tether's reading of `Connection` today skips it.
+/// Tether's reading of `Connection` elsewhere (`proxy::headers`) skips it.
 fn connection_options(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     let ascii = value.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b));
     value.split(|b| *b == b',').filter(move |_| ascii).map(<[u8]>::trim_ascii)

@@ -1,15 +1,13 @@
-//! The request framing policy, enforced by Tether on top of hyper's parser, so that Tether
-//! and every server behind it agree on where each request ends (request smuggling needs
-//! them to disagree). hyper already refuses malformed heads, a `Transfer-Encoding` whose
-//! last coding is not `chunked`, `Transfer-Encoding` on HTTP/1.0 and differing
-//! `Content-Length` values (400, connection closed). On top of that, for HTTP/1.x:
+//! The request framing policy, so that Tether and every server behind it agree on where
+//! each request ends (request smuggling needs them to disagree). On HTTP/1.1 the head is
+//! judged where it is parsed, in one pass (`tether_core::h1::head`, its policy table in the
+//! module doc); a refused head reaches the request path with its reason ([`refusal`]) only
+//! to be answered, counted and logged. [`check`] holds the same rules for heads that come
+//! through another parser (HTTP/2 streams are framed by HTTP/2 and skip them):
 //!
 //! - `Transfer-Encoding` must appear once with the value `chunked` alone: several header
 //!   lines or a list (`gzip, chunked`, `chunked, chunked`) → 400; a single coding other
-//!   than `chunked` → 501 (hyper would answer 400 to it before Tether sees it, so the
-//!   connection's head scan renames such a header on the wire and reports the head, which
-//!   `handle` refuses by index; a head whose header name arrived in an earlier read than its
-//!   end still gets hyper's 400);
+//!   than `chunked` → 501;
 //! - `Transfer-Encoding` together with `Content-Length` → 400 (RFC 9112 §6.3 allows a
 //!   recipient to drop the length; a proxy that forwards both invites desync);
 //! - repeated `Content-Length` values (several lines, or a list) that all agree are
@@ -20,12 +18,8 @@
 //! - HTTP/1.1 without `Host`, or with more than one `Host` → 400 (RFC 9112 §3.2: routing
 //!   and the server could read different hosts).
 //!
-//! hyper removes a `Content-Length` that comes with `Transfer-Encoding` before the request
-//! reaches Tether, so that case is found on the wire instead: each HTTP/1 connection's bytes
-//! pass a [`tether_core::framing::HeadScan`], and the request whose head had both is refused
-//! here by its index on the connection (see `handle`). A bare LF ends a header line (RFC 9112
-//! §2.2 allows it, and hyper does); Tether forwards every header with CRLF, so the servers
-//! behind never see one.
+//! A bare LF ends a header line (RFC 9112 §2.2 allows it); Tether forwards every header with
+//! CRLF, so the servers behind never see one.
 //!
 //! Every refusal closes the connection (`Connection: close`): after a framing error the
 //! rest of the bytes on it cannot be trusted to start a request.

@@ -1,11 +1,12 @@
-//! One client connection: protocol detection, idle timeout and graceful close.
+//! One HTTP/2 client connection (hyper's server): idle timeout and graceful close. HTTP/1.1
+//! connections are Tether's own loop (`h1`), which keeps its own time.
 //!
-//! hyper-util's `GracefulShutdown` covers shutdown but not idleness, so each connection task
-//! here waits on three things at once: the connection itself, the process-wide drain signal,
-//! and an idle timer fed by [`ActivityIo`], which stamps every read and write. Either of the
-//! last two asks the connection to close *gracefully*: HTTP/1.1 finishes the request in
-//! progress and closes (`Connection: close`), HTTP/2 sends GOAWAY and lets open streams end.
-//! So an idle timeout shorter than a slow server's response never cuts a request short.
+//! hyper-util's `GracefulShutdown` covers shutdown but not idleness, so each HTTP/2
+//! connection task here waits on three things at once: the connection itself, the
+//! process-wide drain signal, and an idle timer fed by [`ActivityIo`], which stamps every
+//! read and write. Either of the last two asks the connection to close *gracefully*: GOAWAY,
+//! and open streams end. So an idle timeout shorter than a slow server's response never cuts
+//! a request short.
 //!
 //! Every task holds a [`DrainToken`]; the drain completes when all of them are dropped.
 
@@ -17,72 +18,27 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper_util::server::graceful::GracefulConnection;
-use tether_core::framing::HeadScan;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc, watch};
-
-use crate::proxy::ConnCtx;
 
 /// Held by every open connection; the drain waits until all are dropped.
 pub type DrainToken = mpsc::Sender<()>;
 
-/// A socket that records when it last moved a byte, watches the HTTP/1 request heads that
-/// arrive on it ([`HeadScan`]) for what hyper's parser hides from Tether, and keeps a
-/// half-closed client's request alive.
-///
-/// A client may send its request and then shut its sending side (`nc -N`, scripts, some
-/// HTTP/1.0 clients): RFC 9112 §9.6, a half-close does not mean that the client has lost
-/// interest in the response. hyper reads the end of input while a request is in progress
-/// and drops the request as aborted. So when the request in progress asked to close the
-/// connection anyway ([`ConnCtx::closing_request`]), the end of input is held back from
-/// hyper: the response is sent, then the connection closes as asked. On a keep-alive
-/// request, the end of input stays what it almost always is — a client that gave up —
-/// and the request is dropped (logged as 499).
+/// A socket that records when it last moved a byte (HTTP/2 connections: their idle timer).
 pub struct ActivityIo<T> {
     inner: T,
     epoch: Instant,
     last_ms: Arc<AtomicU64>,
-    scan: Option<HeadScan>,
-    ctx: Arc<ConnCtx>,
-    /// The client's end of input, held back from hyper.
-    eof_held: bool,
 }
 
 impl<T> ActivityIo<T> {
     /// Wraps `inner`; `last_ms` receives milliseconds since `epoch` of the last activity.
-    /// With `scan`, the scan's first [`tether_core::framing::Finding`] is stored, encoded, in
-    /// [`ConnCtx::wire_finding`]; the scan may rename an unknown coding's header in the
-    /// bytes read before hyper parses them.
-    pub fn new(
-        inner: T,
-        epoch: Instant,
-        last_ms: Arc<AtomicU64>,
-        scan: Option<HeadScan>,
-        ctx: Arc<ConnCtx>,
-    ) -> Self {
-        Self { inner, epoch, last_ms, scan, ctx, eof_held: false }
+    pub fn new(inner: T, epoch: Instant, last_ms: Arc<AtomicU64>) -> Self {
+        Self { inner, epoch, last_ms }
     }
 
     fn touch(&self) {
         self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Feeds bytes just read to the head scan.
-    fn scan(&mut self, read: &mut [u8]) {
-        let Some(scan) = &mut self.scan else { return };
-        let found = &self.ctx.wire_finding;
-        scan.feed(read, &mut |finding| {
-            // Only the first matters: the connection closes after such a head.
-            let _ = found.compare_exchange(
-                u64::MAX,
-                finding.encode(),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        });
-        if scan.is_off() {
-            self.scan = None;
-        }
     }
 }
 
@@ -93,21 +49,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.eof_held {
-            // Nothing more will come; hyper closes the connection after the response.
-            return Poll::Pending;
-        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             this.touch();
-            this.scan(&mut buf.filled_mut()[before..]);
-        } else if matches!(r, Poll::Ready(Ok(())))
-            && buf.remaining() > 0
-            && this.ctx.closing_request.load(Ordering::Relaxed)
-        {
-            this.eof_held = true;
-            return Poll::Pending;
         }
         r
     }

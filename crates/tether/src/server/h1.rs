@@ -442,7 +442,10 @@ impl Exchange {
     fn respond(&mut self, resp: Response<RespBody>, draining: bool) {
         let (parts, body) = resp.into_parts();
         let exact = body.size_hint().exact();
-        let close = self.close || draining || write::asks_to_close(&parts) || self.feed.is_some();
+        let close = self.close
+            || draining
+            || proxy::headers::asks_to_close(http::Version::HTTP_11, &parts.headers)
+            || self.feed.is_some();
         let asked = Asked { close, ..self.asked };
         let (reply, framing) = write::plan(&parts, exact, asked);
         let close = close || framing == BodyOut::UntilClose;

@@ -1,7 +1,6 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::framing::{Finding, HeadScan};
 use crate::h1::write_request_head;
 use BodyFraming::{Chunked, Length, NoBody};
 use RequestHeadError::*;
@@ -505,15 +504,6 @@ fn head() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-/// The head scan's findings on `bytes` as the first head of a connection, and whether it
-/// stopped following the connection.
-fn scanned(bytes: &[u8]) -> (Option<Finding>, bool) {
-    let mut scan = HeadScan::new(65536);
-    let mut found = None;
-    scan.feed(&mut bytes.to_vec(), &mut |f| found = found.or(Some(f)));
-    (found, scan.is_off())
-}
-
 /// Writes an accepted head again, line for line, with `write_request_head` (HTTP/1.1, made
 /// HTTP/1.0 again when it was). `None` when the writer refuses the target (obs-text).
 fn written(buf: &[u8], head: &RequestHead, headers: &[HeaderSpan]) -> Option<Vec<u8>> {
@@ -541,29 +531,6 @@ proptest! {
         let bytes = [head, tail].concat();
         assert_prefixes_agree(&bytes, &HeadLimits::default())?;
         assert_prefixes_agree(&bytes, &HeadLimits { max_head_bytes, max_headers: 4 })?;
-    }
-
-    /// Where the head scan judges a head (it did not stop on it, or it flagged it), it and
-    /// the parse agree on both framing headers and on a lone unknown coding.
-    #[test]
-    fn the_head_scan_and_the_parse_agree_on_what_the_scan_judges(head in head()) {
-        let (found, scan_off) = scanned(&head);
-        let got = parsed(&head);
-        let connect = head.starts_with(b"CONNECT ");
-        match found {
-            Some(Finding::UnknownCoding(0)) if connect => prop_assert_eq!(got, Err(Connect)),
-            Some(Finding::UnknownCoding(0)) => prop_assert_eq!(got, Err(UnknownCoding)),
-            Some(Finding::BothFramings(0)) if connect => {
-                prop_assert!(matches!(got, Err(BothFramings | Connect)), "{:?}", got);
-            }
-            Some(Finding::BothFramings(0)) => prop_assert_eq!(got, Err(BothFramings)),
-            Some(other) => prop_assert!(false, "a finding on another head: {:?}", other),
-            None => {
-                prop_assert_ne!(&got, &Err(UnknownCoding));
-                // A head with both that the scan did not flag is one it could not read.
-                prop_assert!(got != Err(BothFramings) || scan_off, "{:?}", String::from_utf8_lossy(&head));
-            }
-        }
     }
 
     /// One request in, at most one request out, its framing kept: an accepted head written

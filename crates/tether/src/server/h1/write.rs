@@ -69,13 +69,6 @@ pub fn plan(parts: &Parts, exact: Option<u64>, asked: Asked) -> (ReplyFraming, B
     }
 }
 
-/// Whether the response's own headers ask to close (Tether's error answers do).
-pub fn asks_to_close(parts: &Parts) -> bool {
-    parts.headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes().split(|b| *b == b',').any(|o| o.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
-}
-
 /// Appends the head for `parts` to `out`; `false` (nothing appended) when a header could
 /// not be written, which the caller answers with a bare `502`.
 pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: ReplyFraming, close: bool) -> bool {
