@@ -161,6 +161,15 @@ impl Acceptor {
             self.token.clone(),
             Arc::clone(&self.conns),
         );
+        if !settings.proxy_protocol && settings.tls.is_none() {
+            // Nothing to read or negotiate before HTTP: the task is the HTTP/1.1 loop itself,
+            // so an idle connection's task is no larger than the loop's state.
+            let io = accept::Prefixed::new(bytes::Bytes::new(), stream);
+            let ctx = Arc::new(ConnCtx::new(index, peer, false, token.clone()));
+            let serve = Serve { current, ctx, settings, drain, token };
+            tokio::spawn(h1::Conn::new(io, serve, slot).serve());
+            return;
+        }
         tokio::spawn(async move {
             let l = &*settings;
             let mut stream = stream;
@@ -173,7 +182,9 @@ impl Acceptor {
                     l.metrics.connection_refused(ConnRefusal::UntrustedProxy);
                     return;
                 }
-                let header = accept::read_proxy_header(&mut stream);
+                // Boxed, as the paths below that most connections never take: the task of
+                // an idle connection is as large as its largest state.
+                let header = Box::pin(accept::read_proxy_header(&mut stream));
                 match tokio::time::timeout(l.header_timeout, header).await {
                     Ok(Ok((addr, rest))) => {
                         client = addr.unwrap_or(peer);
@@ -291,8 +302,8 @@ struct Serve {
 }
 
 impl Serve {
-    /// Serves the connection: HTTP/2 when TLS negotiated it or the client's first bytes are
-    /// its preface, else Tether's HTTP/1.1 loop.
+    /// Serves the connection: HTTP/2 when TLS negotiated it, else Tether's HTTP/1.1 loop
+    /// (which turns to HTTP/2 when the client's first bytes are its preface).
     async fn run<I>(self, io: I, h2: bool)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
@@ -301,16 +312,7 @@ impl Serve {
         if h2 {
             return Box::pin(self.run_h2(accept::Prefixed::new(bytes::Bytes::new(), io))).await;
         }
-        let conn = h1::Conn::new(
-            io,
-            Arc::clone(&self.ctx),
-            Arc::clone(&self.settings),
-            Arc::clone(&self.current),
-            self.drain.clone(),
-        );
-        if let h1::Ended::H2(io, read) = conn.serve().await {
-            Box::pin(self.run_h2(accept::Prefixed::new(read, io))).await;
-        }
+        h1::Conn::new(io, self, None).serve().await
     }
 
     /// HTTP/2 through hyper's server, each stream handed to the request path.

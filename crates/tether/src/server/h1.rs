@@ -30,15 +30,18 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{Response, StatusCode};
 use http_body::Body as _;
+use tether_core::conns::ConnSlot;
 use tether_core::h1::{BodyFraming, Decoder, HeadLimits, Piece, RequestHead, RequestHeadError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 use self::write::{Asked, BodyOut, Out};
+use super::accept::Prefixed;
+use super::{DrainToken, Serve};
 use crate::proxy::body::RespBody;
 use crate::proxy::upgrade::{ClientUpgrade, Upgraded};
 use crate::proxy::{self, ConnCtx};
@@ -56,57 +59,73 @@ pub struct Conn<I> {
     settings: Arc<ConnSettings>,
     current: Arc<ArcSwap<Snapshot>>,
     drain: watch::Receiver<bool>,
+    /// Held while the connection lives: the drain waits for it.
+    token: DrainToken,
+    /// The connection's place in the listener's limits, when the loop holds it.
+    slot: Option<ConnSlot>,
     /// When the first head must be complete.
     first_deadline: Instant,
 }
 
 /// How a connection's loop ended.
-pub enum Ended<I> {
-    /// Closed (or handed to a tunnel).
+enum Ended {
+    /// Closed.
     Done,
-    /// The client sent the HTTP/2 preface: the connection and the bytes read so far.
-    H2(I, Bytes),
+    /// The connection goes to the tunnel of a `101`.
+    Upgrade(oneshot::Sender<Upgraded>),
+    /// The client sent the HTTP/2 preface (it is in the read buffer).
+    H2,
 }
 
 impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
-    /// A connection accepted now.
-    pub fn new(
-        io: I,
-        ctx: Arc<ConnCtx>,
-        settings: Arc<ConnSettings>,
-        current: Arc<ArcSwap<Snapshot>>,
-        drain: watch::Receiver<bool>,
-    ) -> Self {
+    /// A connection accepted now, with what it holds while it lives.
+    pub fn new(io: I, serve: Serve, slot: Option<ConnSlot>) -> Self {
+        let Serve { current, ctx, settings, drain, token } = serve;
         let first_deadline = Instant::now() + settings.header_timeout;
-        Self { io, rbuf: BytesMut::new(), ctx, settings, current, drain, first_deadline }
+        let rbuf = BytesMut::new();
+        Self { io, rbuf, ctx, settings, current, drain, token, slot, first_deadline }
     }
 
-    /// Serves requests until the connection closes.
-    pub async fn serve(mut self) -> Ended<I> {
+    /// Serves requests until the connection closes; a client that opens with the HTTP/2
+    /// preface is served by hyper's HTTP/2 server instead.
+    pub async fn serve(mut self) {
+        match self.serve_h1().await {
+            Ended::Done => {}
+            Ended::Upgrade(tx) => {
+                let early = std::mem::take(&mut self.rbuf).freeze();
+                let _ = tx.send(Upgraded { io: Box::new(self.io), early });
+            }
+            Ended::H2 => {
+                let Conn { io, rbuf, ctx, settings, current, drain, token, slot, .. } = self;
+                let serve = Serve { current, ctx, settings, drain, token };
+                // Boxed, so that the HTTP/1.1 loop's task does not carry HTTP/2's size.
+                Box::pin(serve.run_h2(Prefixed::new(rbuf.freeze(), io))).await;
+                drop(slot);
+            }
+        }
+    }
+
+    /// The loop: one request after the other until the connection closes.
+    async fn serve_h1(&mut self) -> Ended {
         let mut first = true;
         loop {
             let head = match self.next_head(first).await {
                 Next::Head(head) => head,
-                Next::Refused(e) => return self.refuse(e).await,
-                Next::H2 => {
-                    let bytes = std::mem::take(&mut self.rbuf).freeze();
-                    return Ended::H2(self.io, bytes);
-                }
+                // Boxed, as every path taken once per connection: an idle connection's task
+                // is as large as its largest state.
+                Next::Refused(e) => return Box::pin(self.refuse(e)).await,
+                Next::H2 => return Ended::H2,
                 Next::Closed => return Ended::Done,
             };
             first = false;
             let Some(exchange) = self.start(&head) else {
-                return self.bare(StatusCode::BAD_REQUEST).await;
+                return Box::pin(self.bare(StatusCode::BAD_REQUEST)).await;
             };
             match self.finish(exchange).await {
                 After::KeepAlive => self.rest(),
-                After::Close => return self.close().await,
+                After::Close => return Box::pin(self.close()).await,
                 After::Drop => return Ended::Done,
-                After::Upgrade(tx) => {
-                    let early = std::mem::take(&mut self.rbuf).freeze();
-                    let _ = tx.send(Upgraded { io: Box::new(self.io), early });
-                    return Ended::Done;
-                }
+                After::Upgrade(tx) => return Ended::Upgrade(tx),
             }
         }
     }
@@ -197,7 +216,7 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
     /// Answers a head the framing policy refused through the request path (the same answer,
     /// metric and log line as on HTTP/2), or with a bare status when it is no request at all
     /// (malformed, too large).
-    async fn refuse(mut self, e: RequestHeadError) -> Ended<I> {
+    async fn refuse(&mut self, e: RequestHeadError) -> Ended {
         use RequestHeadError::*;
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
         if matches!(e, Malformed(_) | TargetTooLong | TooLarge | TooManyHeaders) {
@@ -225,7 +244,7 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
     }
 
     /// Writes a bare answer and closes.
-    async fn bare(mut self, status: StatusCode) -> Ended<I> {
+    async fn bare(&mut self, status: StatusCode) -> Ended {
         let mut out = Vec::new();
         write::bare(&mut out, status);
         let written = tokio::time::timeout(self.settings.idle_timeout, self.io.write_all(&out));
@@ -237,7 +256,7 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
 
     /// Closes the connection after its last response: the write side is shut (a FIN, or
     /// TLS close_notify), within the idle timeout.
-    async fn close(mut self) -> Ended<I> {
+    async fn close(&mut self) -> Ended {
         let _ = tokio::time::timeout(self.settings.idle_timeout, self.io.shutdown()).await;
         Ended::Done
     }
