@@ -48,6 +48,10 @@ H2_PEERS=${H2_PEERS:-"haproxy nginx"}
 H2_CONNS=${H2_CONNS:-50}
 H2_STREAMS=${H2_STREAMS:-10}
 BASE_PORT=${BASE_PORT:-18100}     # backends BASE+1..3, proxy BASE+10
+PROXY_THREADS=${PROXY_THREADS:-1} # threads of each proxy: HAProxy nbthread, NGINX worker_processes,
+                                  # Tether TETHER_WORKER_THREADS (with a PXC of as many CPUs, e.g.
+                                  # PROXY_THREADS=2 LAYOUTS=U); the backends keep one process
+export TETHER_WORKER_THREADS=${TETHER_WORKER_THREADS:-$PROXY_THREADS}
 # Tether is "the LB" of the harness; LB_CMD/LB_STICKY_CMD can point at another binary instead.
 TETHER_BIN_GIVEN=${TETHER_BIN:+1}   # a TETHER_BIN from outside is used as is (never built)
 LB_CMD_GIVEN=${LB_CMD:+1}           # a custom LB_CMD: no Tether build either
@@ -280,12 +284,12 @@ ensure_tether() {    # build target/release/tether if missing or stale; check it
 }
 
 # ---------------------------------------------------------------- configs
-nginx_common() {     # $1 dir
+nginx_common() {     # $1 dir [$2 worker processes, default 1]
   cat <<EOF
 daemon off;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
-worker_processes 1;
+worker_processes ${2:-1};
 worker_rlimit_nofile 19000;
 events { worker_connections 18000; }
 EOF
@@ -326,7 +330,7 @@ write_nginx_conf() { # $1 dir $2 mode(rr|iphash) $3 h2(0|1|tls)
     tls="ssl_certificate $TLS_DIR/site.crt; ssl_certificate_key $TLS_DIR/site.key; ssl_protocols TLSv1.3; ssl_session_cache shared:SSL:10m;"
   fi
   mkdir -p "$1"
-  { nginx_common "$1"; echo "http {"; nginx_http_common "$1"
+  { nginx_common "$1" "$PROXY_THREADS"; echo "http {"; nginx_http_common "$1"
     cat <<EOF
   upstream up {
     $lb
@@ -358,7 +362,7 @@ write_haproxy_conf() { # $1 dir $2 mode(rr|cookie) $3 tls(0|tls)
   mkdir -p "$1"
   cat > "$1/haproxy.cfg" <<EOF
 global
-  nbthread 1
+  nbthread $PROXY_THREADS
   maxconn $HAPROXY_MAXCONN
 defaults
   mode http
