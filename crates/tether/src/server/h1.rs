@@ -290,16 +290,25 @@ fn poll_read<I: AsyncRead + Unpin>(
     rbuf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
+    let read = poll_read_kept(io, rbuf, cx);
+    if read.is_pending() && rbuf.is_empty() {
+        buffers::give_back(std::mem::take(rbuf));
+    }
+    read
+}
+
+/// Reads into `rbuf`, keeping it when nothing came (a body is arriving).
+fn poll_read_kept<I: AsyncRead + Unpin>(
+    io: &mut I,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
     if rbuf.capacity() == 0 {
         *rbuf = buffers::lend();
     } else if rbuf.capacity() == rbuf.len() {
         rbuf.reserve(buffers::READ_BUF);
     }
-    let read = tokio_util::io::poll_read_buf(Pin::new(io), cx, rbuf);
-    if read.is_pending() && rbuf.is_empty() {
-        buffers::give_back(std::mem::take(rbuf));
-    }
-    read
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, rbuf)
 }
 
 /// The request path for one request, as a future the connection polls.
@@ -641,7 +650,12 @@ fn poll_feed<I: AsyncRead + Unpin>(
             out.buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         if conn.rbuf.is_empty() {
-            match ready!(poll_read(&mut conn.io, &mut conn.rbuf, cx)) {
+            // A large body is read in large pieces: each piece is one handoff and one write
+            // to the server (the buffer is not kept by the thread afterwards).
+            if feed.decoder.remaining().is_none_or(|n| n > buffers::READ_BUF as u64) {
+                conn.rbuf.reserve(buffers::BODY_READ);
+            }
+            match ready!(poll_read_kept(&mut conn.io, &mut conn.rbuf, cx)) {
                 Ok(0) => return Poll::Ready(fail(feed, io::ErrorKind::UnexpectedEof.into())),
                 Ok(_) => continue,
                 Err(e) => return Poll::Ready(fail(feed, e)),

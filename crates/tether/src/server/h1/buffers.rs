@@ -9,6 +9,10 @@ use bytes::BytesMut;
 /// A buffer's size when lent: a typical request head and the start of its body in one read.
 pub const READ_BUF: usize = 8 * 1024;
 
+/// Room for one read of a large request body (the buffer is grown to it while the body
+/// arrives, and not kept by the thread afterwards).
+pub const BODY_READ: usize = 64 * 1024;
+
 /// Buffers a thread keeps for its connections; more are dropped when given back.
 const KEPT: usize = 256;
 
@@ -25,10 +29,11 @@ pub fn lend() -> BytesMut {
 
 /// Takes back an emptied buffer for the next connection that has bytes to read. A buffer
 /// whose memory is still shared with a request (its head's header values point into it) is
-/// kept only while the room it has left is worth lending.
+/// kept only while the room it has left is worth lending; one grown for a large body is not
+/// kept at all (the thread's idle buffers stay small).
 pub fn give_back(mut buf: BytesMut) {
     buf.clear();
-    if buf.capacity() < READ_BUF / 2 {
+    if buf.capacity() < READ_BUF / 2 || buf.capacity() > 2 * READ_BUF {
         return;
     }
     FREE.with_borrow_mut(|free| {
@@ -51,6 +56,13 @@ mod tests {
         let again = lend();
         assert!(again.is_empty(), "a buffer is lent empty");
         assert!(again.capacity() >= READ_BUF);
+    }
+
+    #[test]
+    fn a_buffer_grown_for_a_body_is_not_kept() {
+        let before = FREE.with_borrow(Vec::len);
+        give_back(BytesMut::with_capacity(BODY_READ));
+        assert_eq!(FREE.with_borrow(Vec::len), before);
     }
 
     #[test]
