@@ -16,6 +16,7 @@ mod limits;
 mod proxy;
 mod redis_affinity;
 mod redis_tls_cluster;
+mod server_h1;
 mod smuggling;
 mod sticky_modes;
 mod systemd;
