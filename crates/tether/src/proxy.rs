@@ -497,7 +497,8 @@ async fn send(
         }
         (ServerClient::H2(client), _) => {
             let request = upstream_request(&out.parts, backend, server, body);
-            let resp = send_h2(client, request, out.body_sent.take(), backend).await?;
+            // Boxed: hyper's request future would enlarge every HTTP/1.1 request's future.
+            let resp = Box::pin(send_h2(client, request, out.body_sent.take(), backend)).await?;
             Ok(resp.map(UpstreamBody::H2))
         }
         (ServerClient::H1(_), None) => {

@@ -36,7 +36,9 @@ impl Table {
     pub async fn get(&self, key: StickKey, now: u32) -> Lookup {
         match self {
             Table::Memory(m) => m.get(key, now),
-            Table::Redis(r) => r.get(key, now).await,
+            // Boxed: a network round trip whose future (~2 KB) would otherwise be carried by
+            // every request's future, memory tables and cookies included.
+            Table::Redis(r) => Box::pin(r.get(key, now)).await,
         }
     }
 

@@ -271,7 +271,10 @@ pub async fn send(
     loop {
         let (io, reused) = match pooled.then(|| origin.checkout()).flatten() {
             Some(io) => (io, true),
-            None => (origin.dialer.connect().await.map_err(Error::Connect)?, false),
+            // Boxed, as the rare paths below: an awaited future is stored inline in the
+            // request's future, which is moved into its box on every request; the connect
+            // and TLS handshake (~1.3 KB) is needed only when no pooled connection is idle.
+            None => (Box::pin(origin.dialer.connect()).await.map_err(Error::Connect)?, false),
         };
         let body = std::mem::replace(&mut body, super::body::ReqBody::Empty);
         let mut ex = Box::new(Exchange::new(io, req.head.clone(), body, req.chunked, req.to_head));
