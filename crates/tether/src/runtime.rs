@@ -478,7 +478,7 @@ fn bind_listener(
     current: &Arc<ArcSwap<Snapshot>>,
     stop: (watch::Receiver<bool>, DrainToken),
 ) -> std::io::Result<SocketAddr> {
-    let conns = server::listener_conns(index);
+    let (conns, failures) = (server::listener_conns(index), server::listener_failures());
     let runtimes: Vec<Option<&tokio::runtime::Handle>> = match workers {
         Some(w) if !w.handles.is_empty() => w.handles.iter().map(Some).collect(),
         _ => vec![None],
@@ -495,7 +495,11 @@ fn bind_listener(
             }
             None => server::listen(socket)?,
         };
-        let on = server::AcceptOn { runtime, conns: Arc::clone(&conns) };
+        let on = server::AcceptOn {
+            runtime,
+            conns: Arc::clone(&conns),
+            failures: Arc::clone(&failures),
+        };
         let stop = (stop.0.clone(), stop.1.clone());
         server::spawn_acceptor(tasks, index, listener, on, Arc::clone(current), stop);
     }

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tether_core::conns::{ConnCounter, ConnSlot, Refused};
+use tether_core::throttle::LogThrottle;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -38,6 +39,14 @@ pub struct AcceptOn<'a> {
     /// The listener's connection count (`limits.max_connections`, per address), shared by
     /// the accept loops of every worker.
     pub conns: Arc<ConnCounter>,
+    /// The listener's accept failures (at the file-descriptor limit): one log line a second
+    /// for all its accept loops.
+    pub failures: Arc<LogThrottle>,
+}
+
+/// The accept-failure log throttle of a listener, for [`AcceptOn::failures`].
+pub fn listener_failures() -> Arc<LogThrottle> {
+    Arc::new(LogThrottle::new(Duration::from_secs(1)))
 }
 
 /// The connection count of listener `index`, for [`AcceptOn::conns`].
@@ -57,8 +66,8 @@ pub fn spawn_acceptor(
     current: Arc<ArcSwap<Snapshot>>,
     (drain, token): (watch::Receiver<bool>, DrainToken),
 ) {
-    let conns = on.conns;
-    let acceptor = Acceptor { index, listener, current, conns, drain, token };
+    let (conns, failures) = (on.conns, on.failures);
+    let acceptor = Acceptor { index, listener, current, conns, failures, drain, token };
     match on.runtime {
         Some(rt) => tasks.spawn_on(acceptor.run(), rt),
         None => tasks.spawn(acceptor.run()),
@@ -96,6 +105,7 @@ struct Acceptor {
     listener: TcpListener,
     current: Arc<ArcSwap<Snapshot>>,
     conns: Arc<ConnCounter>,
+    failures: Arc<LogThrottle>,
     drain: watch::Receiver<bool>,
     token: DrainToken,
 }
@@ -103,8 +113,7 @@ struct Acceptor {
 impl Acceptor {
     async fn run(mut self) {
         // At the file-descriptor limit accept fails every time it is tried: one line a
-        // second, with the count.
-        let mut failures = tether_core::throttle::LogThrottle::new(Duration::from_secs(1));
+        // second (for all the listener's loops), with the count.
         loop {
             let accepted = tokio::select! {
                 a = self.listener.accept() => a,
@@ -115,14 +124,14 @@ impl Acceptor {
                 // name them as IPv4, so headers, trusted_proxies, client_ip affinity and
                 // limits treat them as the IPv4 clients they are.
                 Ok((stream, peer)) => {
-                    let unlogged = failures.take_unlogged();
+                    let unlogged = self.failures.take_unlogged();
                     if unlogged > 0 {
                         tracing::warn!(failures = unlogged, "accept failed (until now)");
                     }
                     self.serve(stream, SocketAddr::new(peer.ip().to_canonical(), peer.port()))
                 }
                 Err(e) => {
-                    if let Some(n) = failures.event(std::time::Instant::now()) {
+                    if let Some(n) = self.failures.event(std::time::Instant::now()) {
                         let snap = self.current.load();
                         let listener = snap.listeners.get(self.index).map(|l| &*l.name);
                         tracing::warn!(listener, error = %e, failures = n, "accept failed");
@@ -173,38 +182,21 @@ impl Acceptor {
         tokio::spawn(async move {
             let l = &*settings;
             let mut stream = stream;
-            let mut client = peer;
-            let mut prefix = bytes::Bytes::new();
             let mut slot = slot;
-            if l.proxy_protocol {
-                if !l.trusted_proxies.iter().any(|n| n.contains(&peer.ip())) {
-                    tracing::debug!(peer = %peer, listener = %l.name, "PROXY protocol from an untrusted address: connection closed");
-                    l.metrics.connection_refused(ConnRefusal::UntrustedProxy);
-                    return;
-                }
+            let (client, prefix) = if l.proxy_protocol {
                 // Boxed, as the paths below that most connections never take: the task of
                 // an idle connection is as large as its largest state.
-                let header = Box::pin(accept::read_proxy_header(&mut stream));
-                match tokio::time::timeout(l.header_timeout, header).await {
-                    Ok(Ok((addr, rest))) => {
-                        client = addr.unwrap_or(peer);
-                        prefix = rest;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %peer, listener = %l.name, error = %e, "bad PROXY protocol header: connection closed");
-                        l.metrics.connection_refused(ConnRefusal::ProxyHeader);
-                        return;
-                    }
-                    Err(_) => {
-                        l.metrics.connection_refused(ConnRefusal::ProxyHeader);
-                        return;
-                    }
-                }
-                match admit(&conns, l, client) {
-                    Some(s) => slot = Some(s),
+                let Some(found) = Box::pin(proxy_header(&mut stream, l, peer)).await else {
+                    return;
+                };
+                slot = match admit(&conns, l, found.0) {
+                    Some(s) => Some(s),
                     None => return,
-                }
-            }
+                };
+                found
+            } else {
+                (peer, bytes::Bytes::new())
+            };
             let io = accept::Prefixed::new(prefix, stream);
             let ctx = ConnCtx::new(index, client, l.tls.is_some(), token.clone());
             let serve = Serve {
@@ -222,6 +214,33 @@ impl Acceptor {
             }
             drop(slot);
         });
+    }
+}
+
+/// The PROXY protocol header (within `timeouts.header`), from a trusted proxy only: the
+/// client's address and the bytes read past the header; `None` (logged, counted) when the
+/// connection must be closed.
+async fn proxy_header(
+    stream: &mut tokio::net::TcpStream,
+    l: &ConnSettings,
+    peer: SocketAddr,
+) -> Option<(SocketAddr, bytes::Bytes)> {
+    if !l.trusted_proxies.iter().any(|n| n.contains(&peer.ip())) {
+        tracing::debug!(peer = %peer, listener = %l.name, "PROXY protocol from an untrusted address: connection closed");
+        l.metrics.connection_refused(ConnRefusal::UntrustedProxy);
+        return None;
+    }
+    match tokio::time::timeout(l.header_timeout, accept::read_proxy_header(stream)).await {
+        Ok(Ok((addr, rest))) => Some((addr.unwrap_or(peer), rest)),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, listener = %l.name, error = %e, "bad PROXY protocol header: connection closed");
+            l.metrics.connection_refused(ConnRefusal::ProxyHeader);
+            None
+        }
+        Err(_) => {
+            l.metrics.connection_refused(ConnRefusal::ProxyHeader);
+            None
+        }
     }
 }
 

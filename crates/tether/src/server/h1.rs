@@ -132,10 +132,7 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
 
     /// Waits for the next complete head (or the end of the connection).
     async fn next_head(&mut self, first: bool) -> Next {
-        let limits = HeadLimits {
-            max_head_bytes: self.settings.limits.max_header_bytes,
-            max_headers: self.settings.limits.max_headers,
-        };
+        let limits = self.limits();
         let mut deadline = first.then_some(self.first_deadline);
         loop {
             if !self.rbuf.is_empty() {
@@ -188,7 +185,8 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
     }
 
     /// Builds the request of `head` and starts serving it. `None`: the head is no request
-    /// (a target that is no URI).
+    /// (a target that is no URI). The exchange is boxed so that the connection's task, sized
+    /// by its largest state, stays sized by the wait for the next head.
     fn start(&mut self, head: &RequestHead) -> Option<Box<Exchange>> {
         let bytes = self.rbuf.split_to(head.len).freeze();
         let req = request::build(&bytes, head)?;
