@@ -22,7 +22,7 @@ fn keys() -> CookieKeys {
 fn cookie_verify_valid(b: Bencher) {
     let k = keys();
     let tag = k.server_tag(0, "app", "a").unwrap_or_default();
-    let v = k.encode("app", tag, 1_700_000_000, 1_700_000_000);
+    let v = k.encode("app", tag, 0x1234_5678_9ABC_DEF0, 1_700_000_000, 1_700_000_000);
     b.bench(|| k.decode(black_box("app"), black_box(&v)));
 }
 
@@ -37,7 +37,7 @@ fn cookie_verify_forged(b: Bencher) {
 fn cookie_issue(b: Bencher) {
     let k = keys();
     let tag = k.server_tag(0, "app", "a").unwrap_or_default();
-    b.bench(|| k.encode(black_box("app"), tag, 1_700_000_000, 1_700_000_000));
+    b.bench(|| k.encode(black_box("app"), tag, 42, 1_700_000_000, 1_700_000_000));
 }
 
 const EXPIRY: Expiry = Expiry { idle_timeout: 1800, max_lifetime: 43_200 };

@@ -254,7 +254,13 @@ async fn read_affinity(
         Some((s, StickyMode::Cookie)) => {
             let values = headers::cookie_values(req.headers(), &s.config.cookie_name);
             let (pin, used) = affinity::read_cookie_pin(s, &backend.name, values, now);
-            (Some(pin), used.map(|v| backend.hasher.hash(v.as_bytes())))
+            // The session id names the session across refreshes; a version 1 token has
+            // none, and its value (fixed until re-issued) stands in.
+            let session = match pin.session {
+                Some(id) => Some(backend.hasher.hash(&id.to_le_bytes())),
+                None => used.map(|v| backend.hasher.hash(v.as_bytes())),
+            };
+            (Some(pin), session)
         }
         Some((_, mode)) => {
             let client =
@@ -636,6 +642,8 @@ fn respond(
         backend.metrics.affinity(outcome);
         if let Some(l) = log {
             l.affinity = outcome.as_str();
+            // The table key is already a keyed hash of the client's key.
+            l.session = pin.key.map(|k| k as u64);
         }
         return resp;
     }
@@ -645,9 +653,15 @@ fn respond(
         Outcome::Hit => keep_issued,
         _ => Some(now),
     };
+    // A rebound session keeps its id: it is the same client's session on another server.
+    let session = match outcome {
+        Outcome::Hit | Outcome::Rebound => pin.session,
+        _ => None,
+    }
+    .unwrap_or_else(affinity::new_session_id);
     if let Some(issued_at) = issue {
-        if let Some(v) = affinity::set_cookie(sticky, &backend.name, served, issued_at, now, https)
-        {
+        let issue = affinity::Issue { server: served, session, issued_at };
+        if let Some(v) = affinity::set_cookie(sticky, &backend.name, issue, now, https) {
             h.append(header::SET_COOKIE, v);
             headers::make_private(h);
         }
@@ -655,6 +669,7 @@ fn respond(
     backend.metrics.affinity(outcome);
     if let Some(l) = log {
         l.affinity = outcome.as_str();
+        l.session = Some(backend.hasher.hash(&session.to_le_bytes()) as u64);
     }
     resp
 }

@@ -1,15 +1,23 @@
 //! The affinity cookie token.
 //!
-//! Layout (version 1), 33 bytes, then unpadded URL-safe base64 (44 characters):
+//! Layout (version 2), 41 bytes, then unpadded URL-safe base64 (55 characters):
 //!
 //! ```text
-//! version(1) | issued_at(u32 BE, unix s) | refreshed_at(u32 BE) | server tag(8) | mac(16)
+//! version(1) | issued_at(u32 BE, unix s) | refreshed_at(u32 BE) | server tag(8)
+//!            | session id(u64 BE) | mac(16)
 //! ```
 //!
+//! - The **session id** is 64 random bits drawn when the session starts and kept across
+//!   refreshes: two clients never share a cookie value, and rate limits, the access log and
+//!   session counts can tell sessions apart.
+//! - **Version 1** (33 bytes, 44 characters: the same without the session id, MAC context
+//!   `tether/cookie/v1`) still verifies, so pins made before an upgrade hold; it carries no
+//!   session id, and the caller re-issues it as version 2.
 //! - The **server tag** is `HMAC-SHA256(key, "tether/server/v1" 0 backend 0 server)[..8]`: it
 //!   names the server's stable name under a secret key, never its address, port or position,
 //!   and differs per backend, so a cookie of one backend means nothing to another.
-//! - The **mac** is `HMAC-SHA256(key, "tether/cookie/v1" 0 backend 0 bytes[..17])[..16]`,
+//! - The **mac** is `HMAC-SHA256(key, "tether/cookie/v2" 0 backend 0 body)[..16]` over every
+//!   byte before it,
 //!   compared in constant time. 128 bits of tag is plenty against forgery (NIST SP 800-107).
 //! - **Key rotation**: the first key signs; every key verifies. A token verified by an older
 //!   key reports its key index so the caller can re-issue it under the current key.
@@ -22,10 +30,13 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
-const VERSION: u8 = 1;
-const BODY_LEN: usize = 1 + 4 + 4 + 8;
 const MAC_LEN: usize = 16;
-const TOKEN_LEN: usize = BODY_LEN + MAC_LEN;
+/// Version 1: times and server tag.
+const V1_BODY: usize = 1 + 4 + 4 + 8;
+/// Version 2: version 1 and the session id.
+const V2_BODY: usize = V1_BODY + 8;
+/// The longest token.
+const MAX_TOKEN: usize = V2_BODY + MAC_LEN;
 /// Minimum key size: 32 random bytes (256 bits), as HMAC-SHA256 wants.
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -79,6 +90,8 @@ pub struct Token {
     pub issued_at: u32,
     /// When the cookie was last (re)issued (unix seconds).
     pub refreshed_at: u32,
+    /// The session's random id; `None` in a version 1 token, which has none.
+    pub session: Option<u64>,
     /// Which configured key verified it: 0 is the current signing key.
     pub key_index: usize,
 }
@@ -169,7 +182,11 @@ impl CookieKeys {
 
     fn mac(&self, key_index: usize, backend: &str, body: &[u8]) -> [u8; MAC_LEN] {
         let mut ctx = hmac::Context::with_key(&self.keys[key_index]);
-        ctx.update(b"tether/cookie/v1\0");
+        ctx.update(if body.len() == V1_BODY {
+            b"tether/cookie/v1\0"
+        } else {
+            b"tether/cookie/v2\0"
+        });
         ctx.update(backend.as_bytes());
         ctx.update(b"\0");
         ctx.update(body);
@@ -179,21 +196,41 @@ impl CookieKeys {
         mac
     }
 
-    /// Encodes a token for `server` (a tag under key 0) of `backend`, signed with key 0.
+    /// Encodes a version 2 token for `server` (a tag under key 0) of `backend` and session
+    /// `session`, signed with key 0.
     pub fn encode(
+        &self,
+        backend: &str,
+        server: ServerTag,
+        session: u64,
+        issued_at: u32,
+        refreshed_at: u32,
+    ) -> String {
+        let mut raw = [0u8; MAX_TOKEN];
+        write_v1_body(&mut raw, 2, server, issued_at, refreshed_at);
+        raw[V1_BODY..V2_BODY].copy_from_slice(&session.to_be_bytes());
+        self.seal(backend, &mut raw[..V2_BODY + MAC_LEN])
+    }
+
+    /// Encodes a version 1 token, as Tether issued before session ids. Only tests of the
+    /// upgrade path need it: Tether itself issues version 2.
+    pub fn encode_v1(
         &self,
         backend: &str,
         server: ServerTag,
         issued_at: u32,
         refreshed_at: u32,
     ) -> String {
-        let mut raw = [0u8; TOKEN_LEN];
-        raw[0] = VERSION;
-        raw[1..5].copy_from_slice(&issued_at.to_be_bytes());
-        raw[5..9].copy_from_slice(&refreshed_at.to_be_bytes());
-        raw[9..17].copy_from_slice(&server);
-        let mac = self.mac(0, backend, &raw[..BODY_LEN]);
-        raw[BODY_LEN..].copy_from_slice(&mac);
+        let mut raw = [0u8; MAX_TOKEN];
+        write_v1_body(&mut raw, 1, server, issued_at, refreshed_at);
+        self.seal(backend, &mut raw[..V1_BODY + MAC_LEN])
+    }
+
+    /// Signs the body of `raw` (all but its last [`MAC_LEN`] bytes) into them, then encodes.
+    fn seal(&self, backend: &str, raw: &mut [u8]) -> String {
+        let body_len = raw.len() - MAC_LEN;
+        let mac = self.mac(0, backend, &raw[..body_len]);
+        raw[body_len..].copy_from_slice(&mac);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -201,30 +238,52 @@ impl CookieKeys {
     /// before any HMAC so garbage costs little.
     pub fn decode(&self, backend: &str, value: &str) -> Result<Token, TokenError> {
         let value = value.trim_matches('"');
-        if value.len() != (TOKEN_LEN * 4).div_ceil(3) {
-            return Err(TokenError::Malformed);
-        }
-        let mut raw = [0u8; TOKEN_LEN];
-        match URL_SAFE_NO_PAD.decode_slice(value, &mut raw) {
-            Ok(TOKEN_LEN) => {}
+        let (version, len) = match value.len() {
+            n if n == encoded_len(V1_BODY + MAC_LEN) => (1, V1_BODY + MAC_LEN),
+            n if n == encoded_len(MAX_TOKEN) => (2, MAX_TOKEN),
+            _ => return Err(TokenError::Malformed),
+        };
+        let mut buf = [0u8; MAX_TOKEN];
+        match URL_SAFE_NO_PAD.decode_slice(value, &mut buf) {
+            Ok(n) if n == len => {}
             _ => return Err(TokenError::Malformed),
         }
-        if raw[0] != VERSION {
+        let raw = &buf[..len];
+        if raw[0] != version {
             return Err(TokenError::Version);
         }
-        let (body, mac) = raw.split_at(BODY_LEN);
+        let (body, mac) = raw.split_at(len - MAC_LEN);
         let key_index = (0..self.keys.len())
             .find(|&k| bool::from(self.mac(k, backend, body).ct_eq(mac)))
             .ok_or(TokenError::BadMac)?;
         let mut server = [0u8; 8];
         server.copy_from_slice(&body[9..17]);
+        let session = (version == 2).then(|| {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&body[V1_BODY..V2_BODY]);
+            u64::from_be_bytes(id)
+        });
         Ok(Token {
             server,
             issued_at: u32::from_be_bytes([body[1], body[2], body[3], body[4]]),
             refreshed_at: u32::from_be_bytes([body[5], body[6], body[7], body[8]]),
+            session,
             key_index,
         })
     }
+}
+
+/// Writes the fields both versions share into `raw`.
+fn write_v1_body(raw: &mut [u8], version: u8, server: ServerTag, issued_at: u32, refreshed: u32) {
+    raw[0] = version;
+    raw[1..5].copy_from_slice(&issued_at.to_be_bytes());
+    raw[5..9].copy_from_slice(&refreshed.to_be_bytes());
+    raw[9..17].copy_from_slice(&server);
+}
+
+/// Length of `n` bytes in unpadded base64.
+const fn encoded_len(n: usize) -> usize {
+    (n * 4).div_ceil(3)
 }
 
 #[cfg(test)]

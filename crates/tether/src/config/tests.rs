@@ -121,6 +121,22 @@ fn listeners_on_port_zero_may_repeat() {
     assert!(Config::parse_with_env_keys(&text, None).is_ok());
 }
 
+/// 32 bytes of base64: a valid cookie key.
+const SHARED_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+#[test]
+fn a_shared_redis_table_needs_shared_cookie_keys() {
+    let redis = format!(
+        "{GOOD}\n[stick_table]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n"
+    );
+    let e = errors(&redis);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(has(&e, "secrets.cookie_keys", "shared by every instance"), "{e:#?}");
+    let with_keys = format!("{redis}[secrets]\ncookie_keys = [\"{SHARED_KEY}\"]\n");
+    assert!(Config::parse_with_env_keys(&with_keys, None).is_ok());
+    assert!(Config::parse_with_env_keys(&redis, Some(SHARED_KEY)).is_ok(), "from the environment");
+}
+
 #[test]
 fn bad_cookie_keys_are_named() {
     let text = format!("{GOOD}\n[secrets]\ncookie_keys = [\"c2hvcnQ=\"]\n");
@@ -168,7 +184,7 @@ fn each_duration_key(value: &str) -> Vec<(&'static str, String)> {
     let sticky = "mode = \"cookie\"";
     let redis = format!(
         "{GOOD}\n[stick_table]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n\
-         redis_timeout = {v}\n"
+         redis_timeout = {v}\n[secrets]\ncookie_keys = [\"{SHARED_KEY}\"]\n"
     );
     vec![
         ("grace_period", GOOD.replacen("\"5s\"", &v, 1)),

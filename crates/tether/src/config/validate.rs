@@ -103,8 +103,18 @@ pub(super) fn validate(
     let stick_capacity = stick_table::stick_capacity(&mut c, raw.stick_table.as_ref());
     let redis = stick_table::redis_store(&mut c, raw.stick_table.as_ref());
     let admin = raw.admin.as_ref().map(|a| admin(&mut c, a));
-    let cookie_keys =
-        cookie_keys(&mut c, raw.secrets.as_ref().and_then(|s| s.cookie_keys.as_ref()), env_keys);
+    let raw_keys = raw.secrets.as_ref().and_then(|s| s.cookie_keys.as_ref());
+    let cookie_keys = cookie_keys(&mut c, raw_keys, env_keys);
+    if redis.is_some() && raw_keys.is_none() && env_keys.is_none() {
+        c.err::<()>(
+            "secrets.cookie_keys",
+            None,
+            "stick_table.store = \"redis\" needs cookie_keys shared by every instance: table \
+             keys are hashed with a secret derived from them, so instances with their own \
+             random keys would never find each other's bindings (generate one with: head -c 32 \
+             /dev/urandom | base64)",
+        );
+    }
     if c.errors.is_empty() {
         Ok(Config {
             grace_period,

@@ -8,11 +8,14 @@
 //!   the client's key. `app_cookie` bindings are created only from the server's `Set-Cookie`,
 //!   never from a value a client sends, so clients cannot fill the table with invented ids.
 
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use http::{HeaderMap, HeaderValue, header};
 use ipnet::{Ipv4Net, Ipv6Net};
 use tether_core::affinity::Verdict;
+use tether_core::rng::SplitMix;
 use tether_core::stick::{Lookup, StickKey};
 
 use super::headers;
@@ -33,8 +36,12 @@ pub struct Pin {
     pub outcome: Outcome,
     /// When the pin was first made (kept across refreshes).
     pub issued_at: u32,
-    /// The cookie must be re-issued even on a hit (sliding idle window, key rotation).
+    /// The cookie must be re-issued even on a hit (sliding idle window, key rotation, a
+    /// version 1 token).
     pub refresh: bool,
+    /// The session id the cookie carries (cookie mode; `None` before the first cookie and in
+    /// version 1 tokens).
+    pub session: Option<u64>,
 }
 
 /// Reads the pin from the cookie value (if any) at time `now`.
@@ -46,6 +53,7 @@ pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u
         outcome,
         issued_at: now,
         refresh: true,
+        session: None,
     };
     let Some(value) = cookie else { return fresh(Outcome::New) };
     let Ok(token) = sticky.keys.decode(backend, value) else { return fresh(Outcome::Invalid) };
@@ -63,8 +71,20 @@ pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u
         server: Some(server),
         outcome: Outcome::Hit,
         issued_at: token.issued_at,
-        refresh: verdict == Verdict::Refresh || token.key_index != 0,
+        refresh: verdict == Verdict::Refresh || token.key_index != 0 || token.session.is_none(),
+        session: token.session,
     }
+}
+
+/// A new session's id. SplitMix is a bijection of its counter, so ids never repeat within a
+/// process; the random seed makes a clash with another instance's ids a 2^-64 chance.
+pub fn new_session_id() -> u64 {
+    static IDS: LazyLock<SplitMix> = LazyLock::new(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(crate::clock::unix_now_ms());
+        SplitMix::seeded(h.finish())
+    });
+    IDS.next_u64()
 }
 
 /// Cookie values of one name tried at most per request: each costs a signature check.
@@ -107,6 +127,7 @@ pub async fn read_table_pin(
         outcome: Outcome::New,
         issued_at: now,
         refresh: false,
+        session: None,
     };
     let (Some(key), Some(table)) = (key, backend.table.as_ref()) else { return pin };
     match table.get(key, now).await {
@@ -195,17 +216,27 @@ impl Pin {
     }
 }
 
-/// The `Set-Cookie` value pinning to server `server`, first issued at `issued_at`.
+/// What a `Set-Cookie` of Tether's says: the server, the session, when the pin was made.
+#[derive(Debug, Clone, Copy)]
+pub struct Issue {
+    /// Server index the cookie pins to.
+    pub server: usize,
+    /// The session's id.
+    pub session: u64,
+    /// When the pin was first made.
+    pub issued_at: u32,
+}
+
+/// The `Set-Cookie` value of `issue`, refreshed at `now`.
 pub fn set_cookie(
     sticky: &StickyView,
     backend: &str,
-    server: usize,
-    issued_at: u32,
+    issue: Issue,
     now: u32,
     https: bool,
 ) -> Option<HeaderValue> {
-    let tag = *sticky.tags.get(server)?;
-    let token = sticky.keys.encode(backend, tag, issued_at, now);
+    let tag = *sticky.tags.get(issue.server)?;
+    let token = sticky.keys.encode(backend, tag, issue.session, issue.issued_at, now);
     let mut v = String::with_capacity(sticky.config.cookie_name.len() + token.len() + 64);
     v.push_str(&sticky.config.cookie_name);
     v.push('=');

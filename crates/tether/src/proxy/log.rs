@@ -42,6 +42,8 @@ pub struct AccessLog {
     pub body_error: bool,
     /// The verified client certificate's subject (listeners with `tls.client_ca`).
     pub client_cert: Option<http::HeaderValue>,
+    /// The affinity session, as a keyed hash (never the id a cookie carries), when sticky.
+    pub session: Option<u64>,
 }
 
 impl AccessLog {
@@ -63,6 +65,7 @@ impl AccessLog {
             complete: false,
             body_error: false,
             client_cert: None,
+            session: None,
         }
     }
 
@@ -79,6 +82,7 @@ impl AccessLog {
             backend = self.backend.as_deref().unwrap_or("-"),
             server = self.server.as_deref().unwrap_or("-"),
             affinity = self.affinity,
+            session = self.session.map(|h| format!("{h:016x}")),
             attempts = self.attempts,
             upstream_ms = self.upstream_time.map(ms),
             total_ms = ms(self.started.elapsed()),

@@ -218,7 +218,7 @@ async fn a_hit_sends_no_set_cookie_and_the_cookie_never_reaches_the_logs() {
 fn crafted(server: &str, issued_at: u64, refreshed_at: u64) -> String {
     let keys = tether_core::affinity::CookieKeys::from_base64(&[KEY]).unwrap();
     let tag = keys.server_tag(0, "app", server).unwrap();
-    keys.encode("app", tag, issued_at as u32, refreshed_at as u32)
+    keys.encode("app", tag, 0x0123_4567_89ab_cdef, issued_at as u32, refreshed_at as u32)
 }
 
 fn unix_now() -> u64 {

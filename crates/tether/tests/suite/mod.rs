@@ -17,6 +17,7 @@ mod proxy;
 mod redis_affinity;
 mod redis_tls_cluster;
 mod server_h1;
+mod sessions;
 mod smuggling;
 mod sticky_modes;
 mod systemd;

@@ -10,17 +10,57 @@ fn keys() -> CookieKeys {
 fn round_trip() {
     let k = keys();
     let tag = k.server_tag(0, "app", "a").unwrap();
-    let v = k.encode("app", tag, 100, 200);
+    let v = k.encode("app", tag, 0xDEAD_BEEF_0123_4567, 100, 200);
+    assert_eq!(v.len(), 55);
+    let t = k.decode("app", &v).unwrap();
+    let want = Token {
+        server: tag,
+        issued_at: 100,
+        refreshed_at: 200,
+        session: Some(0xDEAD_BEEF_0123_4567),
+        key_index: 0,
+    };
+    assert_eq!(t, want);
+}
+
+#[test]
+fn version_1_tokens_still_verify_without_a_session() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    let v = k.encode_v1("app", tag, 100, 200);
     assert_eq!(v.len(), 44);
     let t = k.decode("app", &v).unwrap();
-    assert_eq!(t, Token { server: tag, issued_at: 100, refreshed_at: 200, key_index: 0 });
+    assert_eq!(
+        t,
+        Token { server: tag, issued_at: 100, refreshed_at: 200, session: None, key_index: 0 }
+    );
+}
+
+#[test]
+fn sessions_of_one_server_and_second_get_different_values() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    assert_ne!(k.encode("app", tag, 1, 100, 100), k.encode("app", tag, 2, 100, 100));
+}
+
+#[test]
+fn a_version_1_body_cannot_pass_for_version_2_or_back() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    // Relabel each version's bytes as the other: the MAC context differs, so neither verifies.
+    let mut v1 = URL_SAFE_NO_PAD.decode(k.encode_v1("app", tag, 1, 1)).unwrap();
+    v1[0] = 2;
+    assert!(k.decode("app", &URL_SAFE_NO_PAD.encode(&v1)).is_err());
+    let mut v2 = URL_SAFE_NO_PAD.decode(k.encode("app", tag, 9, 1, 1)).unwrap();
+    v2[0] = 1;
+    assert!(k.decode("app", &URL_SAFE_NO_PAD.encode(&v2)).is_err());
 }
 
 #[test]
 fn every_single_bit_flip_is_rejected() {
     let k = keys();
     let tag = k.server_tag(0, "app", "a").unwrap();
-    let v = k.encode("app", tag, 100, 200);
+    let v = k.encode("app", tag, 42, 100, 200);
     let raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
     for byte in 0..raw.len() {
         for bit in 0..8 {
@@ -36,7 +76,7 @@ fn every_single_bit_flip_is_rejected() {
 fn token_of_one_backend_is_useless_for_another() {
     let k = keys();
     let tag = k.server_tag(0, "app", "a").unwrap();
-    let v = k.encode("app", tag, 1, 1);
+    let v = k.encode("app", tag, 7, 1, 1);
     assert_eq!(k.decode("api", &v), Err(TokenError::BadMac));
     assert_ne!(k.server_tag(0, "api", "a"), Some(tag));
 }
@@ -45,7 +85,7 @@ fn token_of_one_backend_is_useless_for_another() {
 fn token_names_no_server_in_clear() {
     let k = keys();
     let tag = k.server_tag(0, "app", "server-alpha").unwrap();
-    let v = k.encode("app", tag, 1, 1);
+    let v = k.encode("app", tag, 7, 1, 1);
     let raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
     assert!(!v.contains("alpha"));
     assert!(!raw.windows(5).any(|w| w == b"alpha"));
@@ -55,7 +95,7 @@ fn token_names_no_server_in_clear() {
 fn rotated_keys_verify_and_report_their_index() {
     let old = CookieKeys::from_bytes(&[[1u8; 32]]).unwrap();
     let both = CookieKeys::from_bytes(&[[2u8; 32], [1u8; 32]]).unwrap();
-    let v = old.encode("app", old.server_tag(0, "app", "a").unwrap(), 5, 5);
+    let v = old.encode("app", old.server_tag(0, "app", "a").unwrap(), 3, 5, 5);
     let t = both.decode("app", &v).unwrap();
     assert_eq!(t.key_index, 1);
     assert_eq!(Some(t.server), both.server_tag(1, "app", "a"));
@@ -64,10 +104,11 @@ fn rotated_keys_verify_and_report_their_index() {
 #[test]
 fn unknown_version_is_refused() {
     let k = keys();
-    let v = k.encode("app", [0; 8], 1, 1);
-    let mut raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
-    raw[0] = 2;
-    assert_eq!(k.decode("app", &URL_SAFE_NO_PAD.encode(&raw)), Err(TokenError::Version));
+    for v in [k.encode("app", [0; 8], 1, 1, 1), k.encode_v1("app", [0; 8], 1, 1)] {
+        let mut raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
+        raw[0] = 3;
+        assert_eq!(k.decode("app", &URL_SAFE_NO_PAD.encode(&raw)), Err(TokenError::Version));
+    }
 }
 
 #[test]
@@ -90,6 +131,11 @@ proptest! {
 
     #[test]
     fn random_44_char_values_never_verify(s in "[A-Za-z0-9_-]{44}") {
+        prop_assert!(keys().decode("app", &s).is_err());
+    }
+
+    #[test]
+    fn random_55_char_values_never_verify(s in "[A-Za-z0-9_-]{55}") {
         prop_assert!(keys().decode("app", &s).is_err());
     }
 }

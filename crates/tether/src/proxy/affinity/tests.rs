@@ -40,6 +40,9 @@ struct Tok {
     refreshed_ago: i64,
 }
 
+/// The session id every [`Tok`] carries.
+const SESSION: u64 = 0x5e55_1011;
+
 const FRESH: Tok = Tok { key: 2, backend: "app", server: "b", issued_ago: 100, refreshed_ago: 100 };
 
 /// [`NOW`] minus `ago` seconds.
@@ -51,7 +54,14 @@ impl Tok {
     fn value(self) -> String {
         let signer = test_support::keys(&[self.key]);
         let tag = signer.server_tag(0, self.backend, self.server).expect("key 0 exists");
-        signer.encode(self.backend, tag, at(self.issued_ago), at(self.refreshed_ago))
+        signer.encode(self.backend, tag, SESSION, at(self.issued_ago), at(self.refreshed_ago))
+    }
+
+    /// The same, as a version 1 token (no session id).
+    fn value_v1(self) -> String {
+        let signer = test_support::keys(&[self.key]);
+        let tag = signer.server_tag(0, self.backend, self.server).expect("key 0 exists");
+        signer.encode_v1(self.backend, tag, at(self.issued_ago), at(self.refreshed_ago))
     }
 }
 
@@ -64,6 +74,8 @@ enum C {
     Tampered(Tok),
     /// The token in double quotes.
     Quoted(Tok),
+    /// The token as version 1 (before session ids).
+    V1(Tok),
 }
 
 impl C {
@@ -78,6 +90,7 @@ impl C {
                 v
             }
             C::Quoted(t) => format!("\"{}\"", t.value()),
+            C::V1(t) => t.value_v1(),
         }
     }
 }
@@ -126,6 +139,13 @@ fn read_pin_follows_only_valid_unexpired_cookies_naming_a_live_server() {
         ("signed with a retired key", tok(Tok { key: 3, ..t }), fresh(Invalid)),
         ("names a removed server", tok(Tok { server: "gone", ..t }), fresh(Invalid)),
         ("previous key, removed server", tok(Tok { key: 1, server: "gone", ..t }), fresh(Invalid)),
+        ("version 1 token: followed, re-issued", Some(C::V1(t)), hit(true, 100)),
+        ("version 1, previous key", Some(C::V1(Tok { key: 1, ..t })), hit(true, 100)),
+        (
+            "version 1, idle expired",
+            Some(C::V1(Tok { issued_ago: 5000, refreshed_ago: 3600, ..t })),
+            fresh(Expired),
+        ),
     ];
     let snap = fixture("mode = \"cookie\"");
     let sticky = snap.backends[0].sticky.as_ref().expect("sticky");
@@ -134,6 +154,8 @@ fn read_pin_follows_only_valid_unexpired_cookies_naming_a_live_server() {
         let pin = read_pin(sticky, "app", value.as_deref(), NOW);
         assert_eq!(got(&pin), want, "{case} ({cookie:?})");
         assert_eq!(pin.key, None, "{case}: cookie pins have no table key");
+        let v2_hit = pin.server.is_some() && !matches!(cookie, Some(C::V1(_)));
+        assert_eq!(pin.session, v2_hit.then_some(SESSION), "{case}: session id");
     }
 }
 
@@ -174,7 +196,7 @@ fn read_cookie_pin_takes_the_first_valid_of_at_most_four_cookies() {
 const K: StickKey = 0x5eed;
 
 fn pin(key: Option<StickKey>, learn_only: bool, server: Option<usize>, outcome: Outcome) -> Pin {
-    Pin { key, learn_only, server, outcome, issued_at: NOW, refresh: false }
+    Pin { key, learn_only, server, outcome, issued_at: NOW, refresh: false, session: None }
 }
 
 fn table(backend: &BackendView) -> &crate::stick::Table {

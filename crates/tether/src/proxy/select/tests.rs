@@ -111,6 +111,7 @@ fn pin_to(server: Option<usize>) -> Pin {
         outcome: Outcome::Hit,
         issued_at: 0,
         refresh: false,
+        session: None,
     }
 }
 

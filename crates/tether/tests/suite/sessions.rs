@@ -1,0 +1,106 @@
+//! Sessions as Tether's own objects: each cookie session has an identity of its own.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::support::fixture::*;
+
+fn unix_now() -> u32 {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    u32::try_from(secs).unwrap()
+}
+
+#[tokio::test]
+async fn a_thousand_first_cookies_from_one_server_are_a_thousand_values() {
+    // One server: every cookie names it, and most are minted in the same second. Before
+    // session ids, those tokens were byte-for-byte equal.
+    let servers = echo_servers(1);
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
+    let c = fresh_client();
+    let mut values = HashSet::new();
+    for i in 0..1000 {
+        let r = c.get(t.url("web")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        values.insert(tether_cookie(&r).expect("a first cookie"));
+    }
+    assert_eq!(values.len(), 1000, "every new session gets its own value");
+}
+
+#[tokio::test]
+async fn an_affinity_limit_stops_one_cookie_session_not_its_neighbour() {
+    let servers = echo_servers(1);
+    // A token every 100 s: none comes back while the test runs.
+    let app = app(&servers)
+        .set("rate_limit.requests_per_second", 0.01)
+        .set("rate_limit.burst", 3)
+        .set("rate_limit.key", "affinity")
+        .sticky(Sticky::cookie());
+    let t = start(config(app)).await;
+    let c = fresh_client();
+    // Two sessions from the same server, back to back: the same second, as a rule.
+    let first = |r: reqwest::Response| tether_cookie(&r).expect("a first cookie");
+    let flooder = first(c.get(t.url("web")).send().await.unwrap());
+    let neighbour = first(c.get(t.url("web")).send().await.unwrap());
+    assert_ne!(flooder, neighbour);
+    let send =
+        |cookie: &str| c.get(t.url("web")).header("cookie", format!("tether={cookie}")).send();
+    let mut limited = 0;
+    for _ in 0..10 {
+        if send(&flooder).await.unwrap().status() == 429 {
+            limited += 1;
+        }
+    }
+    // Its burst of 3 was spent, the first request (without the cookie) was keyed by address.
+    assert_eq!(limited, 7, "the flooding session is limited after its burst");
+    for i in 0..3 {
+        assert_eq!(send(&neighbour).await.unwrap().status(), 200, "neighbour request {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_version_1_cookie_keeps_its_pin_and_is_reissued_as_version_2() {
+    let servers = echo_servers(3);
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
+    let keys = tether_core::affinity::CookieKeys::from_base64(&[KEY]).unwrap();
+    let now = unix_now();
+    let v1 = keys.encode_v1("app", keys.server_tag(0, "app", "s2").unwrap(), now - 60, now - 60);
+    assert_eq!(v1.len(), 44);
+    let c = client();
+    let r = c.get(t.url("web")).header("cookie", format!("tether={v1}")).send().await.unwrap();
+    assert_eq!(server_of(&r), "s2", "the old pin holds");
+    let v2 = tether_cookie(&r).expect("re-issued at once");
+    let token = keys.decode("app", &v2).unwrap();
+    assert!(token.session.is_some(), "version 2 carries a session id");
+    assert_eq!(token.issued_at, now - 60, "the session's start is kept");
+    assert_eq!(token.server, keys.server_tag(0, "app", "s2").unwrap());
+    // The new cookie holds the pin and, fresh, is not re-issued again.
+    let r = c.get(t.url("web")).header("cookie", format!("tether={v2}")).send().await.unwrap();
+    assert_eq!(server_of(&r), "s2");
+    assert!(tether_cookie(&r).is_none());
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_session_by_a_hash_that_stays_across_refreshes() {
+    let servers = echo_servers(2);
+    let t = start(config(app(&servers).sticky(Sticky::cookie().set("idle_timeout", "10m")))).await;
+    let c = fresh_client();
+    let first = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
+    let keys = tether_core::affinity::CookieKeys::from_base64(&[KEY]).unwrap();
+    let token = keys.decode("app", &first).unwrap();
+    let id = token.session.unwrap();
+    // The same session, aged past a quarter of its idle window: re-issued with the same id.
+    let now = unix_now();
+    let aged = keys.encode("app", token.server, id, now - 400, now - 400);
+    let r = c.get(t.url("web")).header("cookie", format!("tether={aged}")).send().await.unwrap();
+    let refreshed = tether_cookie(&r).expect("refreshed");
+    assert_eq!(keys.decode("app", &refreshed).unwrap().session, Some(id));
+    let two = || t.logs().iter().filter(|l| l["session"].is_string()).count() >= 2;
+    assert!(tether_testkit::wait_until(Duration::from_secs(5), two).await);
+    let logged: Vec<String> =
+        t.logs().iter().filter_map(|l| l["session"].as_str().map(str::to_owned)).collect();
+    assert_eq!(logged[0], logged[1], "one session, one name: {logged:?}");
+    assert_eq!(logged[0].len(), 16);
+    let raw = format!("{id:016x}");
+    assert!(logged.iter().all(|s| *s != raw), "the log shows a hash, not the id");
+}
