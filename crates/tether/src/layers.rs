@@ -28,8 +28,8 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["admin"],
     // Start, reload, signals and shutdown: the controller.
     &["runtime"],
-    // `tether demo`.
-    &["demo"],
+    // `tether demo`; `tether servers` and `tether drain` (clients of the admin API).
+    &["ctl", "demo"],
 ];
 
 #[cfg(test)]

@@ -11,12 +11,15 @@
 //! - `health`; [`proxy`]: the request path, in named phases;
 //! - `server`: listeners and client connections; `control`: typed commands; `admin`: the
 //!   API and dashboard; [`runtime`]: start, reload, signals and shutdown;
-//! - [`demo`]: `tether demo`, three demo servers behind a sticky Tether.
+//! - [`demo`]: `tether demo`, three demo servers behind a sticky Tether; [`ctl`]: `tether
+//!   servers` and `tether drain`, the admin API from the command line (a client of it, over
+//!   HTTP, that uses no other module).
 
 pub(crate) mod admin;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod control;
+pub mod ctl;
 pub mod demo;
 pub(crate) mod health;
 #[cfg(test)]

@@ -1,13 +1,15 @@
-//! The `tether` command: `run`, `check`, `demo`.
+//! The `tether` command: `run`, `check`, `demo`, and `servers` and `drain` over the admin API.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tether::config::Config;
+use tether::ctl::{self, AdminTarget, CtlError};
 use tether::runtime::{Tether, Workers};
 use tracing_subscriber::EnvFilter;
 
@@ -62,6 +64,56 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         admin: SocketAddr,
     },
+    /// Every backend's servers: health, admin state, in-flight, sessions bound, requests.
+    Servers {
+        #[command(flatten)]
+        api: AdminArgs,
+    },
+    /// Put a server in `drain`: it keeps its pinned sessions and takes no new ones.
+    Drain {
+        /// The server's backend.
+        backend: String,
+        /// The server's name.
+        server: String,
+        /// Then follow its session count: exit 0 when it reaches 0, 1 at the timeout.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: how long to wait for the sessions to end (e.g. `90s`, `10m`, `2h`).
+        #[arg(long, default_value = "1h", value_parser = positive_duration, requires = "wait")]
+        timeout: Duration,
+        /// With --wait: time between two looks at the session count.
+        #[arg(long, default_value = "1s", value_parser = positive_duration, requires = "wait")]
+        interval: Duration,
+        #[command(flatten)]
+        api: AdminArgs,
+    },
+}
+
+/// Where the admin API is and how to authenticate to it (`servers`, `drain`).
+#[derive(Args)]
+struct AdminArgs {
+    /// Admin API URL, `http://HOST:PORT` [env: TETHER_ADMIN] [default: http://127.0.0.1:8081]
+    #[arg(long, value_name = "URL")]
+    admin: Option<String>,
+    /// File holding the admin bearer token [else the token itself from env: TETHER_ADMIN_TOKEN]
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn target(&self) -> Result<AdminTarget, CtlError> {
+        let env = |name: &str| std::env::var(name).ok();
+        AdminTarget::resolve(self.admin.as_deref(), self.token_file.as_deref(), env)
+    }
+}
+
+/// A humantime duration (`500ms`, `30s`, `10m`) greater than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e}; write e.g. \"30s\", \"10m\", \"1h\"")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -73,6 +125,25 @@ fn main() -> ExitCode {
         Command::Run { config } => run(config),
         Command::Demo { listen, admin } => {
             run_async(worker_threads(), tether::demo::run(listen, admin))
+        }
+        Command::Servers { api } => {
+            ctl_exit(api.target().and_then(|t| ctl::servers(t, &mut std::io::stdout())))
+        }
+        Command::Drain { backend, server, wait, timeout, interval, api } => {
+            let watch = wait.then_some(ctl::Watch { timeout, interval });
+            let drain = |t| ctl::drain(t, &backend, &server, watch, &mut std::io::stdout());
+            ctl_exit(api.target().and_then(drain))
+        }
+    }
+}
+
+/// Exit 0, or 1 with the error on one line of stderr.
+fn ctl_exit(result: Result<(), CtlError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            ExitCode::FAILURE
         }
     }
 }

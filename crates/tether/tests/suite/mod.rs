@@ -3,6 +3,7 @@
 mod admin;
 mod affinity;
 mod big_bodies;
+mod cli;
 mod dashboard;
 mod demo;
 mod edge;
