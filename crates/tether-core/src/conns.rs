@@ -1,9 +1,10 @@
-//! Open connections per client address, for `max_connections_per_ip`, in fixed memory and
-//! without locks: a count-min sketch of two rows of atomic counters. A client's count is the
-//! smaller of its two counters, which can only over-count (when both of its counters are
-//! shared with other busy clients), never under-count: a client is never let past its
-//! limit, and with 2 × 65,536 counters an innocent client is refused only if both of its
-//! counters collide with clients holding many connections.
+//! Open connections per client address (`max_connections_per_ip`), or requests in flight per
+//! affinity session (`sticky.max_in_flight_per_session`), in fixed memory and without locks:
+//! a count-min sketch of two rows of atomic counters. A client's count is the smaller of its
+//! two counters, which can only over-count (when both of its counters are shared with other
+//! busy clients), never under-count: a client is never let past its limit, and with 2 × 65,536
+//! counters (512 KiB) an innocent client is refused only if both of its counters collide with
+//! clients holding many connections.
 
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
@@ -61,9 +62,9 @@ impl ConnCounter {
         self.total.load(Ordering::Relaxed)
     }
 
-    fn cell(&self, row: usize, ip: IpAddr) -> usize {
+    fn cell<K: Hash>(&self, row: usize, key: &K) -> usize {
         let mut h = xxhash_rust::xxh3::Xxh3Builder::new().with_seed(self.seeds[row]).build_hasher();
-        ip.hash(&mut h);
+        key.hash(&mut h);
         (std::hash::Hasher::finish(&h) as usize) & (WIDTH - 1)
     }
 
@@ -75,8 +76,20 @@ impl ConnCounter {
         max_total: usize,
         max_per_ip: usize,
     ) -> Result<ConnSlot, Refused> {
+        self.admit_key(&ip, max_total, max_per_ip)
+    }
+
+    /// Admits one more unit (connection, request) for `key` unless that would exceed
+    /// `max_total` or `max_per_key` (0 = unlimited); [`Refused::PerIp`] names the per-key
+    /// limit whatever the key is.
+    pub fn admit_key<K: Hash>(
+        self: &Arc<Self>,
+        key: &K,
+        max_total: usize,
+        max_per_key: usize,
+    ) -> Result<ConnSlot, Refused> {
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
-        let cells = [self.cell(0, ip), self.cell(1, ip)];
+        let cells = [self.cell(0, key), self.cell(1, key)];
         let counts = [
             self.rows[0][cells[0]].fetch_add(1, Ordering::Relaxed) + 1,
             self.rows[1][cells[1]].fetch_add(1, Ordering::Relaxed) + 1,
@@ -87,7 +100,7 @@ impl ConnCounter {
         if max_total > 0 && total > max_total {
             return Err(Refused::Total);
         }
-        if max_per_ip > 0 && counts[0].min(counts[1]) as usize > max_per_ip {
+        if max_per_key > 0 && counts[0].min(counts[1]) as usize > max_per_key {
             return Err(Refused::PerIp);
         }
         Ok(slot)
@@ -116,6 +129,16 @@ mod tests {
         assert_eq!(c.admit(ip("::1"), 4, 0).unwrap_err(), Refused::Total);
         drop((b, again));
         assert_eq!(c.total(), 0);
+    }
+
+    #[test]
+    fn any_key_counts_on_its_own() {
+        let c = ConnCounter::new(9);
+        let a: Vec<_> = (0..2).map(|_| c.admit_key(&0xfeed_u128, 0, 2).unwrap()).collect();
+        assert_eq!(c.admit_key(&0xfeed_u128, 0, 2).unwrap_err(), Refused::PerIp);
+        assert!(c.admit_key(&0xbeef_u128, 0, 2).is_ok(), "another key is not affected");
+        drop(a);
+        assert!(c.admit_key(&0xfeed_u128, 0, 2).is_ok(), "freed on drop");
     }
 
     #[test]

@@ -482,6 +482,11 @@ pub struct Sticky {
     pub on_server_full: OnServerFull,
     /// `max_age`: `Max-Age` of the cookie; `None` makes it a browser-session cookie.
     pub max_age: Option<Duration>,
+    /// `rebound_header`: the request header that tells a server it received a session
+    /// re-pinned from another (off by default).
+    pub rebound_header: Option<http::HeaderName>,
+    /// `max_in_flight_per_session`: one session's concurrent requests (0: unlimited).
+    pub max_in_flight_per_session: u32,
 }
 
 /// One `[[backends.NAME.servers]]` entry.

@@ -48,7 +48,8 @@ pub const CONN_REFUSALS: [&str; 6] = [
     "h2_resets",
 ];
 /// `reason` label values of `tether_requests_refused_total`.
-pub const REQUEST_REFUSALS: [&str; 4] = ["framing", "body_too_large", "rate_limit", "method"];
+pub const REQUEST_REFUSALS: [&str; 5] =
+    ["framing", "body_too_large", "rate_limit", "method", "session_concurrency"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerReason {
@@ -324,6 +325,8 @@ pub enum RequestRefusal {
     RateLimited = 2,
     /// A method Tether does not forward (`CONNECT`).
     Method = 3,
+    /// A session over `sticky.max_in_flight_per_session`.
+    SessionConcurrency = 4,
 }
 
 impl ListenerMetrics {

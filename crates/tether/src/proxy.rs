@@ -18,7 +18,7 @@ pub mod upgrade;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -200,8 +200,11 @@ async fn forward<'s>(
     if listener.rate.is_some() || backend.rate.is_some() {
         rate_limit(listener, backend, ctx, &req, session)?;
     }
+    let session_slot = admit_session(backend, listener, session, &req)?;
     let mut outgoing = Outgoing::prepare(req, upgrade, listener, ctx, backend)?;
-    let answered = attempt(backend, pin.as_ref(), &mut outgoing, listener, ctx, pending).await?;
+    let mut answered =
+        attempt(backend, pin.as_ref(), &mut outgoing, listener, ctx, pending).await?;
+    answered.held.session = session_slot;
     backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
     Ok(finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log()))
 }
@@ -357,9 +360,10 @@ async fn attempt<'s>(
         let permit = select::admit(backend, pick).await?;
         pending.attempt_on(server);
         let body = out.body.take().unwrap_or(ReqBody::Empty);
-        let held = Held { guard: server.state.begin(), permit };
+        let held = Held { guard: server.state.begin(), permit, session: None };
         let sent = Instant::now();
-        let result = send(backend, server, out, body).await;
+        let notice = rebound_notice(backend, pin, pick);
+        let result = send(backend, server, out, body, notice.as_ref()).await;
         let outcome = record_attempt(backend, pick.server, &result, listener);
         let verdict =
             policy.judge(outcome, tried.len(), || select::has_alternative(backend, &tried));
@@ -393,6 +397,30 @@ async fn attempt<'s>(
         }
         backend.metrics.retry();
     }
+}
+
+/// `sticky.rebound_header` for an attempt that re-pins a session to another server: the
+/// pinned server's name and why it was left. `None` when the attempt goes to the pinned
+/// server or spills (the pin stays), or the header is not configured.
+fn rebound_notice(
+    backend: &BackendView,
+    pin: Option<&Pin>,
+    pick: select::Pick,
+) -> Option<(HeaderName, HeaderValue)> {
+    let name = backend.sticky.as_ref()?.config.rebound_header.as_ref()?;
+    let pinned = pin?.server?;
+    if pinned == pick.server || pick.spilled {
+        return None;
+    }
+    let server = &backend.servers[pinned];
+    let reason = match server.state.admin_state() {
+        tether_core::AdminState::Maint => "maint",
+        _ if server.state.is_healthy() && server.full() => "full",
+        // Down, ejected, or it failed this very request.
+        _ => "down",
+    };
+    let value = HeaderValue::from_str(&format!("{}; reason={reason}", server.state.name())).ok()?;
+    Some((name.clone(), value))
 }
 
 /// Records what one attempt says about its server — passive health, `errors_total`,
@@ -458,6 +486,25 @@ fn rate_limit(
     Ok(())
 }
 
+/// Holds one of the session's in-flight slots (`sticky.max_in_flight_per_session`) until
+/// its response has been passed on; a session over its limit gets `429`. Requests without a
+/// session yet (no valid cookie, no table key) are new and not limited here.
+fn admit_session(
+    backend: &BackendView,
+    listener: &ListenerView,
+    session: Option<u128>,
+    req: &Request<ClientBody>,
+) -> Result<Option<tether_core::conns::ConnSlot>, ProxyError> {
+    let Some((sticky, key)) = backend.sticky.as_ref().zip(session) else { return Ok(None) };
+    let Some(counter) = &sticky.in_flight else { return Ok(None) };
+    let max = sticky.config.max_in_flight_per_session as usize;
+    counter.admit_key(&key, 0, max).map(Some).map_err(|_| {
+        listener.conn.metrics.request_refused(RequestRefusal::SessionConcurrency);
+        let close = !req.body().is_end_stream();
+        ProxyError::RateLimited { wait: std::time::Duration::from_secs(1), close }
+    })
+}
+
 /// Phase 7: turns a server's response into the client's: a 101 starts the tunnel;
 /// anything else streams back with the affinity outcome applied.
 fn finish(
@@ -495,14 +542,20 @@ async fn send(
     server: &crate::snapshot::ServerView,
     out: &mut Outgoing,
     body: ReqBody,
+    extra: Option<&(HeaderName, HeaderValue)>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     match (&server.client, &out.encoded) {
         (ServerClient::H1(origin), Some(head)) => {
+            let with_extra = extra.map(|(n, v)| head.with_header(n, v));
+            let head = with_extra.as_ref().unwrap_or(head);
             let resp = h1::send(origin, head, body, backend.response_timeout).await?;
             Ok(resp.map(UpstreamBody::H1))
         }
         (ServerClient::H2(client), _) => {
-            let request = upstream_request(&out.parts, backend, server, body);
+            let mut request = upstream_request(&out.parts, backend, server, body);
+            if let Some((n, v)) = extra {
+                request.headers_mut().insert(n.clone(), v.clone());
+            }
             // Boxed: hyper's request future would enlarge every HTTP/1.1 request's future.
             let resp = Box::pin(send_h2(client, request, out.body_sent.take(), backend)).await?;
             Ok(resp.map(UpstreamBody::H2))
@@ -551,6 +604,10 @@ fn prepare_headers(
     headers::strip_hop_by_hop(h, upgrade);
     if let Some(s) = &backend.sticky {
         headers::strip_cookie(h, &s.config.cookie_name);
+        if let Some(name) = &s.config.rebound_header {
+            // Only Tether may say a session was re-pinned.
+            h.remove(name);
+        }
     }
     if !h.contains_key(header::HOST) {
         if let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())

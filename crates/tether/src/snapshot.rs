@@ -207,6 +207,8 @@ pub struct StickyView {
     pub lookup: Vec<HashMap<ServerTag, usize>>,
     /// `; Path=/; HttpOnly; SameSite=Lax` etc., without `Secure` (decided per request).
     pub attributes: String,
+    /// Requests in flight per session, when `max_in_flight_per_session` is set.
+    pub in_flight: Option<Arc<tether_core::conns::ConnCounter>>,
 }
 
 /// What a stick table was built with: it is kept across a reload only if this is unchanged.
@@ -524,7 +526,10 @@ fn sticky_view(
     if let Some(age) = cfg.max_age {
         attributes.push_str(&format!("; Max-Age={}", age.as_secs()));
     }
-    StickyView { config: cfg.clone(), keys: Arc::clone(keys), tags, lookup, attributes }
+    // Keyed by a secret of the cookie keys, so clients cannot aim collisions at a session.
+    let in_flight = (cfg.max_in_flight_per_session > 0)
+        .then(|| tether_core::conns::ConnCounter::new(keys.derive_seed("tether/in-flight/v1")));
+    StickyView { config: cfg.clone(), keys: Arc::clone(keys), tags, lookup, attributes, in_flight }
 }
 
 impl StickyView {

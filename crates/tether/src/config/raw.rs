@@ -212,6 +212,8 @@ pub struct RawSticky {
     pub client_ip_prefix_v4: Option<Spanned<i64>>,
     pub client_ip_prefix_v6: Option<Spanned<i64>>,
     pub max_age: Option<S>,
+    pub rebound_header: Option<S>,
+    pub max_in_flight_per_session: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -365,3 +365,33 @@ fn a_lone_server_entry_names_its_key() {
     assert_eq!(e[0].path, "server.weight", "{e:#?}");
     assert_eq!(e[0].message, "expected an integer, found string \"2\"");
 }
+
+#[test]
+fn session_keys_of_sticky_are_checked_and_named() {
+    let sticky = "mode = \"cookie\"";
+    let rows: Vec<(&str, &str, Option<&str>)> = vec![
+        ("rebound_header = \"X-Tether-Rebound\"", "", None),
+        ("rebound_header = \"Cookie\"", "rebound_header", Some("a header Tether manages")),
+        ("rebound_header = \"x-forwarded-for\"", "rebound_header", Some("a header Tether manages")),
+        ("rebound_header = \"bad header\"", "rebound_header", Some("invalid header name")),
+        ("max_in_flight_per_session = 4", "", None),
+        ("max_in_flight_per_session = 0", "max_in_flight_per_session", Some("out of range")),
+        ("max_in_flight_per_session = -1", "max_in_flight_per_session", Some("out of range")),
+    ];
+    for (line, key, want) in rows {
+        let text = after(sticky, line);
+        match want {
+            None => {
+                let c = Config::parse_with_env_keys(&text, None).unwrap();
+                let app = c.backends.iter().find(|b| b.name == "app").unwrap();
+                let s = app.sticky.as_ref().unwrap();
+                assert!(s.rebound_header.is_some() || s.max_in_flight_per_session == 4, "{line}");
+            }
+            Some(needle) => {
+                let e = errors(&text);
+                let path = format!("backends.app.sticky.{key}");
+                assert!(has(&e, &path, needle), "{line}: {e:#?}");
+            }
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub struct Held {
     pub guard: InFlightGuard,
     /// The connection slot (`limits.max_connections_per_server`).
     pub permit: Option<OwnedSemaphorePermit>,
+    /// The session's in-flight slot (`sticky.max_in_flight_per_session`).
+    pub session: Option<tether_core::conns::ConnSlot>,
 }
 
 /// The body returned to the client.

@@ -256,6 +256,20 @@ pub fn encode(
     Ok(Encoded { head: Bytes::from(out), chunked, to_head, upgrade, idempotent })
 }
 
+impl Encoded {
+    /// The same head with one more header field (the caller checked both are valid).
+    pub fn with_header(&self, name: &http::HeaderName, value: &http::HeaderValue) -> Encoded {
+        let end = self.head.len().saturating_sub(2); // before the blank line
+        let mut head = Vec::with_capacity(self.head.len() + name.as_str().len() + value.len() + 4);
+        head.extend_from_slice(&self.head[..end]);
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n\r\n");
+        Encoded { head: Bytes::from(head), ..*self }
+    }
+}
+
 /// Sends `req` with `body` to `origin` and waits for the response head; `response_timeout`
 /// counts from the end of the request (its last body byte).
 pub async fn send(

@@ -104,3 +104,102 @@ async fn the_access_log_names_the_session_by_a_hash_that_stays_across_refreshes(
     let raw = format!("{id:016x}");
     assert!(logged.iter().all(|s| *s != raw), "the log shows a hash, not the id");
 }
+
+/// The request headers an echo server saw, from its JSON answer.
+async fn seen_headers(r: reqwest::Response) -> serde_json::Value {
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["headers"].clone()
+}
+
+#[tokio::test]
+async fn a_re_pinned_session_tells_its_new_server_where_it_came_from_once() {
+    let mut servers = echo_servers(3);
+    let sticky = Sticky::cookie().set("rebound_header", "X-Tether-Rebound");
+    let t = start(config(app(&servers).set("timeouts.connect", "1s").sticky(sticky))).await;
+    let c = client();
+    let forged = ("x-tether-rebound", "s9; reason=down");
+    let first = c.get(t.url("web")).header(forged.0, forged.1).send().await.unwrap();
+    let pinned = server_of(&first);
+    let cookie = tether_cookie(&first).unwrap();
+    assert!(
+        seen_headers(first).await.get("x-tether-rebound").is_none(),
+        "a client's own is removed"
+    );
+    servers.iter_mut().find(|s| s.name() == pinned).unwrap().stop().await;
+
+    let with = |cookie: &str| {
+        c.get(t.url("web")).header("cookie", format!("tether={cookie}")).header(forged.0, forged.1)
+    };
+    let moved = with(&cookie).send().await.unwrap();
+    assert_ne!(server_of(&moved), pinned);
+    let new_cookie = tether_cookie(&moved).expect("re-pinned");
+    let notice = seen_headers(moved).await["x-tether-rebound"].clone();
+    assert_eq!(notice, format!("{pinned}; reason=down"), "the old server and why, nothing forged");
+    for i in 0..3 {
+        let later = with(&new_cookie).send().await.unwrap();
+        assert!(seen_headers(later).await.get("x-tether-rebound").is_none(), "later request {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_moved_off_a_server_in_maintenance_says_maint() {
+    let servers = echo_servers(2);
+    let sticky = Sticky::cookie().set("rebound_header", "X-Tether-Rebound");
+    let t = start(config(app(&servers).sticky(sticky)).admin()).await;
+    let c = client();
+    let first = c.get(t.url("web")).send().await.unwrap();
+    let pinned = server_of(&first);
+    let cookie = tether_cookie(&first).unwrap();
+    let r = c
+        .patch(admin_url(&t, &format!("/api/v1/backends/app/servers/{pinned}")))
+        .body("{\"state\":\"maint\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(t.url("web")).header("cookie", format!("tether={cookie}")).send().await.unwrap();
+    assert_eq!(seen_headers(r).await["x-tether-rebound"], format!("{pinned}; reason=maint"));
+}
+
+#[tokio::test]
+async fn a_session_over_its_in_flight_limit_gets_429_and_others_are_served() {
+    let servers = echo_servers(1);
+    let sticky = Sticky::cookie().set("max_in_flight_per_session", 2);
+    let t = start(config(app(&servers).sticky(sticky)).admin()).await;
+    let c = fresh_client();
+    let cookie_of = |r: reqwest::Response| tether_cookie(&r).expect("a first cookie");
+    let busy = cookie_of(c.get(t.url("web")).send().await.unwrap());
+    let other = cookie_of(c.get(t.url("web")).send().await.unwrap());
+    let slow = |cookie: &str| {
+        c.get(format!("{}/slow?ms=3000", t.url("web")))
+            .header("cookie", format!("tether={cookie}"))
+            .send()
+    };
+    // Two slow requests of one session in flight...
+    let held = [tokio::spawn(slow(&busy)), tokio::spawn(slow(&busy))];
+    let in_flight = || servers[0].requests() >= 4;
+    assert!(tether_testkit::wait_until(Duration::from_secs(5), in_flight).await);
+    // ...its third is refused at once, with a hint when to come back.
+    let third =
+        c.get(t.url("web")).header("cookie", format!("tether={busy}")).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "1");
+    // Another session on the same server is served meanwhile.
+    let r = c.get(t.url("web")).header("cookie", format!("tether={other}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    }
+    // Slots come back with the responses.
+    let again =
+        c.get(t.url("web")).header("cookie", format!("tether={busy}")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let text = c.get(admin_url(&t, "/metrics")).send().await.unwrap().text().await.unwrap();
+    let refused = text
+        .lines()
+        .find(|l| {
+            l.starts_with("tether_requests_refused_total") && l.contains("session_concurrency")
+        })
+        .unwrap_or_else(|| panic!("no session_concurrency series:\n{text}"));
+    assert!(refused.ends_with(" 1"), "{refused}");
+}

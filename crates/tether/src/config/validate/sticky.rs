@@ -43,7 +43,18 @@ pub(super) fn sticky(c: &mut Checker, path: &str, s: &RawSticky) -> Option<Stick
     let max_age =
         s.max_age.as_ref().map(|m| c.duration(&p("max_age"), Some(m), DEFAULT_STICKY_IDLE));
     let on_server_full = on_server_full(c, &p("on_server_full"), s.on_server_full.as_ref());
+    let rebound_header =
+        s.rebound_header.as_ref().and_then(|h| rebound_header(c, &p("rebound_header"), h));
+    let max_in_flight_per_session = super::int_in(
+        c,
+        &p("max_in_flight_per_session"),
+        s.max_in_flight_per_session.as_ref(),
+        0,
+        1..=1_000_000,
+    );
     Some(Sticky {
+        rebound_header,
+        max_in_flight_per_session,
         on_server_full,
         mode,
         max_age,
@@ -114,6 +125,38 @@ fn header_mode(c: &mut Checker, path: &str, s: &RawSticky) -> Option<StickyMode>
             None
         }
     }
+}
+
+/// Headers Tether writes or frames requests with: none of them can carry the rebound notice.
+const MANAGED_HEADERS: [&str; 12] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// `rebound_header`: a valid header name that Tether does not already manage.
+fn rebound_header(c: &mut Checker, path: &str, h: &S) -> Option<http::HeaderName> {
+    let Ok(name) = http::HeaderName::from_bytes(h.get_ref().trim().as_bytes()) else {
+        c.err(path, Some(h), format!("invalid header name {:?}", h.get_ref()));
+        return None;
+    };
+    let managed = MANAGED_HEADERS.contains(&name.as_str())
+        || name.as_str().starts_with("proxy-")
+        || name.as_str().starts_with("keep-alive");
+    if managed {
+        c.err(path, Some(h), format!("{name:?} is a header Tether manages; choose a name of its own, e.g. \"X-Tether-Rebound\""));
+        return None;
+    }
+    Some(name)
 }
 
 /// `idle_timeout` and `max_lifetime`, in whole seconds (saturating at `u32::MAX`).
