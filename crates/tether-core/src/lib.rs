@@ -5,6 +5,7 @@
 //! - [`balance`]: the balancing algorithms, one per file, each built once from an immutable
 //!   server set and asked to pick among the servers the caller says are usable.
 //! - [`affinity`]: the authenticated affinity cookie and the expiry policy of a pin.
+//! - [`sessions`]: each server's distinct sessions over a sliding window, in 16 KiB of atomics.
 //! - [`h1`]: Tether's own HTTP/1.1 codec — request and response heads judged by the framing
 //!   policy as they are parsed, body decoding and chunked encoding, the heads Tether writes —
 //!   pure, for the engine in the `tether` crate.
@@ -21,6 +22,7 @@ pub mod rate;
 pub mod retry;
 pub mod rng;
 pub mod server;
+pub mod sessions;
 pub mod stick;
 pub mod throttle;
 
