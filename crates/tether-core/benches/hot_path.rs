@@ -1,12 +1,13 @@
 //! Per-request costs of the pure logic: cookie token verify/issue, stick-table lookup and
-//! bind, balancer picks. `cargo bench -p tether-core` (divan). Figures: docs/performance.md.
+//! bind, balancer picks (keyed ones too) and the Maglev table build.
+//! `cargo bench -p tether-core` (divan). Figures: docs/performance.md.
 
 use std::sync::Arc;
 
 use divan::{Bencher, black_box};
 use tether_core::ServerState;
 use tether_core::affinity::{CookieKeys, Expiry};
-use tether_core::balance::{self, Algorithm, Member, rendezvous};
+use tether_core::balance::{self, Algorithm, Member, Options, key_hash, maglev, rendezvous};
 use tether_core::stick::memory::MemoryStore;
 use tether_core::stick::{KeyHasher, StickStore};
 
@@ -89,6 +90,90 @@ fn balancer_pick_of_10(b: Bencher, algorithm: Algorithm) {
 fn rendezvous_pick_of_10(b: Bencher) {
     let m = members(10);
     b.bench(|| rendezvous::pick(&m, black_box(0xdead_beef), &|_| true));
+}
+
+/// Request keys for the keyed balancers, cycled so that picks touch different ring points
+/// and table entries (a 65,537-entry Maglev table is 256 KiB: lookups are not all in L1).
+fn request_keys() -> Vec<u64> {
+    (0..4096u64).map(|k| key_hash(&k.to_le_bytes())).collect()
+}
+
+/// 0..9 requests in flight on the ten servers, held for the benchmark.
+fn hold_uneven_load(m: &[Member]) -> Vec<tether_core::InFlightGuard> {
+    m.iter().enumerate().flat_map(|(i, s)| (0..i).map(|_| s.state.begin())).collect()
+}
+
+/// Consistent hashing over 1,600 ring points: with the bounded-load check (125 %, one pass
+/// summing in-flight, some keys walking past loaded servers) and without it (0).
+#[divan::bench(args = [0, 125])]
+fn hash_pick_of_10(b: Bencher, factor: u32) {
+    let m = members(10);
+    let _held = hold_uneven_load(&m);
+    let bal = balance::build_with(Algorithm::Hash, &m, &Options { hash_balance_factor: factor });
+    let (keys, mut k) = (request_keys(), 0);
+    b.bench_local(|| {
+        k = (k + 1) % keys.len();
+        bal.pick_key(keys[k], &|i| m[i].state.accepts_new())
+    });
+}
+
+/// One hot key on ten servers under uneven load: its server is above the bound, so the walk
+/// goes on clockwise.
+#[divan::bench]
+fn hash_pick_hot_key_spilling_of_10(b: Bencher) {
+    let m = members(10);
+    let bal = balance::build(Algorithm::Hash, &m);
+    let hot = key_hash(b"/popular");
+    let home = bal.pick_key(hot, &|_| true).unwrap_or(0);
+    let _held: Vec<_> = (0..50).map(|_| m[home].state.begin()).collect();
+    b.bench(|| bal.pick_key(black_box(hot), &|i| m[i].state.accepts_new()));
+}
+
+#[divan::bench]
+fn maglev_pick_of_10(b: Bencher) {
+    let m = members(10);
+    let bal = balance::build(Algorithm::Maglev, &m);
+    let (keys, mut k) = (request_keys(), 0);
+    b.bench_local(|| {
+        k = (k + 1) % keys.len();
+        bal.pick_key(keys[k], &|i| m[i].state.accepts_new())
+    });
+}
+
+/// Server 3 is down: its keys probe the following table entries.
+#[divan::bench]
+fn maglev_pick_one_down_of_10(b: Bencher) {
+    let m = members(10);
+    let bal = balance::build(Algorithm::Maglev, &m);
+    let (keys, mut k) = (request_keys(), 0);
+    b.bench_local(|| {
+        k = (k + 1) % keys.len();
+        bal.pick_key(keys[k], &|i| i != 3 && m[i].state.accepts_new())
+    });
+}
+
+/// Building the 65,537-entry table (done once per configuration generation).
+#[divan::bench]
+fn maglev_build_of_10(b: Bencher) {
+    let m = members(10);
+    b.bench(|| maglev::Maglev::new(black_box(&m)));
+}
+
+/// Two passes over ten servers with measured response times and uneven in-flight counts.
+#[divan::bench]
+fn least_time_pick_of_10(b: Bencher) {
+    let m = members(10);
+    for (i, s) in m.iter().enumerate() {
+        s.state.observe_response_time(1_000 + 100 * i as u64, 1);
+    }
+    let _held = hold_uneven_load(&m);
+    let bal = balance::build(Algorithm::LeastTime, &m);
+    b.bench(|| bal.pick(&|i| m[i].state.accepts_new()));
+}
+
+#[divan::bench]
+fn key_hash_of_an_address(b: Bencher) {
+    b.bench(|| key_hash(black_box(b"203.0.113.77")));
 }
 
 /// A typical request head (a browser GET, ~400 bytes, arriving in one read) through the

@@ -99,6 +99,13 @@ impl AdminState {
 pub const LATENCY_BOUNDS_MS: [u64; 13] =
     [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000];
 
+/// Time constant of the peak-EWMA response time (microseconds), 1 s: an older average keeps
+/// the weight `exp(-elapsed / decay)` against a faster new sample. Short enough that a server
+/// which recovered from a slow spell is trusted again within a few seconds of probes (the
+/// `least_time` balancer sends it one pick in 32 meanwhile); Linkerd and Finagle use 10 s,
+/// which keeps a once-slow server out for the better part of a minute.
+pub const RESPONSE_TIME_DECAY_US: u64 = 1_000_000;
+
 /// Runtime state of one server, identified by its stable name.
 #[derive(Debug)]
 pub struct ServerState {
@@ -115,6 +122,10 @@ pub struct ServerState {
     reason: ArcSwap<String>,
     recovered_at_ms: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS_MS.len() + 1],
+    /// Peak-EWMA response time in microseconds, as `f64` bits; 0.0 until the first sample.
+    rt_ewma_us: AtomicU64,
+    /// Caller's clock (microseconds) at the latest sample, for the decay.
+    rt_at_us: AtomicU64,
 }
 
 impl ServerState {
@@ -134,6 +145,8 @@ impl ServerState {
             reason: ArcSwap::from_pointee(String::new()),
             recovered_at_ms: AtomicU64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            rt_ewma_us: AtomicU64::new(0),
+            rt_at_us: AtomicU64::new(0),
         }
     }
 
@@ -147,6 +160,32 @@ impl ServerState {
     /// Responses per latency bucket since start (see [`LATENCY_BOUNDS_MS`]).
     pub fn latency_counts(&self) -> Vec<u64> {
         self.latency.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Feeds one response time (`micros`, e.g. to the response head) into the peak-EWMA that
+    /// the `least_time` balancer ranks servers by; `now_us` is the caller's monotonic clock in
+    /// microseconds (tether-core reads no clock). Peak: a sample above the average replaces it
+    /// at once, so a server turning slow is avoided from its first slow answer; a sample below
+    /// is blended in with weight `1 - exp(-elapsed / RESPONSE_TIME_DECAY_US)`, elapsed being
+    /// the time since the previous sample. Samples count as at least 1 µs, so an observed
+    /// server never looks unobserved. Lock-free: concurrent samples each claim their own
+    /// stretch of elapsed time and none is lost.
+    pub fn observe_response_time(&self, micros: u64, now_us: u64) {
+        let sample = micros.max(1) as f64;
+        let last = self.rt_at_us.fetch_max(now_us, Ordering::Relaxed);
+        let elapsed = now_us.saturating_sub(last) as f64;
+        let keep = (-elapsed / RESPONSE_TIME_DECAY_US as f64).exp();
+        // The closure always returns Some, so the update cannot fail.
+        let _ = self.rt_ewma_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+            let old = f64::from_bits(bits);
+            let new = if sample > old { sample } else { old * keep + sample * (1.0 - keep) };
+            Some(new.to_bits())
+        });
+    }
+
+    /// The peak-EWMA response time in microseconds; 0.0 when never observed.
+    pub fn response_time_ewma_us(&self) -> f64 {
+        f64::from_bits(self.rt_ewma_us.load(Ordering::Relaxed))
     }
 
     /// Marks the moment the server became usable again (recovery, end of ejection, added at
@@ -347,6 +386,25 @@ mod tests {
         assert!((s.ramp(25_000, 30_000) - 0.55).abs() < 1e-9);
         assert_eq!(s.ramp(40_000, 30_000), 1.0);
         assert_eq!(s.ramp(10_000, 0), 1.0, "no slow start");
+    }
+
+    #[test]
+    fn response_time_jumps_up_at_once_and_decays_down() {
+        let s = ServerState::new("a");
+        assert_eq!(s.response_time_ewma_us(), 0.0, "never observed");
+        s.observe_response_time(1_000, 1_000_000);
+        assert_eq!(s.response_time_ewma_us(), 1_000.0, "first sample taken whole");
+        s.observe_response_time(50_000, 1_001_000);
+        assert_eq!(s.response_time_ewma_us(), 50_000.0, "peak: slower sample replaces");
+        // One decay constant later a fast sample keeps exp(-1) of the old average.
+        s.observe_response_time(1_000, 1_001_000 + RESPONSE_TIME_DECAY_US);
+        let expected = 50_000.0 / std::f64::consts::E + 1_000.0 * (1.0 - 1.0 / std::f64::consts::E);
+        assert!((s.response_time_ewma_us() - expected).abs() < 1e-6);
+        // A sample stamped in the past (another thread's clock read) changes nothing.
+        s.observe_response_time(1_000, 5);
+        assert!((s.response_time_ewma_us() - expected).abs() < 1e-6);
+        s.observe_response_time(0, 10_000_000);
+        assert!(s.response_time_ewma_us() >= 1.0, "an observed server never reads as new");
     }
 
     #[test]

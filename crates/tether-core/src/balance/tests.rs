@@ -13,12 +13,15 @@ pub(super) fn members(weights: &[u32]) -> Vec<Member> {
         .collect()
 }
 
-const ALL: [Algorithm; 5] = [
+const ALL: [Algorithm; 8] = [
     Algorithm::RoundRobin,
     Algorithm::LeastConn,
     Algorithm::Random,
     Algorithm::P2c,
     Algorithm::First,
+    Algorithm::Hash,
+    Algorithm::Maglev,
+    Algorithm::LeastTime,
 ];
 
 fn counts(b: &dyn Balancer, n: usize, picks: usize, usable: &dyn Fn(usize) -> bool) -> Vec<usize> {
@@ -127,7 +130,12 @@ fn first_takes_the_first_usable() {
 fn no_algorithm_picks_when_nothing_is_usable() {
     let m = members(&[1, 2, 3]);
     for a in ALL {
-        assert_eq!(build(a, &m).pick(&|_| false), None, "{a:?}");
+        let b = build(a, &m);
+        assert_eq!(b.pick(&|_| false), None, "{a:?}");
+        assert_eq!(b.pick_key(42, &|_| false), None, "{a:?}");
+    }
+    for a in ALL {
+        assert_eq!(build(a, &[]).pick_key(42, &|_| true), None, "{a:?} over no servers");
     }
 }
 
@@ -136,7 +144,43 @@ fn algorithm_names_round_trip() {
     for a in ALL {
         assert_eq!(Algorithm::parse(a.as_str()), Some(a));
     }
-    assert_eq!(Algorithm::parse("maglev"), None);
+    assert_eq!(Algorithm::parse("ketama"), None);
+}
+
+#[test]
+fn only_hash_and_maglev_need_a_key() {
+    let keyed: Vec<Algorithm> = ALL.into_iter().filter(|a| a.keyed()).collect();
+    assert_eq!(keyed, [Algorithm::Hash, Algorithm::Maglev]);
+}
+
+#[test]
+fn key_hash_is_fixed_across_instances_and_versions() {
+    // Changing these values remaps every key of every deployment: don't.
+    assert_eq!(key_hash(b"10.0.0.1"), 0xdc9c_7b4b_6203_0973);
+    assert_ne!(key_hash(b"10.0.0.1"), key_hash(b"10.0.0.2"));
+}
+
+#[test]
+fn keyed_algorithms_send_a_key_to_one_server_and_the_others_ignore_it() {
+    let m = members(&[1, 1, 1]);
+    for a in ALL {
+        let b = build_seeded(a, &m, SplitMix::seeded(1));
+        let first = b.pick_key(7, &|_| true);
+        let same = (0..30).all(|_| b.pick_key(7, &|_| true) == first);
+        assert_eq!(same, a.keyed() || a == Algorithm::First, "{a:?}");
+    }
+}
+
+#[test]
+fn hash_balance_factor_reaches_the_ring() {
+    let m = members(&[1, 1]);
+    let hot = key_hash(b"hot");
+    let plain = build_with(Algorithm::Hash, &m, &Options { hash_balance_factor: 0 });
+    let home = plain.pick_key(hot, &|_| true).expect("a usable member");
+    let _held: Vec<_> = (0..10).map(|_| m[home].state.begin()).collect();
+    assert_eq!(plain.pick_key(hot, &|_| true), Some(home), "no bound: the key stays");
+    let bounded = build_with(Algorithm::Hash, &m, &Options::default());
+    assert_eq!(bounded.pick_key(hot, &|_| true), Some(1 - home), "bound: the key spills");
 }
 
 proptest! {
@@ -151,10 +195,13 @@ proptest! {
         let any_usable = (0..m.len()).any(usable);
         for a in ALL {
             let b = build_seeded(a, &m, SplitMix::seeded(seed));
-            for _ in 0..50 {
-                match b.pick(&usable) {
-                    Some(i) => prop_assert!(usable(i), "{a:?} picked unusable {i}"),
-                    None => prop_assert!(!any_usable, "{a:?} found nothing among usable"),
+            for k in 0..50u64 {
+                let key = seed.wrapping_add(k);
+                for picked in [b.pick(&usable), b.pick_key(key, &usable)] {
+                    match picked {
+                        Some(i) => prop_assert!(usable(i), "{a:?} picked unusable {i}"),
+                        None => prop_assert!(!any_usable, "{a:?} found nothing among usable"),
+                    }
                 }
             }
         }
