@@ -180,6 +180,7 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
         .iter()
         .map(|s| {
             let st = &s.state;
+            let (sessions, exact) = b.sessions_of(s);
             json!({
                 "name": st.name(),
                 "address": s.authority.as_str(),
@@ -194,7 +195,8 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
                 "in_flight": st.in_flight(),
                 "requests_total": st.requests_total(),
                 "errors_total": st.errors_total(),
-                "sessions_bound": b.table.as_ref().map(|t| t.sessions_bound(st.name())),
+                "sessions_bound": sessions,
+                "sessions_exact": exact,
             })
         })
         .collect();

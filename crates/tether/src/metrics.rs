@@ -117,6 +117,7 @@ pub struct Metrics {
     pub(crate) server_up: Family<ServerLabels, Gauge>,
     pub(crate) in_flight: Family<ServerLabels, Gauge>,
     pub(crate) sessions_bound: Family<ServerLabels, Gauge>,
+    server_sessions: Family<ServerLabels, Gauge>,
     pub(crate) table_entries: Family<BackendLabels, Gauge>,
     ejections: Family<ServerLabels, Counter>,
     queue_depth: Family<BackendLabels, Gauge>,
@@ -150,6 +151,7 @@ impl Default for Metrics {
             server_up: family(r, SERVER_UP),
             in_flight: family(r, IN_FLIGHT),
             sessions_bound: family(r, SESSIONS_BOUND),
+            server_sessions: family(r, SERVER_SESSIONS),
             table_entries: family(r, TABLE_ENTRIES),
             ejections: family(r, EJECTIONS),
             queue_depth: family(r, QUEUE_DEPTH),
@@ -217,6 +219,11 @@ const SERVER_UP: Doc = Doc {
 const IN_FLIGHT: Doc = Doc { name: "server_in_flight", help: "Requests in flight on the server" };
 const SESSIONS_BOUND: Doc =
     Doc { name: "sessions_bound", help: "Sticky sessions bound to the server (table modes)" };
+const SERVER_SESSIONS: Doc = Doc {
+    name: "server_sessions",
+    help: "Live sticky sessions of the server, in every mode: counted in table modes, \
+           estimated in cookie mode (distinct session ids seen within idle_timeout, about 2% error)",
+};
 const TABLE_ENTRIES: Doc =
     Doc { name: "stick_table_entries", help: "Entries in the backend's stick table" };
 const EJECTIONS: Doc =
@@ -443,6 +450,7 @@ impl Metrics {
         self.server_up.remove(&labels);
         self.in_flight.remove(&labels);
         self.sessions_bound.remove(&labels);
+        self.server_sessions.remove(&labels);
     }
 
     /// Drops the per-backend series of `backend` (it left the configuration).
@@ -480,6 +488,9 @@ impl Metrics {
         if let Some(n) = live.sessions {
             self.sessions_bound.get_or_create(&labels).set(n as i64);
         }
+        if let Some(n) = live.live_sessions {
+            self.server_sessions.get_or_create(&labels).set(n as i64);
+        }
     }
 
     /// Sets the live gauges of one backend; `entries` only for backends with a table.
@@ -510,6 +521,8 @@ pub struct ServerGauges {
     pub in_flight: u64,
     /// Sessions bound to it, for backends with a stick table.
     pub sessions: Option<u64>,
+    /// Its live sessions in any sticky mode (`tether_server_sessions`).
+    pub live_sessions: Option<u64>,
 }
 
 #[cfg(test)]
@@ -526,7 +539,8 @@ mod tests {
         m.server(&listeners, "app", "a1");
         m.backend(&listeners, "app", true);
         m.reload(true);
-        let live = ServerGauges { up: true, in_flight: 0, sessions: Some(0) };
+        let live =
+            ServerGauges { up: true, in_flight: 0, sessions: Some(0), live_sessions: Some(0) };
         m.set_server_gauges("app", "a1", live);
         m.set_backend_gauges("app", 0, Some(0));
         let text = m.encode();
@@ -547,6 +561,7 @@ mod tests {
                 "tether_server_up",
                 "tether_server_in_flight",
                 "tether_sessions_bound",
+                "tether_server_sessions",
                 "tether_stick_table_entries",
                 "tether_ejections",
                 "tether_queue_depth",

@@ -688,6 +688,12 @@ fn respond(
         if !sticky.config.mode.uses_table() {
             headers::drop_set_cookie_named(h, &sticky.config.cookie_name);
         }
+        // Still a live session of its pinned server.
+        if let Some((sketch, id)) =
+            pin.server.and_then(|p| backend.servers[p].sessions.as_ref()).zip(pin.session)
+        {
+            sketch.observe(id, u64::from(now));
+        }
         backend.metrics.affinity(Outcome::Spilled);
         if let Some(l) = log {
             l.affinity = Outcome::Spilled.as_str();
@@ -704,6 +710,26 @@ fn respond(
         }
         return resp;
     }
+    let (outcome, session) = cookie_response(backend, sticky, &pin, served, (now, https), h);
+    backend.metrics.affinity(outcome);
+    if let Some(l) = log {
+        l.affinity = outcome.as_str();
+        l.session = Some(backend.hasher.hash(&session.to_le_bytes()) as u64);
+    }
+    resp
+}
+
+/// Cookie affinity on a response from `served`: a server's own cookie of our name dropped,
+/// ours set when the pin is new, moved or due for a refresh, the session counted on its
+/// server. Returns the outcome and the session's id.
+fn cookie_response(
+    backend: &BackendView,
+    sticky: &crate::snapshot::StickyView,
+    pin: &Pin,
+    served: usize,
+    (now, https): (u32, bool),
+    h: &mut http::HeaderMap,
+) -> (Outcome, u64) {
     headers::drop_set_cookie_named(h, &sticky.config.cookie_name);
     let (outcome, keep_issued) = pin.settle(served);
     let issue = match outcome {
@@ -723,12 +749,10 @@ fn respond(
             headers::make_private(h);
         }
     }
-    backend.metrics.affinity(outcome);
-    if let Some(l) = log {
-        l.affinity = outcome.as_str();
-        l.session = Some(backend.hasher.hash(&session.to_le_bytes()) as u64);
+    if let Some(sketch) = &backend.servers[served].sessions {
+        sketch.observe(session, u64::from(now));
     }
-    resp
+    (outcome, session)
 }
 
 /// Phase 2: the backend of the first route whose host and path prefix match, else the

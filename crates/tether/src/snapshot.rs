@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use tether_core::affinity::{CookieKeys, ServerTag};
 use tether_core::balance::{self, Algorithm, Balancer, Member};
 use tether_core::retry::RetryBudget;
+use tether_core::sessions::SessionSketch;
 use tether_core::stick::KeyHasher;
 use tether_core::stick::memory::MemoryStore;
 use tether_core::{AdminState, ServerState};
@@ -185,6 +186,23 @@ pub struct ServerView {
     /// How requests reach the server, with its pooled connections (kept across reloads
     /// while its address, TLS and timeouts stay).
     pub client: ServerClient,
+    /// Cookie affinity: the distinct sessions seen lately (kept across reloads while
+    /// `idle_timeout` stays).
+    pub sessions: Option<Arc<SessionSketch>>,
+}
+
+impl BackendView {
+    /// Server `s`'s live sessions and whether the figure is a count (table modes) rather
+    /// than an estimate (cookie mode); `(0, true)` without affinity.
+    pub fn sessions_of(&self, s: &ServerView) -> (u64, bool) {
+        if let Some(t) = &self.table {
+            return (t.sessions_bound(s.state.name()), t.counts_exactly());
+        }
+        match &s.sessions {
+            Some(sketch) => (sketch.estimate(crate::clock::unix_now()), false),
+            None => (0, true),
+        }
+    }
 }
 
 impl ServerView {
@@ -232,6 +250,8 @@ pub struct Registry {
     redis: Option<(config::RedisStore, Arc<RedisShared>)>,
     /// Connection slots, by `limits.max_connections_per_server`.
     slots: Kept<ServerName, u32, Arc<Semaphore>>,
+    /// Cookie-mode session sketches, by window (`idle_timeout` in seconds).
+    sketches: Kept<ServerName, u64, Arc<SessionSketch>>,
     /// Each server's client and connection pool.
     server_clients: Kept<ServerName, ClientKey, ServerClient>,
     limiters: Kept<String, config::RateLimit, Arc<RateLimiter>>,
@@ -322,6 +342,7 @@ impl Registry {
         self.server_clients.commit();
         self.tables.commit();
         self.slots.commit();
+        self.sketches.commit();
         backends
     }
 
@@ -455,7 +476,14 @@ impl Registry {
         let slots = (limit > 0)
             .then(|| self.slots.get(&key, limit, |l| Arc::new(Semaphore::new(*l as usize))));
         let client = self.server_client(b, s, &key);
+        let sessions = b
+            .sticky
+            .as_ref()
+            .filter(|st| st.mode == config::StickyMode::Cookie)
+            .map(|st| u64::from(st.expiry.idle_timeout).max(1))
+            .map(|window| self.sketches.get(&key, window, |w| Arc::new(SessionSketch::new(*w))));
         ServerView {
+            sessions,
             client,
             slots,
             state,

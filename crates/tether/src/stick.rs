@@ -66,6 +66,15 @@ impl Table {
         }
     }
 
+    /// Whether [`sessions_bound`](Self::sessions_bound) is a full count (a Redis census
+    /// stops at its key budget).
+    pub fn counts_exactly(&self) -> bool {
+        match self {
+            Table::Memory(_) => true,
+            Table::Redis(r) => r.counts_exactly(),
+        }
+    }
+
     /// Entries in the table (with Redis: the shared count from the last census).
     pub fn len(&self) -> u64 {
         match self {

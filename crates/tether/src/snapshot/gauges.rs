@@ -19,10 +19,12 @@ impl Snapshot {
         }
         for b in &self.backends {
             for s in &b.servers {
+                let sessions = b.table.as_ref().map(|t| t.sessions_bound(s.state.name()));
                 let live = ServerGauges {
                     up: s.state.accepts_pinned(),
                     in_flight: s.state.in_flight(),
-                    sessions: b.table.as_ref().map(|t| t.sessions_bound(s.state.name())),
+                    sessions,
+                    live_sessions: b.sticky.is_some().then(|| b.sessions_of(s).0),
                 };
                 metrics.set_server_gauges(&b.name, s.state.name(), live);
             }

@@ -85,6 +85,13 @@ impl RedisTable {
         }
     }
 
+    /// Whether [`sessions_bound`](Self::sessions_bound) is a full count: the last census saw
+    /// every key (or, when it is stale, the local table counts its own).
+    pub fn counts_exactly(&self) -> bool {
+        let c = self.census.load();
+        !c.fresh() || c.complete
+    }
+
     /// Bindings in Redis (last census) or, when that is stale, in the local table.
     pub fn len(&self) -> u64 {
         let c = self.census.load();

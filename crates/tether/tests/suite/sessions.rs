@@ -1,6 +1,6 @@
 //! Sessions as Tether's own objects: each cookie session has an identity of its own.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::support::fixture::*;
@@ -202,4 +202,89 @@ async fn a_session_over_its_in_flight_limit_gets_429_and_others_are_served() {
         })
         .unwrap_or_else(|| panic!("no session_concurrency series:\n{text}"));
     assert!(refused.ends_with(" 1"), "{refused}");
+}
+
+/// Each server's `sessions_bound` and `sessions_exact`, by name, from the admin API.
+async fn session_counts(t: &tether_testkit::Tether) -> HashMap<String, (u64, bool)> {
+    let url = admin_url(t, "/api/v1/backends/app");
+    let v: serde_json::Value = client().get(url).send().await.unwrap().json().await.unwrap();
+    let servers = v["servers"].as_array().unwrap();
+    let count = |s: &serde_json::Value| {
+        let n =
+            s["sessions_bound"].as_u64().unwrap_or_else(|| panic!("a number in every mode: {s}"));
+        (s["name"].as_str().unwrap().to_owned(), (n, s["sessions_exact"].as_bool().unwrap()))
+    };
+    servers.iter().map(count).collect()
+}
+
+#[tokio::test]
+async fn cookie_sessions_are_counted_per_server_within_five_percent() {
+    let servers = echo_servers(3);
+    let t = start(config(app(&servers).sticky(Sticky::cookie())).admin()).await;
+    // 10,000 new sessions from 8 clients at once; each answer names its server.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, url) = (fresh_client(), t.url("web"));
+            tokio::spawn(async move {
+                let mut per_server: HashMap<String, u64> = HashMap::new();
+                for _ in 0..1250 {
+                    let r = c.get(&url).send().await.unwrap();
+                    assert!(tether_cookie(&r).is_some());
+                    *per_server.entry(server_of(&r)).or_default() += 1;
+                }
+                per_server
+            })
+        })
+        .collect();
+    let mut truth: HashMap<String, u64> = HashMap::new();
+    for task in tasks {
+        for (s, n) in task.await.unwrap() {
+            *truth.entry(s).or_default() += n;
+        }
+    }
+    let counts = session_counts(&t).await;
+    for (server, true_count) in &truth {
+        let (estimate, exact) = counts[server];
+        assert!(!exact, "cookie mode estimates");
+        let error = (estimate as f64 - *true_count as f64).abs() / *true_count as f64;
+        assert!(error <= 0.05, "{server}: {estimate} estimated, {true_count} true");
+    }
+    let text = client().get(admin_url(&t, "/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("tether_server_sessions{backend=\"app\",server=\"s0\"}"), "{text}");
+}
+
+#[tokio::test]
+async fn cookie_session_counts_fall_to_zero_after_idle_timeout() {
+    let servers = echo_servers(2);
+    let sticky = Sticky::cookie().set("idle_timeout", "2s");
+    let t = start(config(app(&servers).sticky(sticky)).admin()).await;
+    let c = fresh_client();
+    let mut truth: HashMap<String, u64> = HashMap::new();
+    for _ in 0..40 {
+        let r = c.get(t.url("web")).send().await.unwrap();
+        *truth.entry(server_of(&r)).or_default() += 1;
+    }
+    let counts = session_counts(&t).await;
+    for (server, n) in &truth {
+        // Small counts are exact but for register collisions.
+        assert!(counts[server].0.abs_diff(*n) <= 2, "{server}: {:?} vs {n}", counts[server]);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let counts = session_counts(&t).await;
+        if counts.values().all(|(n, _)| *n == 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still counted: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_mode_gives_every_server_a_session_number() {
+    let servers = echo_servers(2);
+    let t = start(config(app(&servers)).admin()).await;
+    let counts = session_counts(&t).await;
+    assert_eq!(counts.len(), 2);
+    assert!(counts.values().all(|&(n, exact)| n == 0 && exact), "no affinity: {counts:?}");
 }
