@@ -34,7 +34,7 @@ pub use child::KillOnDrop;
 pub use harness::{CheckOutput, HarnessError, Tether, run_check};
 pub use scratch::ScratchDir;
 pub use servers::{
-    Behaviour, CloseMidResponseServer, Counters, EchoServer, GarbageServer, HangServer,
-    RecorderServer, Recording, ResetServer, Server, StatusServer, WebSocketEchoServer,
+    Behaviour, CloseMidResponseServer, Counters, DelayServer, EchoServer, GarbageServer,
+    HangServer, RecorderServer, Recording, ResetServer, Server, StatusServer, WebSocketEchoServer,
 };
 pub use wait::{wait_until, wait_until_async};

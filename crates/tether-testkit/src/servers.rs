@@ -18,6 +18,7 @@
 //! ```
 
 mod body;
+mod delay;
 mod echo;
 mod raw;
 mod recorder;
@@ -44,6 +45,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use body::{DOWNLOAD_CHUNK_LEN, download_byte};
+pub use delay::{Delay, DelayServer};
 pub use echo::{Echo, EchoServer};
 pub use raw::{
     CloseMidResponse, CloseMidResponseServer, GARBAGE, Garbage, GarbageServer, Hang, HangServer,

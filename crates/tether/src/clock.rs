@@ -19,3 +19,11 @@ pub fn unix_now_u32() -> u32 {
 pub fn unix_now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Microseconds on a monotonic clock since its first reading in this process: for measuring
+/// intervals (response times), never for dates.
+pub fn mono_us() -> u64 {
+    static START: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    START.elapsed().as_micros() as u64
+}

@@ -248,7 +248,12 @@ pub struct Backend {
     /// The table key.
     pub name: String,
     /// `balance` (default `round_robin`).
-    pub balance: Algorithm,
+    pub balance: Balance,
+    /// `hash_key`: what `hash` and `maglev` hash (required by them, refused otherwise).
+    pub hash_key: Option<HashKey>,
+    /// `hash_balance_factor`: `hash`'s bound on a server's load, in percent of the average
+    /// (0: no bound).
+    pub hash_balance_factor: u32,
     /// `[backends.NAME.sticky]` when `mode` is not `none`.
     pub sticky: Option<Sticky>,
     /// `timeouts.connect`.
@@ -277,6 +282,51 @@ pub struct Backend {
     pub http2: bool,
     /// `[[backends.NAME.servers]]`, in file order.
     pub servers: Vec<Server>,
+}
+
+/// `backends.NAME.balance`: one of tether-core's algorithms, or `least_sessions`, which
+/// balances sessions (it reads the session counts Tether keeps per server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// `round_robin`, `least_conn`, `random`, `p2c`, `first`, `hash`, `maglev`, `least_time`.
+    Core(Algorithm),
+    /// `least_sessions` (sticky backends only): a new session goes to the server with the
+    /// fewest live sessions relative to its weight.
+    LeastSessions,
+}
+
+impl Balance {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Core(a) => a.as_str(),
+            Balance::LeastSessions => "least_sessions",
+        }
+    }
+
+    /// The algorithm the backend's balancer object runs (`least_sessions` falls back to
+    /// `least_conn` when no session count can tell servers apart).
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            Balance::Core(a) => a,
+            Balance::LeastSessions => Algorithm::LeastConn,
+        }
+    }
+}
+
+/// `backends.NAME.hash_key`: what identifies a request for `hash` and `maglev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `uri`: path and query.
+    Uri,
+    /// `path`: the path alone.
+    Path,
+    /// `client_ip`: the client's address (`X-Forwarded-For` from `trusted_proxies`).
+    ClientIp,
+    /// `header:NAME`: a request header's value.
+    Header(http::HeaderName),
+    /// `cookie:NAME`: a request cookie's value.
+    Cookie(String),
 }
 
 /// `sticky.same_site`.

@@ -34,7 +34,7 @@ use crate::upstream::body::{ClientBody, ReqBody};
 use crate::upstream::{ResponseBody as UpstreamBody, ServerClient, UpstreamClient, h1};
 use tether_core::retry::{Attempt, RetryPolicy, Verdict};
 
-use crate::config::{HostMatch, RateKey, StickyMode};
+use crate::config::{HashKey, HostMatch, RateKey, StickyMode};
 use crate::health;
 use crate::metrics::RequestRefusal;
 use crate::snapshot::{BackendView, ListenerView, Snapshot};
@@ -201,7 +201,9 @@ async fn forward<'s>(
         rate_limit(listener, backend, ctx, &req, session)?;
     }
     let session_slot = admit_session(backend, listener, session, &req)?;
+    let key = request_key(backend, listener, ctx, &req);
     let mut outgoing = Outgoing::prepare(req, upgrade, listener, ctx, backend)?;
+    outgoing.key = key;
     let mut answered =
         attempt(backend, pin.as_ref(), &mut outgoing, listener, ctx, pending).await?;
     answered.held.session = session_slot;
@@ -287,6 +289,8 @@ struct Outgoing {
     /// No body: the request can be sent again.
     replayable: bool,
     client_upgrade: Option<upgrade::ClientUpgrade>,
+    /// The request's `hash_key`, hashed, for keyed algorithms.
+    key: Option<u64>,
 }
 
 impl Outgoing {
@@ -318,7 +322,7 @@ impl Outgoing {
             let (b, sent) = ReqBody::streaming(body, listener.body_timeout, max_body);
             (Some(b), Some(sent))
         };
-        Ok(Self { parts, encoded, body, body_sent, replayable, client_upgrade })
+        Ok(Self { parts, encoded, body, body_sent, replayable, client_upgrade, key: None })
     }
 
     fn retry_policy(&self, backend: &BackendView) -> RetryPolicy {
@@ -354,7 +358,7 @@ async fn attempt<'s>(
     let policy = out.retry_policy(backend);
     let mut tried = Tried::default();
     loop {
-        let pick = select::choose(backend, pin, &tried)?;
+        let pick = select::choose(backend, pin, &tried, out.key)?;
         tried.push(pick.server);
         let server = &backend.servers[pick.server];
         let permit = select::admit(backend, pick).await?;
@@ -372,6 +376,10 @@ async fn attempt<'s>(
             Verdict::Retry => true,
             Verdict::RetryIfBudget => backend.budget.try_withdraw(),
         };
+        if backend.times_responses && matches!(result, Ok(_) | Err(ProxyError::Timeout)) {
+            let micros = sent.elapsed().as_micros() as u64;
+            server.state.observe_response_time(micros, crate::clock::mono_us());
+        }
         match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -484,6 +492,37 @@ fn rate_limit(
         }
     }
     Ok(())
+}
+
+/// The request's `hash_key` (`hash`, `maglev`), hashed the same way on every instance;
+/// `None` without one, or when the request lacks it (it is then spread by weight).
+fn request_key(
+    backend: &BackendView,
+    listener: &ListenerView,
+    ctx: &ConnCtx,
+    req: &Request<ClientBody>,
+) -> Option<u64> {
+    let hash = |b: &[u8]| tether_core::balance::key_hash(b);
+    let nonempty = |v: &&[u8]| !v.is_empty();
+    match backend.hash_key.as_ref()? {
+        HashKey::Uri => {
+            Some(hash(req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes()))
+        }
+        HashKey::Path => Some(hash(req.uri().path().as_bytes())),
+        HashKey::ClientIp => {
+            let trusted = &listener.conn.trusted_proxies;
+            Some(match headers::client_ip(ctx.peer.ip(), req.headers(), trusted) {
+                std::net::IpAddr::V4(a) => hash(&a.octets()),
+                std::net::IpAddr::V6(a) => hash(&a.octets()),
+            })
+        }
+        HashKey::Header(name) => {
+            req.headers().get(name).map(|v| v.as_bytes()).filter(nonempty).map(hash)
+        }
+        HashKey::Cookie(name) => {
+            headers::find_cookie(req.headers(), name).map(str::as_bytes).filter(nonempty).map(hash)
+        }
+    }
 }
 
 /// Holds one of the session's in-flight slots (`sticky.max_in_flight_per_session`) until

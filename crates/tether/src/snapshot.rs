@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
@@ -123,6 +123,12 @@ pub struct BackendView {
     pub servers: Vec<ServerView>,
     /// The balancing algorithm over all servers (backups are filtered by the caller).
     pub balancer: Box<dyn Balancer>,
+    /// `hash_key`: what keyed algorithms (`hash`, `maglev`) hash.
+    pub hash_key: Option<config::HashKey>,
+    /// `balance = "least_sessions"`: new sessions go to the server with the fewest.
+    pub least_sessions: bool,
+    /// `balance = "least_time"`: response times feed the balancer.
+    pub times_responses: bool,
     /// Affinity, when configured.
     pub sticky: Option<StickyView>,
     /// The stick table, for table-based affinity modes (`client_ip`, `header`, `app_cookie`).
@@ -189,6 +195,22 @@ pub struct ServerView {
     /// Cookie affinity: the distinct sessions seen lately (kept across reloads while
     /// `idle_timeout` stays).
     pub sessions: Option<Arc<SessionSketch>>,
+    /// Its live sessions as `least_sessions` reads them per request.
+    pub gauge: SessionGauge,
+}
+
+/// How often `least_sessions` re-reads a server's session count (a table count or a sketch
+/// estimate: microseconds, too slow for every new session).
+const SESSION_GAUGE_REFRESH_MS: u64 = 250;
+
+/// A server's live sessions as `least_sessions` reads them on the request path: the counted
+/// figure, refreshed at most every [`SESSION_GAUGE_REFRESH_MS`], plus the sessions placed on
+/// the server since, so a burst of new sessions sees each placement at once.
+#[derive(Debug, Default)]
+pub struct SessionGauge {
+    counted: AtomicU64,
+    counted_at_ms: AtomicU64,
+    placed: AtomicU64,
 }
 
 impl BackendView {
@@ -202,6 +224,32 @@ impl BackendView {
             Some(sketch) => (sketch.estimate(crate::clock::unix_now()), false),
             None => (0, true),
         }
+    }
+}
+
+impl BackendView {
+    /// Server `i`'s live sessions for `least_sessions` at `now_ms` (see [`SessionGauge`]).
+    pub fn live_sessions(&self, i: usize, now_ms: u64) -> u64 {
+        let server = &self.servers[i];
+        let g = &server.gauge;
+        let at = g.counted_at_ms.load(Ordering::Relaxed);
+        let due = at == 0 || now_ms.saturating_sub(at) >= SESSION_GAUGE_REFRESH_MS;
+        // One caller refreshes; the others read the figure as it is.
+        if due
+            && g.counted_at_ms
+                .compare_exchange(at, now_ms.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let placed = g.placed.load(Ordering::Relaxed);
+            g.counted.store(self.sessions_of(server).0, Ordering::Relaxed);
+            g.placed.fetch_sub(placed, Ordering::Relaxed);
+        }
+        g.counted.load(Ordering::Relaxed) + g.placed.load(Ordering::Relaxed)
+    }
+
+    /// A new session was placed on server `i` (counted until the next refresh sees it).
+    pub fn placed_session(&self, i: usize) {
+        self.servers[i].gauge.placed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -418,7 +466,14 @@ impl Registry {
             views.iter().enumerate().map(|(i, v)| (v.state.name_arc().clone(), i)).collect();
         BackendView {
             name: b.name.as_str().into(),
-            balancer: balance::build(b.balance, &members),
+            balancer: balance::build_with(
+                b.balance.algorithm(),
+                &members,
+                &balance::Options { hash_balance_factor: b.hash_balance_factor },
+            ),
+            hash_key: b.hash_key.clone(),
+            least_sessions: b.balance == config::Balance::LeastSessions,
+            times_responses: b.balance == config::Balance::Core(Algorithm::LeastTime),
             members,
             by_name,
             metrics: self.metrics.backend(listeners, &b.name, b.sticky.is_some()),
@@ -431,7 +486,16 @@ impl Registry {
             health_check: b.health_check.clone(),
             slow_start_ms: b.slow_start.as_millis() as u64,
             rng: tether_core::rng::SplitMix::default(),
-            pin_by_balancer: matches!(b.balance, Algorithm::LeastConn | Algorithm::P2c),
+            // Load-aware and keyed algorithms place new table keys themselves.
+            pin_by_balancer: b.balance == config::Balance::LeastSessions
+                || matches!(
+                    b.balance.algorithm(),
+                    Algorithm::LeastConn
+                        | Algorithm::P2c
+                        | Algorithm::LeastTime
+                        | Algorithm::Hash
+                        | Algorithm::Maglev
+                ),
             table: None,
             hasher: KeyHasher::new(0),
             servers: views,
@@ -483,6 +547,7 @@ impl Registry {
             .map(|st| u64::from(st.expiry.idle_timeout).max(1))
             .map(|window| self.sketches.get(&key, window, |w| Arc::new(SessionSketch::new(*w))));
         ServerView {
+            gauge: SessionGauge::default(),
             sessions,
             client,
             slots,

@@ -131,6 +131,8 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub balance: Option<S>,
+    pub hash_key: Option<S>,
+    pub hash_balance_factor: Option<Spanned<i64>>,
     pub sticky: Option<RawSticky>,
     pub timeouts: Option<RawBackendTimeouts>,
     pub limits: Option<RawBackendLimits>,

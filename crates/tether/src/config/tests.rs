@@ -51,7 +51,7 @@ fn good_config_is_typed_with_defaults() {
     assert_eq!(c.grace_period, Duration::from_secs(5));
     assert_eq!(c.listeners[0].trusted_proxies.len(), 2);
     let app = c.backend("app").unwrap();
-    assert_eq!(app.balance, Algorithm::LeastConn);
+    assert_eq!(app.balance, Balance::Core(Algorithm::LeastConn));
     assert_eq!(app.connect_timeout, Duration::from_millis(500));
     assert_eq!(app.response_timeout, DEFAULT_RESPONSE_TIMEOUT);
     let sticky = app.sticky.as_ref().unwrap();

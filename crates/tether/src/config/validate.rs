@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use tether_core::AdminState;
 use tether_core::affinity::CookieKeys;
-use tether_core::balance::{Algorithm, MAX_WEIGHT};
+use tether_core::balance::MAX_WEIGHT;
 use toml::Spanned;
 
 use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, S};
 use super::*;
 
+mod balance;
 mod edge;
 mod listener;
 mod stick_table;
@@ -169,11 +170,7 @@ fn backends(c: &mut Checker, raw: &BTreeMap<String, RawBackend>) -> Vec<Backend>
 fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
     let p = |k: &str| format!("backends.{name}.{k}");
     c.name(&format!("backends.{name}"), &Spanned::new(0..0, name.to_owned()));
-    let algos: Vec<(&str, Algorithm)> = ["round_robin", "least_conn", "random", "p2c", "first"]
-        .iter()
-        .filter_map(|n| Algorithm::parse(n).map(|a| (*n, a)))
-        .collect();
-    let balance = c.choice(&p("balance"), b.balance.as_ref(), Algorithm::RoundRobin, &algos);
+    let balance = balance::balance(c, name, b);
     if b.servers.is_empty() {
         c.err::<()>(
             &p("servers"),
@@ -201,6 +198,8 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
     let t = b.timeouts.as_ref();
     Backend {
         name: name.to_owned(),
+        hash_key: balance::hash_key(c, name, b, balance),
+        hash_balance_factor: balance::hash_balance_factor(c, name, b, balance),
         balance,
         sticky: b.sticky.as_ref().and_then(|s| sticky::sticky(c, &p("sticky"), s)),
         connect_timeout: c.duration(

@@ -59,8 +59,14 @@ pub struct Pick {
     pub spilled: bool,
 }
 
-/// Chooses the server for the next attempt.
-pub fn choose(backend: &BackendView, pin: Option<&Pin>, tried: &Tried) -> Result<Pick, ProxyError> {
+/// Chooses the server for the next attempt; `key` is the request's `hash_key` for the keyed
+/// algorithms (`hash`, `maglev`).
+pub fn choose(
+    backend: &BackendView,
+    pin: Option<&Pin>,
+    tried: &Tried,
+    key: Option<u64>,
+) -> Result<Pick, ProxyError> {
     let pinned = pin.and_then(|p| p.server).zip(backend.sticky.as_ref());
     if let Some((s, sticky)) = pinned {
         let server = &backend.servers[s];
@@ -72,7 +78,7 @@ pub fn choose(backend: &BackendView, pin: Option<&Pin>, tried: &Tried) -> Result
                 OnServerFull::Queue => return Ok(Pick { server: s, spilled: false }),
                 OnServerFull::Spill => {
                     // Elsewhere if anything has room; otherwise wait for the pinned server.
-                    return Ok(balance(backend, pin, tried, false)
+                    return Ok(balance(backend, (pin, key), tried, false)
                         .map(|i| Pick { server: i, spilled: true })
                         .unwrap_or(Pick { server: s, spilled: false }));
                 }
@@ -82,11 +88,11 @@ pub fn choose(backend: &BackendView, pin: Option<&Pin>, tried: &Tried) -> Result
             return Err(ProxyError::PinnedServerDown);
         }
     }
-    if let Some(i) = balance(backend, pin, tried, false) {
+    if let Some(i) = balance(backend, (pin, key), tried, false) {
         return Ok(Pick { server: i, spilled: false });
     }
     // Everything usable is full: queue for the server the balancer would have chosen.
-    if let Some(i) = balance(backend, pin, tried, true) {
+    if let Some(i) = balance(backend, (pin, key), tried, true) {
         return Ok(Pick { server: i, spilled: false });
     }
     if backend.on_all_down == OnAllDown::FailOpen {
@@ -111,7 +117,7 @@ pub fn has_alternative(backend: &BackendView, tried: &Tried) -> bool {
 /// servers at their connection limit.
 fn balance(
     backend: &BackendView,
-    pin: Option<&Pin>,
+    (pin, request_key): (Option<&Pin>, Option<u64>),
     tried: &Tried,
     even_full: bool,
 ) -> Option<usize> {
@@ -129,9 +135,11 @@ fn balance(
         pin.filter(|p| !p.learn_only).and_then(|p| p.key).filter(|_| !backend.pin_by_balancer);
     let pick = |backup: bool, skip: Option<usize>| {
         let ok = |i: usize| Some(i) != skip && ok(i, backup);
-        match by_key {
-            Some(key) => rendezvous::pick(&backend.members, key, &ok),
-            None => backend.balancer.pick(&ok),
+        match (by_key, request_key) {
+            (Some(key), _) => rendezvous::pick(&backend.members, key, &ok),
+            (None, Some(key)) => backend.balancer.pick_key(key, &ok),
+            (None, None) if backend.least_sessions => fewest_sessions(backend, &ok),
+            (None, None) => backend.balancer.pick(&ok),
         }
     };
     let first = pick(false, None).or_else(|| pick(true, None))?;
@@ -139,6 +147,31 @@ fn balance(
         // The pick is still ramping up and lost the draw: choose again without it.
         pick(false, Some(first)).or_else(|| pick(true, Some(first))).unwrap_or(first)
     }))
+}
+
+/// `least_sessions`: the usable server with the fewest live sessions relative to its weight
+/// (ties: fewer requests in flight), counted as placed at once.
+fn fewest_sessions(backend: &BackendView, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    let now_ms = crate::clock::unix_now_ms();
+    let cost = |i: usize| {
+        let s = &backend.servers[i];
+        (u128::from(backend.live_sessions(i, now_ms)), u128::from(s.weight), s.state.in_flight())
+    };
+    let mut best: Option<(usize, (u128, u128, u64))> = None;
+    for i in (0..backend.servers.len()).filter(|&i| ok(i)) {
+        let c = cost(i);
+        let better = best.is_none_or(|(_, b)| {
+            // c.sessions / c.weight < b.sessions / b.weight, without division.
+            let (lhs, rhs) = (c.0 * b.1, b.0 * c.1);
+            lhs < rhs || (lhs == rhs && c.2 < b.2)
+        });
+        if better {
+            best = Some((i, c));
+        }
+    }
+    let (i, _) = best?;
+    backend.placed_session(i);
+    Some(i)
 }
 
 /// Slow start: a server that recently recovered (or was added) takes only a growing share of

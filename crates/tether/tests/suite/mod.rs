@@ -2,6 +2,7 @@
 
 mod admin;
 mod affinity;
+mod algorithms;
 mod big_bodies;
 mod cli;
 mod dashboard;

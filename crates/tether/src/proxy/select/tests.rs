@@ -121,7 +121,7 @@ fn check(rows: Vec<Row>) {
         let backend = &snap.backends[0];
         let (tried, _held) = apply(backend, states);
         let pin = pinned.map(|s| pin_to(Some(s)));
-        let got = match choose(backend, pin.as_ref(), &tried) {
+        let got = match choose(backend, pin.as_ref(), &tried, None) {
             Ok(Pick { server, spilled: false }) => Serve(server),
             Ok(Pick { server, spilled: true }) => Spill(server),
             Err(ProxyError::NoServer) => NoServer,
