@@ -537,7 +537,17 @@ pub struct Sticky {
     pub rebound_header: Option<http::HeaderName>,
     /// `max_in_flight_per_session`: one session's concurrent requests (0: unlimited).
     pub max_in_flight_per_session: u32,
+    /// `first_pick_window`: cookieless requests of one client within this long of its first
+    /// share that first pick (cookie mode; zero: off).
+    pub first_pick_window: Duration,
+    /// `first_pick_across_connections`: one address and `User-Agent` is one client.
+    pub first_pick_across_connections: bool,
 }
+
+/// Default `sticky.first_pick_window`.
+pub const DEFAULT_FIRST_PICK_WINDOW: Duration = Duration::from_secs(2);
+/// Longest `sticky.first_pick_window`: it covers one page load's parallel requests.
+pub const MAX_FIRST_PICK_WINDOW: Duration = Duration::from_secs(60);
 
 /// One `[[backends.NAME.servers]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 pub mod affinity;
 pub mod body;
 pub mod error;
+mod first_pick;
 pub mod framing;
 pub mod headers;
 pub mod log;
@@ -24,7 +25,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tether_core::h1::RequestHeadError;
 
-use self::affinity::{Outcome, Pin};
+use self::affinity::{First, Outcome, Pin};
 use self::body::Held;
 use self::body::RespBody;
 use self::error::ProxyError;
@@ -55,6 +56,8 @@ pub struct ConnCtx {
     /// Held by every tunnel started on the connection, so that a graceful shutdown waits
     /// for tunnels as it waits for connections (up to `grace_period`).
     pub drain_token: tokio::sync::mpsc::Sender<()>,
+    /// Unique among this process's connections (names the client for `first_pick_window`).
+    pub id: u64,
 }
 
 impl ConnCtx {
@@ -65,7 +68,9 @@ impl ConnCtx {
         https: bool,
         drain_token: tokio::sync::mpsc::Sender<()>,
     ) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             drain_token,
             listener,
             peer,
@@ -196,12 +201,12 @@ async fn forward<'s>(
         l.backend = Some(backend.name.clone());
     }
     let now = crate::clock::unix_now_u32();
-    let (pin, session) = read_affinity(backend, listener, ctx, &req, now).await;
+    let key = request_key(backend, listener, ctx, &req);
+    let (pin, session) = read_affinity(backend, listener, ctx, &req, (key, now)).await;
     if listener.rate.is_some() || backend.rate.is_some() {
         rate_limit(listener, backend, ctx, &req, session)?;
     }
     let session_slot = admit_session(backend, listener, session, &req)?;
-    let key = request_key(backend, listener, ctx, &req);
     let mut outgoing = Outgoing::prepare(req, upgrade, listener, ctx, backend)?;
     outgoing.key = key;
     let mut answered =
@@ -252,19 +257,23 @@ async fn read_affinity(
     listener: &ListenerView,
     ctx: &ConnCtx,
     req: &Request<ClientBody>,
-    now: u32,
+    (key, now): (Option<u64>, u32),
 ) -> (Option<Pin>, Option<u128>) {
     match backend.sticky.as_ref().map(|s| (s, &s.config.mode)) {
         None => (None, None),
         Some((s, StickyMode::Cookie)) => {
             let values = headers::cookie_values(req.headers(), &s.config.cookie_name);
-            let (pin, used) = affinity::read_cookie_pin(s, &backend.name, values, now);
-            // The session id names the session across refreshes; a version 1 token has
-            // none, and its value (fixed until re-issued) stands in.
-            let session = match pin.session {
-                Some(id) => Some(backend.hasher.hash(&id.to_le_bytes())),
-                None => used.map(|v| backend.hasher.hash(v.as_bytes())),
-            };
+            let (mut pin, used) = affinity::read_cookie_pin(s, &backend.name, values, now);
+            if pin.server.is_none() {
+                pin = first_pick::join((backend, s), (listener, ctx), req, pin, (key, now));
+            }
+            // Only a cookie the client sent names its session (a first pick's id is not the
+            // client's yet). The id names it across refreshes; a version 1 token has none,
+            // and its value (fixed until re-issued) stands in.
+            let session = used.map(|v| match pin.session {
+                Some(id) => backend.hasher.hash(&id.to_le_bytes()),
+                None => backend.hasher.hash(v.as_bytes()),
+            });
             (Some(pin), session)
         }
         Some((_, mode)) => {
@@ -416,7 +425,8 @@ fn rebound_notice(
     pick: select::Pick,
 ) -> Option<(HeaderName, HeaderValue)> {
     let name = backend.sticky.as_ref()?.config.rebound_header.as_ref()?;
-    let pinned = pin?.server?;
+    // A session's first request moves no session: it never lived on its first pick.
+    let pinned = pin.filter(|p| p.first != First::Leads)?.server?;
     if pinned == pick.server || pick.spilled {
         return None;
     }
@@ -776,14 +786,12 @@ fn cookie_response(
         _ => Some(now),
     };
     // A rebound session keeps its id: it is the same client's session on another server.
-    let session = match outcome {
-        Outcome::Hit | Outcome::Rebound => pin.session,
-        _ => None,
-    }
-    .unwrap_or_else(affinity::new_session_id);
+    // A fresh pin has none, unless its client's first pick drew it.
+    let session = pin.session.unwrap_or_else(affinity::new_session_id);
     if let Some(issued_at) = issue {
-        let issue = affinity::Issue { server: served, session, issued_at };
-        if let Some(v) = affinity::set_cookie(sticky, &backend.name, issue, now, https) {
+        let refreshed_at = if pin.first == First::No { now } else { pin.issued_at };
+        let issue = affinity::Issue { server: served, session, issued_at, refreshed_at };
+        if let Some(v) = affinity::set_cookie(sticky, &backend.name, issue, https) {
             h.append(header::SET_COOKIE, v);
             headers::make_private(h);
         }

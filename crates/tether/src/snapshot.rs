@@ -275,6 +275,24 @@ pub struct StickyView {
     pub attributes: String,
     /// Requests in flight per session, when `max_in_flight_per_session` is set.
     pub in_flight: Option<Arc<tether_core::conns::ConnCounter>>,
+    /// Each client's first pick within `first_pick_window`, by client key (cookie mode).
+    pub first_picks: Option<moka::sync::Cache<u64, FirstPick>>,
+}
+
+/// Most clients whose first pick is remembered at once, per backend: beyond it the least
+/// recently seen are forgotten (their next cookieless request picks afresh).
+const MAX_FIRST_PICKS: u64 = 65_536;
+
+/// Where a client's first cookieless request was placed, shared by its next ones within
+/// `first_pick_window`: same server, same session, same cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstPick {
+    /// Server index in the backend.
+    pub server: usize,
+    /// The new session's id.
+    pub session: u64,
+    /// When the session started (its cookie's issue and refresh time).
+    pub issued_at: u32,
 }
 
 /// What a stick table was built with: it is kept across a reload only if this is unchanged.
@@ -622,7 +640,21 @@ fn sticky_view(
     // Keyed by a secret of the cookie keys, so clients cannot aim collisions at a session.
     let in_flight = (cfg.max_in_flight_per_session > 0)
         .then(|| tether_core::conns::ConnCounter::new(keys.derive_seed("tether/in-flight/v1")));
-    StickyView { config: cfg.clone(), keys: Arc::clone(keys), tags, lookup, attributes, in_flight }
+    let first_picks = (!cfg.first_pick_window.is_zero()).then(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(MAX_FIRST_PICKS)
+            .time_to_live(cfg.first_pick_window)
+            .build()
+    });
+    StickyView {
+        config: cfg.clone(),
+        keys: Arc::clone(keys),
+        tags,
+        lookup,
+        attributes,
+        in_flight,
+        first_picks,
+    }
 }
 
 impl StickyView {

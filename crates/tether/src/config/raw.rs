@@ -216,6 +216,8 @@ pub struct RawSticky {
     pub max_age: Option<S>,
     pub rebound_header: Option<S>,
     pub max_in_flight_per_session: Option<Spanned<i64>>,
+    pub first_pick_window: Option<S>,
+    pub first_pick_across_connections: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,6 +42,20 @@ pub struct Pin {
     /// The session id the cookie carries (cookie mode; `None` before the first cookie and in
     /// version 1 tokens).
     pub session: Option<u64>,
+    /// The pin is a client's first pick within `first_pick_window`, not a cookie's.
+    pub first: First,
+}
+
+/// A cookieless request's part in its client's first pick (`sticky.first_pick_window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum First {
+    /// Not part of one: the pin, if any, comes from the request.
+    #[default]
+    No,
+    /// The client's first request: it made the pick.
+    Leads,
+    /// A later request of the client within the window: it shares the pick.
+    Follows,
 }
 
 /// Reads the pin from the cookie value (if any) at time `now`.
@@ -54,6 +68,7 @@ pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u
         issued_at: now,
         refresh: true,
         session: None,
+        first: First::No,
     };
     let Some(value) = cookie else { return fresh(Outcome::New) };
     let Ok(token) = sticky.keys.decode(backend, value) else { return fresh(Outcome::Invalid) };
@@ -73,6 +88,7 @@ pub fn read_pin(sticky: &StickyView, backend: &str, cookie: Option<&str>, now: u
         issued_at: token.issued_at,
         refresh: verdict == Verdict::Refresh || token.key_index != 0 || token.session.is_none(),
         session: token.session,
+        first: First::No,
     }
 }
 
@@ -128,6 +144,7 @@ pub async fn read_table_pin(
         issued_at: now,
         refresh: false,
         session: None,
+        first: First::No,
     };
     let (Some(key), Some(table)) = (key, backend.table.as_ref()) else { return pin };
     match table.get(key, now).await {
@@ -209,6 +226,11 @@ impl Pin {
     /// The outcome and whether to send a cookie, given the server that finally served.
     pub fn settle(&self, served: usize) -> (Outcome, Option<u32>) {
         match self.server {
+            // A first pick's requests get its cookie; the leader counts as the new session,
+            // followers as hits (or as the expired or invalid cookie they brought).
+            Some(s) if s == served && self.first != First::No => {
+                (self.outcome, Some(self.issued_at))
+            }
             Some(s) if s == served => (Outcome::Hit, self.refresh.then_some(self.issued_at)),
             Some(_) => (Outcome::Rebound, None),
             None => (self.outcome, None),
@@ -225,18 +247,21 @@ pub struct Issue {
     pub session: u64,
     /// When the pin was first made.
     pub issued_at: u32,
+    /// When the cookie is (re)issued: now, or for a first pick its start, so every request
+    /// of the burst gets the very same cookie.
+    pub refreshed_at: u32,
 }
 
-/// The `Set-Cookie` value of `issue`, refreshed at `now`.
+/// The `Set-Cookie` value of `issue`.
 pub fn set_cookie(
     sticky: &StickyView,
     backend: &str,
     issue: Issue,
-    now: u32,
     https: bool,
 ) -> Option<HeaderValue> {
     let tag = *sticky.tags.get(issue.server)?;
-    let token = sticky.keys.encode(backend, tag, issue.session, issue.issued_at, now);
+    let token =
+        sticky.keys.encode(backend, tag, issue.session, issue.issued_at, issue.refreshed_at);
     let mut v = String::with_capacity(sticky.config.cookie_name.len() + token.len() + 64);
     v.push_str(&sticky.config.cookie_name);
     v.push('=');

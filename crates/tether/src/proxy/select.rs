@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use tether_core::balance::rendezvous;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::affinity::Pin;
+use super::affinity::{First, Pin};
 use super::error::ProxyError;
 use tether_core::AdminState;
 
@@ -84,7 +84,11 @@ pub fn choose(
                 }
                 OnServerFull::Redispatch => {}
             }
-        } else if sticky.config.on_server_down == OnServerDown::Fail {
+        } else if sticky.config.on_server_down == OnServerDown::Fail
+            && pin.is_some_and(|p| p.first == First::No)
+        {
+            // A client's own pin fails; a shared first pick (no cookie of the client's own
+            // yet) moves like a new session.
             return Err(ProxyError::PinnedServerDown);
         }
     }

@@ -414,10 +414,11 @@ async fn counters_and_affinity_survive_a_reload() {
     let url = tether.url("web");
     let http = client();
 
-    // One affinity cookie per server.
+    // One affinity cookie per server: each new session from a connection of its own (one
+    // connection's cookieless requests share their first pick).
     let mut cookies: HashMap<String, String> = HashMap::new();
     for _ in 0..20 {
-        let answer = get(&http, &url, None).await.unwrap();
+        let answer = get(&fresh_client(), &url, None).await.unwrap();
         assert_eq!(answer.status, 200);
         let Answer { server, cookie, .. } = answer;
         let cookie = cookie.unwrap_or_else(|| panic!("no affinity cookie from {server}"));

@@ -288,3 +288,91 @@ async fn every_mode_gives_every_server_a_session_number() {
     assert_eq!(counts.len(), 2);
     assert!(counts.values().all(|&(n, exact)| n == 0 && exact), "no affinity: {counts:?}");
 }
+
+/// The session id inside a cookie of ours.
+fn session_of(cookie: &str) -> u64 {
+    let keys = tether_core::affinity::CookieKeys::from_base64(&[KEY]).unwrap();
+    keys.decode("app", cookie).unwrap().session.unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_of_cookieless_requests_on_one_http2_connection_shares_one_pick() {
+    let servers = echo_servers(3);
+    let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let burst: Vec<_> = (0..12)
+        .map(|i| {
+            let req = h2.get(format!("{}/api/{i}", t.url("web")));
+            tokio::spawn(async move { req.send().await.unwrap() })
+        })
+        .collect();
+    let mut answers = HashSet::new();
+    for r in burst {
+        let r = r.await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        answers.insert((server_of(&r), tether_cookie(&r).expect("each gets the cookie")));
+    }
+    assert_eq!(answers.len(), 1, "one server, one cookie: {answers:?}");
+    let logs = || t.logs().iter().filter(|l| l["affinity"] == "new").count();
+    assert!(tether_testkit::wait_until(Duration::from_secs(5), || logs() >= 1).await);
+    assert_eq!(logs(), 1, "one new session, eleven requests joining it");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_first_pick() {
+    let servers = echo_servers(3);
+    let web = web().trusted_proxies(&["127.0.0.1"]);
+    let t = start(config_on(web, app(&servers).sticky(Sticky::cookie()))).await;
+    let c = client(); // one kept-alive connection, like a CDN's
+    let get = |xff: String| {
+        let req = c.get(t.url("web")).header("x-forwarded-for", xff).header("user-agent", "UA/1");
+        async move { req.send().await.unwrap() }
+    };
+    let mut spread = HashSet::new();
+    for i in 0..30 {
+        spread.insert(server_of(&get(format!("198.51.100.{i}")).await));
+    }
+    assert_eq!(spread.len(), 3, "new forwarded clients still spread: {spread:?}");
+    let (one, two) = (get("203.0.113.9".into()).await, get("203.0.113.9".into()).await);
+    assert_eq!(server_of(&one), server_of(&two));
+    assert_eq!(tether_cookie(&one), tether_cookie(&two), "one forwarded client, one session");
+}
+
+#[tokio::test]
+async fn fresh_connections_of_one_address_converge_only_when_asked() {
+    let servers = echo_servers(3);
+    for across in [true, false] {
+        let sticky = Sticky::cookie().set("first_pick_across_connections", across);
+        let t = start(config(app(&servers).sticky(sticky))).await;
+        let c = fresh_client();
+        let mut picks = HashSet::new();
+        let mut sessions = HashSet::new();
+        for _ in 0..6 {
+            let r = c.get(t.url("web")).header("user-agent", "UA/1").send().await.unwrap();
+            sessions.insert(session_of(&tether_cookie(&r).unwrap()));
+            picks.insert(server_of(&r));
+        }
+        if across {
+            assert_eq!((picks.len(), sessions.len()), (1, 1), "across connections: {picks:?}");
+        } else {
+            assert_eq!((picks.len(), sessions.len()), (3, 6), "per connection: {picks:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_first_pick_is_forgotten_after_its_window() {
+    let servers = echo_servers(3);
+    let sticky = Sticky::cookie().set("first_pick_window", "1s");
+    let t = start(config(app(&servers).sticky(sticky))).await;
+    let c = client();
+    let first = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
+    let again = tether_cookie(&c.get(t.url("web")).send().await.unwrap()).unwrap();
+    assert_eq!(first, again, "within the window");
+    let later = tether_testkit::wait_until_async(Duration::from_secs(5), || async {
+        let r = c.get(t.url("web")).send().await.unwrap();
+        session_of(&tether_cookie(&r).unwrap()) != session_of(&first)
+    })
+    .await;
+    assert!(later, "after the window a cookieless request starts a session of its own");
+}

@@ -9,8 +9,8 @@ use toml::Spanned;
 use super::super::raw::RawSticky;
 use super::{Checker, S};
 use crate::config::{
-    DEFAULT_COOKIE_NAME, DEFAULT_STICKY_IDLE, DEFAULT_STICKY_LIFETIME, OnServerDown, OnServerFull,
-    SameSite, Secure, Sticky, StickyMode,
+    DEFAULT_COOKIE_NAME, DEFAULT_FIRST_PICK_WINDOW, DEFAULT_STICKY_IDLE, DEFAULT_STICKY_LIFETIME,
+    MAX_FIRST_PICK_WINDOW, OnServerDown, OnServerFull, SameSite, Secure, Sticky, StickyMode,
 };
 
 /// The affinity of the backend at `path`, or `None` for `mode = "none"` and for a mode that is
@@ -52,7 +52,10 @@ pub(super) fn sticky(c: &mut Checker, path: &str, s: &RawSticky) -> Option<Stick
         0,
         1..=1_000_000,
     );
+    let (first_pick_window, first_pick_across_connections) = first_pick(c, path, s, &mode);
     Some(Sticky {
+        first_pick_window,
+        first_pick_across_connections,
         rebound_header,
         max_in_flight_per_session,
         on_server_full,
@@ -125,6 +128,37 @@ fn header_mode(c: &mut Checker, path: &str, s: &RawSticky) -> Option<StickyMode>
             None
         }
     }
+}
+
+/// `first_pick_window` (default 2 s, `"0s"` off, at most a minute) and
+/// `first_pick_across_connections`: cookie mode only (table modes converge by hashing).
+fn first_pick(c: &mut Checker, path: &str, s: &RawSticky, mode: &StickyMode) -> (Duration, bool) {
+    let p = |k: &str| format!("{path}.{k}");
+    let cookie = *mode == StickyMode::Cookie;
+    if !cookie {
+        if let Some(w) = &s.first_pick_window {
+            c.err(&p("first_pick_window"), Some(w), "only used with mode = \"cookie\"");
+        }
+        if let Some(a) = &s.first_pick_across_connections {
+            c.err(&p("first_pick_across_connections"), Some(a), "only used with mode = \"cookie\"");
+        }
+        return (Duration::ZERO, false);
+    }
+    let window = match &s.first_pick_window {
+        Some(w) if humantime::parse_duration(w.get_ref().trim()).is_ok_and(|d| d.is_zero()) => {
+            Duration::ZERO
+        }
+        w => c.duration(&p("first_pick_window"), w.as_ref(), DEFAULT_FIRST_PICK_WINDOW),
+    };
+    if window > MAX_FIRST_PICK_WINDOW {
+        c.err(
+            &p("first_pick_window"),
+            s.first_pick_window.as_ref(),
+            "at most \"60s\": it covers the parallel requests of one page load",
+        );
+    }
+    let across = s.first_pick_across_connections.as_ref().is_some_and(|a| *a.get_ref());
+    (window.min(MAX_FIRST_PICK_WINDOW), across)
 }
 
 /// Headers Tether writes or frames requests with: none of them can carry the rebound notice.

@@ -196,7 +196,16 @@ fn read_cookie_pin_takes_the_first_valid_of_at_most_four_cookies() {
 const K: StickKey = 0x5eed;
 
 fn pin(key: Option<StickKey>, learn_only: bool, server: Option<usize>, outcome: Outcome) -> Pin {
-    Pin { key, learn_only, server, outcome, issued_at: NOW, refresh: false, session: None }
+    Pin {
+        key,
+        learn_only,
+        server,
+        outcome,
+        issued_at: NOW,
+        refresh: false,
+        session: None,
+        first: First::No,
+    }
 }
 
 fn table(backend: &BackendView) -> &crate::stick::Table {

@@ -112,6 +112,7 @@ fn pin_to(server: Option<usize>) -> Pin {
         issued_at: 0,
         refresh: false,
         session: None,
+        first: crate::proxy::affinity::First::No,
     }
 }
 
