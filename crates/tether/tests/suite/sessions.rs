@@ -376,3 +376,19 @@ async fn the_first_pick_is_forgotten_after_its_window() {
     .await;
     assert!(later, "after the window a cookieless request starts a session of its own");
 }
+
+#[tokio::test]
+async fn a_shared_redis_table_without_shared_keys_is_refused_by_check() {
+    let servers = echo_servers(1);
+    let file = |keys: &[&str]| {
+        let app = app(&servers).sticky(Sticky::header("X-Session"));
+        let c = Config::new().listener(web()).backend("app", app);
+        let c = c.redis_stick_table("redis://127.0.0.1:6379");
+        if keys.is_empty() { c } else { c.cookie_keys(keys) }
+    };
+    let out = tether_testkit::run_check(BIN, file(&[])).unwrap();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("secrets.cookie_keys"), "{}", out.stderr);
+    let out = tether_testkit::run_check(BIN, file(&[KEY])).unwrap();
+    assert_eq!(out.code, Some(0), "with shared keys: {}", out.stderr);
+}
