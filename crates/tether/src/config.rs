@@ -73,7 +73,12 @@ pub struct Config {
     pub redis: Option<RedisStore>,
     /// `[admin]`, when present.
     pub admin: Option<Admin>,
+    /// `[request_id] header` (default `X-Request-Id`); `None` with `enabled = false`.
+    pub request_id: Option<http::HeaderName>,
 }
+
+/// Default `[request_id] header`.
+pub const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// `[stick_table] store = "redis"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,6 +287,8 @@ pub struct Backend {
     pub http2: bool,
     /// `[[backends.NAME.servers]]`, in file order.
     pub servers: Vec<Server>,
+    /// `[backends.NAME.discovery]`: more servers, found in DNS.
+    pub discovery: Option<Discovery>,
 }
 
 /// `backends.NAME.balance`: one of tether-core's algorithms, or `least_sessions`, which
@@ -563,7 +570,72 @@ pub struct Server {
     /// `state`: `ready` (default), `drain` (keeps pinned sessions, takes no new ones) or
     /// `maint` (takes nothing). Applied when it changes in the file.
     pub state: tether_core::AdminState,
+    /// Where the server comes from: the file (or the admin API), or DNS discovery.
+    pub source: ServerSource,
 }
+
+/// Where a server of a backend comes from (the admin API's `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerSource {
+    /// `[[backends.NAME.servers]]`, or added through the admin API.
+    Config,
+    /// Found by `[backends.NAME.discovery]`.
+    Dns,
+}
+
+impl ServerSource {
+    /// The admin API's name: `config` or `dns`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerSource::Config => "config",
+            ServerSource::Dns => "dns",
+        }
+    }
+}
+
+/// `[backends.NAME.discovery]`: servers found in DNS and re-resolved periodically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// `dns` or `srv`: what is looked up.
+    pub lookup: DiscoveryLookup,
+    /// `interval` (default 5 s): time between resolutions, shorter when the records' TTL is.
+    pub interval: Duration,
+    /// `nameservers`: the DNS servers asked; empty means the system's resolver configuration
+    /// (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    /// `on_removed` (default `drain`): what happens to a server that leaves DNS.
+    pub on_removed: OnRemoved,
+}
+
+/// `discovery.dns` or `discovery.srv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryLookup {
+    /// `dns = "HOST:PORT"`: each A and AAAA record of `host` is a server at `port`.
+    Dns {
+        /// The name looked up.
+        host: String,
+        /// The servers' port.
+        port: u16,
+    },
+    /// `srv = "_service._proto.NAME"`: each SRV record of the lowest priority is a server at
+    /// its target and port, weighted by its weight.
+    Srv(String),
+}
+
+/// `discovery.on_removed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRemoved {
+    /// `drain` (default): the server keeps its pinned sessions and takes no new ones; it goes
+    /// when it holds no session, at the latest after the backend's `sticky.max_lifetime`.
+    Drain,
+    /// `remove`: the server goes with the next snapshot.
+    Remove,
+}
+
+/// `discovery.interval`.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest `discovery.interval`: more often would only load the DNS servers.
+pub const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One configuration mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]

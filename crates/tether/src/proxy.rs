@@ -13,6 +13,7 @@ mod first_pick;
 pub mod framing;
 pub mod headers;
 pub mod log;
+mod request_id;
 mod select;
 pub mod upgrade;
 
@@ -99,12 +100,16 @@ pub enum ClientCert {
 pub async fn handle(
     snap: &Snapshot,
     ctx: &ConnCtx,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     upgrade: Option<upgrade::ClientUpgrade>,
 ) -> Response<RespBody> {
     let Some(listener) = snap.listeners.get(ctx.listener) else {
         return ProxyError::NoRoute.response();
     };
+    let request_id = snap.config.request_id.as_ref().map(|name| {
+        let trusted = headers::is_trusted(ctx.peer.ip(), &listener.conn.trusted_proxies);
+        (name, request_id::assign(name, trusted, req.headers_mut()))
+    });
     let log = snap.config.access_log.then(|| {
         let mut log = Box::new(AccessLog::new(
             listener.name.clone(),
@@ -115,14 +120,18 @@ pub async fn handle(
         if let ClientCert::Verified(subject) = &ctx.client_cert {
             log.client_cert.clone_from(subject);
         }
+        log.request_id = request_id.as_ref().map(|(_, id)| id.clone());
         log
     });
     let mut pending = Unanswered { log, server: None, listener: ctx.listener, answered: false };
     let arrived = Instant::now();
-    let resp = match forward(snap, listener, ctx, (req, upgrade), arrived, &mut pending).await {
+    let mut resp = match forward(snap, listener, ctx, (req, upgrade), arrived, &mut pending).await {
         Ok(resp) => resp,
         Err(e) => e.response(),
     };
+    if let Some((name, id)) = request_id {
+        resp.headers_mut().insert(name.clone(), id);
+    }
     let log = pending.answered(resp.status());
     resp.map(|b| b.with_log(log))
 }

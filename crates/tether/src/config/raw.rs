@@ -30,6 +30,14 @@ pub struct RawConfig {
     pub secrets: Option<RawSecrets>,
     pub stick_table: Option<RawStickTable>,
     pub admin: Option<RawAdmin>,
+    pub request_id: Option<RawRequestId>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestId {
+    pub header: Option<S>,
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +154,17 @@ pub struct RawBackend {
     pub http2: Option<bool>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
+    pub discovery: Option<RawDiscovery>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub dns: Option<S>,
+    pub srv: Option<S>,
+    pub interval: Option<S>,
+    pub nameservers: Option<Vec<S>>,
+    pub on_removed: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,7 @@ use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, S};
 use super::*;
 
 mod balance;
+mod discovery;
 mod edge;
 mod listener;
 mod stick_table;
@@ -104,6 +105,7 @@ pub(super) fn validate(
     let stick_capacity = stick_table::stick_capacity(&mut c, raw.stick_table.as_ref());
     let redis = stick_table::redis_store(&mut c, raw.stick_table.as_ref());
     let admin = raw.admin.as_ref().map(|a| admin(&mut c, a));
+    let request_id = request_id(&mut c, raw.request_id.as_ref());
     let raw_keys = raw.secrets.as_ref().and_then(|s| s.cookie_keys.as_ref());
     let cookie_keys = cookie_keys(&mut c, raw_keys, env_keys);
     if redis.is_some() && raw_keys.is_none() && env_keys.is_none() {
@@ -127,6 +129,7 @@ pub(super) fn validate(
             stick_capacity,
             redis,
             admin,
+            request_id,
         })
     } else {
         Err(ConfigErrors(c.errors))
@@ -171,11 +174,13 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
     let p = |k: &str| format!("backends.{name}.{k}");
     c.name(&format!("backends.{name}"), &Spanned::new(0..0, name.to_owned()));
     let balance = balance::balance(c, name, b);
-    if b.servers.is_empty() {
+    let discovery = b.discovery.as_ref().and_then(|d| discovery::discovery(c, name, d));
+    if b.servers.is_empty() && b.discovery.is_none() {
         c.err::<()>(
             &p("servers"),
             None,
-            "a backend needs at least one [[backends.NAME.servers]] entry",
+            "a backend needs at least one [[backends.NAME.servers]] entry or a \
+             [backends.NAME.discovery]",
         );
     }
     let mut names = HashSet::new();
@@ -243,6 +248,7 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
             v => c.duration(&p("slow_start"), v.as_ref(), Duration::ZERO),
         },
         servers,
+        discovery,
     }
 }
 
@@ -421,6 +427,7 @@ fn server(c: &mut Checker, path: &str, s: &RawServer) -> Server {
         weight,
         backup: s.backup.unwrap_or(false),
         state,
+        source: ServerSource::Config,
     }
 }
 
@@ -480,6 +487,27 @@ fn admin(c: &mut Checker, a: &super::raw::RawAdmin) -> Admin {
         c.err("admin.address", a.address.as_ref(), format!("{address} is not a loopback address: set admin.token_file so the API is not open to the network"));
     }
     Admin { address, token }
+}
+
+/// `[request_id]`: on by default with `X-Request-Id`; `enabled = false` turns it off.
+fn request_id(c: &mut Checker, raw: Option<&super::raw::RawRequestId>) -> Option<http::HeaderName> {
+    let default = http::HeaderName::from_static(DEFAULT_REQUEST_ID_HEADER);
+    let Some(r) = raw else { return Some(default) };
+    let name = match &r.header {
+        None => default,
+        Some(h) => match http::HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                c.err(
+                    "request_id.header",
+                    Some(h),
+                    format!("invalid header name {:?}", h.get_ref()),
+                );
+                default
+            }
+        },
+    };
+    r.enabled.unwrap_or(true).then_some(name)
 }
 
 fn cookie_keys(

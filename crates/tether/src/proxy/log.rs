@@ -44,6 +44,8 @@ pub struct AccessLog {
     pub client_cert: Option<http::HeaderValue>,
     /// The affinity session, as a keyed hash (never the id a cookie carries), when sticky.
     pub session: Option<u64>,
+    /// The request's id (`[request_id]`).
+    pub request_id: Option<http::HeaderValue>,
 }
 
 impl AccessLog {
@@ -66,6 +68,7 @@ impl AccessLog {
             body_error: false,
             client_cert: None,
             session: None,
+            request_id: None,
         }
     }
 
@@ -89,6 +92,7 @@ impl AccessLog {
             bytes = self.bytes,
             complete = self.complete && !self.body_error,
             client_cert = self.client_cert.as_ref().and_then(|v| v.to_str().ok()),
+            request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             "request"
         );
     }

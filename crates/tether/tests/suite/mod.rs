@@ -18,6 +18,7 @@ mod limits;
 mod proxy;
 mod redis_affinity;
 mod redis_tls_cluster;
+mod routing;
 mod server_h1;
 mod sessions;
 mod smuggling;
