@@ -14,6 +14,7 @@
 //!   Redis Cluster, and a RESP client to look inside it.
 //! - [`tls`]: a throwaway CA, certificates it signs (expired ones too), and a rustls client
 //!   that trusts it; [`tls::Pki`] writes them into a [`ScratchDir`] for a config to name.
+//! - [`dns`]: an in-process DNS server whose records a test changes while Tether runs.
 //! - [`ScratchDir`]: a temporary directory, removed on drop.
 //!
 //! Everything that starts a process ([`Tether`], [`redis::RedisServer`], the browser) kills
@@ -23,6 +24,7 @@
 pub mod browser;
 mod child;
 pub mod config;
+pub mod dns;
 pub mod harness;
 pub mod redis;
 mod scratch;

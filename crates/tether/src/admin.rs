@@ -186,6 +186,7 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
                 "address": s.authority.as_str(),
                 "weight": s.weight,
                 "backup": s.backup,
+                "source": s.source.as_str(),
                 "health": if st.is_ejected() { "down" } else { st.health().as_str() },
                 "health_reason": st.reason().as_str(),
                 "last_change": (st.last_change() > 0).then(|| st.last_change()),

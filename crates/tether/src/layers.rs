@@ -16,8 +16,9 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["metrics", "rate", "stick", "upstream"],
     // One immutable view of a configuration generation.
     &["snapshot"],
-    // Health checks and passive outlier detection over a snapshot's backends.
-    &["health"],
+    // Health checks and passive outlier detection over a snapshot's backends; DNS service
+    // discovery, which finds servers and drains those that leave.
+    &["discovery", "health"],
     // The request path.
     &["proxy"],
     // Listeners and client connections.

@@ -8,7 +8,8 @@
 //! - `metrics`, `rate`, `stick`, `upstream`: what a snapshot is built from;
 //! - `snapshot`: one immutable, lock-free-loaded view of routes, backends and balancers per
 //!   configuration generation, reusing per-server runtime state across reloads;
-//! - `health`; [`proxy`]: the request path, in named phases;
+//! - `health`, `discovery` (servers found in DNS); [`proxy`]: the request path, in named
+//!   phases;
 //! - `server`: listeners and client connections; `control`: typed commands; `admin`: the
 //!   API and dashboard; [`runtime`]: start, reload, signals and shutdown;
 //! - [`demo`]: `tether demo`, three demo servers behind a sticky Tether; [`ctl`]: `tether
@@ -21,6 +22,7 @@ pub mod config;
 pub(crate) mod control;
 pub mod ctl;
 pub mod demo;
+pub(crate) mod discovery;
 pub(crate) mod health;
 #[cfg(test)]
 mod layers;

@@ -124,6 +124,7 @@ pub struct Metrics {
     conns_refused: Family<ListenerReason, Counter>,
     requests_refused: Family<ListenerReason, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
+    discovery_errors: Family<BackendLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -155,6 +156,7 @@ impl Default for Metrics {
             table_entries: family(r, TABLE_ENTRIES),
             ejections: family(r, EJECTIONS),
             queue_depth: family(r, QUEUE_DEPTH),
+            discovery_errors: family(r, DISCOVERY_ERRORS),
             registry,
         }
     }
@@ -230,6 +232,14 @@ const EJECTIONS: Doc =
     Doc { name: "ejections", help: "Times passive outlier detection ejected the server" };
 const QUEUE_DEPTH: Doc =
     Doc { name: "queue_depth", help: "Requests waiting for a connection slot in the backend" };
+
+// === Discovery ===
+
+const DISCOVERY_ERRORS: Doc = Doc {
+    name: "discovery_errors",
+    help: "DNS discovery resolutions that failed or found no record (the backend kept its \
+           last known servers)",
+};
 
 /// A server's counters, resolved once per snapshot.
 #[derive(Debug, Clone, Default)]
@@ -418,6 +428,11 @@ impl Metrics {
         BackendMetrics { duration, affinity, retries }
     }
 
+    /// The counter of `backend`'s failed DNS discovery resolutions, resolved once per task.
+    pub fn discovery_errors(&self, backend: &str) -> Counter {
+        self.discovery_errors.get_or_create(&BackendLabels { backend: backend.to_owned() }).clone()
+    }
+
     /// Counts a reload attempt.
     pub fn reload(&self, ok: bool) {
         self.reloads
@@ -465,6 +480,7 @@ impl Metrics {
         }
         self.retries.remove(&BackendLabels { backend: backend.clone() });
         self.queue_depth.remove(&BackendLabels { backend: backend.clone() });
+        self.discovery_errors.remove(&BackendLabels { backend: backend.clone() });
         self.table_entries.remove(&BackendLabels { backend });
     }
 
@@ -565,6 +581,7 @@ mod tests {
                 "tether_stick_table_entries",
                 "tether_ejections",
                 "tether_queue_depth",
+                "tether_discovery_errors",
             ]
         );
     }

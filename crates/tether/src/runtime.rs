@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminContext};
 use crate::config::{Config, ConfigErrors, Server};
 use crate::control::{Command, ControlError};
+use crate::discovery::Discovery;
 use crate::server::{self, DrainToken};
 use crate::snapshot::{Registry, Snapshot};
 
@@ -77,6 +78,8 @@ pub struct Tether {
     admin_address: Option<SocketAddr>,
     signals: Option<Signals>,
     health_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Servers found in DNS and the tasks that find them.
+    discovery: Discovery,
 }
 
 /// SIGHUP, SIGTERM and SIGINT handlers. Installed before any listener is bound, so a signal
@@ -204,9 +207,12 @@ impl Tether {
             None => None,
         };
         let health_tasks = spawn_health_checks(&current.load());
+        let mut discovery = Discovery::new(registry.metrics());
+        discovery.published(&current.load());
         crate::systemd::notify("READY=1");
         Ok(Self {
             health_tasks,
+            discovery,
             signals,
             commands,
             admin_address,
@@ -267,6 +273,7 @@ impl Tether {
         if from_file {
             config.warn_expiring_certs();
         }
+        let config = self.discovery.merge(config);
         let snapshot = Arc::new(if from_file {
             self.registry.build(config, &self.fallback_keys)
         } else {
@@ -278,6 +285,16 @@ impl Tether {
             t.abort();
         }
         self.health_tasks = spawn_health_checks(&snapshot);
+        self.discovery.published(&snapshot);
+    }
+
+    /// News from DNS discovery (servers changed, or draining ones may go): a new snapshot
+    /// of the configuration being served with the discovered servers as they are now.
+    fn discovered(&mut self, event: crate::discovery::Event) {
+        let snap = self.current.load_full();
+        if self.discovery.handle(event, &snap) {
+            self.publish((*snap.config).clone(), false);
+        }
     }
 
     /// Applies one admin command (the controller is the only writer).
@@ -434,6 +451,7 @@ impl Tether {
                     crate::systemd::notify("READY=1");
                 }
                 Some(cmd) = self.commands.recv() => self.command(cmd),
+                event = self.discovery.next() => self.discovered(event),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
             }

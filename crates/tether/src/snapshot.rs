@@ -185,6 +185,8 @@ pub struct ServerView {
     pub weight: u32,
     /// Only used when no primary server is usable.
     pub backup: bool,
+    /// The file (or admin API), or DNS discovery.
+    pub source: config::ServerSource,
     /// Metric handles, resolved once.
     pub metrics: ServerMetrics,
     /// Connection slots when `limits.max_connections_per_server` is set (FIFO waiters).
@@ -573,6 +575,7 @@ impl Registry {
             authority: s.address.clone(),
             weight: s.weight,
             backup: s.backup,
+            source: s.source,
             metrics: self.metrics.server(listeners, &b.name, &s.name),
         }
     }

@@ -7,6 +7,7 @@ mod big_bodies;
 mod cli;
 mod dashboard;
 mod demo;
+mod discovery;
 mod edge;
 mod engine;
 mod fault_probe;
