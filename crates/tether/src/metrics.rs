@@ -554,6 +554,7 @@ mod tests {
         m.listener("web");
         m.server(&listeners, "app", "a1");
         m.backend(&listeners, "app", true);
+        m.discovery_errors("app");
         m.reload(true);
         let live =
             ServerGauges { up: true, in_flight: 0, sessions: Some(0), live_sessions: Some(0) };
