@@ -299,7 +299,9 @@ fn answer(reply: Option<Result<u64, ControlError>>, ok: impl FnOnce(u64) -> Resp
 fn control_status(e: &ControlError) -> StatusCode {
     match e {
         ControlError::NoBackend(_) | ControlError::NoServer { .. } => StatusCode::NOT_FOUND,
-        ControlError::ServerExists(_) | ControlError::LastServer => StatusCode::CONFLICT,
+        ControlError::ServerExists(_) | ControlError::LastServer | ControlError::Discovered(_) => {
+            StatusCode::CONFLICT
+        }
         ControlError::NoTable => StatusCode::BAD_REQUEST,
         ControlError::Reload(_) => StatusCode::UNPROCESSABLE_ENTITY,
     }

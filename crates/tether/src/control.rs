@@ -77,6 +77,12 @@ pub enum ControlError {
     /// Removing the backend's last server.
     #[error("a backend needs at least one server")]
     LastServer,
+    /// Removing a server DNS discovery found, or changing its weight: DNS decides both.
+    #[error(
+        "server {0:?} comes from DNS discovery: change its DNS records to remove it or change \
+         its weight (its state can be set)"
+    )]
+    Discovered(String),
     /// Flushing a backend that keeps no stick table.
     #[error("this backend keeps no stick table")]
     NoTable,

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminContext};
-use crate::config::{Config, ConfigErrors, Server};
+use crate::config::{Config, ConfigErrors, Server, ServerSource};
 use crate::control::{Command, ControlError};
 use crate::discovery::Discovery;
 use crate::server::{self, DrainToken};
@@ -329,6 +329,9 @@ impl Tether {
 
     fn remove_server(&mut self, backend: &str, server: &str) -> Result<u64, ControlError> {
         self.edit_servers(backend, |servers| {
+            if servers.iter().any(|s| s.name == server && s.source == ServerSource::Dns) {
+                return Err(ControlError::Discovered(server.to_owned()));
+            }
             let before = servers.len();
             servers.retain(|s| s.name != server);
             if servers.len() == before {
@@ -391,6 +394,9 @@ impl Tether {
         let s = b.servers.iter().find(|s| s.state.name() == server).ok_or_else(|| {
             ControlError::NoServer { backend: backend.to_owned(), server: server.to_owned() }
         })?;
+        if weight.is_some() && s.source == ServerSource::Dns {
+            return Err(ControlError::Discovered(server.to_owned()));
+        }
         if let Some(st) = state {
             let old = s.state.set_admin_state(st);
             if old != st {

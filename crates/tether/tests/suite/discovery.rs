@@ -286,6 +286,30 @@ async fn until_the_first_resolution_the_backend_has_its_static_servers() {
     assert!(reached, "the discovered server got no traffic beside the static one");
 }
 
+#[tokio::test]
+async fn the_admin_api_sets_a_discovered_servers_state_but_leaves_weight_and_removal_to_dns() {
+    let (_echo, port) = echo_on_loopbacks(2);
+    let dns = DnsServer::start().await.unwrap();
+    dns.set_a("app.test", &[loopback(2), loopback(3)], TTL);
+    let t = start(config(discovered("dns", &format!("app.test:{port}"), &dns)).admin()).await;
+    let c = client();
+    wait_servers(&t, &c, &[named(2, port), named(3, port)]).await;
+    let url = admin_url(&t, &format!("/api/v1/backends/app/servers/{}", named(2, port)));
+    let weight = c.patch(&url).body("{\"weight\":5}").send().await.unwrap();
+    assert_eq!(weight.status(), 409);
+    let message = weight.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(message.contains("DNS discovery"), "{message}");
+    assert_eq!(c.delete(&url).send().await.unwrap().status(), 409);
+    let maint = c.patch(&url).body("{\"state\":\"maint\"}").send().await.unwrap();
+    assert_eq!(maint.status(), 200);
+    let listed = servers(&t, &c).await;
+    assert_eq!(listed[&named(2, port)]["state"], "maint");
+    assert_eq!(listed[&named(2, port)]["weight"], 1);
+    for _ in 0..4 {
+        assert_eq!(fresh_pick(&t).await, "s3", "a server in maintenance took a request");
+    }
+}
+
 #[test]
 fn discovery_errors_name_their_keys() {
     let base = |d: Backend| config(d).to_string();
