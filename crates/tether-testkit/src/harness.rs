@@ -126,15 +126,34 @@ impl Tether {
     /// up to [`STARTUP_DEADLINE`] until a `"listener bound"` line has appeared for each
     /// `[[listeners]]` entry.
     pub async fn start(bin: impl AsRef<Path>, config: impl Display) -> Result<Self, HarnessError> {
+        Self::start_with_env(bin, config, &[]).await
+    }
+
+    /// Like [`Tether::start`], with `env` added to the process's environment (e.g.
+    /// `[("TETHER_WORKER_THREADS", "2")]`).
+    pub async fn start_with_env(
+        bin: impl AsRef<Path>,
+        config: impl Display,
+        env: &[(&str, &str)],
+    ) -> Result<Self, HarnessError> {
         let config_toml = config.to_string();
         let listeners = listener_count(&config_toml)?;
-        let mut tether = Self::spawn(bin, &config_toml)?;
+        let mut tether = Self::spawn_with_env(bin, &config_toml, env)?;
         tether.wait_for_listeners(listeners, STARTUP_DEADLINE).await?;
         Ok(tether)
     }
 
     /// Like [`Tether::start`] without waiting for anything: for tests of startup itself.
     pub fn spawn(bin: impl AsRef<Path>, config: impl Display) -> Result<Self, HarnessError> {
+        Self::spawn_with_env(bin, config, &[])
+    }
+
+    /// Like [`Tether::spawn`], with `env` added to the process's environment.
+    pub fn spawn_with_env(
+        bin: impl AsRef<Path>,
+        config: impl Display,
+        env: &[(&str, &str)],
+    ) -> Result<Self, HarnessError> {
         let bin = bin.as_ref();
         let dir = ScratchDir::new("test").map_err(io_error("creating a scratch directory"))?;
         let config_path = dir.path().join("tether.toml");
@@ -142,6 +161,7 @@ impl Tether {
         let mut child = Command::new(bin)
             .args(["--log-format", "json", "run", "-c"])
             .arg(&config_path)
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -5,7 +5,8 @@
 //! each snapshot resolves the handles it needs once ([`ServerMetrics`], [`BackendMetrics`])
 //! and a request increments plain atomics. Gauges that mirror live state (server up,
 //! in-flight, sessions bound, table entries) are filled at scrape time from that state.
-//! Series of servers and backends that leave the configuration are removed on reload.
+//! Series of listeners, servers and backends that leave the configuration are removed on
+//! reload.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -484,6 +485,34 @@ impl Metrics {
         self.table_entries.remove(&BackendLabels { backend });
     }
 
+    /// Drops the series labelled with `listener` (a reload removed it): its refusal counters,
+    /// and its requests and response times at each of `servers` (backend, server) and
+    /// `backends`.
+    pub fn forget_listener(&self, listener: &str, backends: &[&str], servers: &[(&str, &str)]) {
+        let listener = listener.to_owned();
+        for reason in CONN_REFUSALS {
+            self.conns_refused.remove(&ListenerReason { listener: listener.clone(), reason });
+        }
+        for reason in REQUEST_REFUSALS {
+            self.requests_refused.remove(&ListenerReason { listener: listener.clone(), reason });
+        }
+        for &(backend, server) in servers {
+            for code_class in CODE_CLASSES {
+                self.requests.remove(&RequestLabels {
+                    listener: listener.clone(),
+                    backend: backend.to_owned(),
+                    server: server.to_owned(),
+                    code_class,
+                });
+            }
+        }
+        for &backend in backends {
+            let labels =
+                ListenerBackend { listener: listener.clone(), backend: backend.to_owned() };
+            self.duration.remove(&labels);
+        }
+    }
+
     /// Forgets every certificate-expiry series (they are rebuilt from the configuration at
     /// each scrape: certificates change only on reload).
     pub fn clear_cert_expiry(&self) {
@@ -585,5 +614,25 @@ mod tests {
                 "tether_discovery_errors",
             ]
         );
+    }
+
+    #[test]
+    fn a_removed_listener_loses_its_series_and_the_others_keep_theirs() {
+        let m = Metrics::default();
+        let listeners = ["web".to_owned(), "api".to_owned()];
+        for l in &listeners {
+            m.listener(l);
+        }
+        m.server(&listeners, "app", "a1");
+        m.backend(&listeners, "app", false);
+        m.forget_listener("api", &["app"], &[("app", "a1")]);
+        let text = m.encode();
+        let series = |listener: &str| {
+            let label = format!("listener=\"{listener}\"");
+            text.lines().filter(|l| !l.starts_with('#') && l.contains(&label)).count()
+        };
+        assert_eq!(series("api"), 0, "{text}");
+        // 6 + 5 refusal reasons, 5 code classes, 1 histogram (16 buckets, +Inf, sum, count).
+        assert_eq!(series("web"), 6 + 5 + 5 + 16 + 3, "{text}");
     }
 }

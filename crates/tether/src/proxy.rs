@@ -44,8 +44,9 @@ use crate::snapshot::{BackendView, ListenerView, Snapshot};
 /// What the data path knows about the client connection.
 #[derive(Debug)]
 pub struct ConnCtx {
-    /// Index of the listener in the snapshot.
-    pub listener: usize,
+    /// The listener's name, by which each request finds it in its snapshot (a reload may
+    /// add, remove and reorder listeners: a position would point at another one).
+    pub listener: std::sync::Arc<str>,
     /// The socket peer.
     pub peer: SocketAddr,
     /// The peer's address as the forwarding headers write it.
@@ -64,7 +65,7 @@ pub struct ConnCtx {
 impl ConnCtx {
     /// Context of a new connection; `drain_token` is the connection's drain token.
     pub fn new(
-        listener: usize,
+        listener: std::sync::Arc<str>,
         peer: SocketAddr,
         https: bool,
         drain_token: tokio::sync::mpsc::Sender<()>,
@@ -103,8 +104,9 @@ pub async fn handle(
     mut req: Request<ClientBody>,
     upgrade: Option<upgrade::ClientUpgrade>,
 ) -> Response<RespBody> {
-    let Some(listener) = snap.listeners.get(ctx.listener) else {
-        return ProxyError::NoRoute.response();
+    let Some(listener) = snap.listener(&ctx.listener) else {
+        // A request that began as a reload removed its listener (whose connections drain).
+        return ProxyError::ListenerClosed.response();
     };
     let request_id = snap.config.request_id.as_ref().map(|name| {
         let trusted = headers::is_trusted(ctx.peer.ip(), &listener.conn.trusted_proxies);
@@ -123,7 +125,7 @@ pub async fn handle(
         log.request_id = request_id.as_ref().map(|(_, id)| id.clone());
         log
     });
-    let mut pending = Unanswered { log, server: None, listener: ctx.listener, answered: false };
+    let mut pending = Unanswered { log, server: None, listener: listener.index, answered: false };
     let arrived = Instant::now();
     let mut resp = match forward(snap, listener, ctx, (req, upgrade), arrived, &mut pending).await {
         Ok(resp) => resp,
@@ -218,10 +220,9 @@ async fn forward<'s>(
     let session_slot = admit_session(backend, listener, session, &req)?;
     let mut outgoing = Outgoing::prepare(req, upgrade, listener, ctx, backend)?;
     outgoing.key = key;
-    let mut answered =
-        attempt(backend, pin.as_ref(), &mut outgoing, listener, ctx, pending).await?;
+    let mut answered = attempt(backend, pin.as_ref(), &mut outgoing, listener, pending).await?;
     answered.held.session = session_slot;
-    backend.metrics.duration(ctx.listener, arrived.elapsed().as_secs_f64());
+    backend.metrics.duration(listener.index, arrived.elapsed().as_secs_f64());
     Ok(finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log()))
 }
 
@@ -369,7 +370,6 @@ async fn attempt<'s>(
     pin: Option<&Pin>,
     out: &mut Outgoing,
     listener: &ListenerView,
-    ctx: &ConnCtx,
     pending: &mut Unanswered<'s>,
 ) -> Result<Answered, ProxyError> {
     backend.budget.deposit();
@@ -401,7 +401,7 @@ async fn attempt<'s>(
         match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                server.metrics.request(ctx.listener, status);
+                server.metrics.request(listener.index, status);
                 if !retry {
                     let upstream_time = sent.elapsed();
                     server.state.record_latency(upstream_time.as_micros() as u64);
@@ -416,7 +416,7 @@ async fn attempt<'s>(
                 tracing::warn!(backend = %backend.name, server = %server.state.name(), error = %err, retry, "upstream request failed");
                 if !retry {
                     // A failed attempt that is retried is no answer of this server's.
-                    server.metrics.request(ctx.listener, err.status().as_u16());
+                    server.metrics.request(listener.index, err.status().as_u16());
                     return Err(err);
                 }
             }

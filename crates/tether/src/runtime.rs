@@ -5,9 +5,19 @@
 //! [`Tether::start`] binds every listener (port 0 allowed) and logs `listener bound` with the
 //! real address. Reload is diff-based through the [`Registry`]: servers and backends that
 //! remain keep their runtime state and pooled connections; the new [`Snapshot`] is published
-//! with one atomic swap. Listeners themselves (names and addresses) cannot change on reload:
-//! that needs a restart, and a reload that tries is refused with that reason while the old
-//! config serves.
+//! with one atomic swap.
+//!
+//! A reload may also add, remove and re-address listeners (`listeners`, by name): new
+//! addresses are all bound before anything is published — one that cannot be bound fails
+//! the reload, closes what was bound, and the old configuration keeps serving — then the
+//! listeners that are gone or moved stop accepting (their ports close) and their connections
+//! drain as in a shutdown, for up to `grace_period`; the new snapshot is published, and the
+//! new listeners start accepting, on every worker thread. A listener that stays (same name,
+//! same address) keeps its sockets and takes its other settings from the new snapshot.
+//! Connections know their listener by name, so a reload that reorders listeners never hands
+//! one another's settings.
+
+mod listeners;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,14 +28,14 @@ use arc_swap::ArcSwap;
 use tether_core::affinity::CookieKeys;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminContext};
 use crate::config::{Config, ConfigErrors, Server, ServerSource};
 use crate::control::{Command, ControlError};
 use crate::discovery::Discovery;
-use crate::server::{self, DrainToken};
+use crate::server::DrainToken;
 use crate::snapshot::{Registry, Snapshot};
+use listeners::{BindFailure, Listeners};
 
 /// Why Tether could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +66,30 @@ pub enum ReloadError {
     /// The new file is invalid.
     #[error("{0}")]
     Invalid(#[from] ConfigErrors),
-    /// Listeners changed.
-    #[error(
-        "listeners cannot change on reload (names and addresses must stay the same); restart Tether to change them"
-    )]
-    ListenersChanged,
+    /// A listener the new file adds or moves cannot bind its address (in use, permission);
+    /// what the reload had bound is closed again.
+    // The OS error is in the message, not a `source`, as in `StartError::Bind`.
+    #[error("listener {name:?} cannot bind {address}: {error}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Configured address.
+        address: SocketAddr,
+        /// The OS error, or which listener still holds the address.
+        error: std::io::Error,
+    },
+}
+
+impl From<BindFailure> for ReloadError {
+    fn from(BindFailure { name, address, error }: BindFailure) -> Self {
+        ReloadError::Bind { name, address, error }
+    }
+}
+
+impl From<BindFailure> for StartError {
+    fn from(BindFailure { name, address, error }: BindFailure) -> Self {
+        StartError::Bind { name, address, error }
+    }
 }
 
 /// A running Tether: listeners bound, serving.
@@ -69,11 +98,12 @@ pub struct Tether {
     registry: Registry,
     fallback_keys: Arc<CookieKeys>,
     config_path: Option<PathBuf>,
-    bound: Vec<(String, SocketAddr)>,
+    /// The listeners, each with its own drain signal and tokens.
+    listeners: Listeners,
+    /// The admin listener's drain signal and tokens.
     drain: watch::Sender<bool>,
     drain_token: DrainToken,
     drained: mpsc::Receiver<()>,
-    accept_tasks: JoinSet<()>,
     commands: mpsc::Receiver<Command>,
     admin_address: Option<SocketAddr>,
     signals: Option<Signals>,
@@ -173,22 +203,13 @@ impl Tether {
         };
         let mut registry = Registry::default();
         config.warn_expiring_certs();
-        let listeners = config.listeners.clone();
+        let configured = config.listeners.clone();
         let admin = config.admin.clone();
         let current = Arc::new(ArcSwap::from_pointee(registry.build(config, &fallback_keys)));
         let (drain, drain_rx) = watch::channel(false);
         let (drain_token, drained) = mpsc::channel(1);
-        let mut accept_tasks = JoinSet::new();
-        let mut bound = Vec::new();
-        for (index, l) in listeners.iter().enumerate() {
-            let stop = (drain_rx.clone(), drain_token.clone());
-            let address =
-                bind_listener(index, l, workers, &mut accept_tasks, &current, stop).map_err(
-                    |error| StartError::Bind { name: l.name.clone(), address: l.address, error },
-                )?;
-            tracing::info!(listener = %l.name, address = %address, "listener bound");
-            bound.push((l.name.clone(), address));
-        }
+        let mut listeners = Listeners::new(workers, Arc::clone(&current));
+        listeners.open_all(&configured)?;
         let (command_tx, commands) = mpsc::channel(16);
         let admin_address = match admin {
             Some(a) => {
@@ -220,17 +241,16 @@ impl Tether {
             registry,
             fallback_keys,
             config_path,
-            bound,
+            listeners,
             drain,
             drain_token,
             drained,
-            accept_tasks,
         })
     }
 
     /// The listeners' names and bound addresses, in config order.
     pub fn addresses(&self) -> &[(String, SocketAddr)] {
-        &self.bound
+        self.listeners.addresses()
     }
 
     /// The admin listener's bound address, when `[admin]` is configured.
@@ -251,19 +271,16 @@ impl Tether {
         self.apply(config)
     }
 
-    /// Publishes an already validated configuration (reload, or tests).
+    /// Publishes an already validated configuration (reload, or tests), opening and
+    /// closing listeners as it says (module docs: new ones are all bound first; a failure
+    /// changes nothing).
     pub fn apply(&mut self, config: Config) -> Result<u64, ReloadError> {
-        let old = self.current.load();
-        let same_listeners = config.listeners.len() == old.config.listeners.len()
-            && config
-                .listeners
-                .iter()
-                .zip(&old.config.listeners)
-                .all(|(a, b)| a.name == b.name && a.address == b.address);
-        if !same_listeners {
-            return Err(ReloadError::ListenersChanged);
-        }
+        let bound = self.listeners.bind_new(&config.listeners)?;
+        // Nothing fails from here on.
+        let listeners = config.listeners.clone();
+        self.listeners.close_removed(&listeners, config.grace_period);
         self.publish(config, true);
+        self.listeners.start_bound(bound, &listeners);
         Ok(self.current.load().generation)
     }
 
@@ -429,11 +446,16 @@ impl Tether {
     /// Returns false when the grace period ran out with requests still in flight.
     pub async fn shutdown(mut self, grace: Duration) -> bool {
         let _ = self.drain.send(true);
-        while self.accept_tasks.join_next().await.is_some() {}
-        // Each open connection holds a clone of the token; the channel reports closed when
-        // the last one is dropped.
+        self.listeners.stop_accepting().await;
+        // Each open connection holds a clone of its listener's token; a channel reports
+        // closed when the last one is dropped.
         drop(self.drain_token);
-        tokio::time::timeout(grace, self.drained.recv()).await.is_ok()
+        let (mut admin, listeners) = (self.drained, self.listeners);
+        let drained = async move {
+            let _ = admin.recv().await;
+            listeners.drained().await;
+        };
+        tokio::time::timeout(grace, drained).await.is_ok()
     }
 
     /// The grace period of the configuration being served.
@@ -489,45 +511,6 @@ impl Tether {
             }
         }
     }
-}
-
-/// Binds listener `index` and starts its accept loops: one on the current runtime, or one
-/// per worker, each on its own `SO_REUSEPORT` socket of the same address (port 0: the port
-/// the first socket got). Returns the bound address.
-fn bind_listener(
-    index: usize,
-    l: &crate::config::Listener,
-    workers: Option<&Workers>,
-    tasks: &mut JoinSet<()>,
-    current: &Arc<ArcSwap<Snapshot>>,
-    stop: (watch::Receiver<bool>, DrainToken),
-) -> std::io::Result<SocketAddr> {
-    let (conns, failures) = (server::listener_conns(index), server::listener_failures());
-    let runtimes: Vec<Option<&tokio::runtime::Handle>> = match workers {
-        Some(w) if !w.handles.is_empty() => w.handles.iter().map(Some).collect(),
-        _ => vec![None],
-    };
-    let mut address = l.address;
-    for runtime in runtimes {
-        let socket = server::bind(address, runtime.is_some())?;
-        address = socket.local_addr()?;
-        // Listening registers the socket with the I/O driver of the runtime it is made in.
-        let listener = match runtime {
-            Some(rt) => {
-                let _in_worker = rt.enter();
-                server::listen(socket)?
-            }
-            None => server::listen(socket)?,
-        };
-        let on = server::AcceptOn {
-            runtime,
-            conns: Arc::clone(&conns),
-            failures: Arc::clone(&failures),
-        };
-        let stop = (stop.0.clone(), stop.1.clone());
-        server::spawn_acceptor(tasks, index, listener, on, Arc::clone(current), stop);
-    }
-    Ok(address)
 }
 
 /// The cookie keys used when the configuration names none: random, for this process only

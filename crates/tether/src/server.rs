@@ -2,10 +2,13 @@
 //! PROXY protocol, TLS handshake), then HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on each
 //! connection through hyper-util's auto builder, every request handed to [`crate::proxy`].
 //!
-//! Every connection task holds a [`DrainToken`] and watches one drain signal (see
-//! [`connection`]), so a shutdown sends HTTP/2 GOAWAY and `Connection: close` and lets
-//! in-flight requests finish within the grace period. Starting, reloading and stopping the
-//! whole is [`crate::runtime`]'s.
+//! Every connection task holds its listener's [`DrainToken`] and watches its listener's
+//! drain signal (see [`connection`]), so a shutdown — or a reload that removes the listener
+//! — sends HTTP/2 GOAWAY and `Connection: close` and lets in-flight requests finish within
+//! the grace period. When the signal's sender is dropped (a removed listener whose grace
+//! period is over) what is left is cut: a request in progress, an HTTP/2 connection still
+//! closing. Accept loops and connections know their listener by name, never by position.
+//! Starting, reloading and stopping the whole is [`crate::runtime`]'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,25 +52,27 @@ pub fn listener_failures() -> Arc<LogThrottle> {
     Arc::new(LogThrottle::new(Duration::from_secs(1)))
 }
 
-/// The connection count of listener `index`, for [`AcceptOn::conns`].
-pub fn listener_conns(index: usize) -> Arc<ConnCounter> {
-    ConnCounter::new(u64::from(std::process::id()) ^ (index as u64) << 32)
+/// The connection count of a listening address, for [`AcceptOn::conns`]; `serial` tells it
+/// from the process's other listening addresses (it seeds the per-IP hash).
+pub fn listener_conns(serial: u64) -> Arc<ConnCounter> {
+    ConnCounter::new(u64::from(std::process::id()) ^ serial << 32)
 }
 
-/// Starts the accept loop of listener `index` (of the snapshots published in `current`) on
+/// Starts an accept loop of listener `name` (of the snapshots published in `current`) on
 /// `tasks`: each accepted connection is served in its own task, on the same runtime as the
-/// loop, holding a clone of `token`, until `drain` turns true. `listener` must have been made
-/// in that runtime's context ([`listen`]).
+/// loop, holding a clone of `token`, until `drain` turns true; then the loop ends and
+/// `listener` is closed. `listener` must have been made in that runtime's context
+/// ([`listen`]).
 pub fn spawn_acceptor(
     tasks: &mut JoinSet<()>,
-    index: usize,
+    name: Arc<str>,
     listener: TcpListener,
     on: AcceptOn<'_>,
     current: Arc<ArcSwap<Snapshot>>,
     (drain, token): (watch::Receiver<bool>, DrainToken),
 ) {
     let (conns, failures) = (on.conns, on.failures);
-    let acceptor = Acceptor { index, listener, current, conns, failures, drain, token };
+    let acceptor = Acceptor { name, listener, current, conns, failures, drain, token };
     match on.runtime {
         Some(rt) => tasks.spawn_on(acceptor.run(), rt),
         None => tasks.spawn(acceptor.run()),
@@ -101,7 +106,7 @@ pub fn listen(socket: TcpSocket) -> std::io::Result<TcpListener> {
 
 /// One listener's accept loop.
 struct Acceptor {
-    index: usize,
+    name: Arc<str>,
     listener: TcpListener,
     current: Arc<ArcSwap<Snapshot>>,
     conns: Arc<ConnCounter>,
@@ -132,8 +137,7 @@ impl Acceptor {
                 }
                 Err(e) => {
                     if let Some(n) = self.failures.event(std::time::Instant::now()) {
-                        let snap = self.current.load();
-                        let listener = snap.listeners.get(self.index).map(|l| &*l.name);
+                        let listener = &*self.name;
                         tracing::warn!(listener, error = %e, failures = n, "accept failed");
                     }
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -148,8 +152,8 @@ impl Acceptor {
     /// were at accept time, not the snapshot (a long keep-alive connection must not keep an
     /// old configuration alive across reloads).
     fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
-        let Some(settings) =
-            self.current.load().listeners.get(self.index).map(|l| Arc::clone(&l.conn))
+        // `None`: a reload removed the listener, and this loop is about to end.
+        let Some(settings) = self.current.load().listener(&self.name).map(|l| Arc::clone(&l.conn))
         else {
             return;
         };
@@ -163,8 +167,8 @@ impl Acceptor {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (index, current, drain, token, conns) = (
-            self.index,
+        let (name, current, drain, token, conns) = (
+            Arc::clone(&self.name),
             Arc::clone(&self.current),
             self.drain.clone(),
             self.token.clone(),
@@ -174,7 +178,7 @@ impl Acceptor {
             // Nothing to read or negotiate before HTTP: the task is the HTTP/1.1 loop itself,
             // so an idle connection's task is no larger than the loop's state.
             let io = accept::Prefixed::new(bytes::Bytes::new(), stream);
-            let ctx = Arc::new(ConnCtx::new(index, peer, false, token.clone()));
+            let ctx = Arc::new(ConnCtx::new(name, peer, false, token.clone()));
             let serve = Serve { current, ctx, settings, drain, token };
             tokio::spawn(h1::Conn::new(io, serve, slot).serve());
             return;
@@ -198,7 +202,7 @@ impl Acceptor {
                 (peer, bytes::Bytes::new())
             };
             let io = accept::Prefixed::new(prefix, stream);
-            let ctx = ConnCtx::new(index, client, l.tls.is_some(), token.clone());
+            let ctx = ConnCtx::new(name, client, l.tls.is_some(), token.clone());
             let serve = Serve {
                 current,
                 ctx: Arc::new(ctx),

@@ -46,7 +46,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// The configuration this was built from.
     pub config: Arc<Config>,
-    /// Per listener, in the order they were bound.
+    /// Per listener, in config order. Connections name their listener and find it here by
+    /// name ([`Snapshot::listener`]): a reload may add, remove and reorder listeners.
     pub listeners: Vec<ListenerView>,
     /// Routes with backend names resolved to indices.
     pub routes: Vec<RouteView>,
@@ -59,13 +60,21 @@ impl Snapshot {
     pub fn backend(&self, name: &str) -> Option<&BackendView> {
         self.backends.iter().find(|b| *b.name == *name)
     }
+
+    /// The listener named `name` (`None`: a reload removed it).
+    pub fn listener(&self, name: &str) -> Option<&ListenerView> {
+        self.listeners.iter().find(|l| *l.name == *name)
+    }
 }
 
 /// A listener's request-time settings.
 #[derive(Debug)]
 pub struct ListenerView {
-    /// Listener name (log label).
+    /// Listener name (log label), its identity across reloads.
     pub name: Arc<str>,
+    /// Its position in this snapshot's listeners: the index of its handles in the
+    /// per-listener metrics of this snapshot's servers and backends.
+    pub index: usize,
     /// Index of the default backend.
     pub default_backend: Option<usize>,
     /// Longest pause allowed while receiving a request body.
@@ -362,7 +371,9 @@ impl Registry {
         for (b, view) in config.backends.iter().zip(&mut backends) {
             view.rate = b.rate_limit.map(|r| self.limiter(format!("backend/{}", b.name), r));
         }
-        let listeners = config.listeners.iter().map(|l| self.listener_view(l, &index)).collect();
+        let listeners = (config.listeners.iter().enumerate())
+            .map(|(i, l)| self.listener_view(i, l, &index))
+            .collect();
         let routes = config
             .routes
             .iter()
@@ -418,12 +429,14 @@ impl Registry {
     /// its connection settings.
     fn listener_view(
         &mut self,
+        position: usize,
         l: &config::Listener,
         index: &HashMap<&str, usize>,
     ) -> ListenerView {
         let name: Arc<str> = l.name.as_str().into();
         ListenerView {
             name: Arc::clone(&name),
+            index: position,
             default_backend: l.default_backend.as_deref().and_then(|b| index.get(b).copied()),
             body_timeout: l.body_timeout,
             rate: l.rate_limit.map(|r| self.limiter(format!("listener/{}", l.name), r)),

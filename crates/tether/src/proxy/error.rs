@@ -11,6 +11,10 @@ pub enum ProxyError {
     /// No route matched and the listener has no default backend.
     #[error("no backend is configured for this host and path")]
     NoRoute,
+    /// The connection's listener was removed by a reload as the request began (its
+    /// connections are draining).
+    #[error("the listener was closed by a reload")]
+    ListenerClosed,
     /// Every server of the backend is down, in maintenance or already tried.
     #[error("no server is available")]
     NoServer,
@@ -72,9 +76,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoServer | ProxyError::PinnedServerDown | ProxyError::Full => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoServer
+            | ProxyError::PinnedServerDown
+            | ProxyError::Full
+            | ProxyError::ListenerClosed => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -108,6 +113,7 @@ impl ProxyError {
         let reason = status.canonical_reason().unwrap_or("Error");
         let short = match self {
             ProxyError::NoRoute => "no backend for this request",
+            ProxyError::ListenerClosed => "this listener is closing; retry",
             ProxyError::NoServer => "no server is available",
             ProxyError::Full => "all servers are busy; retry shortly",
             ProxyError::PinnedServerDown => "the server holding your session is unavailable",
@@ -132,6 +138,7 @@ impl ProxyError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let close = match self {
             ProxyError::ClientBodyTimeout
+            | ProxyError::ListenerClosed
             | ProxyError::ClientBody(_)
             | ProxyError::Framing(_)
             | ProxyError::UnknownCoding
@@ -262,6 +269,7 @@ mod tests {
             ("no server", ProxyError::NoServer, 503, false),
             ("all full", ProxyError::Full, 503, false),
             ("pinned server down", ProxyError::PinnedServerDown, 503, false),
+            ("listener closed by a reload", ProxyError::ListenerClosed, 503, false),
             ("connect failed", ProxyError::Connect("refused".into()), 502, true),
             ("response timeout", ProxyError::Timeout, 504, true),
             ("server protocol error", ProxyError::Upstream("reset".into()), 502, true),

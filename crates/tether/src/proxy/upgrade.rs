@@ -37,16 +37,26 @@ pub type ClientUpgrade = oneshot::Receiver<Upgraded>;
 /// it sent after its `101` head, which go to the client first) in a background task. The
 /// in-flight guard lives as long as the tunnel, so least-connection balancing sees it, and
 /// so does the drain token: a graceful shutdown lets open tunnels run for up to
-/// `grace_period`, as it does requests, and ends them when it runs out.
+/// `grace_period`, as it does requests, and ends them when it runs out. A listener closed by
+/// a reload ends its tunnels when its grace period runs out: it stops waiting for their
+/// tokens (the token's channel closes).
 pub fn tunnel(
     client: ClientUpgrade,
     server: (Stream, Bytes),
     guard: (Held, tokio::sync::mpsc::Sender<()>),
 ) {
     tokio::spawn(async move {
-        match client.await {
-            Ok(c) => copy(c, server).await,
-            Err(_) => tracing::debug!("upgrade did not complete: the client's connection ended"),
+        let joined = async {
+            match client.await {
+                Ok(c) => copy(c, server).await,
+                Err(_) => {
+                    tracing::debug!("upgrade did not complete: the client's connection ended")
+                }
+            }
+        };
+        tokio::select! {
+            () = joined => {}
+            () = guard.1.closed() => tracing::debug!("tunnel ended: its listener was closed"),
         }
         drop(guard);
     });

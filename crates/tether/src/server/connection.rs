@@ -2,13 +2,15 @@
 //! connections are Tether's own loop (`h1`), which keeps its own time.
 //!
 //! hyper-util's `GracefulShutdown` covers shutdown but not idleness, so each HTTP/2
-//! connection task here waits on three things at once: the connection itself, the
-//! process-wide drain signal, and an idle timer fed by [`ActivityIo`], which stamps every
+//! connection task here waits on three things at once: the connection itself, its
+//! listener's drain signal (a shutdown, or a reload that removed the listener), and an idle timer fed by [`ActivityIo`], which stamps every
 //! read and write. Either of the last two asks the connection to close *gracefully*: GOAWAY,
 //! and open streams end. So an idle timeout shorter than a slow server's response never cuts
 //! a request short.
 //!
-//! Every task holds a [`DrainToken`]; the drain completes when all of them are dropped.
+//! Every task holds a [`DrainToken`]; the drain completes when all of them are dropped. The
+//! drain signal's sender dropped after the drain began (a listener removed by a reload, its
+//! grace period over) cuts the connection.
 
 use std::io;
 use std::pin::Pin;
@@ -173,7 +175,9 @@ impl Drop for RequestWatch {
 /// no-request close, a connection with no request in progress that stays silent for the
 /// shorter of `idle` and the header timeout is dropped (`None`). When `requests` finds the
 /// client cancelling most of its HTTP/2 streams, `on_abuse` is called and the connection is
-/// dropped at once. `last_ms` is the connection's [`ActivityIo`] stamp.
+/// dropped at once, and so is a closing connection whose drain signal's sender goes away
+/// (its listener removed by a reload, the grace period over). `last_ms` is the connection's
+/// [`ActivityIo`] stamp.
 #[allow(clippy::too_many_arguments)]
 pub async fn drive<C: GracefulConnection>(
     conn: C,
@@ -219,10 +223,17 @@ pub async fn drive<C: GracefulConnection>(
                 on_abuse();
                 return None;
             }
-            _ = drain.changed(), if !closing => {
-                // A drain, or the server itself gone: finish what is in progress either way.
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+            changed = drain.changed() => {
+                if closing && changed.is_err() {
+                    // The drain signal's sender is gone while closing: the listener abandoned
+                    // its connections (removed by a reload, its grace period over).
+                    return None;
+                }
+                if !closing {
+                    // A drain, or the sender gone: finish what is in progress either way.
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             _ = tick.tick(), if !closing || quiet_close.is_some() => {
                 if let Some(since) = quiet_close {

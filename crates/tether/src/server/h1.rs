@@ -267,11 +267,27 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
         }
     }
 
-    /// Drives `ex` until its response is written (or the client is gone).
+    /// Drives `ex` until its response is written (or the client is gone, or the listener
+    /// abandoned the connection: a reload removed it and its grace period is over).
     async fn finish(&mut self, mut ex: Box<Exchange>) -> After {
         let stall_after = self.settings.idle_timeout
             + self.settings.idle_timeout.min(self.settings.header_timeout);
-        let after = poll_fn(|cx| ex.poll(self, stall_after, cx)).await;
+        // Only the drain signal's sender going away ends this: a drain lets the request finish.
+        // The wait registers once (under the signal's lock); after that it is polled again
+        // only when the signal moved, not at every poll of the exchange.
+        let mut drain = self.drain.clone();
+        let mut abandoned = std::pin::pin!(async move { while drain.changed().await.is_ok() {} });
+        let mut registered = false;
+        let after = poll_fn(|cx| {
+            if !registered || !matches!(self.drain.has_changed(), Ok(false)) {
+                registered = true;
+                if abandoned.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(After::Drop);
+                }
+            }
+            ex.poll(self, stall_after, cx)
+        })
+        .await;
         if let After::KeepAlive = after {
             if *self.drain.borrow() {
                 return After::Close;

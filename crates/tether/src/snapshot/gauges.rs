@@ -1,6 +1,6 @@
 //! The metrics that mirror live state (servers up, in flight, sessions bound, queue depth,
 //! table entries, certificate expiry), filled from a snapshot at scrape time, and the series
-//! of servers and backends a new snapshot no longer has, dropped on publish.
+//! of listeners, servers and backends a new snapshot no longer has, dropped on publish.
 
 use std::sync::atomic::Ordering;
 
@@ -34,10 +34,17 @@ impl Snapshot {
         metrics.encode()
     }
 
-    /// Drops from `metrics` every series of the servers and backends that `next` no longer
-    /// has.
+    /// Drops from `metrics` every series of the listeners, servers and backends that `next`
+    /// no longer has.
     pub fn forget_removed_metrics(&self, next: &Snapshot, metrics: &Metrics) {
         let listeners: Vec<String> = self.config.listeners.iter().map(|l| l.name.clone()).collect();
+        let servers: Vec<(&str, &str)> = (self.backends.iter())
+            .flat_map(|b| b.servers.iter().map(|s| (&*b.name, s.state.name())))
+            .collect();
+        let backends: Vec<&str> = self.backends.iter().map(|b| &*b.name).collect();
+        for l in listeners.iter().filter(|l| next.listener(l).is_none()) {
+            metrics.forget_listener(l, &backends, &servers);
+        }
         for b in &self.backends {
             let kept = next.backend(&b.name);
             for s in &b.servers {

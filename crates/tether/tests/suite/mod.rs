@@ -16,6 +16,7 @@ mod health;
 mod ipv6;
 mod lifecycle;
 mod limits;
+mod listener_reload;
 mod proxy;
 mod redis_affinity;
 mod redis_tls_cluster;
