@@ -40,7 +40,7 @@ pub struct Config(Table);
 pub struct Listener(Table);
 
 /// A `[[routes]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Route(Table);
 
 /// A `[backends.NAME]` table; its name is given to [`Config::backend`].

@@ -10,7 +10,12 @@
 //! `DEFAULT_*` constants below and in `docs/configuration.md`.
 
 pub mod raw;
+mod route;
 mod validate;
+
+pub use route::{
+    HeaderEdits, HostMatch, Part, Rewrite, Route, RouteAction, RouteMatch, SplitSide, Template,
+};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -225,26 +230,6 @@ pub enum RateKey {
     /// session cannot flood its pinned server from many addresses; requests without one
     /// fall back to the client address.
     Affinity,
-}
-
-/// How a route matches the request's host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
-    /// `api.example.com` (compared case-insensitively, port ignored).
-    Exact(String),
-    /// `*.example.com`: any name ending in `.example.com` (stored with the leading dot).
-    Suffix(String),
-}
-
-/// One `[[routes]]` entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// Host to match; `None` matches any.
-    pub host: Option<HostMatch>,
-    /// Path prefix to match; `None` matches any.
-    pub path_prefix: Option<String>,
-    /// Target backend.
-    pub backend: String,
 }
 
 /// One `[backends.NAME]` section.

@@ -14,6 +14,7 @@ pub mod framing;
 pub mod headers;
 pub mod log;
 mod request_id;
+mod routing;
 mod select;
 pub mod upgrade;
 
@@ -36,7 +37,7 @@ use crate::upstream::body::{ClientBody, ReqBody};
 use crate::upstream::{ResponseBody as UpstreamBody, ServerClient, UpstreamClient, h1};
 use tether_core::retry::{Attempt, RetryPolicy, Verdict};
 
-use crate::config::{HashKey, HostMatch, RateKey, StickyMode};
+use crate::config::{HashKey, RateKey, StickyMode};
 use crate::health;
 use crate::metrics::RequestRefusal;
 use crate::snapshot::{BackendView, ListenerView, Snapshot};
@@ -205,9 +206,11 @@ async fn forward<'s>(
     pending: &mut Unanswered<'s>,
 ) -> Result<Response<RespBody>, ProxyError> {
     refuse_bad_framing(listener, &mut req)?;
-    let backend = route(snap, listener, &req)
-        .and_then(|i| snap.backends.get(i))
-        .ok_or(ProxyError::NoRoute)?;
+    let routed = match routing::route(snap, listener, ctx, &mut req) {
+        Ok(routed) => routed.ok_or(ProxyError::NoRoute)?,
+        Err(answer) => return Ok(*answer),
+    };
+    let backend = snap.backends.get(routed.backend).ok_or(ProxyError::NoRoute)?;
     if let Some(l) = pending.log() {
         l.backend = Some(backend.name.clone());
     }
@@ -223,7 +226,9 @@ async fn forward<'s>(
     let mut answered = attempt(backend, pin.as_ref(), &mut outgoing, listener, pending).await?;
     answered.held.session = session_slot;
     backend.metrics.duration(listener.index, arrived.elapsed().as_secs_f64());
-    Ok(finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log()))
+    let mut resp = finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log());
+    routed.finish(resp.headers_mut());
+    Ok(resp)
 }
 
 /// Phase 1: requests Tether refuses before routing — a method it does not forward, a head
@@ -809,28 +814,4 @@ fn cookie_response(
         sketch.observe(session, u64::from(now));
     }
     (outcome, session)
-}
-
-/// Phase 2: the backend of the first route whose host and path prefix match, else the
-/// listener's default backend.
-fn route(snap: &Snapshot, listener: &ListenerView, req: &Request<ClientBody>) -> Option<usize> {
-    if !snap.routes.is_empty() {
-        let host = headers::request_host(req.uri(), req.headers());
-        let path = req.uri().path();
-        for r in &snap.routes {
-            let host_ok = match (&r.host, host) {
-                (None, _) => true,
-                (Some(HostMatch::Exact(e)), Some(h)) => h.eq_ignore_ascii_case(e),
-                (Some(HostMatch::Suffix(s)), Some(h)) => {
-                    h.len() > s.len()
-                        && h.as_bytes()[h.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
-                }
-                (Some(_), None) => false,
-            };
-            if host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)) {
-                return Some(r.backend);
-            }
-        }
-    }
-    listener.default_backend
 }

@@ -25,7 +25,7 @@ use tether_core::stick::memory::MemoryStore;
 use tether_core::{AdminState, ServerState};
 use tokio::sync::Semaphore;
 
-use crate::config::{self, Config, HostMatch, SameSite, Secure};
+use crate::config::{self, Config, SameSite, Secure};
 use crate::metrics::{BackendMetrics, ListenerMetrics, Metrics, ServerMetrics};
 use crate::rate::RateLimiter;
 use crate::stick::Table;
@@ -112,15 +112,99 @@ pub struct ConnSettings {
     pub metrics: ListenerMetrics,
 }
 
-/// A route with its backend resolved.
+/// A route with its backends resolved.
 #[derive(Debug)]
 pub struct RouteView {
-    /// Host to match.
-    pub host: Option<HostMatch>,
-    /// Path prefix to match.
-    pub path_prefix: Option<String>,
+    /// The route as configured: match keys, rewrites, a redirect's or answer's content.
+    pub route: config::Route,
+    /// Where a matched request goes.
+    pub target: RouteTarget,
+}
+
+/// Where a route sends what it matches.
+#[derive(Debug)]
+pub enum RouteTarget {
     /// Index into [`Snapshot::backends`].
-    pub backend: usize,
+    Backend(usize),
+    /// A traffic split between backends.
+    Split(SplitView),
+    /// Tether answers itself (`redirect`, `respond`).
+    Local,
+}
+
+/// A split with its sides' backends resolved and the signed cookie's tags precomputed.
+#[derive(Debug)]
+pub struct SplitView {
+    /// (backend index, weight), in file order.
+    pub sides: Vec<(usize, u32)>,
+    /// Sum of the weights.
+    pub total: u64,
+    /// `sticky_split`.
+    pub sticky: bool,
+    /// The cookie's name.
+    pub cookie: String,
+    /// Signs and verifies the cookie (the affinity cookie's keys).
+    pub keys: Arc<CookieKeys>,
+    /// The cookie's namespace in the MAC (`split/<cookie>`).
+    pub namespace: String,
+    /// Per side, its tag under the signing key.
+    pub tags: Vec<ServerTag>,
+    /// Per key, tag → side (verifying keys after rotation map too).
+    pub lookup: Vec<HashMap<ServerTag, usize>>,
+    /// Draws new clients' sides.
+    pub rng: tether_core::rng::SplitMix,
+}
+
+impl SplitView {
+    fn new(
+        sides: Vec<(usize, u32)>,
+        names: &[&str],
+        sticky: bool,
+        cookie: &str,
+        keys: &Arc<CookieKeys>,
+    ) -> Self {
+        let namespace = format!("split/{cookie}");
+        let tag = |k: usize, name: &str| keys.server_tag(k, &namespace, name).unwrap_or_default();
+        let tags = names.iter().map(|n| tag(0, n)).collect();
+        let lookup = (0..keys.len())
+            .map(|k| names.iter().enumerate().map(|(i, n)| (tag(k, n), i)).collect())
+            .collect();
+        let total = sides.iter().map(|(_, w)| u64::from(*w)).sum();
+        SplitView {
+            sides,
+            total,
+            sticky,
+            cookie: cookie.to_owned(),
+            keys: Arc::clone(keys),
+            namespace,
+            tags,
+            lookup,
+            rng: tether_core::rng::SplitMix::default(),
+        }
+    }
+}
+
+/// The view of `route`, or `None` when a backend it names is missing.
+fn route_view(
+    route: &config::Route,
+    index: &HashMap<&str, usize>,
+    keys: &Arc<CookieKeys>,
+) -> Option<RouteView> {
+    let target = match &route.action {
+        config::RouteAction::Backend(b) => RouteTarget::Backend(*index.get(b.as_str())?),
+        config::RouteAction::Split { sides, sticky, cookie } => {
+            let resolved = sides
+                .iter()
+                .map(|s| Some((*index.get(s.backend.as_str())?, s.weight)))
+                .collect::<Option<Vec<_>>>()?;
+            let names: Vec<&str> = sides.iter().map(|s| s.backend.as_str()).collect();
+            RouteTarget::Split(SplitView::new(resolved, &names, *sticky, cookie, keys))
+        }
+        config::RouteAction::Redirect { .. } | config::RouteAction::Respond { .. } => {
+            RouteTarget::Local
+        }
+    };
+    Some(RouteView { route: route.clone(), target })
 }
 
 /// A backend ready to serve.
@@ -374,17 +458,7 @@ impl Registry {
         let listeners = (config.listeners.iter().enumerate())
             .map(|(i, l)| self.listener_view(i, l, &index))
             .collect();
-        let routes = config
-            .routes
-            .iter()
-            .filter_map(|r| {
-                Some(RouteView {
-                    host: r.host.clone(),
-                    path_prefix: r.path_prefix.clone(),
-                    backend: *index.get(r.backend.as_str())?,
-                })
-            })
-            .collect();
+        let routes = config.routes.iter().filter_map(|r| route_view(r, &index, &keys)).collect();
         self.limiters.commit();
         Snapshot {
             generation: self.generation,

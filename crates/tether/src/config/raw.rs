@@ -132,7 +132,50 @@ pub struct RawListenerTimeouts {
 pub struct RawRoute {
     pub host: Option<S>,
     pub path_prefix: Option<S>,
+    pub path_regex: Option<S>,
+    pub listeners: Option<Spanned<Vec<String>>>,
+    pub methods: Option<Spanned<Vec<String>>>,
+    pub headers: Option<Spanned<BTreeMap<String, String>>>,
+    pub strip_prefix: Option<S>,
+    pub add_prefix: Option<S>,
+    pub request_headers: Option<RawHeaderEdits>,
+    pub response_headers: Option<RawHeaderEdits>,
+    pub backend: Option<S>,
+    pub split: Option<Spanned<Vec<RawSplitSide>>>,
+    pub sticky_split: Option<bool>,
+    pub split_cookie: Option<S>,
+    pub redirect: Option<RawRedirect>,
+    pub respond: Option<RawRespond>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    pub set: Option<Spanned<BTreeMap<String, String>>>,
+    pub add: Option<Spanned<BTreeMap<String, String>>>,
+    pub remove: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplitSide {
     pub backend: S,
+    pub weight: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub location: S,
+    pub status: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    pub status: Spanned<i64>,
+    pub body: Option<S>,
+    pub content_type: Option<S>,
 }
 
 #[derive(Debug, Deserialize)]

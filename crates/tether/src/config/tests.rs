@@ -59,7 +59,7 @@ fn good_config_is_typed_with_defaults() {
     assert_eq!(sticky.expiry.idle_timeout, 600);
     assert_eq!(sticky.secure, Secure::Auto);
     assert_eq!(app.servers[0].weight, 5);
-    assert_eq!(c.routes[0].host, Some(HostMatch::Suffix(".example.com".into())));
+    assert_eq!(c.routes[0].matcher.host, Some(HostMatch::Suffix(".example.com".into())));
     assert!(c.cookie_keys.is_none());
 }
 

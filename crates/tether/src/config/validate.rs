@@ -9,13 +9,14 @@ use tether_core::affinity::CookieKeys;
 use tether_core::balance::MAX_WEIGHT;
 use toml::Spanned;
 
-use super::raw::{RawBackend, RawConfig, RawRoute, RawServer, S};
+use super::raw::{RawBackend, RawConfig, RawServer, S};
 use super::*;
 
 mod balance;
 mod discovery;
 mod edge;
 mod listener;
+mod route;
 mod stick_table;
 mod sticky;
 
@@ -100,8 +101,9 @@ pub(super) fn validate(
     let backends = backends(&mut c, &raw.backends);
     let known: HashSet<&str> = raw.backends.keys().map(String::as_str).collect();
     let listeners = listener::listeners(&mut c, &raw.listeners, &known);
-    let routes =
-        raw.routes.iter().enumerate().filter_map(|(i, r)| route(&mut c, i, r, &known)).collect();
+    let listener_names: HashSet<&str> =
+        raw.listeners.iter().map(|l| l.name.get_ref().as_str()).collect();
+    let routes = route::routes(&mut c, &raw.routes, (&known, &listener_names));
     let stick_capacity = stick_table::stick_capacity(&mut c, raw.stick_table.as_ref());
     let redis = stick_table::redis_store(&mut c, raw.stick_table.as_ref());
     let admin = raw.admin.as_ref().map(|a| admin(&mut c, a));
@@ -136,36 +138,6 @@ pub(super) fn validate(
     }
 }
 
-fn route(c: &mut Checker, i: usize, r: &RawRoute, known: &HashSet<&str>) -> Option<Route> {
-    let p = |k: &str| format!("routes[{i}].{k}");
-    if !known.contains(r.backend.get_ref().as_str()) {
-        c.err(
-            &p("backend"),
-            Some(&r.backend),
-            format!("unknown backend {:?}", r.backend.get_ref()),
-        );
-    }
-    let host = r.host.as_ref().and_then(|h| {
-        let s = h.get_ref().trim().to_ascii_lowercase();
-        let valid = |n: &str| !n.is_empty() && n.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.'));
-        match s.strip_prefix("*.") {
-            Some(rest) if valid(rest) => Some(HostMatch::Suffix(format!(".{rest}"))),
-            None if valid(&s) => Some(HostMatch::Exact(s)),
-            _ => {
-                c.err(&p("host"), Some(h), format!("invalid host {:?}; expected a name like \"api.example.com\" or \"*.example.com\"", h.get_ref()));
-                None
-            }
-        }
-    });
-    let path_prefix = r.path_prefix.as_ref().map(|pp| {
-        if !pp.get_ref().starts_with('/') {
-            c.err(&p("path_prefix"), Some(pp), "must start with '/'");
-        }
-        pp.get_ref().clone()
-    });
-    Some(Route { host, path_prefix, backend: r.backend.get_ref().clone() })
-}
-
 fn backends(c: &mut Checker, raw: &BTreeMap<String, RawBackend>) -> Vec<Backend> {
     raw.iter().map(|(name, b)| backend(c, name, b)).collect()
 }
@@ -183,23 +155,7 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
              [backends.NAME.discovery]",
         );
     }
-    let mut names = HashSet::new();
-    let servers = b
-        .servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let srv = server(c, &format!("backends.{name}.servers[{i}]"), s);
-            if !names.insert(srv.name.clone()) {
-                c.err(
-                    &format!("backends.{name}.servers[{i}].name"),
-                    Some(&s.name),
-                    format!("duplicate server name {:?}", srv.name),
-                );
-            }
-            srv
-        })
-        .collect();
+    let servers = servers(c, name, b);
     let t = b.timeouts.as_ref();
     Backend {
         name: name.to_owned(),
@@ -250,6 +206,26 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
         servers,
         discovery,
     }
+}
+
+/// `[[backends.NAME.servers]]`, each checked, names unique.
+fn servers(c: &mut Checker, name: &str, b: &RawBackend) -> Vec<Server> {
+    let mut names = HashSet::new();
+    b.servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let srv = server(c, &format!("backends.{name}.servers[{i}]"), s);
+            if !names.insert(srv.name.clone()) {
+                c.err(
+                    &format!("backends.{name}.servers[{i}].name"),
+                    Some(&s.name),
+                    format!("duplicate server name {:?}", srv.name),
+                );
+            }
+            srv
+        })
+        .collect()
 }
 
 fn int_in(

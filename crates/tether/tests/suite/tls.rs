@@ -1069,3 +1069,34 @@ async fn revoked_client_certificates_are_refused_and_a_new_crl_applies_on_sighup
     assert!(alice_outcome.is_err(), "alice's revoked certificate was served: {alice_outcome:?}");
     assert_eq!(servers[0].requests(), 1, "only alice's first request reached the server");
 }
+
+#[tokio::test]
+async fn a_redirect_route_sends_plain_http_to_https_while_the_tls_listener_serves() {
+    let servers = echo_servers(1);
+    let pki = localhost_pki("redirect");
+    let redirect = Route::default()
+        .set("listeners", vec!["web"])
+        .set("redirect.location", "https://{host}{path_and_query}");
+    let secure = Listener::new("secure").default_backend("app").tls(pki_tls(&pki));
+    let t = start(config(app(&servers)).listener(secure).route(redirect)).await;
+    let plain = TcpStream::connect(t.listener_addr("web")).await.unwrap();
+    let (mut sender, conn) = http1::handshake(TokioIo::new(plain)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/shop/cart?item=7")
+        .header("host", "shop.example")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(DEADLINE, sender.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(resp.headers()["location"], "https://shop.example/shop/cart?item=7");
+    assert_eq!(servers[0].requests(), 0, "a redirect touches no server");
+    let name = ServerName::try_from("localhost").unwrap();
+    let stream =
+        connect_as(t.listener_addr("secure"), name, pki.ca.client_config(&[]).unwrap()).await;
+    let (status, echo) = h1_get(&mut h1_client(stream).await, "/shop/cart").await;
+    assert_eq!(
+        (status, echo["path"].as_str()),
+        (200, Some("/shop/cart")),
+        "the TLS listener serves"
+    );
+}
