@@ -395,3 +395,17 @@ fn session_keys_of_sticky_are_checked_and_named() {
         }
     }
 }
+
+#[test]
+fn sticky_times_under_a_second_are_refused_not_read_as_unbounded() {
+    for (line, key) in [
+        ("idle_timeout = \"500ms\"", "backends.app.sticky.idle_timeout"),
+        ("max_lifetime = \"999ms\"", "backends.app.sticky.max_lifetime"),
+    ] {
+        let text = GOOD.replacen("idle_timeout = \"10m\"", line, 1);
+        let e = errors(&text);
+        assert!(has(&e, key, "at least \"1s\""), "{line}: {e:#?}");
+    }
+    let text = GOOD.replacen("idle_timeout = \"10m\"", "idle_timeout = \"1s\"", 1);
+    assert!(Config::parse_with_env_keys(&text, None).is_ok());
+}

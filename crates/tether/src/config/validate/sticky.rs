@@ -194,16 +194,21 @@ fn rebound_header(c: &mut Checker, path: &str, h: &S) -> Option<http::HeaderName
 }
 
 /// `idle_timeout` and `max_lifetime`, in whole seconds (saturating at `u32::MAX`).
+/// Sessions are timed in whole seconds (cookies and tables store Unix seconds), so anything
+/// shorter than a second would read as 0 — which means "no bound" — and is refused.
 fn expiry(c: &mut Checker, path: &str, s: &RawSticky) -> Expiry {
-    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-    let idle =
-        c.duration(&format!("{path}.idle_timeout"), s.idle_timeout.as_ref(), DEFAULT_STICKY_IDLE);
-    let life = c.duration(
-        &format!("{path}.max_lifetime"),
-        s.max_lifetime.as_ref(),
-        DEFAULT_STICKY_LIFETIME,
-    );
-    Expiry { idle_timeout: secs(idle), max_lifetime: secs(life) }
+    let mut secs = |key: &str, v: Option<&S>, default: Duration| {
+        let d = c.duration(&format!("{path}.{key}"), v, default);
+        if d < Duration::from_secs(1) {
+            let msg = "at least \"1s\": sessions are timed in whole seconds";
+            c.err(&format!("{path}.{key}"), v, msg);
+            return u32::try_from(default.as_secs()).unwrap_or(u32::MAX);
+        }
+        u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+    };
+    let idle_timeout = secs("idle_timeout", s.idle_timeout.as_ref(), DEFAULT_STICKY_IDLE);
+    let max_lifetime = secs("max_lifetime", s.max_lifetime.as_ref(), DEFAULT_STICKY_LIFETIME);
+    Expiry { idle_timeout, max_lifetime }
 }
 
 /// `secure`: `"auto"` (the default), `true` or `false`.
