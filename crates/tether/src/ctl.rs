@@ -209,6 +209,9 @@ struct ServerJson {
     /// `false` when `sessions_bound` is an estimate; absent from older Tethers (exact).
     #[serde(default)]
     sessions_exact: Option<bool>,
+    /// `config` or `dns` (discovery); absent from older Tethers.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 impl BackendJson {
@@ -322,11 +325,23 @@ fn timestamp() -> String {
 
 // === servers ===
 
-const HEADER: [&str; 8] =
-    ["BACKEND", "SERVER", "ADDRESS", "HEALTH", "STATE", "IN-FLIGHT", "SESSIONS", "REQUESTS"];
+const HEADER: [&str; COLUMNS] = [
+    "BACKEND",
+    "SERVER",
+    "ADDRESS",
+    "SOURCE",
+    "HEALTH",
+    "STATE",
+    "IN-FLIGHT",
+    "SESSIONS",
+    "REQUESTS",
+];
+
+/// Columns of the table.
+const COLUMNS: usize = 9;
 
 /// The columns from IN-FLIGHT on hold numbers and are aligned right.
-const FIRST_NUMBER_COLUMN: usize = 5;
+const FIRST_NUMBER_COLUMN: usize = 6;
 
 /// The table of `tether servers`: one row per server, columns two spaces apart. Sessions are
 /// `-` without a count and end in `~` when estimated (exact figures then end in a space, so
@@ -343,6 +358,7 @@ fn render_table(backends: &[BackendJson]) -> String {
                 b.name.clone(),
                 s.name.clone(),
                 s.address.clone(),
+                s.source.clone().unwrap_or_else(|| "-".to_owned()),
                 s.health.clone(),
                 s.state.clone(),
                 s.in_flight.to_string(),
@@ -365,8 +381,8 @@ fn sessions_cell(count: Option<SessionCount>, any_estimate: bool) -> String {
 }
 
 /// `rows` as lines of padded columns.
-fn align(rows: &[[String; 8]]) -> String {
-    let mut widths = [0; 8];
+fn align(rows: &[[String; COLUMNS]]) -> String {
+    let mut widths = [0; COLUMNS];
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());

@@ -16,6 +16,7 @@ fn server(name: &str, sessions: Option<u64>, exact: Option<bool>) -> ServerJson 
         requests_total: 1234,
         sessions_bound: sessions,
         sessions_exact: exact,
+        source: Some("config".into()),
     }
 }
 
@@ -106,9 +107,9 @@ fn the_table_has_a_row_per_server_and_aligns_its_numbers() {
     assert_eq!(header, HEADER);
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["app", "s0", "10.0.0.1:8080", "up", "ready", "2", "7~", "1234"]
+        ["app", "s0", "10.0.0.1:8080", "config", "up", "ready", "2", "7~", "1234"]
     );
-    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>()[6], "12");
+    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>()[7], "12");
     // Right-aligned under SESSIONS, the exact figure padded so the digits line up.
     let end = lines[0].find("SESSIONS").unwrap() + "SESSIONS".len();
     assert!(lines[1][..end].ends_with(" 7~"), "{table}");
@@ -120,7 +121,7 @@ fn the_table_has_a_row_per_server_and_aligns_its_numbers() {
 fn a_backend_without_counts_shows_a_dash() {
     let backends = [BackendJson { name: "web".into(), servers: vec![server("a", None, None)] }];
     let table = render_table(&backends);
-    assert_eq!(table.lines().nth(1).unwrap().split_whitespace().nth(6), Some("-"), "{table}");
+    assert_eq!(table.lines().nth(1).unwrap().split_whitespace().nth(7), Some("-"), "{table}");
 }
 
 #[test]

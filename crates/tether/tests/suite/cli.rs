@@ -82,7 +82,17 @@ async fn servers_lists_every_server_with_its_session_count() {
         run.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(
         lines[0],
-        ["BACKEND", "SERVER", "ADDRESS", "HEALTH", "STATE", "IN-FLIGHT", "SESSIONS", "REQUESTS"]
+        [
+            "BACKEND",
+            "SERVER",
+            "ADDRESS",
+            "SOURCE",
+            "HEALTH",
+            "STATE",
+            "IN-FLIGHT",
+            "SESSIONS",
+            "REQUESTS"
+        ]
     );
     assert_eq!(lines.len(), 3, "{}", run.stdout);
     let mut total = 0;
@@ -90,9 +100,10 @@ async fn servers_lists_every_server_with_its_session_count() {
         let api = server_json(&t, &c, echo.name()).await;
         let bound = api["sessions_bound"].as_u64().unwrap();
         let (requests, address) = (api["requests_total"].to_string(), echo.addr().to_string());
-        let want = ["app", echo.name(), &address, "unchecked", "ready", "0", &bound.to_string()];
-        assert_eq!(row[..7], want, "{}", run.stdout);
-        assert_eq!(row[7], requests);
+        let bound_text = bound.to_string();
+        let want = ["app", echo.name(), &address, "config", "unchecked", "ready", "0", &bound_text];
+        assert_eq!(row[..8], want, "{}", run.stdout);
+        assert_eq!(row[8], requests);
         total += bound;
     }
     assert_eq!(total, 6, "{}", run.stdout);
