@@ -226,3 +226,22 @@ fn h1_decode_chunked_64k(b: Bencher) {
         data
     });
 }
+
+/// A real ClientHello (rustls's, ~250 bytes, one record) read for its server name, as the
+/// TLS passthrough listener does once per connection.
+#[divan::bench]
+fn sni_peek_client_hello(b: Bencher) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name =
+        rustls::pki_types::ServerName::try_from("db.example.com").unwrap_or_else(|e| panic!("{e}"));
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).unwrap_or_else(|e| panic!("{e}"));
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap_or_else(|e| panic!("{e}"));
+    b.bench(|| tether_core::sni::peek_client_hello(black_box(&hello)));
+}

@@ -10,6 +10,7 @@
 //!   policy as they are parsed, body decoding and chunked encoding, the heads Tether writes —
 //!   pure, for the engine in the `tether` crate.
 //! - [`pool`]: the idle connections to one server (LIFO, capped, expiring, clean ones only).
+//! - [`sni`]: the server name of a TLS ClientHello, read without terminating TLS.
 //! - [`rng`]: a tiny lock-free, seedable random source shared by the randomised balancers.
 
 pub mod affinity;
@@ -23,6 +24,7 @@ pub mod retry;
 pub mod rng;
 pub mod server;
 pub mod sessions;
+pub mod sni;
 pub mod stick;
 pub mod throttle;
 
