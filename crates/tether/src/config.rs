@@ -132,6 +132,8 @@ pub struct Listener {
     pub name: String,
     /// Address to bind; port 0 picks a free port (tests).
     pub address: SocketAddr,
+    /// `mode` (default `http`): what the listener speaks to its clients.
+    pub mode: ListenerMode,
     /// Backend for requests no route matches; without it they get 404.
     pub default_backend: Option<String>,
     /// Peers whose `X-Forwarded-For` / `Forwarded` are believed and extended.
@@ -153,6 +155,16 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// `http2.max_concurrent_streams` (default 100).
     pub h2_max_streams: u32,
+}
+
+/// `listeners[].mode`: what a listener speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenerMode {
+    /// `http` (default): HTTP/1.1 and HTTP/2, routed per request.
+    #[default]
+    Http,
+    /// `tcp`: each connection relayed as bytes to a server of `default_backend`.
+    Tcp,
 }
 
 /// `listeners[].limits`. Defaults follow Envoy's edge guidance where it gives one.

@@ -15,7 +15,7 @@ pub mod headers;
 pub mod log;
 mod request_id;
 mod routing;
-mod select;
+pub mod select;
 pub mod upgrade;
 
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! Listeners and client connections: the accept loop of each listener (connection limits,
 //! PROXY protocol, TLS handshake), then HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on each
 //! connection through hyper-util's auto builder, every request handed to [`crate::proxy`].
+//! A `mode = "tcp"` listener relays its connections as bytes instead ([`tcp`]).
 //!
 //! Every connection task holds its listener's [`DrainToken`] and watches its listener's
 //! drain signal (see [`connection`]), so a shutdown — or a reload that removes the listener
@@ -31,6 +32,7 @@ use crate::upstream::body::ClientBody;
 mod accept;
 mod connection;
 mod h1;
+mod tcp;
 
 use connection::ActivityIo;
 pub use connection::DrainToken;
@@ -174,7 +176,7 @@ impl Acceptor {
             self.token.clone(),
             Arc::clone(&self.conns),
         );
-        if !settings.proxy_protocol && settings.tls.is_none() {
+        if !settings.proxy_protocol && settings.tls.is_none() && !settings.tcp {
             // Nothing to read or negotiate before HTTP: the task is the HTTP/1.1 loop itself,
             // so an idle connection's task is no larger than the loop's state.
             let io = accept::Prefixed::new(bytes::Bytes::new(), stream);
@@ -202,6 +204,12 @@ impl Acceptor {
                 (peer, bytes::Bytes::new())
             };
             let io = accept::Prefixed::new(prefix, stream);
+            if l.tcp {
+                let settings = Arc::clone(&settings);
+                tcp::TcpConn { current, settings, client, drain, token }.serve(io).await;
+                drop(slot);
+                return;
+            }
             let ctx = ConnCtx::new(name, client, l.tls.is_some(), token.clone());
             let serve = Serve {
                 current,

@@ -98,6 +98,8 @@ pub struct ConnSettings {
     pub client_certs: bool,
     /// `proxy_protocol`.
     pub proxy_protocol: bool,
+    /// `mode = "tcp"`: connections are relayed as bytes to the default backend.
+    pub tcp: bool,
     /// Peers whose forwarding headers (and PROXY header) are believed.
     pub trusted_proxies: Vec<IpNet>,
     /// `limits` (connection counts).
@@ -257,6 +259,8 @@ pub struct BackendView {
     pub pin_by_balancer: bool,
     /// Time allowed until the server's response head.
     pub response_timeout: Duration,
+    /// `timeouts.connect`: how long a TCP listener waits for a server's connection.
+    pub connect_timeout: Duration,
     /// `rate_limit`: per-client rate into this backend.
     pub rate: Option<Arc<RateLimiter>>,
     /// `https` for TLS backends, else `http`.
@@ -519,6 +523,7 @@ impl Registry {
                 tls: l.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
                 client_certs: l.tls.as_ref().is_some_and(|t| t.client_auth.is_some()),
                 proxy_protocol: l.proxy_protocol,
+                tcp: l.mode == config::ListenerMode::Tcp,
                 trusted_proxies: l.trusted_proxies.clone(),
                 limits: l.limits,
                 header_timeout: l.header_timeout,
@@ -608,6 +613,7 @@ impl Registry {
             servers: views,
             sticky,
             response_timeout: b.response_timeout,
+            connect_timeout: b.connect_timeout,
             rate: None,
             scheme: if b.tls.is_some() {
                 http::uri::Scheme::HTTPS

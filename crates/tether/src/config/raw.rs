@@ -64,6 +64,7 @@ pub struct RawStickTable {
 pub struct RawListener {
     pub name: S,
     pub address: S,
+    pub mode: Option<S>,
     pub default_backend: Option<S>,
     #[serde(default)]
     pub trusted_proxies: Vec<S>,

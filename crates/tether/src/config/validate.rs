@@ -19,6 +19,7 @@ mod listener;
 mod route;
 mod stick_table;
 mod sticky;
+mod tcp;
 
 struct Checker<'a> {
     text: &'a str,
@@ -104,6 +105,7 @@ pub(super) fn validate(
     let listener_names: HashSet<&str> =
         raw.listeners.iter().map(|l| l.name.get_ref().as_str()).collect();
     let routes = route::routes(&mut c, &raw.routes, (&known, &listener_names));
+    tcp::tcp_listeners(&mut c, (&raw.listeners, &listeners), &raw.routes, &backends);
     let stick_capacity = stick_table::stick_capacity(&mut c, raw.stick_table.as_ref());
     let redis = stick_table::redis_store(&mut c, raw.stick_table.as_ref());
     let admin = raw.admin.as_ref().map(|a| admin(&mut c, a));

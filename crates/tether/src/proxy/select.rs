@@ -44,6 +44,11 @@ impl Tried {
         self.len
     }
 
+    /// Whether nothing was tried yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Whether server `i` was tried.
     pub fn contains(&self, i: usize) -> bool {
         self.servers[..self.len].contains(&i)

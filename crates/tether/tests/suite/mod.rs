@@ -26,5 +26,6 @@ mod sessions;
 mod smuggling;
 mod sticky_modes;
 mod systemd;
+mod tcp;
 mod tls;
 mod upstream;

@@ -10,6 +10,7 @@ use super::super::raw::RawListener;
 use super::{Checker, S, edge};
 use crate::config::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Listener,
+    ListenerMode,
 };
 
 pub(super) fn listeners(
@@ -58,6 +59,7 @@ fn listener(
     Listener {
         name: l.name.get_ref().clone(),
         address,
+        mode: mode(c, &p("mode"), l.mode.as_ref()),
         default_backend: l.default_backend.as_ref().map(|b| b.get_ref().clone()),
         trusted_proxies,
         header_timeout: c.duration(
@@ -80,6 +82,19 @@ fn listener(
         tls: l.tls.as_ref().and_then(|t| edge::tls(c, &p("tls"), t)),
         proxy_protocol: edge::proxy_protocol(c, &p("proxy_protocol"), l),
         h2_max_streams: edge::h2_streams(c, &p("http2.max_concurrent_streams"), l),
+    }
+}
+
+/// `mode`: `http` (default) or `tcp`.
+fn mode(c: &mut Checker, path: &str, v: Option<&S>) -> ListenerMode {
+    match v.map(|v| v.get_ref().as_str()) {
+        None | Some("http") => ListenerMode::Http,
+        Some("tcp") => ListenerMode::Tcp,
+        Some(other) => {
+            let msg = format!("unknown mode {other:?}; expected \"http\" or \"tcp\"");
+            c.err(path, v, msg);
+            ListenerMode::Http
+        }
     }
 }
 

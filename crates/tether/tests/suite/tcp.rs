@@ -1,0 +1,187 @@
+//! `mode = "tcp"` listeners: connections relayed as bytes to the default backend's servers,
+//! balanced, `client_ip`-sticky, past a stopped server, with half-close kept; and the
+//! settings a byte relay cannot honour refused by name.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::support::fixture::*;
+
+/// Longest any one client step may take.
+const STEP: Duration = Duration::from_secs(5);
+
+/// A TCP server that writes `NAME\n` on each connection, echoes until EOF, then shuts its
+/// write side down. Aborting the task (and awaiting it) closes the listening socket.
+struct TcpEcho {
+    name: String,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl TcpEcho {
+    async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let greeting = format!("{name}\n");
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let greeting = greeting.clone();
+                tokio::spawn(async move {
+                    s.write_all(greeting.as_bytes()).await?;
+                    let (mut r, mut w) = s.split();
+                    tokio::io::copy(&mut r, &mut w).await?;
+                    w.shutdown().await
+                });
+            }
+        });
+        Self { name: name.to_owned(), addr, task }
+    }
+
+    /// Closes the listening socket: connects to it are refused from now on.
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+async fn tcp_echoes(n: usize) -> Vec<TcpEcho> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(TcpEcho::start(&format!("t{i}")).await);
+    }
+    out
+}
+
+/// Listener "web" in TCP mode before backend "app" over `servers`.
+fn tcp_config(servers: &[TcpEcho], backend: Backend) -> Config {
+    let backend = servers.iter().fold(backend, |b, s| b.server(ServerEntry::new(&s.name, s.addr)));
+    config_on(web().set("mode", "tcp"), backend)
+}
+
+/// Connects from `from` (any loopback address) to `to`.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    tokio::time::timeout(STEP, socket.connect(to))
+        .await
+        .unwrap_or_else(|_| panic!("connect in time"))
+        .unwrap()
+}
+
+/// The name line the server behind the connection greets with.
+async fn greeting(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        let n = tokio::time::timeout(STEP, s.read(&mut byte))
+            .await
+            .unwrap_or_else(|_| panic!("greeting in time"));
+        assert_eq!(n.unwrap(), 1, "connection closed before the greeting: {line:?}");
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap().trim_end().to_owned()
+}
+
+/// Which server each of `n` fresh connections from `from` reached, counted.
+async fn spread(from: &str, to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let mut s = connect_from(from, to).await;
+        *seen.entry(greeting(&mut s).await).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn tcp_connections_round_robin_over_the_default_backend() {
+    let servers = tcp_echoes(3).await;
+    let t = start(tcp_config(&servers, Backend::new())).await;
+    let seen = spread("127.0.0.1", t.listener_addr("web"), 30).await;
+    let want: BTreeMap<String, usize> = servers.iter().map(|s| (s.name.clone(), 10)).collect();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn tcp_client_ip_affinity_keeps_each_client_on_one_server() {
+    let servers = tcp_echoes(3).await;
+    let t = start(tcp_config(&servers, Backend::new().sticky(Sticky::client_ip()))).await;
+    let addr = t.listener_addr("web");
+    for client in ["127.0.0.2", "127.0.0.3"] {
+        let seen = spread(client, addr, 20).await;
+        assert_eq!(seen.len(), 1, "{client} reached {seen:?}");
+        assert_eq!(seen.values().sum::<usize>(), 20);
+    }
+}
+
+#[tokio::test]
+async fn tcp_connect_failure_moves_to_another_server_unseen_by_the_client() {
+    let mut servers = tcp_echoes(3).await;
+    let t = start(tcp_config(&servers, Backend::new())).await;
+    let stopped = servers.remove(1);
+    let gone = stopped.name.clone();
+    stopped.stop().await;
+    let seen = spread("127.0.0.1", t.listener_addr("web"), 12).await;
+    assert!(!seen.contains_key(&gone), "{seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 12, "{seen:?}");
+}
+
+#[tokio::test]
+async fn tcp_half_close_still_delivers_the_whole_reply() {
+    let servers = tcp_echoes(1).await;
+    let t = start(tcp_config(&servers, Backend::new())).await;
+    let mut s = connect_from("127.0.0.1", t.listener_addr("web")).await;
+    let body = vec![b'x'; 256 * 1024];
+    s.write_all(&body).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut reply))
+        .await
+        .unwrap_or_else(|_| panic!("reply in time"))
+        .unwrap();
+    assert_eq!(reply.len(), "t0\n".len() + body.len());
+    assert!(reply.starts_with(b"t0\n"));
+    assert!(reply[3..].iter().all(|&b| b == b'x'));
+}
+
+#[tokio::test]
+async fn tcp_listener_mistakes_are_config_errors_naming_the_key() {
+    let servers = tcp_echoes(1).await;
+    let rows = [
+        (
+            tcp_config(&servers, Backend::new()).listener(Listener::new("raw").set("mode", "udp")),
+            "listeners[1].mode",
+            "unknown mode",
+        ),
+        (
+            tcp_config(&servers, Backend::new()).listener(Listener::new("raw").set("mode", "tcp")),
+            "listeners[1].default_backend",
+            "needs a default_backend",
+        ),
+        (
+            tcp_config(&servers, Backend::new().sticky(Sticky::cookie())),
+            "backends.app.sticky.mode",
+            "use client_ip",
+        ),
+        (
+            tcp_config(&servers, Backend::new().sticky(Sticky::header("x-user"))),
+            "backends.app.sticky.mode",
+            "use client_ip",
+        ),
+        (
+            tcp_config(&servers, Backend::new())
+                .route(Route::to("app").set("listeners", vec!["web"])),
+            "routes[0].listeners",
+            "TCP listener",
+        ),
+    ];
+    for (config, key, needle) in rows {
+        let out = tether_testkit::run_check(BIN, config).unwrap();
+        assert_eq!(out.code, Some(1), "{key}: {}", out.stderr);
+        assert!(out.stderr.contains(key) && out.stderr.contains(needle), "{key}: {}", out.stderr);
+    }
+}
