@@ -179,7 +179,21 @@ async fn tcp_listener_mistakes_are_config_errors_naming_the_key() {
             "TCP listener",
         ),
     ];
-    for (config, key, needle) in rows {
+    let on_tcp = |key: &str, value: &str| {
+        let backend =
+            servers.iter().fold(Backend::new(), |b, s| b.server(ServerEntry::new(&s.name, s.addr)));
+        config_on(web().set("mode", "tcp").set(key, value), backend)
+    };
+    let http_only = [
+        (on_tcp("timeouts.body", "5s"), "listeners[0].timeouts.body", "an HTTP setting"),
+        (
+            on_tcp("rate_limit.requests_per_second", "10"),
+            "listeners[0].rate_limit",
+            "an HTTP setting",
+        ),
+        (on_tcp("tls.cert", "/nonexistent.pem"), "listeners[0].tls", "terminates no TLS"),
+    ];
+    for (config, key, needle) in rows.into_iter().chain(http_only) {
         let out = tether_testkit::run_check(BIN, config).unwrap();
         assert_eq!(out.code, Some(1), "{key}: {}", out.stderr);
         assert!(out.stderr.contains(key) && out.stderr.contains(needle), "{key}: {}", out.stderr);

@@ -21,6 +21,7 @@ pub(super) fn tcp_listeners(
             continue;
         }
         let p = |k: &str| format!("listeners[{i}].{k}");
+        http_only_keys(c, i, r);
         if r.tls.is_some() {
             c.err::<()>(
                 &p("tls"),
@@ -51,5 +52,25 @@ pub(super) fn tcp_listeners(
                 ),
             );
         }
+    }
+}
+
+/// Keys that only mean something for HTTP requests, set on TCP listener `i`: each an error.
+fn http_only_keys(c: &mut Checker, i: usize, r: &RawListener) {
+    let limits = r.limits.as_ref();
+    let set = [
+        ("timeouts.body", r.timeouts.as_ref().is_some_and(|t| t.body.is_some())),
+        ("limits.max_header_bytes", limits.is_some_and(|l| l.max_header_bytes.is_some())),
+        ("limits.max_headers", limits.is_some_and(|l| l.max_headers.is_some())),
+        ("limits.max_body_bytes", limits.is_some_and(|l| l.max_body_bytes.is_some())),
+        ("rate_limit", r.rate_limit.is_some()),
+        ("http2", r.http2.is_some()),
+    ];
+    for (key, _) in set.iter().filter(|(_, is_set)| *is_set) {
+        c.err::<()>(
+            &format!("listeners[{i}].{key}"),
+            None,
+            "an HTTP setting: a TCP listener relays bytes and has no requests to apply it to",
+        );
     }
 }
