@@ -269,15 +269,9 @@ async fn cookie_session_counts_fall_to_zero_after_idle_timeout() {
         // Small counts are exact but for register collisions.
         assert!(counts[server].0.abs_diff(*n) <= 2, "{server}: {:?} vs {n}", counts[server]);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let counts = session_counts(&t).await;
-        if counts.values().all(|(n, _)| *n == 0) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "still counted: {counts:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let all_zero = || async { session_counts(&t).await.values().all(|(n, _)| *n == 0) };
+    let fell = tether_testkit::wait_until_async(Duration::from_secs(10), all_zero).await;
+    assert!(fell, "still counted: {:?}", session_counts(&t).await);
 }
 
 #[tokio::test]
