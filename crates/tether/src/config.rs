@@ -155,6 +155,38 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// `http2.max_concurrent_streams` (default 100).
     pub h2_max_streams: u32,
+    /// TCP listeners: the `[[routes]]` with `sni` that apply to it, in file order.
+    pub sni_routes: Vec<SniRoute>,
+}
+
+/// A `[[routes]]` entry with `sni`: TLS passthrough on TCP listeners, by the server name of
+/// the client's ClientHello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniRoute {
+    /// `sni`: the name, exact or `*.suffix`.
+    pub sni: HostMatch,
+    /// `backend`.
+    pub backend: String,
+}
+
+impl Config {
+    /// The backends that TCP listeners use: default backends and SNI routes' backends.
+    pub fn tcp_backends(&self) -> std::collections::HashSet<&str> {
+        let tcp = self.listeners.iter().filter(|l| l.mode == ListenerMode::Tcp);
+        tcp.flat_map(|l| l.default_backend.iter().chain(l.sni_routes.iter().map(|r| &r.backend)))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// `backends.NAME.send_proxy`: which PROXY protocol header tells the server the client's
+/// address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// `v1`: the text header (`PROXY TCP4 ...`).
+    V1,
+    /// `v2`: the binary header.
+    V2,
 }
 
 /// `listeners[].mode`: what a listener speaks to its clients.
@@ -282,6 +314,8 @@ pub struct Backend {
     pub tls: Option<UpstreamTls>,
     /// `http2`: speak HTTP/2 to the servers (ALPN `h2` over TLS, prior knowledge without).
     pub http2: bool,
+    /// `send_proxy` (TCP backends): a PROXY protocol header before the client's bytes.
+    pub send_proxy: Option<ProxyVersion>,
     /// `[[backends.NAME.servers]]`, in file order.
     pub servers: Vec<Server>,
     /// `[backends.NAME.discovery]`: more servers, found in DNS.

@@ -40,13 +40,14 @@ struct RequestLabels {
 }
 
 /// `reason` label values of `tether_connections_refused_total`.
-pub const CONN_REFUSALS: [&str; 6] = [
+pub const CONN_REFUSALS: [&str; 7] = [
     "max_connections",
     "max_connections_per_ip",
     "untrusted_proxy",
     "proxy_header",
     "tls_handshake",
     "h2_resets",
+    "client_hello",
 ];
 /// `reason` label values of `tether_requests_refused_total`.
 pub const REQUEST_REFUSALS: [&str; 5] =
@@ -82,6 +83,16 @@ struct ErrorLabels {
     server: String,
     kind: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    backend: String,
+    server: String,
+    direction: &'static str,
+}
+
+/// `direction` label values of `tether_tcp_bytes_total`: from the client, to the client.
+pub const DIRECTIONS: [&str; 2] = ["in", "out"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -126,6 +137,8 @@ pub struct Metrics {
     requests_refused: Family<ListenerReason, Counter>,
     cert_expiry: Family<CertLabels, Gauge>,
     discovery_errors: Family<BackendLabels, Counter>,
+    tcp_connections: Family<ServerLabels, Counter>,
+    tcp_bytes: Family<DirectionLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,6 +171,8 @@ impl Default for Metrics {
             ejections: family(r, EJECTIONS),
             queue_depth: family(r, QUEUE_DEPTH),
             discovery_errors: family(r, DISCOVERY_ERRORS),
+            tcp_connections: family(r, TCP_CONNECTIONS),
+            tcp_bytes: family(r, TCP_BYTES),
             registry,
         }
     }
@@ -189,7 +204,8 @@ const CERT_EXPIRY: Doc = Doc {
 };
 const CONNS_REFUSED: Doc = Doc {
     name: "connections_refused",
-    help: "Client connections closed before HTTP: connection limits, PROXY header, TLS handshake",
+    help: "Client connections closed before HTTP or a TCP relay: connection limits, PROXY \
+           header, TLS handshake, TLS ClientHello (SNI routes)",
 };
 const REQUESTS_REFUSED: Doc = Doc {
     name: "requests_refused",
@@ -242,6 +258,19 @@ const DISCOVERY_ERRORS: Doc = Doc {
            last known servers)",
 };
 
+// === TCP listeners ===
+
+const TCP_CONNECTIONS: Doc = Doc {
+    name: "tcp_connections",
+    help: "Connections of TCP listeners relayed to the server (connected; open ones are in \
+           tether_server_in_flight)",
+};
+const TCP_BYTES: Doc = Doc {
+    name: "tcp_bytes",
+    help: "Bytes relayed by TCP listeners through the server's connections: in = from the \
+           clients, out = to the clients",
+};
+
 /// A server's counters, resolved once per snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct ServerMetrics {
@@ -250,6 +279,19 @@ pub struct ServerMetrics {
     /// Per [`ERROR_KINDS`].
     errors: [Counter; 3],
     ejections: Counter,
+    /// Servers of backends that TCP listeners use.
+    pub tcp: Option<TcpMetrics>,
+}
+
+/// A server's TCP relay counters (each a shared atomic, counted as bytes move).
+#[derive(Debug, Clone, Default)]
+pub struct TcpMetrics {
+    /// `tether_tcp_connections_total`.
+    pub connections: Counter,
+    /// `tether_tcp_bytes_total{direction="in"}`: from the clients.
+    pub bytes_in: Counter,
+    /// `tether_tcp_bytes_total{direction="out"}`: to the clients.
+    pub bytes_out: Counter,
 }
 
 impl ServerMetrics {
@@ -330,6 +372,9 @@ pub enum ConnRefusal {
     /// An HTTP/2 client that cancelled most of its streams before their answers (closed with
     /// GOAWAY).
     H2Resets = 5,
+    /// TCP listeners with SNI routes: a ClientHello that is malformed, too large, slow, or
+    /// cut short.
+    ClientHello = 6,
 }
 
 /// Why Tether answered a request itself (index into [`REQUEST_REFUSALS`]).
@@ -375,8 +420,15 @@ impl Metrics {
         }
     }
 
-    /// Resolves the handles of server `server` of `backend` for `listeners`.
-    pub fn server(&self, listeners: &[String], backend: &str, server: &str) -> ServerMetrics {
+    /// Resolves the handles of server `server` of `backend` for `listeners`, with its TCP
+    /// counters when `tcp` (a TCP listener uses the backend).
+    pub fn server(
+        &self,
+        listeners: &[String],
+        backend: &str,
+        server: &str,
+        tcp: bool,
+    ) -> ServerMetrics {
         let requests = listeners
             .iter()
             .map(|l| {
@@ -401,7 +453,22 @@ impl Metrics {
             .ejections
             .get_or_create(&ServerLabels { backend: backend.to_owned(), server: server.to_owned() })
             .clone();
-        ServerMetrics { requests, errors, ejections }
+        let tcp = tcp.then(|| self.tcp(backend, server));
+        ServerMetrics { requests, errors, ejections, tcp }
+    }
+
+    /// Resolves the TCP counters of server `server` of `backend`.
+    fn tcp(&self, backend: &str, server: &str) -> TcpMetrics {
+        let labels = ServerLabels { backend: backend.to_owned(), server: server.to_owned() };
+        let bytes = |direction| {
+            let (backend, server) = (backend.to_owned(), server.to_owned());
+            self.tcp_bytes.get_or_create(&DirectionLabels { backend, server, direction }).clone()
+        };
+        TcpMetrics {
+            connections: self.tcp_connections.get_or_create(&labels).clone(),
+            bytes_in: bytes(DIRECTIONS[0]),
+            bytes_out: bytes(DIRECTIONS[1]),
+        }
     }
 
     /// Resolves the handles of `backend` for `listeners`.
@@ -461,7 +528,12 @@ impl Metrics {
                 kind,
             });
         }
+        for direction in DIRECTIONS {
+            let (backend, server) = (backend.clone(), server.clone());
+            self.tcp_bytes.remove(&DirectionLabels { backend, server, direction });
+        }
         let labels = ServerLabels { backend, server };
+        self.tcp_connections.remove(&labels);
         self.ejections.remove(&labels);
         self.server_up.remove(&labels);
         self.in_flight.remove(&labels);
@@ -581,7 +653,7 @@ mod tests {
         let listeners = ["web".to_owned()];
         m.set_cert_expiry("web", "site", 0);
         m.listener("web");
-        m.server(&listeners, "app", "a1");
+        m.server(&listeners, "app", "a1", true);
         m.backend(&listeners, "app", true);
         m.discovery_errors("app");
         m.reload(true);
@@ -612,6 +684,8 @@ mod tests {
                 "tether_ejections",
                 "tether_queue_depth",
                 "tether_discovery_errors",
+                "tether_tcp_connections",
+                "tether_tcp_bytes",
             ]
         );
     }
@@ -623,7 +697,7 @@ mod tests {
         for l in &listeners {
             m.listener(l);
         }
-        m.server(&listeners, "app", "a1");
+        m.server(&listeners, "app", "a1", false);
         m.backend(&listeners, "app", false);
         m.forget_listener("api", &["app"], &[("app", "a1")]);
         let text = m.encode();
@@ -632,7 +706,7 @@ mod tests {
             text.lines().filter(|l| !l.starts_with('#') && l.contains(&label)).count()
         };
         assert_eq!(series("api"), 0, "{text}");
-        // 6 + 5 refusal reasons, 5 code classes, 1 histogram (16 buckets, +Inf, sum, count).
-        assert_eq!(series("web"), 6 + 5 + 5 + 16 + 3, "{text}");
+        // 7 + 5 refusal reasons, 5 code classes, 1 histogram (16 buckets, +Inf, sum, count).
+        assert_eq!(series("web"), 7 + 5 + 5 + 16 + 3, "{text}");
     }
 }

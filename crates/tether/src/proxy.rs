@@ -535,10 +535,7 @@ fn request_key(
         HashKey::Path => Some(hash(req.uri().path().as_bytes())),
         HashKey::ClientIp => {
             let trusted = &listener.conn.trusted_proxies;
-            Some(match headers::client_ip(ctx.peer.ip(), req.headers(), trusted) {
-                std::net::IpAddr::V4(a) => hash(&a.octets()),
-                std::net::IpAddr::V6(a) => hash(&a.octets()),
-            })
+            Some(select::ip_key(headers::client_ip(ctx.peer.ip(), req.headers(), trusted)))
         }
         HashKey::Header(name) => {
             req.headers().get(name).map(|v| v.as_bytes()).filter(nonempty).map(hash)

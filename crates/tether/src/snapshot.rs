@@ -77,6 +77,8 @@ pub struct ListenerView {
     pub index: usize,
     /// Index of the default backend.
     pub default_backend: Option<usize>,
+    /// TCP listeners: the SNI routes (name pattern, backend index), in file order.
+    pub sni_routes: Vec<(config::HostMatch, usize)>,
     /// Longest pause allowed while receiving a request body.
     pub body_timeout: Duration,
     /// `rate_limit`.
@@ -269,6 +271,8 @@ pub struct BackendView {
     pub client_http2: bool,
     /// `tls`: how to reach the servers over TLS (also used by health checks).
     pub upstream_tls: Option<config::UpstreamTls>,
+    /// `send_proxy` (TCP listeners): the PROXY header sent before the client's bytes.
+    pub send_proxy: Option<config::ProxyVersion>,
 }
 
 /// One server of a backend.
@@ -426,6 +430,14 @@ pub struct Registry {
 /// A server's identity across reloads: (backend, server).
 type ServerName = (String, String);
 
+/// Who a backend serves: every listener's name (metric labels), and whether a TCP listener
+/// uses it (its servers count TCP connections and bytes).
+#[derive(Debug, Clone, Copy)]
+struct Served<'a> {
+    listeners: &'a [String],
+    tcp: bool,
+}
+
 impl Registry {
     /// Builds the next snapshot from `config`, reusing the state of servers and backends that
     /// still exist and dropping the rest. `fallback_keys` sign cookies when the config has none.
@@ -485,11 +497,13 @@ impl Registry {
         });
         self.redis = config.redis.clone().zip(redis.clone());
         let table_key = TableKey { capacity: config.stick_capacity, redis: config.redis.clone() };
+        let tcp = config.tcp_backends();
         let backends = config
             .backends
             .iter()
             .map(|b| {
-                let mut view = self.backend(b, keys, &listener_names);
+                let served = Served { listeners: &listener_names, tcp: tcp.contains(&*b.name) };
+                let mut view = self.backend(b, keys, served);
                 view.table = self.table_for(b, &table_key, redis.as_ref());
                 view.hasher = hasher;
                 view
@@ -516,6 +530,11 @@ impl Registry {
             name: Arc::clone(&name),
             index: position,
             default_backend: l.default_backend.as_deref().and_then(|b| index.get(b).copied()),
+            sni_routes: l
+                .sni_routes
+                .iter()
+                .filter_map(|r| Some((r.sni.clone(), *index.get(r.backend.as_str())?)))
+                .collect(),
             body_timeout: l.body_timeout,
             rate: l.rate_limit.map(|r| self.limiter(format!("listener/{}", l.name), r)),
             conn: Arc::new(ConnSettings {
@@ -565,10 +584,11 @@ impl Registry {
         &mut self,
         b: &config::Backend,
         keys: &Arc<CookieKeys>,
-        listeners: &[String],
+        served: Served<'_>,
     ) -> BackendView {
+        let listeners = served.listeners;
         let views: Vec<ServerView> =
-            b.servers.iter().map(|s| self.server_view(b, s, listeners)).collect();
+            b.servers.iter().map(|s| self.server_view(b, s, served)).collect();
         let members: Vec<Member> = views
             .iter()
             .map(|v| Member { state: Arc::clone(&v.state), weight: v.weight })
@@ -622,6 +642,7 @@ impl Registry {
             },
             client_http2: b.http2,
             upstream_tls: b.tls.clone(),
+            send_proxy: b.send_proxy,
         }
     }
 
@@ -631,7 +652,7 @@ impl Registry {
         &mut self,
         b: &config::Backend,
         s: &config::Server,
-        listeners: &[String],
+        served: Served<'_>,
     ) -> ServerView {
         let key = (b.name.clone(), s.name.clone());
         let reloaded = self.generation > 1;
@@ -669,7 +690,7 @@ impl Registry {
             weight: s.weight,
             backup: s.backup,
             source: s.source,
-            metrics: self.metrics.server(listeners, &b.name, &s.name),
+            metrics: self.metrics.server(served.listeners, &b.name, &s.name, served.tcp),
         }
     }
 

@@ -131,6 +131,7 @@ pub struct RawListenerTimeouts {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub sni: Option<S>,
     pub host: Option<S>,
     pub path_prefix: Option<S>,
     pub path_regex: Option<S>,
@@ -196,6 +197,7 @@ pub struct RawBackend {
     pub rate_limit: Option<RawRateLimit>,
     pub tls: Option<Spanned<toml::Value>>,
     pub http2: Option<bool>,
+    pub send_proxy: Option<S>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
     pub discovery: Option<RawDiscovery>,

@@ -13,6 +13,20 @@ pub enum HostMatch {
     Suffix(String),
 }
 
+impl HostMatch {
+    /// Whether `host` (a name without port) matches, ignoring ASCII case; a suffix pattern
+    /// needs at least one more label (`*.example.com` does not match `example.com`).
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(e) => host.eq_ignore_ascii_case(e),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len()
+                    && host.as_bytes()[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }
+        }
+    }
+}
+
 /// One `[[routes]]` entry: the first whose every match key matches takes the request.
 #[derive(Debug, Clone)]
 pub struct Route {

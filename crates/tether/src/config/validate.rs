@@ -101,11 +101,12 @@ pub(super) fn validate(
     let grace_period = c.duration("grace_period", raw.grace_period.as_ref(), DEFAULT_GRACE_PERIOD);
     let backends = backends(&mut c, &raw.backends);
     let known: HashSet<&str> = raw.backends.keys().map(String::as_str).collect();
-    let listeners = listener::listeners(&mut c, &raw.listeners, &known);
+    let mut listeners = listener::listeners(&mut c, &raw.listeners, &known);
     let listener_names: HashSet<&str> =
         raw.listeners.iter().map(|l| l.name.get_ref().as_str()).collect();
     let routes = route::routes(&mut c, &raw.routes, (&known, &listener_names));
-    tcp::tcp_listeners(&mut c, (&raw.listeners, &listeners), &raw.routes, &backends);
+    let all_backends = (&raw.backends, backends.as_slice());
+    tcp::tcp_listeners(&mut c, (&raw.listeners, &mut listeners), &raw.routes, all_backends);
     let stick_capacity = stick_table::stick_capacity(&mut c, raw.stick_table.as_ref());
     let redis = stick_table::redis_store(&mut c, raw.stick_table.as_ref());
     let admin = raw.admin.as_ref().map(|a| admin(&mut c, a));
@@ -187,6 +188,10 @@ fn backend(c: &mut Checker, name: &str, b: &RawBackend) -> Backend {
             .and_then(|r| edge::rate_limit(c, &format!("backends.{name}.rate_limit"), r)),
         tls: b.tls.as_ref().and_then(|t| edge::upstream_tls(c, &format!("backends.{name}.tls"), t)),
         http2: b.http2.unwrap_or(false),
+        send_proxy: b.send_proxy.as_ref().map(|v| {
+            let versions = [("v1", ProxyVersion::V1), ("v2", ProxyVersion::V2)];
+            c.choice(&p("send_proxy"), Some(v), ProxyVersion::V1, &versions)
+        }),
         health_check: b.health_check.as_ref().map(|h| health_check(c, name, h)),
         on_all_down: c.choice(
             &p("on_all_down"),

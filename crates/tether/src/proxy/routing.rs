@@ -9,7 +9,7 @@ use http::{Request, Response, Uri};
 
 use super::body::RespBody;
 use super::{ConnCtx, headers};
-use crate::config::{HeaderEdits, HostMatch, Part, Route, RouteAction, RouteMatch};
+use crate::config::{HeaderEdits, Part, Route, RouteAction, RouteMatch};
 use crate::snapshot::{ListenerView, RouteTarget, RouteView, Snapshot, SplitView};
 use crate::upstream::body::ClientBody;
 
@@ -31,11 +31,7 @@ fn matches(m: &RouteMatch, listener: &str, host: Option<&str>, req: &Request<Cli
     let path = req.uri().path();
     let host_ok = match (&m.host, host) {
         (None, _) => true,
-        (Some(HostMatch::Exact(e)), Some(h)) => h.eq_ignore_ascii_case(e),
-        (Some(HostMatch::Suffix(s)), Some(h)) => {
-            h.len() > s.len()
-                && h.as_bytes()[h.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
-        }
+        (Some(want), Some(h)) => want.matches(h),
         (Some(_), None) => false,
     };
     host_ok

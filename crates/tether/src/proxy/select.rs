@@ -64,6 +64,14 @@ pub struct Pick {
     pub spilled: bool,
 }
 
+/// The `hash_key = "client_ip"` key of a client address.
+pub fn ip_key(ip: std::net::IpAddr) -> u64 {
+    match ip {
+        std::net::IpAddr::V4(a) => tether_core::balance::key_hash(&a.octets()),
+        std::net::IpAddr::V6(a) => tether_core::balance::key_hash(&a.octets()),
+    }
+}
+
 /// Chooses the server for the next attempt; `key` is the request's `hash_key` for the keyed
 /// algorithms (`hash`, `maglev`).
 pub fn choose(

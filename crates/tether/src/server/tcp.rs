@@ -1,5 +1,7 @@
 //! `mode = "tcp"` listeners: each admitted connection (limits, PROXY header) is relayed as
-//! bytes to a server of the listener's `default_backend`.
+//! bytes to a server of the listener's `default_backend`, or, when the listener has SNI
+//! routes, of the backend the server name of its TLS ClientHello routes to ([`hello`]: the
+//! hello is read within `timeouts.header`, not answered, and replayed to the server).
 //!
 //! The server is chosen as for an HTTP request ([`select::choose`], [`select::admit`]), with
 //! `client_ip` affinity read from and recorded in the backend's stick table. A connect that
@@ -10,6 +12,8 @@
 //! the listener's `timeouts.idle`, or the listener's drain signal is dropped (its grace
 //! period is over). A reload does not touch the connection: once connected it holds no
 //! snapshot, only the server's in-flight guard (so `least_conn` sees it) and its slot.
+//! A backend's `send_proxy` puts a PROXY protocol header first ([`io::proxy_header`]); the
+//! bytes are counted as they move ([`io::Counted`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,16 +23,24 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 use tether_core::server::InFlightGuard;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::DrainToken;
 use super::accept::Prefixed;
 use super::connection::ActivityIo;
+use crate::config::HashKey;
 use crate::health;
+use crate::metrics::{ConnRefusal, TcpMetrics};
 use crate::proxy::affinity::{self, Outcome, Pin};
 use crate::proxy::select::{self, Tried};
 use crate::snapshot::{BackendView, ConnSettings, Snapshot};
+
+mod hello;
+mod io;
+
+use io::Counted;
 
 /// Most servers one connection tries (the size of [`Tried`]).
 const MAX_TRIES: usize = 10;
@@ -48,6 +60,7 @@ struct Upstream {
     backend: Arc<str>,
     server: Arc<str>,
     affinity: Option<Outcome>,
+    metrics: Option<TcpMetrics>,
     _in_flight: InFlightGuard,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -65,43 +78,82 @@ enum End {
     Drained,
 }
 
+impl End {
+    /// The access log's `end`.
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Error => "error",
+            End::Idle => "idle",
+            End::Drained => "drained",
+        }
+    }
+}
+
 impl TcpConn {
-    /// Connects to a server of the default backend and relays until the connection ends.
-    pub async fn serve(self, io: Prefixed<TcpStream>) {
+    /// Routes the connection (by SNI when the listener has SNI routes), connects to a server
+    /// of the backend and relays until the connection ends.
+    pub async fn serve(self, mut io: Prefixed<TcpStream>) {
         let started = Instant::now();
         let snap = self.current.load_full();
-        let log = snap.config.access_log;
-        let listener = &*self.settings.name;
-        let Some(backend) = snap
-            .listener(listener)
-            .and_then(|l| l.default_backend)
-            .and_then(|b| snap.backends.get(b))
-        else {
-            return;
-        };
-        let Some(up) = connect(backend, self.client).await else {
-            if log {
-                tracing::info!(target: "tether::access", listener, client = %self.client,
-                    backend = %backend.name, end = "no_server", "tcp");
+        let Some(listener) = snap.listener(&self.settings.name) else { return };
+        let log = |end: &str, backend: Option<&str>| {
+            if snap.config.access_log {
+                tracing::info!(target: "tether::access", listener = %listener.name,
+                    client = %self.client, backend = backend.unwrap_or("-"), end, "tcp");
             }
-            return;
         };
+        let (hello, backend) = if listener.sni_routes.is_empty() {
+            (Vec::new(), listener.default_backend)
+        } else {
+            match hello::read_hello(&mut io, self.settings.header_timeout).await {
+                Ok((bytes, sni)) => {
+                    let backend = hello::route(listener, sni.as_deref());
+                    (bytes, backend)
+                }
+                Err(bad) => {
+                    if let hello::BadHello::Malformed(why) = bad {
+                        tracing::debug!(client = %self.client, listener = %listener.name, why, "not a TLS ClientHello: connection closed");
+                    }
+                    self.settings.metrics.connection_refused(ConnRefusal::ClientHello);
+                    return log(bad.as_str(), None);
+                }
+            }
+        };
+        let Some(backend) = backend.and_then(|b| snap.backends.get(b)) else {
+            return log("no_route", None);
+        };
+        let Some(mut up) = connect(backend, self.client).await else {
+            return log("no_server", Some(&backend.name));
+        };
+        if let Err(e) = preamble(backend, &self, &io, &mut up.stream, &hello).await {
+            tracing::debug!(client = %self.client, server = %up.server, error = %e, "tcp: writing to the server failed");
+            return log("error", Some(&backend.name));
+        }
+        let access_log = snap.config.access_log;
         drop(snap); // A long connection must not keep an old configuration alive.
-        let (bytes_in, bytes_out, end) = self.relay(io, up.stream).await;
-        if log {
+        let client = Counted::new(io, hello.len() as u64, up.metrics.take());
+        let (bytes_in, bytes_out, end) = self.relay(client, up.stream).await;
+        if access_log {
             let affinity = up.affinity.map_or("none", Outcome::as_str);
-            tracing::info!(target: "tether::access", listener, client = %self.client,
-                backend = %up.backend, server = %up.server, affinity, bytes_in, bytes_out,
-                duration_ms = started.elapsed().as_millis() as u64, end = ?end, "tcp");
+            tracing::info!(target: "tether::access", listener = %self.settings.name,
+                client = %self.client, backend = %up.backend, server = %up.server, affinity,
+                bytes_in, bytes_out, duration_ms = started.elapsed().as_millis() as u64,
+                end = end.as_str(), "tcp");
         }
         drop(self.token);
     }
 
-    /// Copies both ways until done, idle for `timeouts.idle`, or cut by the drain.
-    async fn relay(&self, io: Prefixed<TcpStream>, mut server: TcpStream) -> (u64, u64, End) {
+    /// Copies both ways until done, idle for `timeouts.idle`, or cut by the drain: the bytes
+    /// from and to the client, and how it ended.
+    async fn relay(
+        &self,
+        client: Counted<Prefixed<TcpStream>>,
+        mut server: TcpStream,
+    ) -> (u64, u64, End) {
         let epoch = Instant::now();
         let last = Arc::new(AtomicU64::new(0));
-        let mut client = ActivityIo::new(io, epoch, Arc::clone(&last));
+        let mut client = ActivityIo::new(client, epoch, Arc::clone(&last));
         let idle = self.settings.idle_timeout;
         let idle_watch = async {
             loop {
@@ -117,16 +169,36 @@ impl TcpConn {
         // not, as a byte stream has no graceful close Tether could ask for.
         let mut drain = self.drain.clone();
         let cut = async move { while drain.changed().await.is_ok() {} };
-        let copied = tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut server) => r,
-            () = idle_watch => return (0, 0, End::Idle),
-            () = cut => return (0, 0, End::Drained),
+        let end = tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+                if r.is_ok() { End::Closed } else { End::Error }
+            }
+            () = idle_watch => End::Idle,
+            () = cut => End::Drained,
         };
-        match copied {
-            Ok((from_client, from_server)) => (from_client, from_server, End::Closed),
-            Err(_) => (0, 0, End::Error),
-        }
+        let counted = client.get_ref();
+        (counted.bytes_in, counted.bytes_out, end)
     }
+}
+
+/// What the server gets before the client's bytes: the PROXY header (`send_proxy`) and the
+/// ClientHello already read.
+async fn preamble(
+    backend: &BackendView,
+    conn: &TcpConn,
+    io: &Prefixed<TcpStream>,
+    server: &mut TcpStream,
+    hello: &[u8],
+) -> std::io::Result<()> {
+    if let Some(version) = backend.send_proxy {
+        let local = io.get_ref().local_addr()?;
+        let local = SocketAddr::new(local.ip().to_canonical(), local.port());
+        server.write_all(&io::proxy_header(version, conn.client, local)).await?;
+    }
+    if !hello.is_empty() {
+        server.write_all(hello).await?;
+    }
+    Ok(())
 }
 
 /// Chooses a server (affinity first) and connects, trying another server when a connect
@@ -139,10 +211,11 @@ async fn connect(backend: &BackendView, client: SocketAddr) -> Option<Upstream> 
         }
         _ => None,
     };
+    let key = (backend.hash_key == Some(HashKey::ClientIp)).then(|| select::ip_key(client.ip()));
     let mut tried = Tried::default();
     let tries = backend.servers.len().min(MAX_TRIES);
     while tried.len() < tries {
-        let pick = select::choose(backend, pin.as_ref(), &tried, None).ok()?;
+        let pick = select::choose(backend, pin.as_ref(), &tried, key).ok()?;
         let slot = select::admit(backend, pick).await.ok()?;
         tried.push(pick.server);
         let server = &backend.servers[pick.server];
@@ -158,6 +231,7 @@ async fn connect(backend: &BackendView, client: SocketAddr) -> Option<Upstream> 
                     backend: Arc::clone(&backend.name),
                     server: Arc::clone(server.state.name_arc()),
                     affinity,
+                    metrics: server.metrics.tcp.clone(),
                     _in_flight: in_flight,
                     _slot: slot,
                 });

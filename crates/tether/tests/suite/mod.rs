@@ -27,5 +27,6 @@ mod smuggling;
 mod sticky_modes;
 mod systemd;
 mod tcp;
+mod tcp_ops;
 mod tls;
 mod upstream;

@@ -13,18 +13,18 @@ use tokio::task::JoinHandle;
 use crate::support::fixture::*;
 
 /// Longest any one client step may take.
-const STEP: Duration = Duration::from_secs(5);
+pub(super) const STEP: Duration = Duration::from_secs(5);
 
 /// A TCP server that writes `NAME\n` on each connection, echoes until EOF, then shuts its
 /// write side down. Aborting the task (and awaiting it) closes the listening socket.
-struct TcpEcho {
-    name: String,
-    addr: SocketAddr,
+pub(super) struct TcpEcho {
+    pub(super) name: String,
+    pub(super) addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
 impl TcpEcho {
-    async fn start(name: &str) -> Self {
+    pub(super) async fn start(name: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let greeting = format!("{name}\n");
@@ -43,13 +43,13 @@ impl TcpEcho {
     }
 
     /// Closes the listening socket: connects to it are refused from now on.
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.task.abort();
         let _ = self.task.await;
     }
 }
 
-async fn tcp_echoes(n: usize) -> Vec<TcpEcho> {
+pub(super) async fn tcp_echoes(n: usize) -> Vec<TcpEcho> {
     let mut out = Vec::new();
     for i in 0..n {
         out.push(TcpEcho::start(&format!("t{i}")).await);
@@ -58,13 +58,13 @@ async fn tcp_echoes(n: usize) -> Vec<TcpEcho> {
 }
 
 /// Listener "web" in TCP mode before backend "app" over `servers`.
-fn tcp_config(servers: &[TcpEcho], backend: Backend) -> Config {
+pub(super) fn tcp_config(servers: &[TcpEcho], backend: Backend) -> Config {
     let backend = servers.iter().fold(backend, |b, s| b.server(ServerEntry::new(&s.name, s.addr)));
     config_on(web().set("mode", "tcp"), backend)
 }
 
 /// Connects from `from` (any loopback address) to `to`.
-async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+pub(super) async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     tokio::time::timeout(STEP, socket.connect(to))
@@ -74,7 +74,7 @@ async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
 }
 
 /// The name line the server behind the connection greets with.
-async fn greeting(s: &mut TcpStream) -> String {
+pub(super) async fn greeting(s: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while line.last() != Some(&b'\n') {
@@ -88,7 +88,7 @@ async fn greeting(s: &mut TcpStream) -> String {
 }
 
 /// Which server each of `n` fresh connections from `from` reached, counted.
-async fn spread(from: &str, to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+pub(super) async fn spread(from: &str, to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
         let mut s = connect_from(from, to).await;

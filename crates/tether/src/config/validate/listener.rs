@@ -82,6 +82,7 @@ fn listener(
         tls: l.tls.as_ref().and_then(|t| edge::tls(c, &p("tls"), t)),
         proxy_protocol: edge::proxy_protocol(c, &p("proxy_protocol"), l),
         h2_max_streams: edge::h2_streams(c, &p("http2.max_concurrent_streams"), l),
+        sni_routes: Vec::new(),
     }
 }
 

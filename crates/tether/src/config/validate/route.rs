@@ -42,6 +42,9 @@ fn route(
     r: &RawRoute,
     (backends, listeners): (&HashSet<&str>, &HashSet<&str>),
 ) -> Option<Route> {
+    if r.sni.is_some() {
+        return None; // TLS passthrough on TCP listeners: checked with them (`tcp`).
+    }
     let p = |k: &str| format!("routes[{i}].{k}");
     let errors = c.errors.len();
     let matcher = RouteMatch {
@@ -98,7 +101,12 @@ fn action(
     r.respond.as_ref().and_then(|x| respond_action(c, &p("respond"), x))
 }
 
-fn known_backend(c: &mut Checker, path: &str, b: &S, backends: &HashSet<&str>) -> Option<String> {
+pub(super) fn known_backend(
+    c: &mut Checker,
+    path: &str,
+    b: &S,
+    backends: &HashSet<&str>,
+) -> Option<String> {
     if backends.contains(b.get_ref().as_str()) {
         return Some(b.get_ref().clone());
     }
@@ -180,7 +188,7 @@ fn respond_action(c: &mut Checker, path: &str, r: &RawRespond) -> Option<RouteAc
     Some(RouteAction::Respond { status, body, content_type })
 }
 
-fn host(c: &mut Checker, path: &str, h: &S) -> Option<HostMatch> {
+pub(super) fn host(c: &mut Checker, path: &str, h: &S) -> Option<HostMatch> {
     let s = h.get_ref().trim().to_ascii_lowercase();
     let valid = |n: &str| {
         !n.is_empty() && n.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.'))
