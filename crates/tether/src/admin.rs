@@ -27,6 +27,7 @@ use tether_core::AdminState;
 use tokio::sync::{mpsc, oneshot};
 
 use self::extract::{ApiBody, ApiPath, ApiQuery};
+use crate::config;
 use crate::control::{Command, ControlError};
 use crate::metrics::Metrics;
 use crate::snapshot::{BackendView, Snapshot};
@@ -59,6 +60,7 @@ pub fn router(ctx: AdminContext) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/listeners", get(listeners))
         .route("/api/v1/backends", get(backends))
         .route("/api/v1/backends/{backend}", get(backend))
         .route("/api/v1/backends/{backend}/servers", post(add_server))
@@ -198,11 +200,18 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
                 "errors_total": st.errors_total(),
                 "sessions_bound": sessions,
                 "sessions_exact": exact,
+                "tcp": s.metrics.tcp.as_ref().map(|m| json!({
+                    "connections_open": st.in_flight(),
+                    "connections_total": m.connections.get(),
+                    "bytes_in": m.bytes_in.get(),
+                    "bytes_out": m.bytes_out.get(),
+                })),
             })
         })
         .collect();
     json!({
         "name": &*b.name,
+        "tcp": b.servers.iter().any(|s| s.metrics.tcp.is_some()),
         "latency_bounds_ms": tether_core::server::LATENCY_BOUNDS_MS,
         "balance": cfg.map(|c| c.balance.as_str()),
         "sticky": b.sticky.as_ref().map(|s| s.config.mode.as_str()),
@@ -210,6 +219,36 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
         "queue_waiting": b.waiting.load(std::sync::atomic::Ordering::Relaxed),
         "servers": servers,
     })
+}
+
+/// JSON of one listener: what it is, and where it sends traffic.
+fn listener_json(l: &config::Listener) -> Value {
+    let sni_routes: Vec<Value> = l
+        .sni_routes
+        .iter()
+        .map(|r| {
+            let sni = match &r.sni {
+                config::HostMatch::Exact(name) => name.clone(),
+                config::HostMatch::Suffix(suffix) => format!("*{suffix}"),
+            };
+            json!({ "sni": sni, "backend": r.backend })
+        })
+        .collect();
+    json!({
+        "name": l.name,
+        "address": l.address.to_string(),
+        "mode": l.mode.as_str(),
+        "default_backend": l.default_backend,
+        "tls": l.tls.is_some(),
+        "proxy_protocol": l.proxy_protocol,
+        "sni_routes": sni_routes,
+    })
+}
+
+async fn listeners(State(ctx): State<AdminContext>) -> Response {
+    let snap = ctx.current.load();
+    let list: Vec<Value> = snap.config.listeners.iter().map(listener_json).collect();
+    axum::Json(json!({ "listeners": list })).into_response()
 }
 
 async fn backends(State(ctx): State<AdminContext>) -> Response {

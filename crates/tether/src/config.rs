@@ -199,6 +199,16 @@ pub enum ListenerMode {
     Tcp,
 }
 
+impl ListenerMode {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerMode::Http => "http",
+            ListenerMode::Tcp => "tcp",
+        }
+    }
+}
+
 /// `listeners[].limits`. Defaults follow Envoy's edge guidance where it gives one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {

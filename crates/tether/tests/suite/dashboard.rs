@@ -422,3 +422,50 @@ async fn dashboard_fits_a_1280_pixel_window_with_long_names_and_every_button_vis
         browser.console_errors().into_iter().filter(|e| !e.starts_with("log[network]")).collect();
     assert_eq!(script_errors, Vec::<String>::new());
 }
+
+/// A TCP listener's backend in the dashboard: the listener line says `tcp`, the table counts
+/// open connections and connections per second and shows the bytes relayed each way (no
+/// response-time columns), and the page logs no errors.
+#[tokio::test]
+async fn dashboard_shows_a_tcp_backend_with_its_connections_and_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let servers = super::tcp::tcp_echoes(2).await;
+    let backend =
+        servers.iter().fold(Backend::new(), |b, s| b.server(ServerEntry::new(&s.name, s.addr)));
+    let t = start(config_on(web().set("mode", "tcp"), backend).admin()).await;
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = super::tcp::connect_from("127.0.0.1", t.listener_addr("web")).await;
+        super::tcp::greeting(&mut s).await;
+        s.write_all(&[b'x'; 2048]).await.unwrap();
+        let mut echoed = [0u8; 2048];
+        s.read_exact(&mut echoed).await.unwrap();
+        open.push(s);
+    }
+    let mut browser = launch().await;
+    open_dashboard(&mut browser, &admin_url(&t, "/")).await;
+    let listener = "document.querySelector('#listeners [data-listener=\"web\"]').textContent";
+    let text = browser.eval(listener).await.unwrap();
+    assert!(text.as_str().is_some_and(|t| t.contains("web tcp") && t.contains("→ app")), "{text}");
+    let headers = "[...document.querySelectorAll('section.backend[data-backend=\"app\"] th')]\
+                   .map(th => th.textContent)";
+    let headers: Vec<String> =
+        serde_json::from_value(browser.eval(headers).await.unwrap()).unwrap();
+    for want in ["open conns", "conn/s", "bytes in", "bytes out"] {
+        assert!(headers.iter().any(|h| h == want), "no {want:?} column: {headers:?}");
+    }
+    assert!(!headers.iter().any(|h| h == "p99"), "response times on a TCP backend: {headers:?}");
+    for s in ["t0", "t1"] {
+        assert_eq!(browser.eval(&cell(s, "inflight")).await.unwrap(), "1", "{s}");
+        assert_eq!(browser.eval(&cell(s, "bytes-in")).await.unwrap(), "2.0 KiB", "{s}");
+        assert_eq!(browser.eval(&cell(s, "bytes-out")).await.unwrap(), "2.0 KiB", "{s}");
+    }
+    drop(open);
+    let closed =
+        format!("{} === '0' && {} === '0'", cell("t0", "inflight"), cell("t1", "inflight"));
+    assert!(
+        browser.wait_for(&closed, UI_DEADLINE).await.unwrap(),
+        "open connections not back to 0"
+    );
+    assert_eq!(browser.console_errors(), Vec::<String>::new(), "the page logs no errors");
+}

@@ -199,3 +199,61 @@ async fn tcp_listener_mistakes_are_config_errors_naming_the_key() {
         assert!(out.stderr.contains(key) && out.stderr.contains(needle), "{key}: {}", out.stderr);
     }
 }
+
+/// What a TCP listener's traffic looks like to an operator: `/api/v1/listeners` lists it,
+/// the backend's servers count the connection and its bytes live (admin API and
+/// `tether_tcp_*` metrics) while it is still open, and the access log line written when the
+/// idle timeout ends it carries the bytes both ways.
+#[tokio::test]
+async fn tcp_traffic_shows_in_the_admin_api_metrics_and_access_log() {
+    let servers = tcp_echoes(1).await;
+    let listener = web().set("mode", "tcp").set("timeouts.idle", "1s");
+    let backend =
+        servers.iter().fold(Backend::new(), |b, s| b.server(ServerEntry::new(&s.name, s.addr)));
+    let t = start(config_on(listener, backend).admin()).await;
+    let c = client();
+    let listeners = admin_json(&c, &t, "/api/v1/listeners").await;
+    let web = &listeners["listeners"][0];
+    assert_eq!(
+        (web["name"].as_str(), web["mode"].as_str()),
+        (Some("web"), Some("tcp")),
+        "{listeners}"
+    );
+    assert_eq!(web["default_backend"], "app", "{listeners}");
+
+    let mut s = connect_from("127.0.0.2", t.listener_addr("web")).await;
+    assert_eq!(greeting(&mut s).await, "t0");
+    s.write_all(&[b'x'; 1000]).await.unwrap();
+    let mut echoed = [0u8; 1000];
+    tokio::time::timeout(STEP, s.read_exact(&mut echoed)).await.unwrap().unwrap();
+    let tcp = server_json(&t, &c, "t0").await["tcp"].clone();
+    assert_eq!(tcp["connections_open"], 1, "{tcp}");
+    assert_eq!(tcp["connections_total"], 1, "{tcp}");
+    assert_eq!(
+        (tcp["bytes_in"].as_u64(), tcp["bytes_out"].as_u64()),
+        (Some(1000), Some(1003)),
+        "{tcp}"
+    );
+    let bytes = "tether_tcp_bytes_total";
+    let bytes_in = metric_sum(&t, bytes, &[("server", "t0"), ("direction", "in")]).await;
+    let bytes_out = metric_sum(&t, bytes, &[("server", "t0"), ("direction", "out")]).await;
+    assert_eq!((bytes_in, bytes_out), (1000.0, 1003.0));
+    assert_eq!(metric_sum(&t, "tether_tcp_connections_total", &[("server", "t0")]).await, 1.0);
+
+    // Nothing moves for timeouts.idle: Tether closes both sides and logs the bytes.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(STEP, s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    let logged = tether_testkit::wait::wait_until(STEP, || {
+        t.logs().iter().any(|l| l["target"] == "tether::access" && l["end"] == "idle")
+    })
+    .await;
+    assert!(logged, "no access log line with end = idle: {:?}", t.logs());
+    let line = t.logs().into_iter().find(|l| l["end"] == "idle").unwrap();
+    assert_eq!(
+        (line["bytes_in"].as_u64(), line["bytes_out"].as_u64()),
+        (Some(1000), Some(1003)),
+        "{line}"
+    );
+    assert_eq!(line["server"], "t0", "{line}");
+}
