@@ -357,3 +357,33 @@ async fn tcp_queue_timeout_closes_a_connection_that_waited_too_long() {
     echoes(&mut first, b"the first keeps its slot\n").await;
     close(first).await;
 }
+
+/// `balance = "least_sessions"` with `client_ip` affinity on TCP: 30 clients spread 10 per
+/// server; a fourth server added by reload then takes (nearly) every one of the next 10 new
+/// clients, since it has the fewest sessions, while the 30 pinned clients stay where they are.
+#[tokio::test]
+async fn tcp_least_sessions_fills_a_server_added_by_reload_first() {
+    let servers = tcp_echoes(4).await;
+    let backend = || sticky().balance("least_sessions");
+    let mut t = start(tcp_config(&servers[..3], backend())).await;
+    let addr = t.listener_addr("web");
+    let mut homes = Vec::new();
+    for i in 10..40 {
+        homes.push(pinned(&format!("127.0.0.{i}"), addr, 1).await);
+    }
+    for s in &servers[..3] {
+        let n = homes.iter().filter(|h| **h == s.name).count();
+        assert_eq!(n, 10, "{} has {n} of the first 30 clients: {homes:?}", s.name);
+    }
+    let outcome = t.reload(tcp_config(&servers, backend())).await.unwrap();
+    assert_eq!(outcome["message"], "config reloaded", "{outcome}");
+    let mut fresh = Vec::new();
+    for i in 40..50 {
+        fresh.push(pinned(&format!("127.0.0.{i}"), addr, 1).await);
+    }
+    let on_new = fresh.iter().filter(|h| **h == servers[3].name).count();
+    assert!(on_new >= 9, "the added server took {on_new} of 10 new clients: {fresh:?}");
+    for (i, home) in (10..40).zip(&homes) {
+        assert_eq!(&pinned(&format!("127.0.0.{i}"), addr, 1).await, home, "127.0.0.{i} moved");
+    }
+}
