@@ -28,5 +28,6 @@ mod sticky_modes;
 mod systemd;
 mod tcp;
 mod tcp_ops;
+mod tcp_sni;
 mod tls;
 mod upstream;
