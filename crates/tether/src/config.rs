@@ -163,6 +163,8 @@ pub struct Listener {
 /// the client's ClientHello.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SniRoute {
+    /// Its position in `[[routes]]` (one route may apply to several listeners).
+    pub position: usize,
     /// `sni`: the name, exact or `*.suffix`.
     pub sni: HostMatch,
     /// `backend`.

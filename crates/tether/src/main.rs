@@ -152,11 +152,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
             let servers: usize = c.backends.iter().map(|b| b.servers.len()).sum();
+            let sni: std::collections::BTreeSet<usize> =
+                c.listeners.iter().flat_map(|l| l.sni_routes.iter().map(|r| r.position)).collect();
             println!(
                 "{}: configuration ok ({} listeners, {} routes, {} backends, {} servers)",
                 path.display(),
                 c.listeners.len(),
-                c.routes.len(),
+                c.routes.len() + sni.len(),
                 c.backends.len(),
                 servers
             );

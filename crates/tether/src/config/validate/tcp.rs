@@ -117,7 +117,8 @@ fn sni_routes(
             continue;
         }
         for l in listeners.iter_mut().filter(|l| applies(l)) {
-            l.sni_routes.push(SniRoute { sni: sni.clone(), backend: backend.clone() });
+            let route = SniRoute { position: j, sni: sni.clone(), backend: backend.clone() };
+            l.sni_routes.push(route);
         }
     }
 }
@@ -190,8 +191,8 @@ fn tcp_backend(c: &mut Checker, b: &Backend, raw: &RawBackend, listener: &str) {
     let timeouts = raw.timeouts.as_ref();
     let set = [
         ("rate_limit", raw.rate_limit.is_some()),
-        ("tls", raw.tls.is_some()),
-        ("http2", raw.http2.is_some()),
+        ("tls", raw.tls.as_ref().is_some_and(|t| *t.get_ref() != toml::Value::Boolean(false))),
+        ("http2", raw.http2 == Some(true)),
         ("timeouts.response", timeouts.is_some_and(|t| t.response.is_some())),
         ("timeouts.idle", timeouts.is_some_and(|t| t.idle.is_some())),
         ("sticky.rebound_header", sticky.is_some_and(|s| s.rebound_header.is_some())),
