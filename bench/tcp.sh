@@ -1,0 +1,581 @@
+#!/usr/bin/env bash
+# bench/tcp.sh - layer 4: Tether `mode = "tcp"` beside HAProxy `mode tcp` and NGINX `stream`,
+# on loopback, one run.
+#
+# One backend: a 1-worker nginx on 127.0.0.1 answering `GET /` with a 6-byte body and serving
+# `GET /big` from a SIZE-byte file in the run's temp dir (sendfile). Three L4 relays in front of
+# it, each one worker/thread (HAProxy nbthread 1, NGINX worker_processes 1, Tether
+# TETHER_WORKER_THREADS=1), default buffers, no access log, each started fresh on 127.0.0.1 for
+# every run. Two workloads, per CPU layout and repetition (interleaved, order rotated per rep):
+#   conn  many short connections: wrk -H "Connection: close" (CONNS concurrent), so every
+#         request is a fresh TCP connection through the relay and a fresh one to the backend;
+#         reported as connections/s (= wrk req/s), plus the relay's CPU per connection.
+#   xfer  one long transfer: curl GET /big (SIZE bytes, default 2 GiB) through the relay to
+#         /dev/null, XFERS transfers per relay start; MB/s = curl's speed_download / 1e6, plus
+#         the relay's CPU seconds per GB. Status 200 and exactly SIZE bytes or the run FAILs.
+# A `direct` row (client -> backend, no relay) is the ceiling. Prints a markdown table with
+# medians, spread, x direct and the Tether/HAProxy and Tether/NGINX ratios (bench/tcp_summarize.py).
+# Everything listens on 127.0.0.1; every process started here is stopped by PID on exit.
+#
+#   bench/tcp.sh                  # full: 3 reps x layouts S,A, 2 GiB x 2 per start, ~12 min
+#   QUICK=1 bench/tcp.sh          # smoke: 1 rep, layout A, 3 s wrk, 512 MiB x 3, ~1-2 min
+#   ONLY='tether|haproxy' LAYOUTS=A WORKLOADS=conn bench/tcp.sh    # subset
+#
+# NGINX's stream module: when `nginx -V` shows --with-stream=dynamic, the script looks for
+# ngx_stream_module.so (nginx's --modules-path, /usr/lib/nginx/modules; NGINX_STREAM_MODULE=path
+# to give one), installs libnginx-mod-stream with apt-get when root and INSTALL=1, and
+# `load_module`s it; if it is still missing the nginx column is dropped with a message saying so.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then         # smoke test: numbers are not for publication
+  REPS=${REPS:-1}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-1}; LAYOUTS=${LAYOUTS:-A}
+  SIZE=${SIZE:-$((512 << 20))}; XFERS=${XFERS:-3}; QUIET_GATE=${QUIET_GATE:-0}
+fi
+REPS=${REPS:-3}                   # repetitions (outer loop; every relay restarted for each)
+DURATION=${DURATION:-10}          # seconds per measured wrk run
+WARMUP=${WARMUP:-2}               # seconds of unmeasured wrk before it (0 = none)
+CONNS=${CONNS:-50}                # wrk -c (concurrent connections, each closed after 1 request)
+THREADS=${THREADS:-1}             # wrk -t
+SIZE=${SIZE:-$((2 << 30))}        # bytes of the long transfer (2 GiB)
+XFERS=${XFERS:-2}                 # measured transfers per relay start (median over REPS*XFERS)
+XFER_TIMEOUT=${XFER_TIMEOUT:-300} # seconds per transfer (a stalled relay FAILs, not hangs)
+LAYOUTS=${LAYOUTS:-"S A"}         # S, A, B, U or LG:BE:PX cpu lists (as bench/run.sh)
+WORKLOADS=${WORKLOADS:-"conn xfer"}
+PEERS=${PEERS:-"haproxy nginx"}   # reference relays
+TETHER=${TETHER:-1}               # 0: no Tether column (no build)
+BUILD=${BUILD:-1}                 # 0: never run cargo; use the binary as it is
+ONLY=${ONLY:-}                    # regex on relay names (direct tether haproxy nginx)
+BASE_PORT=${BASE_PORT:-18500}     # backend BASE+1, relay BASE+10
+QUIET_GATE=${QUIET_GATE:-1}       # before each run wait until all cpus are mostly idle
+QUIET_BUSY=${QUIET_BUSY:-10}      # ... i.e. busy <= this %
+QUIET_WAIT=${QUIET_WAIT:-600}     # ... but at most this many seconds (30 s after a first timeout)
+INSTALL=${INSTALL:-1}             # apt-get install missing tools / nginx stream module (root only)
+NGINX_STREAM_MODULE=${NGINX_STREAM_MODULE:-}  # path of ngx_stream_module.so (default: searched)
+TETHER_BIN_GIVEN=${TETHER_BIN:+1}
+TETHER_BIN=${TETHER_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/release/tether}
+WORK=${WORK:-$(mktemp -d /tmp/tetherbench-tcp.XXXXXX)}
+KEEP_BIG=${KEEP_BIG:-0}           # 1: leave the SIZE-byte file in $WORK (it is sparse anyway)
+
+mkdir -p "$WORK"
+RAW="$WORK/raw.tsv"; : > "$RAW"
+LOGS="$WORK/logs"; mkdir -p "$LOGS"
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+BE=$((BASE_PORT + 1)); PX=$((BASE_PORT + 10))
+_hm=$(( $(ulimit -n) / 2 - 100 )); [ $_hm -gt 20100 ] && _hm=20100
+HAPROXY_MAXCONN=${HAPROXY_MAXCONN:-$_hm}
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# ---------------------------------------------------------------- processes
+declare -a PIDS=()   # every long-lived process we started
+
+descendants() {      # all descendant pids of $1 (recursive)
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
+    echo "$c"; descendants "$c"
+  done
+}
+
+forget_pid() {       # drop $1 from PIDS
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+stop_pid() {         # stop one process we started, plus its descendants (nginx workers)
+  local pid=$1 kids=() k comm _
+  [ -n "$pid" ] || return 0
+  for k in $(descendants "$pid"); do
+    comm=$(cat "/proc/$k/comm" 2>/dev/null) && kids+=("$k:$comm")
+  done
+  kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  for k in "${kids[@]}"; do   # orphans, only if still the same program
+    [ "$(cat "/proc/${k%%:*}/comm" 2>/dev/null)" = "${k#*:}" ] && kill -KILL "${k%%:*}" 2>/dev/null
+  done
+  forget_pid "$pid"
+}
+
+run_wait() {         # run "$@" as a tracked child and wait for it: a signal stops it at once
+  "$@" &
+  local p=$! rc
+  PIDS+=("$p")
+  wait "$p"; rc=$?
+  forget_pid "$p"
+  return $rc
+}
+
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do stop_pid "$p"; done
+  [ "$KEEP_BIG" = 1 ] || rm -f "$WORK/be/www/big"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+rss_kb() {           # VmRSS summed over $1 and its descendants (kB)
+  local r=0 p a
+  for p in "$1" $(descendants "$1"); do
+    a=$(awk '/^VmRSS/{print $2+0}' "/proc/$p/status" 2>/dev/null)
+    r=$((r + ${a:-0}))
+  done
+  echo "$r"
+}
+
+pin_tree() {         # re-pin a running process tree to cpu list $2
+  local p
+  for p in "$1" $(descendants "$1"); do taskset -a -p -c "$2" "$p" >/dev/null 2>&1; done
+}
+
+ticks_tree() {       # utime+stime (clock ticks) summed over the given pids and their descendants
+  local p t=0 x
+  for p in "$@"; do
+    for x in "$p" $(descendants "$p"); do
+      t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null | awk '{print $12+$13}' || echo 0) ))
+    done
+  done
+  echo "$t"
+}
+cpu_snap() { grep -E '^cpu[0-9]+ ' /proc/stat; }
+shell_cticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14+$15}'; }  # reaped children
+busy_ticks() { echo "$1" | awk '{t+=$2+$3+$4+$7+$8} END{print t+0}'; }      # user+nice+system+irq+softirq
+total_ticks() { echo "$1" | awk '{for(i=2;i<=NF;i++) t+=$i} END{print t+0}'; }
+foreign_pct() {      # $1 $2 cpu snapshots, $3 $4 our ticks before/after, $5 $6 reaped children's
+  # busy ticks not spent by our processes (client, backend, relay), % of all cpus' time
+  echo $(( 100 * ( ($(busy_ticks "$2") - $(busy_ticks "$1")) - ($4 - $3) - ($6 - $5) ) \
+           / ($(total_ticks "$2") - $(total_ticks "$1") + 1) ))
+}
+
+quiet_gate() {       # wait until the machine is idle (other people's builds...), max QUIET_WAIT s
+  [ "$QUIET_GATE" = 1 ] || return 0
+  local start=$SECONDS a b busy said=0
+  while :; do
+    a=$(cpu_snap); sleep 1; b=$(cpu_snap)
+    busy=$(( 100 * ($(busy_ticks "$b") - $(busy_ticks "$a")) / ($(total_ticks "$b") - $(total_ticks "$a") + 1) ))
+    [ "$busy" -le "$QUIET_BUSY" ] && { [ $said = 1 ] && log "machine quiet again after $((SECONDS - start))s"; return 0; }
+    if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
+      log "machine still busy (${busy}%) after ${QUIET_WAIT}s; measuring anyway (see the foreign column)"
+      QUIET_WAIT=${QUIET_WAIT_AFTER_TIMEOUT:-30}; return 0
+    fi
+    if [ $said = 0 ]; then
+      log "machine busy (${busy}% of all cpus) before a run; waiting"
+      said=1
+    fi
+    sleep 4
+  done
+}
+
+port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+wait_http() {        # until http://127.0.0.1:$1/ answers 200 (timeout $2 s; pid $3 must live)
+  local _
+  for _ in $(seq 1 $(( ${2:-10} * 10 ))); do
+    [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/")" = 200 ] && return 0
+    [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+layout_cpus() {      # sets LG (client) BEC (backend) PXC (relay) from a layout name
+  case $1 in
+    A) LG=0; BEC=1; PXC=1 ;;       # client alone; server side (relay + backend) shares CPU1
+    B) LG=0; BEC=0; PXC=1 ;;       # relay alone on CPU1; client + backend share CPU0
+    U) LG=0-1; BEC=0-1; PXC=0-1 ;; # unpinned
+    S) LG=1; BEC=1; PXC=1 ;;       # everything on one cpu: pure cpu-cost ratio
+    *:*:*) IFS=: read -r LG BEC PXC <<<"$1" ;;
+    *) log "bad layout $1"; exit 1 ;;
+  esac
+}
+
+# ---------------------------------------------------------------- install
+apt_install() {      # packages...: apt-get install without starting services; 0 if it worked
+  local made_policy=0 rc pkg
+  if [ ! -e /usr/sbin/policy-rc.d ]; then   # keep apt from starting system services
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
+  fi
+  timeout 600 apt-get update -qq >>"$LOGS/apt.log" 2>&1
+  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y --no-install-recommends "$@" >>"$LOGS/apt.log" 2>&1
+  rc=$?
+  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  for pkg in "$@"; do                          # do not leave them enabled at boot
+    case $pkg in nginx|haproxy)
+      DPKG_MAINTSCRIPT_PACKAGE=$pkg deb-systemd-helper disable "$pkg.service" >/dev/null 2>&1 || true ;;
+    esac
+  done
+  return $rc
+}
+can_install() { [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
+ensure_tools() {
+  local need=() want b p keep=()
+  want=(wrk:wrk nginx:nginx curl:curl taskset:util-linux python3:python3 ss:iproute2 timeout:coreutils)
+  [[ " $PEERS " == *" haproxy "* ]] && want+=(haproxy:haproxy)
+  for b in "${want[@]}"; do
+    command -v "${b%%:*}" >/dev/null 2>&1 || need+=("${b#*:}")
+  done
+  if [ ${#need[@]} -gt 0 ] && can_install; then
+    log "installing: ${need[*]} (log: $LOGS/apt.log)"
+    apt_install "${need[@]}" || log "apt-get install failed (see $LOGS/apt.log)"
+  elif [ ${#need[@]} -gt 0 ]; then
+    log "missing: ${need[*]} (not root or INSTALL=0: not installing)"
+  fi
+  for b in wrk curl taskset python3 nginx timeout ss; do   # nginx: the backend
+    command -v "$b" >/dev/null 2>&1 || { log "FATAL: $b missing"; exit 1; }
+  done
+  for p in $PEERS; do
+    case $p in
+      haproxy) command -v haproxy >/dev/null 2>&1 || { log "WARNING: haproxy missing: no haproxy column"; continue; } ;;
+      nginx) nginx_stream || continue ;;
+      *) log "WARNING: unknown peer $p (haproxy, nginx)"; continue ;;
+    esac
+    keep+=("$p")
+  done
+  PEERS="${keep[*]}"
+}
+
+# NGINX_LOAD: the load_module line for the stream module ("" when it is built in).
+NGINX_LOAD=""
+find_stream_module() {
+  local mp c
+  mp=$(nginx -V 2>&1 | tr ' ' '\n' | sed -n 's/^--modules-path=//p')
+  for c in "$NGINX_STREAM_MODULE" "${mp:+$mp/ngx_stream_module.so}" /usr/lib/nginx/modules/ngx_stream_module.so \
+           /usr/lib64/nginx/modules/ngx_stream_module.so /usr/share/nginx/modules/ngx_stream_module.so \
+           /etc/nginx/modules/ngx_stream_module.so; do
+    [ -n "$c" ] && [ -f "$c" ] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+nginx_stream() {     # true if nginx can run a stream {} block; sets NGINX_LOAD
+  local v mod d
+  v=$(nginx -V 2>&1)
+  if [[ $v != *--with-stream* ]]; then
+    log "WARNING: this nginx has no stream module at all (nginx -V shows no --with-stream): no nginx column"
+    return 1
+  fi
+  if [[ $v == *--with-stream=dynamic* ]]; then
+    if ! mod=$(find_stream_module) && can_install; then
+      log "nginx's stream module is dynamic and not installed: apt-get install libnginx-mod-stream (log: $LOGS/apt.log)"
+      apt_install libnginx-mod-stream || log "apt-get install libnginx-mod-stream failed (see $LOGS/apt.log)"
+      mod=$(find_stream_module)
+    fi
+    if [ -z "${mod:-}" ]; then
+      log "WARNING: NGINX column skipped: nginx has --with-stream=dynamic but ngx_stream_module.so was not found"
+      log "         (looked in nginx's --modules-path and /usr/lib/nginx/modules). Install it with"
+      log "         'apt-get install libnginx-mod-stream' (Debian/Ubuntu, as root) or set NGINX_STREAM_MODULE=/path/ngx_stream_module.so"
+      return 1
+    fi
+    NGINX_LOAD="load_module $mod;"
+  fi
+  d="$WORK/nginx-t"; mkdir -p "$d"        # does it really load? (version mismatch...)
+  write_nginx_conf "$d"
+  if ! nginx -t -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$d/t.log" 2>&1; then
+    log "WARNING: NGINX column skipped: nginx -t fails with the stream config ($NGINX_LOAD):"
+    sed 's/^/    /' "$d/t.log" >&2
+    return 1
+  fi
+  log "nginx stream module: ${NGINX_LOAD:-built in}"
+}
+
+tether_stale() {     # true if the release binary is missing or older than a source/manifest file
+  [ -x "$TETHER_BIN" ] || return 0
+  [ -n "$(find "$REPO/crates" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -type f -newer "$TETHER_BIN" \
+          -not -path '*/target/*' -print -quit 2>/dev/null)" ]
+}
+
+ensure_tether() {    # build target/release/tether if missing or stale; check it runs
+  [ "$TETHER" = 1 ] || return 0
+  if tether_stale; then
+    if [ "$BUILD" = 1 ] && [ -z "$TETHER_BIN_GIVEN" ]; then
+      command -v cargo >/dev/null || { log "FATAL: cargo missing, cannot build $TETHER_BIN"; exit 1; }
+      log "building tether (release): cargo build --release -p tether (log: $LOGS/build.log)"
+      ( cd "$REPO" && exec cargo build --release -p tether ) >"$LOGS/build.log" 2>&1 &
+      local p=$!; PIDS+=("$p")
+      wait "$p" || { log "FATAL: cargo build failed; tail of $LOGS/build.log:"; tail -20 "$LOGS/build.log" >&2; exit 1; }
+      forget_pid "$p"
+    else
+      log "WARNING: not building (BUILD=0 or TETHER_BIN given); $TETHER_BIN is missing or older than the sources"
+    fi
+  fi
+  [ -x "$TETHER_BIN" ] || { log "FATAL: $TETHER_BIN not found (TETHER=0 to run the peers only)"; exit 1; }
+  timeout 10 "$TETHER_BIN" --version >/dev/null 2>&1 || { log "FATAL: $TETHER_BIN --version failed"; exit 1; }
+}
+
+# ---------------------------------------------------------------- configs
+write_backend_conf() { # $1 dir
+  mkdir -p "$1/www"
+  cat > "$1/nginx.conf" <<EOF
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_processes 1;
+worker_rlimit_nofile 19000;
+events { worker_connections 18000; }
+http {
+  access_log off;
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 300s;
+  keepalive_requests 100000000;
+  client_body_temp_path $1/t_body; proxy_temp_path $1/t_proxy;
+  fastcgi_temp_path $1/t_fcgi; uwsgi_temp_path $1/t_uwsgi; scgi_temp_path $1/t_scgi;
+  server {
+    listen 127.0.0.1:$BE backlog=4096;
+    root $1/www;
+    location = / { default_type text/plain; return 200 "hello\n"; }
+    location = /big { }
+  }
+}
+EOF
+}
+
+write_nginx_conf() { # $1 dir: NGINX stream relay, 1 worker, default proxy_buffer_size (16k)
+  mkdir -p "$1"
+  cat > "$1/nginx.conf" <<EOF
+$NGINX_LOAD
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+worker_processes 1;
+worker_rlimit_nofile 19000;
+events { worker_connections 18000; }
+stream {
+  upstream up { server 127.0.0.1:$BE; }
+  server {
+    listen 127.0.0.1:$PX backlog=4096;
+    proxy_pass up;
+    proxy_connect_timeout 5s;
+    proxy_timeout 300s;
+  }
+}
+EOF
+}
+
+write_haproxy_conf() { # $1 dir: HAProxy mode tcp, 1 thread, default bufsize (16k), no log
+  mkdir -p "$1"
+  cat > "$1/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn $HAPROXY_MAXCONN
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+frontend fe
+  bind 127.0.0.1:$PX
+  maxconn $HAPROXY_MAXCONN
+  default_backend be
+backend be
+  balance roundrobin
+  server s1 127.0.0.1:$BE
+EOF
+}
+
+write_tether_conf() { # $1 dir: mode = "tcp" listener (docs/tcp.md), no access log
+  mkdir -p "$1"
+  cat > "$1/tether.toml" <<EOF
+# generated by bench/tcp.sh $(date -Is)
+access_log = false
+
+[[listeners]]
+name = "l4"
+address = "127.0.0.1:$PX"
+mode = "tcp"
+default_backend = "app"
+
+[backends.app]
+balance = "round_robin"
+
+[[backends.app.servers]]
+name = "s1"
+address = "127.0.0.1:$BE"
+EOF
+}
+
+# start_relay NAME CPUS -> sets RELAY_PID and RELAY_DIR, returns non-zero if not ready
+start_relay() {
+  local name=$1 cpus=$2 d
+  d=$(mktemp -d "$WORK/run.XXXXXX"); RELAY_DIR=$d
+  RELAY_PID=""
+  port_free "$PX" || { log "port $PX busy"; return 1; }
+  case $name in
+    haproxy)
+      write_haproxy_conf "$d"
+      taskset -c "$cpus" haproxy -db -f "$d/haproxy.cfg" >"$d/out.log" 2>&1 & ;;
+    nginx)
+      write_nginx_conf "$d"
+      taskset -c "$cpus" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" >"$d/out.log" 2>&1 & ;;
+    tether)
+      write_tether_conf "$d"
+      # one worker thread like nbthread 1 / worker_processes 1 (docs/configuration.md)
+      env -u RUST_LOG TETHER_WORKER_THREADS=1 taskset -c "$cpus" "$TETHER_BIN" --log-format json \
+        --log-level "${TETHER_LOG_LEVEL:-warn}" run -c "$d/tether.toml" >"$d/out.log" 2>&1 & ;;
+    *) log "unknown relay $name"; return 1 ;;
+  esac
+  RELAY_PID=$!
+  PIDS+=("$RELAY_PID")
+  wait_http "$PX" 20 "$RELAY_PID" && return 0
+  log "$name did not become ready on 127.0.0.1:$PX (see $d/out.log $d/error.log); last lines:"
+  tail -n 5 "$d/out.log" "$d/error.log" 2>/dev/null | sed 's/^/    /' >&2
+  return 1
+}
+
+# ---------------------------------------------------------------- measurements
+sanity() {           # $1 port: 30 fresh connections answer "hello", and /big's length is right
+  local _ ok=0 len
+  for _ in $(seq 1 30); do
+    [ "$(curl -s -m 2 -H 'Connection: close' "http://127.0.0.1:$1/")" = hello ] && ok=$((ok + 1))
+  done
+  len=$(curl -s -m 5 -I "http://127.0.0.1:$1/big" | tr -d '\r' | awk 'tolower($1)=="content-length:"{print $2}')
+  [ "$ok" = 30 ] && [ "$len" = "$SIZE" ] && { echo "OK (30/30 fresh connections, /big $len bytes)"; return 0; }
+  echo "FAIL ($ok/30 fresh connections answered, /big content-length '${len}')"; return 1
+}
+
+# record LAYOUT REP WORKLOAD NAME VALUE CPU_PER_UNIT ERRORS FOREIGN RSS NOTE
+record() { local IFS=$'\t'; echo "$*" >> "$RAW"; }
+
+measure_conn() {     # $1 layout $2 rep $3 name $4 pid(s) to account
+  local layout=$1 rep=$2 name=$3 pid=$4 lf="$LOGS/$1.conn.$3.$2.txt"
+  local args=(-t "$THREADS" -c "$CONNS" --timeout 5s -H "Connection: close")
+  local port=$PX; [ "$name" = direct ] && port=$BE
+  [ "$WARMUP" != 0 ] && run_wait timeout -k 5 $((WARMUP + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${WARMUP}s" \
+    "http://127.0.0.1:$port/" >/dev/null 2>&1
+  local c0 c1 o0 o1 s0 s1 p0 p1
+  c0=$(cpu_snap); o0=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s0=$(shell_cticks); p0=$(ticks_tree "$pid")
+  run_wait timeout -k 5 $((DURATION + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${DURATION}s" --latency \
+    -s "$HERE/wrk_report.lua" "http://127.0.0.1:$port/" > "$lf" 2>&1
+  c1=$(cpu_snap); o1=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s1=$(shell_cticks); p1=$(ticks_tree "$pid")
+  local res rps reqs errs cpu fg
+  res=$(grep '^RESULT' "$lf")
+  if [ -z "$res" ]; then
+    record "$layout" "$rep" conn "$name" FAIL 0 0 0 0 "wrk gave no result"; log "$layout rep$rep conn $name: FAIL (see $lf)"; return
+  fi
+  rps=$(grep -o ' rps=[0-9.]*' <<<"$res" | cut -d= -f2)
+  reqs=$(grep -o 'requests=[0-9]*' <<<"$res" | cut -d= -f2)
+  errs=$(grep -o 'err_[a-z]*=[0-9]*' <<<"$res" | awk -F= '{s+=$2} END{print s+0}')
+  # non-2xx responses count as errors too (wrk's "Non-2xx or 3xx responses")
+  cpu=$(awk -v t=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0)}')
+  fg=$(foreign_pct "$c0" "$c1" "$o0" "$o1" "$s0" "$s1")
+  record "$layout" "$rep" conn "$name" "$rps" "$cpu" "$errs" "$fg" "$(rss_kb "$pid")" \
+    "$(grep -o 'p50_us=[0-9]* p90_us=[0-9]* p99_us=[0-9]*' <<<"$res")"
+  log "$layout rep$rep conn $name: ${rps} conn/s, cpu ${cpu} us/conn, errors $errs, foreign ${fg}%"
+}
+
+measure_xfer() {     # $1 layout $2 rep $3 name $4 pid(s) to account
+  local layout=$1 rep=$2 name=$3 pid=$4 i
+  local port=$PX; [ "$name" = direct ] && port=$BE
+  # unmeasured warm-up: the first 64 MiB (a Range request), like wrk's warm-up run
+  [ "$WARMUP" != 0 ] && run_wait timeout -k 5 60 taskset -c "$LG" curl -s -o /dev/null -m 60 \
+    -r "0-$(( (SIZE < (64 << 20) ? SIZE : (64 << 20)) - 1 ))" "http://127.0.0.1:$port/big"
+  for i in $(seq 1 "$XFERS"); do
+    local lf="$LOGS/$layout.xfer.$name.$rep.$i.txt" c0 c1 o0 o1 s0 s1 p0 p1 out code got speed mbs cpu fg rss
+    c0=$(cpu_snap); o0=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s0=$(shell_cticks); p0=$(ticks_tree "$pid")
+    run_wait timeout -k 5 "$XFER_TIMEOUT" taskset -c "$LG" curl -s -S -o /dev/null -m "$XFER_TIMEOUT" \
+      -w '%{http_code} %{size_download} %{speed_download}\n' "http://127.0.0.1:$port/big" > "$lf" 2>&1
+    c1=$(cpu_snap); o1=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s1=$(shell_cticks); p1=$(ticks_tree "$pid")
+    rss=$(rss_kb "$pid")
+    out=$(tail -n 1 "$lf"); read -r code got speed <<<"$out"
+    if [ "${code:-}" != 200 ] || [ "${got:-}" != "$SIZE" ]; then
+      record "$layout" "$rep" xfer "$name" FAIL 0 1 0 "$rss" "status ${code:-none}, ${got:-0} of $SIZE bytes"
+      log "$layout rep$rep xfer $name #$i: FAIL: status ${code:-none}, ${got:-0} of $SIZE bytes ($(head -c 300 "$lf" | tr '\n' ' '))"
+      continue
+    fi
+    mbs=$(awk -v s="$speed" 'BEGIN{printf "%.1f", s / 1e6}')
+    # relay cpu seconds per GB moved (1e9 bytes)
+    cpu=$(awk -v t=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$SIZE" 'BEGIN{printf "%.3f", t / hz / (n / 1e9)}')
+    fg=$(foreign_pct "$c0" "$c1" "$o0" "$o1" "$s0" "$s1")
+    record "$layout" "$rep" xfer "$name" "$mbs" "$cpu" 0 "$fg" "$rss" "-"
+    log "$layout rep$rep xfer $name #$i: ${mbs} MB/s, cpu ${cpu} s/GB, rss ${rss} kB, foreign ${fg}%"
+  done
+}
+
+# ---------------------------------------------------------------- main
+ensure_tools
+ensure_tether
+NAMES=(direct)
+[ "$TETHER" = 1 ] && NAMES+=(tether)
+for p in $PEERS; do NAMES+=("$p"); done
+if [ -n "$ONLY" ]; then
+  keep=(); for n in "${NAMES[@]}"; do [[ $n =~ $ONLY ]] && keep+=("$n"); done; NAMES=("${keep[@]}")
+fi
+{
+  echo "date: $(date -Is)"; echo "host: $(uname -r), $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+  echo "wrk: $(wrk --version 2>&1 | head -1)"; echo "curl: $(curl --version | head -1)"
+  echo "haproxy: $(haproxy -v 2>/dev/null | head -1)"; echo "nginx: $(nginx -v 2>&1) ${NGINX_LOAD}"
+  if [ "$TETHER" = 1 ]; then
+    echo "tether: $("$TETHER_BIN" --version 2>/dev/null | head -1) ($TETHER_BIN)"
+    echo "git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo ' (dirty)')"
+  fi
+  echo "relays: ${NAMES[*]}"
+  echo "settings: QUICK=$QUICK REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS SIZE=$SIZE XFERS=$XFERS LAYOUTS=[$LAYOUTS] WORKLOADS=[$WORKLOADS] QUIET_GATE=$QUIET_GATE"
+} | tee "$WORK/env.txt" >&2
+log "work dir: $WORK"
+
+for b in "$BE" "$PX"; do port_free "$b" || { log "FATAL: port $b busy (set BASE_PORT)"; exit 1; }; done
+write_backend_conf "$WORK/be"
+truncate -s "$SIZE" "$WORK/be/www/big" || { log "FATAL: cannot create the $SIZE-byte file"; exit 1; }
+# nginx's worker runs as nobody when started by root: let it reach the file (mktemp -d is 0700)
+chmod o+x "$WORK" "$WORK/be"; chmod o+rx "$WORK/be/www"; chmod o+r "$WORK/be/www/big"
+cat "$WORK/be/www/big" > /dev/null     # into the page cache (sparse: no disk read)
+layout_cpus "${LAYOUTS%% *}"
+taskset -c "$BEC" nginx -e "$WORK/be/error.log" -p "$WORK/be" -c "$WORK/be/nginx.conf" >"$WORK/be/out.log" 2>&1 &
+BE_PID=$!; PIDS+=("$BE_PID")
+wait_http "$BE" 10 "$BE_PID" || { log "FATAL: backend not ready (see $WORK/be/error.log)"; exit 1; }
+
+rc=0
+for rep in $(seq 1 "$REPS"); do
+  for layout in $LAYOUTS; do
+    layout_cpus "$layout"
+    pin_tree "$BE_PID" "$BEC"
+    n=${#NAMES[@]}
+    for k in $(seq 0 $((n - 1))); do
+      name=${NAMES[$(( (k + rep - 1) % n ))]}   # rotate the order each repetition
+      quiet_gate
+      RELAY_PID=""
+      if [ "$name" = direct ]; then
+        acct=$BE_PID; port=$BE
+      else
+        if ! start_relay "$name" "$PXC"; then
+          stop_pid "$RELAY_PID"; rc=1
+          for w in $WORKLOADS; do record "$layout" "$rep" "$w" "$name" FAIL 0 1 0 0 "did not start"; done
+          continue
+        fi
+        acct=$RELAY_PID; port=$PX
+      fi
+      if [ ! -e "$WORK/sanity.$layout.$name" ]; then
+        v=$(sanity "$port") || rc=1
+        echo "$layout $name: $v" | tee -a "$WORK/sanity.txt" >&2
+        touch "$WORK/sanity.$layout.$name"
+      fi
+      for w in $WORKLOADS; do
+        case $w in
+          conn) measure_conn "$layout" "$rep" "$name" "$acct" ;;
+          xfer) measure_xfer "$layout" "$rep" "$name" "$acct" ;;
+          *) log "unknown workload $w" ;;
+        esac
+      done
+      if [ -n "$RELAY_PID" ]; then
+        kill -0 "$RELAY_PID" 2>/dev/null || { log "$name exited during the run (see $RELAY_DIR/out.log)"; rc=1; }
+        stop_pid "$RELAY_PID"
+      fi
+    done
+  done
+done
+
+python3 "$HERE/tcp_summarize.py" --details "$RAW" > "$WORK/summary.md"
+python3 "$HERE/tcp_summarize.py" "$RAW"
+if awk -F'\t' '$5=="FAIL" || $7 > 0 {f=1} END{exit !f}' "$RAW"; then
+  log "WARNING: some runs failed or had errors: $(awk -F'\t' '$5=="FAIL" || $7 > 0 {print $1"/"$3"/"$4}' "$RAW" | sort -u | tr '\n' ' ')"
+  rc=1
+fi
+log "done; results in $WORK (summary.md raw.tsv sanity.txt env.txt logs/ run.*/)"
+exit $rc
