@@ -100,9 +100,9 @@ impl<T> Prefixed<T> {
         Self { prefix, inner }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
+    /// The bytes not read yet of the prefix, and the wrapped stream.
+    pub fn into_parts(self) -> (Bytes, T) {
+        (self.prefix, self.inner)
     }
 }
 

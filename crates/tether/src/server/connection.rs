@@ -39,11 +39,6 @@ impl<T> ActivityIo<T> {
         Self { inner, epoch, last_ms }
     }
 
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
     fn touch(&self) {
         self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }

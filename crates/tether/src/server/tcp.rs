@@ -7,17 +7,17 @@
 //! `client_ip` affinity read from and recorded in the backend's stick table. A connect that
 //! fails or times out (`timeouts.connect`) is counted against the server's passive health
 //! and the next server is tried: nothing has been sent yet, so every server may be tried.
-//! Then bytes flow both ways with half-close kept (`copy_bidirectional` shuts a side's write
-//! half down when the other side's reads end) until both sides are done, nothing moved for
+//! Then bytes flow both ways with half-close kept (a side's write half is shut down when the
+//! other side's reads end) until both sides are done, nothing moved for
 //! the listener's `timeouts.idle`, or the listener's drain signal is dropped (its grace
 //! period is over). A reload does not touch the connection: once connected it holds no
 //! snapshot, only the server's in-flight guard (so `least_conn` sees it) and its slot.
 //! A backend's `send_proxy` puts a PROXY protocol header first ([`io::proxy_header`]); the
-//! bytes are counted as they move ([`io::Counted`]).
+//! bytes are relayed and counted by [`pump`], which holds no buffer while a connection is idle.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -29,7 +29,6 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 
 use super::DrainToken;
 use super::accept::Prefixed;
-use super::connection::ActivityIo;
 use crate::config::HashKey;
 use crate::health;
 use crate::metrics::{ConnRefusal, TcpMetrics};
@@ -39,8 +38,7 @@ use crate::snapshot::{BackendView, ConnSettings, Snapshot};
 
 mod hello;
 mod io;
-
-use io::Counted;
+mod pump;
 
 /// Most servers one connection tries (the size of [`Tried`]).
 const MAX_TRIES: usize = 10;
@@ -126,16 +124,23 @@ impl TcpConn {
         let Some(mut up) = connect(backend, self.client).await else {
             return log("no_server", Some(&backend.name));
         };
-        if let Err(e) = preamble(backend, &self, &io, &mut up.stream, &hello).await {
+        let (rest, mut client) = io.into_parts();
+        let tally = pump::Tally::new(up.metrics.take().map(|m| {
+            m.connections.inc();
+            (m.bytes_in, m.bytes_out)
+        }));
+        if let Err(e) = preamble(backend, &self, &client, &mut up.stream, [&hello, &rest]).await {
             tracing::debug!(client = %self.client, server = %up.server, error = %e, "tcp: writing to the server failed");
             return log("error", Some(&backend.name));
         }
+        tally.moved(true, (hello.len() + rest.len()) as u64);
         let access_log = snap.config.access_log;
         drop(snap); // A long connection must not keep an old configuration alive.
-        let client = Counted::new(io, hello.len() as u64, up.metrics.take());
-        let (bytes_in, bytes_out, end) = self.relay(client, up.stream).await;
+        let end = self.relay(&mut client, &mut up.stream, &tally).await;
         if access_log {
             let affinity = up.affinity.map_or("none", Outcome::as_str);
+            let bytes_in = tally.bytes_in.load(Ordering::Relaxed);
+            let bytes_out = tally.bytes_out.load(Ordering::Relaxed);
             tracing::info!(target: "tether::access", listener = %self.settings.name,
                 client = %self.client, backend = %up.backend, server = %up.server, affinity,
                 bytes_in, bytes_out, duration_ms = started.elapsed().as_millis() as u64,
@@ -144,20 +149,18 @@ impl TcpConn {
         drop(self.token);
     }
 
-    /// Copies both ways until done, idle for `timeouts.idle`, or cut by the drain: the bytes
-    /// from and to the client, and how it ended.
+    /// Relays both ways until done, idle for `timeouts.idle`, or cut by the drain; how it
+    /// ended.
     async fn relay(
         &self,
-        client: Counted<Prefixed<TcpStream>>,
-        mut server: TcpStream,
-    ) -> (u64, u64, End) {
-        let epoch = Instant::now();
-        let last = Arc::new(AtomicU64::new(0));
-        let mut client = ActivityIo::new(client, epoch, Arc::clone(&last));
-        let idle = self.settings.idle_timeout;
+        client: &mut TcpStream,
+        server: &mut TcpStream,
+        tally: &pump::Tally,
+    ) -> End {
+        let (epoch, idle) = (tally.epoch(), self.settings.idle_timeout);
         let idle_watch = async {
             loop {
-                let since = Duration::from_millis(last.load(Ordering::Relaxed));
+                let since = Duration::from_millis(tally.last_ms.load(Ordering::Relaxed));
                 let left = (since + idle).saturating_sub(epoch.elapsed());
                 if left.is_zero() {
                     return;
@@ -169,34 +172,35 @@ impl TcpConn {
         // not, as a byte stream has no graceful close Tether could ask for.
         let mut drain = self.drain.clone();
         let cut = async move { while drain.changed().await.is_ok() {} };
-        let end = tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut server) => {
-                if r.is_ok() { End::Closed } else { End::Error }
-            }
+        tokio::select! {
+            r = pump::relay(client, server, tally) => if r.is_ok() { End::Closed } else { End::Error },
             () = idle_watch => End::Idle,
             () = cut => End::Drained,
-        };
-        let counted = client.get_ref();
-        (counted.bytes_in, counted.bytes_out, end)
+        }
     }
 }
 
-/// What the server gets before the client's bytes: the PROXY header (`send_proxy`) and the
-/// ClientHello already read.
+/// What the server gets before the client's bytes, in one write: the PROXY header
+/// (`send_proxy`), then `read` — the bytes already read from the client (a ClientHello, bytes
+/// that came with a PROXY header).
 async fn preamble(
     backend: &BackendView,
     conn: &TcpConn,
-    io: &Prefixed<TcpStream>,
+    client: &TcpStream,
     server: &mut TcpStream,
-    hello: &[u8],
+    read: [&[u8]; 2],
 ) -> std::io::Result<()> {
+    let mut first = Vec::new();
     if let Some(version) = backend.send_proxy {
-        let local = io.get_ref().local_addr()?;
+        let local = client.local_addr()?;
         let local = SocketAddr::new(local.ip().to_canonical(), local.port());
-        server.write_all(&io::proxy_header(version, conn.client, local)).await?;
+        first = io::proxy_header(version, conn.client, local);
     }
-    if !hello.is_empty() {
-        server.write_all(hello).await?;
+    for bytes in read {
+        first.extend_from_slice(bytes);
+    }
+    if !first.is_empty() {
+        server.write_all(&first).await?;
     }
     Ok(())
 }

@@ -1,84 +1,8 @@
-//! The bytes around a relayed connection: a client stream that counts what it moves (for the
-//! access log, live for the metrics), and the PROXY protocol header sent to a server.
+//! The PROXY protocol header a relayed connection sends its server first (`send_proxy`).
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::ProxyVersion;
-use crate::metrics::TcpMetrics;
-
-/// The client side of a relay, counting bytes read from it (`bytes_in`) and written to it
-/// (`bytes_out`) as they move, into the connection's own totals and the server's counters.
-pub(super) struct Counted<T> {
-    inner: T,
-    /// From the client so far.
-    pub bytes_in: u64,
-    /// To the client so far.
-    pub bytes_out: u64,
-    metrics: Option<TcpMetrics>,
-}
-
-impl<T> Counted<T> {
-    /// Wraps `inner`; `bytes_in` starts at `already_in` (bytes read before the relay, such as
-    /// a ClientHello), which the server's counter is given now.
-    pub fn new(inner: T, already_in: u64, metrics: Option<TcpMetrics>) -> Self {
-        if let Some(m) = &metrics {
-            m.connections.inc();
-            m.bytes_in.inc_by(already_in);
-        }
-        Self { inner, bytes_in: already_in, bytes_out: 0, metrics }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            this.bytes_in += n;
-            if let Some(m) = &this.metrics {
-                m.bytes_in.inc_by(n);
-            }
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            this.bytes_out += n as u64;
-            if let Some(m) = &this.metrics {
-                m.bytes_out.inc_by(n as u64);
-            }
-        }
-        r
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
 
 /// The PROXY protocol header telling a server that `client` connected to `local`. The two
 /// addresses are given one family (an IPv4 one as IPv6-mapped beside an IPv6 one), as the
