@@ -387,3 +387,52 @@ async fn tcp_least_sessions_fills_a_server_added_by_reload_first() {
         assert_eq!(&pinned(&format!("127.0.0.{i}"), addr, 1).await, home, "127.0.0.{i} moved");
     }
 }
+
+/// `client_ip` affinity on TCP shared through Redis: instance A gives new clients only to
+/// t0, instance B only to t1 and t2 (t0 drains there, keeping its pins). A client first
+/// served by A is then served by B on t0 — a binding B can only have read from Redis — while
+/// B's own new clients never reach t0.
+#[tokio::test]
+async fn tcp_client_ip_affinity_is_shared_through_redis() {
+    let redis = tether_testkit::redis::RedisServer::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let servers = tcp_echoes(3).await;
+    let instance = |active: &[&str]| {
+        let backend = servers.iter().fold(sticky(), |b, s| {
+            let state = if active.contains(&s.name.as_str()) { "ready" } else { "drain" };
+            b.server(ServerEntry::new(&s.name, s.addr).state(state))
+        });
+        Config::new()
+            .set("stick_table.redis_timeout", "500ms")
+            .listener(web().set("mode", "tcp"))
+            .backend("app", backend)
+            .cookie_keys(&[KEY])
+            .redis_stick_table(&redis.url())
+    };
+    let a = start(instance(&["t0"])).await;
+    let b = start(instance(&["t1", "t2"])).await;
+    let (to_a, to_b) = (a.listener_addr("web"), b.listener_addr("web"));
+    // A connects to Redis in the background (a binding made before stays local): fresh
+    // clients through A until Redis holds a binding to t0.
+    let in_redis = || async {
+        for key in redis.keys("tether:app:*").await.unwrap() {
+            if redis.get(&key).await.unwrap().as_deref() == Some("t0") {
+                return true;
+            }
+        }
+        false
+    };
+    let mut shared = None;
+    for i in 10..40u8 {
+        let client = format!("127.0.0.{i}");
+        assert_eq!(pinned(&client, to_a, 1).await, "t0", "A gives new clients to t0");
+        if tether_testkit::wait_until_async(Duration::from_secs(1), in_redis).await {
+            shared = Some(client);
+            break;
+        }
+    }
+    let client = shared.unwrap_or_else(|| panic!("A never wrote a binding to Redis"));
+    assert_eq!(pinned(&client, to_b, 20).await, "t0", "B follows the binding A wrote");
+    for j in 100..120 {
+        assert_ne!(pinned(&format!("127.0.0.{j}"), to_b, 1).await, "t0", "B's own new client");
+    }
+}

@@ -671,3 +671,27 @@ async fn reload_moves_an_sni_route_to_another_backend() {
     let (cert, body) = fetch(addr, "a.example.test", &ca).await;
     assert_eq!((cert, body.as_str()), (b.cert.cert_der(), "b sni=a.example.test"));
 }
+
+/// PROXY protocol in and out: a TCP listener with `proxy_protocol` behind a trusted proxy
+/// (the test, from 127.0.0.1) takes the client address from the incoming v1 header and
+/// passes it on in the v2 header of `send_proxy`; the bytes that came in the same segment as
+/// the incoming header reach the server right after the outgoing one.
+#[tokio::test]
+async fn a_proxied_client_address_is_passed_on_to_the_server() {
+    let (server, mut seen, task) = proxy_server().await;
+    let backend = Backend::new().set("send_proxy", "v2").server(ServerEntry::new("p", server));
+    let listener = web()
+        .set("mode", "tcp")
+        .set("proxy_protocol", true)
+        .set("trusted_proxies", vec!["127.0.0.0/8"]);
+    let t = start(config_on(listener, backend)).await;
+    let mut s = connect_from("127.0.0.1", t.listener_addr("web")).await;
+    s.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nfirst bytes\n").await.unwrap();
+    let header = tokio::time::timeout(STEP, seen.recv()).await;
+    let (source, rest) = header.unwrap_or_else(|_| panic!("no header in time")).unwrap();
+    assert_eq!(source, "203.0.113.7:5555".parse::<SocketAddr>().unwrap());
+    let mut back = vec![0u8; b"first bytes\n".len()];
+    tokio::time::timeout(STEP, s.read_exact(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, b"first bytes\n", "the bytes after the incoming header (server saw {rest:?})");
+    task.abort();
+}
