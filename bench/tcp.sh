@@ -6,19 +6,27 @@
 # `GET /big` from a SIZE-byte file in the run's temp dir (sendfile). Three L4 relays in front of
 # it, each one worker/thread (HAProxy nbthread 1, NGINX worker_processes 1, Tether
 # TETHER_WORKER_THREADS=1), default buffers, no access log, each started fresh on 127.0.0.1 for
-# every run. Two workloads, per CPU layout and repetition (interleaved, order rotated per rep):
+# every run. Three workloads, per CPU layout and repetition (interleaved, order rotated per rep):
 #   conn  many short connections: wrk -H "Connection: close" (CONNS concurrent), so every
 #         request is a fresh TCP connection through the relay and a fresh one to the backend;
 #         reported as connections/s (= wrk req/s), plus the relay's CPU per connection.
 #   xfer  one long transfer: curl GET /big (SIZE bytes, default 2 GiB) through the relay to
 #         /dev/null, XFERS transfers per relay start; MB/s = curl's speed_download / 1e6, plus
 #         the relay's CPU seconds per GB. Status 200 and exactly SIZE bytes or the run FAILs.
-# A `direct` row (client -> backend, no relay) is the ceiling. Prints a markdown table with
+#   idle  memory per idle relayed connection: on a relay started fresh for it (its own start,
+#         after conn/xfer's), bench/idle_conns.py opens IDLE_N keep-alive connections through
+#         it, one GET each, then leaves them idle; reported as the relay's RSS growth per
+#         connection opened (bytes, VmRSS over the process tree: nginx master + worker; lower
+#         is better). 50 sampled connections must still answer a second GET afterwards or the
+#         run FAILs. No direct row (no relay).
+#         IDLE_N is capped by the fd limit (ulimit -n, raised to the hard limit): 2 fds per
+#         relayed connection, HAProxy maxconn, NGINX worker_connections.
+# A `direct` row (client -> backend, no relay) is conn's and xfer's ceiling. Prints a markdown table with
 # medians, spread, x direct and the Tether/HAProxy and Tether/NGINX ratios (bench/tcp_summarize.py).
 # Everything listens on 127.0.0.1; every process started here is stopped by PID on exit.
 #
-#   bench/tcp.sh                  # full: 3 reps x layouts S,A, 2 GiB x 2 per start, ~12 min
-#   QUICK=1 bench/tcp.sh          # smoke: 1 rep, layout A, 3 s wrk, 512 MiB x 3, ~1-2 min
+#   bench/tcp.sh                  # full: 3 reps x layouts S,A, 2 GiB x 2 per start, 5000 idle, ~13 min
+#   QUICK=1 bench/tcp.sh          # smoke: 1 rep, layout A, 3 s wrk, 512 MiB x 3, 2000 idle, ~1-2 min
 #   ONLY='tether|haproxy' LAYOUTS=A WORKLOADS=conn bench/tcp.sh    # subset
 #
 # NGINX's stream module: when `nginx -V` shows --with-stream=dynamic, the script looks for
@@ -33,7 +41,7 @@ REPO=$(cd "$HERE/.." && pwd)
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then         # smoke test: numbers are not for publication
   REPS=${REPS:-1}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-1}; LAYOUTS=${LAYOUTS:-A}
-  SIZE=${SIZE:-$((512 << 20))}; XFERS=${XFERS:-3}; QUIET_GATE=${QUIET_GATE:-0}
+  SIZE=${SIZE:-$((512 << 20))}; XFERS=${XFERS:-3}; QUIET_GATE=${QUIET_GATE:-0}; IDLE_N=${IDLE_N:-2000}
 fi
 REPS=${REPS:-3}                   # repetitions (outer loop; every relay restarted for each)
 DURATION=${DURATION:-10}          # seconds per measured wrk run
@@ -43,8 +51,10 @@ THREADS=${THREADS:-1}             # wrk -t
 SIZE=${SIZE:-$((2 << 30))}        # bytes of the long transfer (2 GiB)
 XFERS=${XFERS:-2}                 # measured transfers per relay start (median over REPS*XFERS)
 XFER_TIMEOUT=${XFER_TIMEOUT:-300} # seconds per transfer (a stalled relay FAILs, not hangs)
+IDLE_N=${IDLE_N:-5000}            # idle: connections held open through the relay
+IDLE_TIMEOUT=${IDLE_TIMEOUT:-300} # idle: seconds for idle_conns.py (open, hold, sample, close)
 LAYOUTS=${LAYOUTS:-"S A"}         # S, A, B, U or LG:BE:PX cpu lists (as bench/run.sh)
-WORKLOADS=${WORKLOADS:-"conn xfer"}
+WORKLOADS=${WORKLOADS:-"conn xfer idle"}
 PEERS=${PEERS:-"haproxy nginx"}   # reference relays
 TETHER=${TETHER:-1}               # 0: no Tether column (no build)
 BUILD=${BUILD:-1}                 # 0: never run cargo; use the binary as it is
@@ -65,8 +75,12 @@ RAW="$WORK/raw.tsv"; : > "$RAW"
 LOGS="$WORK/logs"; mkdir -p "$LOGS"
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 BE=$((BASE_PORT + 1)); PX=$((BASE_PORT + 10))
+# idle holds IDLE_N connections: the client 1 fd each, the relay 2, the backend 1. Every process
+# here inherits this shell's soft limit: raise it to the hard one (Tether has no fd setting).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 _hm=$(( $(ulimit -n) / 2 - 100 )); [ $_hm -gt 20100 ] && _hm=20100
-HAPROXY_MAXCONN=${HAPROXY_MAXCONN:-$_hm}
+HAPROXY_MAXCONN=${HAPROXY_MAXCONN:-$_hm}  # haproxy reserves 2 fds per conn; capped by ulimit -n
+NGINX_WORKER_CONNS=18000          # relay and backend nginx: worker_connections (2 per relayed conn)
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -316,8 +330,8 @@ daemon off;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 worker_processes 1;
-worker_rlimit_nofile 19000;
-events { worker_connections 18000; }
+worker_rlimit_nofile $((NGINX_WORKER_CONNS + 1000));
+events { worker_connections $NGINX_WORKER_CONNS; }
 http {
   access_log off;
   default_type application/octet-stream;
@@ -345,8 +359,8 @@ daemon off;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 worker_processes 1;
-worker_rlimit_nofile 19000;
-events { worker_connections 18000; }
+worker_rlimit_nofile $((NGINX_WORKER_CONNS + 1000));
+events { worker_connections $NGINX_WORKER_CONNS; }
 stream {
   upstream up { server 127.0.0.1:$BE; }
   server {
@@ -391,6 +405,7 @@ name = "l4"
 address = "127.0.0.1:$PX"
 mode = "tcp"
 default_backend = "app"
+timeouts.idle = "300s"            # as HAProxy's timeout client/server and NGINX's proxy_timeout
 
 [backends.app]
 balance = "round_robin"
@@ -498,6 +513,44 @@ measure_xfer() {     # $1 layout $2 rep $3 name $4 pid(s) to account
   done
 }
 
+idle_cap() {         # $1 relay name: how many idle connections it can hold here (fd limits)
+  local n=$IDLE_N lim why=""
+  lim=$(( $(ulimit -n) / 2 - 150 ))                 # the relay's own fds: 2 per connection
+  [ "$n" -gt "$lim" ] && { n=$lim; why="ulimit -n $(ulimit -n)"; }
+  case $1 in
+    haproxy) lim=$((HAPROXY_MAXCONN - 50)); [ "$n" -gt "$lim" ] && { n=$lim; why="maxconn $HAPROXY_MAXCONN"; } ;;
+    nginx) lim=$((NGINX_WORKER_CONNS / 2 - 100)); [ "$n" -gt "$lim" ] && { n=$lim; why="worker_connections $NGINX_WORKER_CONNS"; } ;;
+  esac
+  [ -n "$why" ] && log "$1: idle N capped to $n ($why)"
+  echo "$n"
+}
+
+measure_idle() {     # $1 layout $2 rep $3 name $4 pid (relay started fresh for this)
+  local layout=$1 rep=$2 name=$3 pid=$4 lf="$LOGS/$1.idle.$3.$2.txt" n line per alive sample opened errs be after
+  n=$(idle_cap "$name")
+  run_wait timeout -k 5 "$IDLE_TIMEOUT" taskset -c "$LG" python3 "$HERE/idle_conns.py" --port "$PX" --pid "$pid" \
+    -n "$n" --mode request --name "$name" --backend-ports "$BE" > "$lf" 2>&1
+  line=$(grep "^$name: mode=" "$lf" | tail -n 1)
+  per=$(grep -o ' per_conn=-\?[0-9]*B' <<<"$line" | tr -dc '0-9-')
+  read -r alive sample < <(grep -o 'sample_still_alive=[0-9]*/[0-9]*' <<<"$line" | cut -d= -f2 | tr / ' ')
+  opened=$(grep -o ' opened=[0-9]*' <<<"$line" | cut -d= -f2)
+  errs=$(grep -o ' errors=[0-9]*' <<<"$line" | cut -d= -f2)
+  be=$(grep -o 'backend_conns_established=-\?[0-9]*' <<<"$line" | cut -d= -f2)
+  after=$(grep -o 'rss_after=[0-9.]*' <<<"$line" | awk -F= '{printf "%d", $2 * 1024}')
+  if [ -z "$per" ] || [ -z "${sample:-}" ] || [ "${opened:-0}" = 0 ]; then
+    record "$layout" "$rep" idle "$name" FAIL 0 1 0 0 "idle_conns.py gave no result"
+    log "$layout rep$rep idle $name: FAIL: no result ($(tail -n 3 "$lf" | tr '\n' ' '))"; return
+  fi
+  # errors: sampled connections that no longer answered + connections that could not be opened
+  record "$layout" "$rep" idle "$name" "$per" 0 $(( sample - alive + ${errs:-0} )) 0 "$after" \
+    "alive=$alive/$sample opened=$opened/$n open_errors=$errs backend_conns=$be"
+  if [ "$alive" != "$sample" ] || [ "${errs:-0}" != 0 ]; then
+    log "$layout rep$rep idle $name: FAIL: ${alive}/${sample} sampled connections alive, $errs open errors (see $lf)"
+  else
+    log "$layout rep$rep idle $name: ${per} B/conn over $opened idle connections, ${alive}/${sample} alive, backend conns $be"
+  fi
+}
+
 # ---------------------------------------------------------------- main
 ensure_tools
 ensure_tether
@@ -516,7 +569,8 @@ fi
     echo "git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo ' (dirty)')"
   fi
   echo "relays: ${NAMES[*]}"
-  echo "settings: QUICK=$QUICK REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS SIZE=$SIZE XFERS=$XFERS LAYOUTS=[$LAYOUTS] WORKLOADS=[$WORKLOADS] QUIET_GATE=$QUIET_GATE"
+  echo "settings: QUICK=$QUICK REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS SIZE=$SIZE XFERS=$XFERS IDLE_N=$IDLE_N LAYOUTS=[$LAYOUTS] WORKLOADS=[$WORKLOADS] QUIET_GATE=$QUIET_GATE"
+  echo "ulimit -n: $(ulimit -n) (haproxy maxconn $HAPROXY_MAXCONN, nginx worker_connections $NGINX_WORKER_CONNS)"
 } | tee "$WORK/env.txt" >&2
 log "work dir: $WORK"
 
@@ -539,34 +593,46 @@ for rep in $(seq 1 "$REPS"); do
     n=${#NAMES[@]}
     for k in $(seq 0 $((n - 1))); do
       name=${NAMES[$(( (k + rep - 1) % n ))]}   # rotate the order each repetition
-      quiet_gate
-      RELAY_PID=""
-      if [ "$name" = direct ]; then
-        acct=$BE_PID; port=$BE
-      else
-        if ! start_relay "$name" "$PXC"; then
-          stop_pid "$RELAY_PID"; rc=1
-          for w in $WORKLOADS; do record "$layout" "$rep" "$w" "$name" FAIL 0 1 0 0 "did not start"; done
-          continue
-        fi
-        acct=$RELAY_PID; port=$PX
-      fi
-      if [ ! -e "$WORK/sanity.$layout.$name" ]; then
-        v=$(sanity "$port") || rc=1
-        echo "$layout $name: $v" | tee -a "$WORK/sanity.txt" >&2
-        touch "$WORK/sanity.$layout.$name"
-      fi
+      # one relay start for conn/xfer, another for idle (it needs a fresh relay); none for direct
+      busy=(); idle=0
       for w in $WORKLOADS; do
         case $w in
-          conn) measure_conn "$layout" "$rep" "$name" "$acct" ;;
-          xfer) measure_xfer "$layout" "$rep" "$name" "$acct" ;;
+          conn|xfer) busy+=("$w") ;;
+          idle) [ "$name" = direct ] || idle=1 ;;
           *) log "unknown workload $w" ;;
         esac
       done
-      if [ -n "$RELAY_PID" ]; then
-        kill -0 "$RELAY_PID" 2>/dev/null || { log "$name exited during the run (see $RELAY_DIR/out.log)"; rc=1; }
-        stop_pid "$RELAY_PID"
-      fi
+      starts=(); [ ${#busy[@]} -gt 0 ] && starts+=("${busy[*]}"); [ $idle = 1 ] && starts+=(idle)
+      for ws in "${starts[@]}"; do
+        quiet_gate
+        RELAY_PID=""
+        if [ "$name" = direct ]; then
+          acct=$BE_PID; port=$BE
+        else
+          if ! start_relay "$name" "$PXC"; then
+            stop_pid "$RELAY_PID"; rc=1
+            for w in $ws; do record "$layout" "$rep" "$w" "$name" FAIL 0 1 0 0 "did not start"; done
+            continue
+          fi
+          acct=$RELAY_PID; port=$PX
+        fi
+        if [ ! -e "$WORK/sanity.$layout.$name" ]; then
+          v=$(sanity "$port") || rc=1
+          echo "$layout $name: $v" | tee -a "$WORK/sanity.txt" >&2
+          touch "$WORK/sanity.$layout.$name"
+        fi
+        for w in $ws; do
+          case $w in
+            conn) measure_conn "$layout" "$rep" "$name" "$acct" ;;
+            xfer) measure_xfer "$layout" "$rep" "$name" "$acct" ;;
+            idle) measure_idle "$layout" "$rep" "$name" "$acct" ;;
+          esac
+        done
+        if [ -n "$RELAY_PID" ]; then
+          kill -0 "$RELAY_PID" 2>/dev/null || { log "$name exited during the run (see $RELAY_DIR/out.log)"; rc=1; }
+          stop_pid "$RELAY_PID"
+        fi
+      done
     done
   done
 done

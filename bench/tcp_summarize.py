@@ -6,17 +6,24 @@ raw.tsv columns (tab separated):
   layout rep workload name value cpu_per_unit errors foreign_pct rss_kb note
   workload conn: value = connections/s, cpu = relay CPU us per connection
   workload xfer: value = MB/s (1e6 bytes/s),  cpu = relay CPU s per GB moved
-  value FAIL = the run failed (relay did not start, wrong byte count, no wrk result)
+  workload idle: value = relay RSS growth per idle connection (bytes), cpu = 0,
+                 errors = sampled connections no longer alive + connections not opened,
+                 rss = relay RSS with them open (kB), note "alive=x/y opened=n/N ..."
+  value FAIL = the run failed (relay did not start, wrong byte count, no wrk/idle_conns result)
 
 Prints per layout: throughput (median), x direct, Tether/HAProxy and Tether/NGINX (> 1: Tether
-faster), and the relays' CPU per unit (ratio < 1: Tether cheaper). --details adds one line per
-relay and workload: runs, median, min, max, spread, errors, foreign load, RSS.
+faster), and the relays' CPU per unit (ratio < 1: Tether cheaper); for idle, bytes of RSS per
+idle connection (ratio < 1: Tether smaller) and the sampled connections still alive.
+--details adds one line per relay and workload: runs, median, min, max, spread, errors,
+foreign load, RSS.
 """
+import re
 import statistics
 import sys
 from collections import OrderedDict, defaultdict
 
-WORK = OrderedDict([("conn", ("conn/s", "CPU us/conn")), ("xfer", ("MB/s", "CPU s/GB"))])
+WORK = OrderedDict([("conn", ("conn/s", "CPU us/conn")), ("xfer", ("MB/s", "CPU s/GB")),
+                    ("idle", ("idle conn B (RSS)", None))])   # idle: no CPU row, no direct
 ORDER = ["direct", "tether", "haproxy", "nginx"]
 LAYOUT_DOC = {
     "S": "client, backend and relay all on cpu1",
@@ -45,9 +52,21 @@ def load(paths):
                 runs[(layout, wl, name)].append({
                     "value": float(p[4]), "cpu": float(p[5]), "errors": int(float(p[6])),
                     "foreign": float(p[7]), "rss": float(p[8]),
+                    "alive": alive(p[9] if len(p) > 9 else ""),
                 })
     order = [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
     return runs, fails, list(layouts), order
+
+
+def alive(note):
+    """(alive, sampled) from an idle note "alive=x/y ...", else None."""
+    m = re.search(r"alive=(\d+)/(\d+)", note)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def alive_fmt(rs):
+    a = [r["alive"] for r in rs if r["alive"]]
+    return f"{sum(x for x, _ in a)}/{sum(y for _, y in a)}" if a else "-"
 
 
 def med(rs, key):
@@ -57,11 +76,11 @@ def med(rs, key):
 def num(v, wl):
     if v is None:
         return "-"
-    return f"{v:,.0f}" if wl == "conn" else f"{v:,.1f}"
+    return f"{v:,.0f}" if wl in ("conn", "idle") else f"{v:,.1f}"
 
 
 def cpu_fmt(v, wl):
-    if v is None:
+    if v is None or wl == "idle":
         return "-"
     return f"{v:.1f}" if wl == "conn" else f"{v:.3f}"
 
@@ -94,6 +113,12 @@ def main(argv):
                             for n in names]
             row += [ratio(m["tether"], m[p]) for p in peers if "tether" in names]
             print("| " + " | ".join(row) + " |")
+            if wl == "idle":
+                row = ["sampled conns alive"] + [alive_fmt(runs.get((layout, wl, n), [])) if n != "direct" else "-"
+                                                 for n in names]
+                row += ["" for p in peers if "tether" in names]
+                print("| " + " | ".join(row) + " |")
+                continue
             if "direct" in names:
                 row = ["x direct"] + [ratio(m[n], m["direct"]) if n != "direct" else "1.00" for n in names]
                 row += ["" for p in peers if "tether" in names]
@@ -120,7 +145,8 @@ def main(argv):
                           + f" | {num(med(rs, 'foreign'), 'conn')} | {num(med(rs, 'rss'), 'conn')} |")
     print()
     print("Ratios: throughput tether/peer > 1 means Tether is faster; CPU tether/peer < 1 means Tether "
-          "spends less CPU per connection / per GB. Medians over all repetitions.")
+          "spends less CPU per connection / per GB; idle conn B tether/peer < 1 (lower is better) means "
+          "Tether's RSS grows less per idle relayed connection. Medians over all repetitions.")
     return 0
 
 
