@@ -33,16 +33,23 @@ impl BadHello {
     }
 }
 
+/// Room first given to a ClientHello: most fit (0.2–2 KiB); the buffer doubles up to
+/// [`MAX_CLIENT_HELLO`] for larger ones, so that slow clients cost little memory.
+const FIRST_READ: usize = 2048;
+
 /// Reads from `io` until the bytes hold a whole ClientHello, within `timeout`: the bytes
 /// read (to replay to the server) and the server name, lower-cased, when it has one.
 pub(super) async fn read_hello<R: AsyncRead + Unpin>(
     io: &mut R,
     timeout: Duration,
 ) -> Result<(Vec<u8>, Option<String>), BadHello> {
-    let mut buf = vec![0u8; MAX_CLIENT_HELLO];
+    let mut buf = vec![0u8; FIRST_READ];
     let mut len = 0;
     let read = async {
         loop {
+            if len == buf.len() {
+                buf.resize((2 * len).min(MAX_CLIENT_HELLO), 0);
+            }
             match io.read(&mut buf[len..]).await {
                 Ok(0) | Err(_) => return Err(BadHello::Closed),
                 Ok(n) => len += n,
