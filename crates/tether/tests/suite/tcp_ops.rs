@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use tether_testkit::{Tether, wait_until};
+use tether_testkit::{Tether, wait_until, wait_until_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -435,4 +435,31 @@ async fn tcp_client_ip_affinity_is_shared_through_redis() {
     for j in 100..120 {
         assert_ne!(pinned(&format!("127.0.0.{j}"), to_b, 1).await, "t0", "B's own new client");
     }
+}
+
+/// `limits.max_connections_per_ip = 1` on a TCP listener: a client's second concurrent
+/// connection is closed before any server sees it (and counted), another address is still
+/// served, and the first client may connect again once its connection ended.
+#[tokio::test]
+async fn tcp_listener_limits_connections_per_client_address() {
+    let servers = tcp_echoes(1).await;
+    let listener = web().set("mode", "tcp").set("limits.max_connections_per_ip", 1);
+    let backend = Backend::new().server(ServerEntry::new(&servers[0].name, servers[0].addr));
+    let t = start(config_on(listener, backend).admin()).await;
+    let addr = t.listener_addr("web");
+    let mut first = connect_from("127.0.0.2", addr).await;
+    assert_eq!(greeting(&mut first).await, "t0");
+    let mut second = connect_from("127.0.0.2", addr).await;
+    assert_eq!(until_closed(&mut second).await, b"", "the second connection got bytes");
+    let mut other = connect_from("127.0.0.3", addr).await;
+    assert_eq!(greeting(&mut other).await, "t0", "another address is served");
+    assert_eq!(connections_refused(&t, "web", "max_connections_per_ip").await, 1.0);
+    close(first).await;
+    let again = wait_until_async(STEP, || async {
+        let mut s = connect_from("127.0.0.2", addr).await;
+        let mut byte = [0u8; 1];
+        matches!(tokio::time::timeout(STEP, s.read(&mut byte)).await, Ok(Ok(1)))
+    })
+    .await;
+    assert!(again, "127.0.0.2 could not connect again after closing its connection");
 }
