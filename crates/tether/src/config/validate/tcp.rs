@@ -50,7 +50,12 @@ pub(super) fn tcp_listeners(
                 c.err(&format!("routes[{j}].listeners"), Some(names), msg);
             }
         }
-        if l.default_backend.is_none() && l.sni_routes.is_empty() {
+        // An SNI route with mistakes of its own (already reported) still counts as one.
+        let sni_named = routes.iter().any(|r| {
+            r.sni.is_some()
+                && r.listeners.as_ref().is_none_or(|names| names.get_ref().contains(&l.name))
+        });
+        if l.default_backend.is_none() && !sni_named {
             let msg = "a TCP listener needs a default_backend (or [[routes]] with sni)";
             c.err::<()>(&p("default_backend"), None, msg);
         }
