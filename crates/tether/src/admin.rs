@@ -221,8 +221,12 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
     })
 }
 
-/// JSON of one listener: what it is, and where it sends traffic.
-fn listener_json(l: &config::Listener) -> Value {
+/// JSON of one listener: what it is, where it is bound (`bound`: each open socket's
+/// address, so port 0 shows the port the kernel chose), and where it sends traffic.
+fn listener_json(l: &config::Listener, bound: &[(String, std::net::SocketAddr)]) -> Value {
+    let mut addresses: Vec<String> =
+        bound.iter().filter(|(name, _)| *name == l.name).map(|(_, a)| a.to_string()).collect();
+    addresses.dedup(); // One socket per worker thread on the same address.
     let sni_routes: Vec<Value> = l
         .sni_routes
         .iter()
@@ -237,6 +241,7 @@ fn listener_json(l: &config::Listener) -> Value {
     json!({
         "name": l.name,
         "address": l.address.to_string(),
+        "bound": addresses,
         "mode": l.mode.as_str(),
         "default_backend": l.default_backend,
         "tls": l.tls.is_some(),
@@ -246,8 +251,11 @@ fn listener_json(l: &config::Listener) -> Value {
 }
 
 async fn listeners(State(ctx): State<AdminContext>) -> Response {
+    let Some(bound) = ask(&ctx, Command::BoundAddresses).await else {
+        return shutting_down();
+    };
     let snap = ctx.current.load();
-    let list: Vec<Value> = snap.config.listeners.iter().map(listener_json).collect();
+    let list: Vec<Value> = snap.config.listeners.iter().map(|l| listener_json(l, &bound)).collect();
     axum::Json(json!({ "listeners": list })).into_response()
 }
 

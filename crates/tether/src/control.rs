@@ -55,6 +55,9 @@ pub enum Command {
         /// The answer: entries removed.
         reply: Reply,
     },
+    /// Tell the addresses the listeners are bound to (a question, not a change: the
+    /// controller owns the open sockets).
+    BoundAddresses(oneshot::Sender<Vec<(String, std::net::SocketAddr)>>),
 }
 
 /// Why a command changed nothing.

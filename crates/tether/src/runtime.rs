@@ -317,6 +317,10 @@ impl Tether {
     /// Applies one admin command (the controller is the only writer).
     fn command(&mut self, cmd: Command) {
         let (reply, result) = match cmd {
+            Command::BoundAddresses(reply) => {
+                let _ = reply.send(self.listeners.addresses().to_vec());
+                return;
+            }
             Command::Reload(reply) => (reply, self.reload_logged().map_err(ControlError::Reload)),
             Command::SetServer { backend, server, state, weight, reply } => {
                 (reply, self.set_server(&backend, &server, state, weight))

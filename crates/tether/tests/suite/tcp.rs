@@ -220,6 +220,8 @@ async fn tcp_traffic_shows_in_the_admin_api_metrics_and_access_log() {
         "{listeners}"
     );
     assert_eq!(web["default_backend"], "app", "{listeners}");
+    let bound = t.listener_addr("web").to_string();
+    assert_eq!(web["bound"], serde_json::json!([bound]), "port 0 shows the chosen port");
 
     let mut s = connect_from("127.0.0.2", t.listener_addr("web")).await;
     assert_eq!(greeting(&mut s).await, "t0");
