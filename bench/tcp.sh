@@ -157,6 +157,16 @@ ticks_tree() {       # utime+stime (clock ticks) summed over the given pids and 
   done
   echo "$t"
 }
+csw_tree() {         # "voluntary involuntary" context switches summed over pid $1's threads and descendants
+  local x v=0 n=0 a b
+  for x in "$1" $(descendants "$1"); do
+    for t in /proc/"$x"/task/*/status; do
+      read -r a b < <(awk '/^voluntary_ctxt/{v=$2} /^nonvoluntary_ctxt/{n=$2} END{print v+0, n+0}' "$t" 2>/dev/null || echo "0 0")
+      v=$((v + a)); n=$((n + b))
+    done
+  done
+  echo "$v $n"
+}
 cpu_snap() { grep -E '^cpu[0-9]+ ' /proc/stat; }
 shell_cticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14+$15}'; }  # reaped children
 busy_ticks() { echo "$1" | awk '{t+=$2+$3+$4+$7+$8} END{print t+0}'; }      # user+nice+system+irq+softirq
@@ -464,11 +474,13 @@ measure_conn() {     # $1 layout $2 rep $3 name $4 pid(s) to account
   local port=$PX; [ "$name" = direct ] && port=$BE
   [ "$WARMUP" != 0 ] && run_wait timeout -k 5 $((WARMUP + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${WARMUP}s" \
     "http://127.0.0.1:$port/" >/dev/null 2>&1
-  local c0 c1 o0 o1 s0 s1 p0 p1
+  local c0 c1 o0 o1 s0 s1 p0 p1 w0 w1
   c0=$(cpu_snap); o0=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s0=$(shell_cticks); p0=$(ticks_tree "$pid")
+  w0=$(csw_tree "$pid")
   run_wait timeout -k 5 $((DURATION + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${DURATION}s" --latency \
     -s "$HERE/wrk_report.lua" "http://127.0.0.1:$port/" > "$lf" 2>&1
   c1=$(cpu_snap); o1=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s1=$(shell_cticks); p1=$(ticks_tree "$pid")
+  w1=$(csw_tree "$pid")
   local res rps reqs errs cpu fg
   res=$(grep '^RESULT' "$lf")
   if [ -z "$res" ]; then
@@ -480,9 +492,14 @@ measure_conn() {     # $1 layout $2 rep $3 name $4 pid(s) to account
   # non-2xx responses count as errors too (wrk's "Non-2xx or 3xx responses")
   cpu=$(awk -v t=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0)}')
   fg=$(foreign_pct "$c0" "$c1" "$o0" "$o1" "$s0" "$s1")
+  # context switches of the relay per 1000 connections: voluntary (it waited for events) and
+  # involuntary (preempted), as run.sh's csw_vol_k / csw_inv_k
+  local csw
+  csw=$(awk -v a="$w0" -v b="$w1" -v n="$reqs" 'BEGIN{split(a, x, " "); split(b, y, " ");
+    k = (n > 0 ? 1000 / n : 0); printf "csw_vol_k=%.1f csw_inv_k=%.1f", (y[1] - x[1]) * k, (y[2] - x[2]) * k}')
   record "$layout" "$rep" conn "$name" "$rps" "$cpu" "$errs" "$fg" "$(rss_kb "$pid")" \
-    "$(grep -o 'p50_us=[0-9]* p90_us=[0-9]* p99_us=[0-9]*' <<<"$res")"
-  log "$layout rep$rep conn $name: ${rps} conn/s, cpu ${cpu} us/conn, errors $errs, foreign ${fg}%"
+    "$(grep -o 'p50_us=[0-9]* p90_us=[0-9]* p99_us=[0-9]*' <<<"$res") $csw"
+  log "$layout rep$rep conn $name: ${rps} conn/s, cpu ${cpu} us/conn, errors $errs, foreign ${fg}%, $csw"
 }
 
 measure_xfer() {     # $1 layout $2 rep $3 name $4 pid(s) to account
