@@ -111,12 +111,27 @@ async fn pump(
     (tally, ended): (&Tally, &AtomicBool),
     inbound: bool,
 ) -> io::Result<()> {
+    // Whether the readiness tokio keeps may be stale: after a read that filled the buffer
+    // (or one through `try_read`) it stays set although the socket may be empty. A plain
+    // read would then wait holding the buffer, so `try_read` asks instead (and clears it).
+    let mut stale = false;
     loop {
         from.readable().await?;
         let mut buf = lend();
-        // Readable: the read returns at once (if the readiness was stale, it waits with the
-        // buffer, which is rare).
-        let n = match from.read(&mut buf).await {
+        let read = if stale {
+            match from.try_read(&mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    give_back(buf);
+                    stale = false;
+                    continue;
+                }
+                other => other,
+            }
+        } else {
+            // Fresh readiness: the read returns at once, and a short one clears it.
+            from.read(&mut buf).await.inspect(|&n| stale = n == buf.len())
+        };
+        let n = match read {
             Ok(n) => n,
             Err(e) => {
                 give_back(buf);
