@@ -333,15 +333,21 @@ ensure_tether() {    # build target/release/tether if missing or stale; check it
 }
 
 # ---------------------------------------------------------------- configs
-write_backend_conf() { # $1 dir
-  mkdir -p "$1/www"
-  cat > "$1/nginx.conf" <<EOF
+nginx_head() {         # $1 dir: the main-context lines every nginx here shares (one worker)
+  cat <<EOF
 daemon off;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 worker_processes 1;
 worker_rlimit_nofile $((NGINX_WORKER_CONNS + 1000));
 events { worker_connections $NGINX_WORKER_CONNS; }
+EOF
+}
+
+write_backend_conf() { # $1 dir
+  mkdir -p "$1/www"
+  cat > "$1/nginx.conf" <<EOF
+$(nginx_head "$1")
 http {
   access_log off;
   default_type application/octet-stream;
@@ -365,12 +371,7 @@ write_nginx_conf() { # $1 dir: NGINX stream relay, 1 worker, default proxy_buffe
   mkdir -p "$1"
   cat > "$1/nginx.conf" <<EOF
 $NGINX_LOAD
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-worker_processes 1;
-worker_rlimit_nofile $((NGINX_WORKER_CONNS + 1000));
-events { worker_connections $NGINX_WORKER_CONNS; }
+$(nginx_head "$1")
 stream {
   upstream up { server 127.0.0.1:$BE; }
   server {
