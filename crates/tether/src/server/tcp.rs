@@ -35,6 +35,7 @@ use crate::metrics::{ConnRefusal, TcpMetrics};
 use crate::proxy::affinity::{self, Outcome, Pin};
 use crate::proxy::select::{self, Tried};
 use crate::snapshot::{BackendView, ConnSettings, Snapshot};
+use crate::upstream::stream::connect_tcp;
 
 mod hello;
 mod io;
@@ -225,9 +226,8 @@ async fn connect(backend: &BackendView, client: SocketAddr) -> Option<Upstream> 
         let server = &backend.servers[pick.server];
         let in_flight = server.state.begin();
         let addr = server.authority.as_str();
-        match tokio::time::timeout(backend.connect_timeout, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(backend.connect_timeout, connect_tcp(addr)).await {
             Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
                 health::observe(backend, pick.server, true);
                 let affinity = pin.as_ref().map(|p| record(backend, p, pick.server, now));
                 return Some(Upstream {
