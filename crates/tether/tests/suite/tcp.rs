@@ -148,6 +148,44 @@ async fn tcp_half_close_still_delivers_the_whole_reply() {
     assert!(reply[3..].iter().all(|&b| b == b'x'));
 }
 
+/// The other way round: the server sends 1 MiB and shuts its write side down at once (its
+/// last bytes and its end of stream arrive together), then reads what the client still has
+/// to say. The client gets every byte and then the end of stream, while its own direction
+/// stays open: what it sends afterwards reaches the server whole.
+#[tokio::test]
+async fn tcp_server_half_close_first_passes_every_byte_and_keeps_the_client_side_open() {
+    const SENT: usize = 1024 * 1024;
+    const ANSWER: usize = 256 * 1024;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(&vec![b's'; SENT]).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut heard = Vec::new();
+        s.read_to_end(&mut heard).await.unwrap();
+        heard
+    });
+    let backend = Backend::new().server(ServerEntry::new("s0", addr));
+    let t = start(config_on(web().set("mode", "tcp"), backend)).await;
+    let mut s = connect_from("127.0.0.1", t.listener_addr("web")).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("the server's bytes and end of stream in time"))
+        .unwrap();
+    assert_eq!(got.len(), SENT);
+    assert!(got.iter().all(|&b| b == b's'));
+    s.write_all(&vec![b'c'; ANSWER]).await.unwrap();
+    s.shutdown().await.unwrap();
+    let heard = tokio::time::timeout(STEP, server)
+        .await
+        .unwrap_or_else(|_| panic!("the server hears the client's end in time"))
+        .unwrap();
+    assert_eq!(heard.len(), ANSWER);
+    assert!(heard.iter().all(|&b| b == b'c'));
+}
+
 #[tokio::test]
 async fn tcp_listener_mistakes_are_config_errors_naming_the_key() {
     let servers = tcp_echoes(1).await;

@@ -5,18 +5,24 @@
 //! moves up to 64 KiB per system call (HAProxy and NGINX default to 16 KiB buffers).
 //!
 //! A source's end of stream is passed on as a half-close (`shutdown(SHUT_WR)` of the other
-//! socket), so a client that stops sending still gets the whole reply; the direction that
-//! ends last needs none, as both sockets are closed right after (one system call less per
-//! connection). A read that does not fill the buffer tells the thread's epoll state that the
-//! socket is drained (tokio's `poll_read`), which saves the read that would only say so.
+//! socket), so a client that stops sending still gets the whole reply; when both directions
+//! end within one turn of the event loop, or for the direction that ends last, none is
+//! needed, as both sockets are closed right after (one system call less per connection).
+//!
+//! A read that does not fill the buffer tells the thread's epoll state that the socket is
+//! drained (tokio's `poll_read`), which saves the read that would only say so; when epoll
+//! had already reported the source's end of stream, such a read took the last bytes, which
+//! saves the read that would only return 0.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
@@ -90,6 +96,12 @@ impl Tally {
 
 /// Relays `client` and `server` both ways until each direction has ended (end of stream
 /// passed on as a half-close) or either fails.
+///
+/// When one direction ends, the other gets one turn of the event loop to end too (a client
+/// that closes as soon as it has its reply, the common case with `Connection: close`): then
+/// both sockets are simply closed, with no `shutdown` first. Otherwise the end is passed on
+/// as a half-close and the other direction runs on. HAProxy passes a close on one turn later
+/// in the same way.
 pub(super) async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
@@ -97,26 +109,37 @@ pub(super) async fn relay(
 ) -> io::Result<()> {
     let (client_read, client_write) = client.split();
     let (server_read, server_write) = server.split();
-    let ended = AtomicBool::new(false);
-    let up = pump(client_read, server_write, (tally, &ended), true);
-    let down = pump(server_read, client_write, (tally, &ended), false);
-    tokio::try_join!(up, down).map(|_| ())
+    let up = pump(client_read, server_write, tally, true);
+    let down = pump(server_read, client_write, tally, false);
+    tokio::pin!(up, down);
+    let (mut to, mut other) = tokio::select! {
+        to = &mut up => (to?, down),
+        to = &mut down => (to?, up),
+    };
+    tokio::task::yield_now().await;
+    if let Poll::Ready(ended) =
+        std::future::poll_fn(|cx| Poll::Ready(other.as_mut().poll(cx))).await
+    {
+        return ended.map(drop);
+    }
+    to.shutdown().await?;
+    other.await.map(drop)
 }
 
-/// Moves bytes from `from` to `to` until `from` ends, then shuts `to`'s write side unless
-/// the other direction has `ended` already.
-async fn pump(
+/// Moves bytes from `from` to `to` until `from` ends; gives `to` back then, for the caller
+/// to pass the end on.
+async fn pump<'a>(
     mut from: ReadHalf<'_>,
-    mut to: WriteHalf<'_>,
-    (tally, ended): (&Tally, &AtomicBool),
+    to: WriteHalf<'a>,
+    tally: &Tally,
     inbound: bool,
-) -> io::Result<()> {
+) -> io::Result<WriteHalf<'a>> {
     // Whether the readiness tokio keeps may be stale: after a read that filled the buffer
     // (or one through `try_read`) it stays set although the socket may be empty. A plain
     // read would then wait holding the buffer, so `try_read` asks instead (and clears it).
     let mut stale = false;
     loop {
-        from.readable().await?;
+        let ready = from.ready(Interest::READABLE).await?;
         let mut buf = lend();
         let read = if stale {
             match from.try_read(&mut buf) {
@@ -140,15 +163,18 @@ async fn pump(
         };
         if n == 0 {
             give_back(buf);
-            if ended.swap(true, Ordering::AcqRel) {
-                return Ok(());
-            }
-            return to.shutdown().await;
+            return Ok(to);
         }
         let sent = write_all(&to, &buf[..n]).await;
         give_back(buf);
         sent?;
         tally.moved(inbound, n as u64);
+        // The source's end of stream had come before this read (epoll said so with its
+        // readiness) and the read did not fill the buffer: it took everything up to the
+        // end, and a read that only returns 0 would say nothing new.
+        if ready.is_read_closed() && n < CHUNK {
+            return Ok(to);
+        }
     }
 }
 
