@@ -179,6 +179,19 @@ impl Config {
             .map(String::as_str)
             .collect()
     }
+
+    /// The backends HTTP requests reach: HTTP listeners' default backends, and routes'
+    /// backends and split sides.
+    pub fn http_backends(&self) -> std::collections::HashSet<&str> {
+        let http = self.listeners.iter().filter(|l| l.mode == ListenerMode::Http);
+        let defaults = http.filter_map(|l| l.default_backend.as_deref());
+        let routed = self.routes.iter().flat_map(|r| match &r.action {
+            RouteAction::Backend(b) => vec![b.as_str()],
+            RouteAction::Split { sides, .. } => sides.iter().map(|s| s.backend.as_str()).collect(),
+            RouteAction::Redirect { .. } | RouteAction::Respond { .. } => Vec::new(),
+        });
+        defaults.chain(routed).collect()
+    }
 }
 
 /// `backends.NAME.send_proxy`: which PROXY protocol header tells the server the client's

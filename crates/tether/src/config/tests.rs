@@ -409,3 +409,59 @@ fn sticky_times_under_a_second_are_refused_not_read_as_unbounded() {
     let text = GOOD.replacen("idle_timeout = \"10m\"", "idle_timeout = \"1s\"", 1);
     assert!(Config::parse_with_env_keys(&text, None).is_ok());
 }
+
+/// Which backends HTTP requests reach and which TCP listeners use: an HTTP listener's default,
+/// routes' backends and split sides (a redirect reaches none); a TCP listener's default and
+/// SNI routes; one backend may be in both.
+#[test]
+fn http_and_tcp_backends_are_told_apart() {
+    let mut text = String::from(
+        r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1:0"
+default_backend = "app"
+
+[[listeners]]
+name = "l4"
+address = "127.0.0.1:0"
+mode = "tcp"
+default_backend = "db"
+
+[[listeners]]
+name = "l4b"
+address = "127.0.0.1:0"
+mode = "tcp"
+default_backend = "api"
+
+[[routes]]
+path_prefix = "/api/"
+backend = "api"
+
+[[routes]]
+path_prefix = "/new/"
+split = [{ backend = "stable", weight = 9 }, { backend = "canary", weight = 1 }]
+
+[[routes]]
+path_prefix = "/old/"
+redirect = { location = "/new/" }
+
+[[routes]]
+sni = "tls.example.com"
+backend = "tls"
+"#,
+    );
+    for (i, name) in ["app", "api", "stable", "canary", "db", "tls", "unused"].iter().enumerate() {
+        text += &format!(
+            "[backends.{name}]\n[[backends.{name}.servers]]\nname = \"s\"\naddress = \"127.0.0.1:{}\"\n",
+            9000 + i
+        );
+    }
+    let c = Config::parse_with_env_keys(&text, None).unwrap();
+    let mut http: Vec<&str> = c.http_backends().into_iter().collect();
+    let mut tcp: Vec<&str> = c.tcp_backends().into_iter().collect();
+    http.sort_unstable();
+    tcp.sort_unstable();
+    assert_eq!(http, ["api", "app", "canary", "stable"]);
+    assert_eq!(tcp, ["api", "db", "tls"]);
+}

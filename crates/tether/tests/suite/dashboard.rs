@@ -469,3 +469,38 @@ async fn dashboard_shows_a_tcp_backend_with_its_connections_and_bytes() {
     );
     assert_eq!(browser.console_errors(), Vec::<String>::new(), "the page logs no errors");
 }
+
+/// A backend that an HTTP listener and a TCP listener both use: its table has the response
+/// time columns and the bytes columns, the counts say they add requests and connections, and
+/// the TCP connection's bytes show beside the HTTP request's p99.
+#[tokio::test]
+async fn dashboard_shows_a_backend_reached_by_http_and_tcp_with_both_sets_of_columns() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let servers = echo_servers(1);
+    let l4 = Listener::new("l4").set("mode", "tcp").default_backend("app");
+    let t = start(config(app(&servers)).listener(l4).admin()).await;
+    let resp = client().get(t.url("web")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut s = super::tcp::connect_from("127.0.0.1", t.listener_addr("l4")).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(super::tcp::STEP, s.read_to_end(&mut reply))
+        .await
+        .unwrap_or_else(|_| panic!("the relayed answer in time"))
+        .unwrap();
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
+    let mut browser = launch().await;
+    open_dashboard(&mut browser, &admin_url(&t, "/")).await;
+    let headers = "[...document.querySelectorAll('section.backend[data-backend=\"app\"] th')]\
+                   .map(th => th.textContent)";
+    let headers: Vec<String> =
+        serde_json::from_value(browser.eval(headers).await.unwrap()).unwrap();
+    for want in ["in flight + open", "req + conn/s", "p50", "p99", "bytes in", "bytes out"] {
+        assert!(headers.iter().any(|h| h == want), "no {want:?} column: {headers:?}");
+    }
+    let bytes_in = browser.eval(&cell("s0", "bytes-in")).await.unwrap();
+    assert!(bytes_in.as_str().is_some_and(|b| b.ends_with(" B") && b != "0 B"), "{bytes_in}");
+    let charts = "document.querySelectorAll('section.backend[data-backend=\"app\"] canvas').length";
+    assert_eq!(browser.eval(charts).await.unwrap(), 2, "rate and latency charts");
+    assert_eq!(browser.console_errors(), Vec::<String>::new(), "the page logs no errors");
+}
