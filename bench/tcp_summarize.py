@@ -12,7 +12,7 @@ raw.tsv columns (tab separated):
   value FAIL = the run failed (relay did not start, wrong byte count, no wrk/idle_conns result)
 
 Prints per layout: throughput (median), x direct, Tether/HAProxy and Tether/NGINX (> 1: Tether
-faster), and the relays' CPU per unit (ratio < 1: Tether cheaper); for idle, bytes of RSS per
+faster; also paired: the median over repetitions of the ratio within each repetition), and the relays' CPU per unit (ratio < 1: Tether cheaper); for idle, bytes of RSS per
 idle connection (ratio < 1: Tether smaller) and the sampled connections still alive.
 --details adds one line per relay and workload: runs, median, min, max, spread, errors,
 foreign load, RSS.
@@ -50,7 +50,7 @@ def load(paths):
                     fails[(layout, wl, name)] += 1
                     continue
                 runs[(layout, wl, name)].append({
-                    "value": float(p[4]), "cpu": float(p[5]), "errors": int(float(p[6])),
+                    "rep": rep, "value": float(p[4]), "cpu": float(p[5]), "errors": int(float(p[6])),
                     "foreign": float(p[7]), "rss": float(p[8]),
                     "alive": alive(p[9] if len(p) > 9 else ""),
                 })
@@ -89,6 +89,20 @@ def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
 
 
+def paired(rs, peer_rs):
+    """Median over repetitions of (Tether's value / the peer's in the same repetition), each
+    repetition's value being the median of its runs: a drift of the machine between
+    repetitions moves both sides of each pair."""
+    def by_rep(runs):
+        reps = defaultdict(list)
+        for r in runs:
+            reps[r["rep"]].append(r["value"])
+        return {k: statistics.median(v) for k, v in reps.items()}
+    a, b = by_rep(rs), by_rep(peer_rs)
+    pr = [a[k] / b[k] for k in a if k in b and b[k]]
+    return f"{statistics.median(pr):.2f}" if pr else "-"
+
+
 def main(argv):
     details = "--details" in argv
     paths = [a for a in argv if not a.startswith("--")]
@@ -119,6 +133,11 @@ def main(argv):
                 row += ["" for p in peers if "tether" in names]
                 print("| " + " | ".join(row) + " |")
                 continue
+            if "tether" in names and peers:
+                row = [unit + " paired"] + ["" for n in names]
+                row += [paired(runs.get((layout, wl, "tether"), []), runs.get((layout, wl, p), []))
+                        for p in peers]
+                print("| " + " | ".join(row) + " |")
             if "direct" in names:
                 row = ["x direct"] + [ratio(m[n], m["direct"]) if n != "direct" else "1.00" for n in names]
                 row += ["" for p in peers if "tether" in names]
@@ -146,7 +165,8 @@ def main(argv):
     print()
     print("Ratios: throughput tether/peer > 1 means Tether is faster; CPU tether/peer < 1 means Tether "
           "spends less CPU per connection / per GB; idle conn B tether/peer < 1 (lower is better) means "
-          "Tether's RSS grows less per idle relayed connection. Medians over all repetitions.")
+          "Tether's RSS grows less per idle relayed connection. Medians over all repetitions; 'paired' = "
+          "median over repetitions of (Tether / peer in the same repetition).")
     return 0
 
 
