@@ -186,6 +186,41 @@ async fn tcp_server_half_close_first_passes_every_byte_and_keeps_the_client_side
     assert!(heard.iter().all(|&b| b == b'c'));
 }
 
+/// A server that resets the connection right after its last bytes: the client still gets
+/// them, its connection is closed, and the access log says the relay ended in an error, not
+/// as a clean close.
+#[tokio::test]
+async fn tcp_server_reset_after_its_bytes_is_logged_as_an_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // Only once the relay is connected and passing bytes (a reset before that fails
+        // the connect, and the next server would be tried).
+        let mut hello = [0u8; 2];
+        s.read_exact(&mut hello).await.unwrap();
+        s.write_all(b"partial").await.unwrap();
+        s.set_zero_linger().unwrap();
+    });
+    let backend = Backend::new().server(ServerEntry::new("s0", addr));
+    let t = start(config_on(web().set("mode", "tcp"), backend)).await;
+    let mut s = connect_from("127.0.0.1", t.listener_addr("web")).await;
+    s.write_all(b"hi").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(STEP, s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the client's connection was not closed");
+    assert_eq!(got, b"partial");
+    server.await.unwrap();
+    let logged = tether_testkit::wait::wait_until(STEP, || {
+        t.logs().iter().any(|l| l["target"] == "tether::access")
+    })
+    .await;
+    assert!(logged, "no access log line: {:?}", t.logs());
+    let line = t.logs().into_iter().find(|l| l["target"] == "tether::access").unwrap();
+    assert_eq!(line["end"], "error", "{line}");
+    assert_eq!(line["bytes_out"], 7, "{line}");
+}
+
 #[tokio::test]
 async fn tcp_listener_mistakes_are_config_errors_naming_the_key() {
     let servers = tcp_echoes(1).await;

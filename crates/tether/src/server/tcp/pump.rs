@@ -139,7 +139,7 @@ async fn pump<'a>(
     // read would then wait holding the buffer, so `try_read` asks instead (and clears it).
     let mut stale = false;
     loop {
-        let ready = from.ready(Interest::READABLE).await?;
+        let ready = from.ready(Interest::READABLE | Interest::ERROR).await?;
         let mut buf = lend();
         let read = if stale {
             match from.try_read(&mut buf) {
@@ -171,8 +171,9 @@ async fn pump<'a>(
         tally.moved(inbound, n as u64);
         // The source's end of stream had come before this read (epoll said so with its
         // readiness) and the read did not fill the buffer: it took everything up to the
-        // end, and a read that only returns 0 would say nothing new.
-        if ready.is_read_closed() && n < CHUNK {
+        // end, and a read that only returns 0 would say nothing new. Not after an error (a
+        // reset also reads as closed): the next read reports it.
+        if ready.is_read_closed() && !ready.is_error() && n < CHUNK {
             return Ok(to);
         }
     }
