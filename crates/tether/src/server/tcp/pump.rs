@@ -190,3 +190,50 @@ async fn write_all(to: &WriteHalf<'_>, mut bytes: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A connected pair of loopback sockets: (the one Tether holds, the peer's).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        (ours, peer)
+    }
+
+    /// Bytes and a reset that are both there before the relay reads: the bytes reach the
+    /// client, and the relay reports the reset as an error instead of a clean end.
+    #[tokio::test]
+    async fn a_reset_that_came_with_the_last_bytes_is_an_error() {
+        let (mut client, mut client_peer) = pair().await;
+        let (mut server, mut server_peer) = pair().await;
+        server_peer.write_all(b"partial").await.unwrap();
+        server_peer.set_zero_linger().unwrap();
+        drop(server_peer);
+        // Wait until epoll has reported the reset too (each turn lets the runtime poll it),
+        // so that the relay's first read sees both at once.
+        let mut ready = server.ready(Interest::READABLE | Interest::ERROR).await.unwrap();
+        for _ in 0..10_000 {
+            if ready.is_error() {
+                break;
+            }
+            tokio::task::yield_now().await;
+            ready = server.ready(Interest::READABLE | Interest::ERROR).await.unwrap();
+        }
+        assert!(ready.is_read_closed() && ready.is_error(), "{ready:?}");
+        let tally = Tally::new(None);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let _ = client_peer.read_to_end(&mut got).await;
+            got
+        });
+        let relayed = relay(&mut client, &mut server, &tally).await;
+        drop(client);
+        assert_eq!(relayed.map_err(|e| e.kind()), Err(io::ErrorKind::ConnectionReset));
+        let got = reader.await.unwrap();
+        assert!(got.is_empty() || got == b"partial", "{got:?}");
+    }
+}
