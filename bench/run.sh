@@ -52,6 +52,11 @@ PROXY_THREADS=${PROXY_THREADS:-1} # threads of each proxy: HAProxy nbthread, NGI
                                   # Tether TETHER_WORKER_THREADS (with a PXC of as many CPUs, e.g.
                                   # PROXY_THREADS=2 LAYOUTS=U); the backends keep one process
 export TETHER_WORKER_THREADS=${TETHER_WORKER_THREADS:-$PROXY_THREADS}
+PEER_HEADERS=${PEER_HEADERS:-same} # same: HAProxy and NGINX add what Tether adds by default
+                                  #   (X-Forwarded-For/-Proto/-Host, Forwarded, and a random
+                                  #   X-Request-Id sent to the server and returned to the client);
+                                  #   none: they forward the request as it came (less work)
+case $PEER_HEADERS in same|none) ;; *) echo "PEER_HEADERS must be same or none" >&2; exit 2 ;; esac
 # Tether is "the LB" of the harness; LB_CMD/LB_STICKY_CMD can point at another binary instead.
 TETHER_BIN_GIVEN=${TETHER_BIN:+1}   # a TETHER_BIN from outside is used as is (never built)
 LB_CMD_GIVEN=${LB_CMD:+1}           # a custom LB_CMD: no Tether build either
@@ -356,6 +361,7 @@ write_nginx_conf() { # $1 dir $2 mode(rr|iphash) $3 h2(0|1|tls)
       proxy_pass http://up;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+$(nginx_same_headers)
     }
   }
 }
@@ -363,9 +369,35 @@ EOF
   } > "$1/nginx.conf"
 }
 
+nginx_same_headers() { # PEER_HEADERS=same: the headers Tether adds by default
+  [ "$PEER_HEADERS" = same ] || return 0
+  cat <<'EOF'
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=$http_host";
+      proxy_set_header X-Request-Id $request_id;
+      add_header X-Request-Id $request_id always;
+EOF
+}
+
+haproxy_same_headers() { # $1 proto: PEER_HEADERS=same, the headers Tether adds by default
+  [ "$PEER_HEADERS" = same ] || return 0
+  cat <<EOF
+  option forwardfor
+  http-request set-header X-Forwarded-Proto $1
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded "for=%[src];proto=$1;host=%[req.hdr(host)]"
+  unique-id-format %[uuid()]
+  unique-id-header X-Request-Id
+  http-after-response set-header X-Request-Id %[unique-id]
+EOF
+}
+
 write_haproxy_conf() { # $1 dir $2 mode(rr|cookie) $3 tls(0|tls)
-  local ck="" c1="" c2="" c3="" ssl=""
-  [ "${3:-0}" = tls ] && ssl=" ssl crt $TLS_DIR/site.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3"
+  local ck="" c1="" c2="" c3="" ssl="" proto=http
+  [ "${3:-0}" = tls ] && ssl=" ssl crt $TLS_DIR/site.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3" && proto=https
   if [ "$2" = cookie ]; then
     ck="  cookie SRV insert indirect nocache"; c1=" cookie s1"; c2=" cookie s2"; c3=" cookie s3"
   fi
@@ -385,6 +417,7 @@ defaults
 frontend fe
   bind 127.0.0.1:$PX$ssl
   maxconn $HAPROXY_MAXCONN
+$(haproxy_same_headers "$proto")
   default_backend be
 backend be
   balance roundrobin
