@@ -65,8 +65,26 @@ impl<'b> HeaderSlots<'b> {
 
 /// A byte of an RFC 9110 token (method, header name, coding name).
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// [`is_tchar`] for each byte value: every header name Tether writes is checked byte by byte,
+/// and a lookup is cheaper than searching the list of symbols.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    let symbols = b"!#$%&'*+-.^_`|~";
+    let mut j = 0;
+    while j < symbols.len() {
+        table[symbols[j] as usize] = true;
+        j += 1;
+    }
+    table
+};
 
 /// A byte allowed in a field value (RFC 9110 §5.5): visible ASCII, obs-text, space, tab.
 pub(crate) fn is_field_value_byte(b: u8) -> bool {
@@ -95,6 +113,7 @@ pub(crate) fn push_header_line(
     if !value.iter().all(|b| is_field_value_byte(*b)) {
         return Err(LineFault::Value);
     }
+    out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

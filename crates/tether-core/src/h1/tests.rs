@@ -278,3 +278,14 @@ fn a_response_cut_short_is_an_error_and_not_a_response() {
     let (seen, err) = read(&bytes[..bytes.len() - 1], &[], &[]);
     assert_eq!((seen.len(), err.as_deref()), (0, Some("body cut short by the connection's close")));
 }
+
+#[test]
+fn token_bytes_are_exactly_rfc_9110s() {
+    // tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" /
+    //         "|" / "~" / DIGIT / ALPHA
+    let symbols = b"!#$%&'*+-.^_`|~";
+    for b in 0..=255u8 {
+        let want = b.is_ascii_digit() || b.is_ascii_alphabetic() || symbols.contains(&b);
+        assert_eq!(is_tchar(b), want, "byte {b:#04x}");
+    }
+}

@@ -18,7 +18,7 @@ mod body;
 mod exchange;
 
 use std::future::poll_fn;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
@@ -312,8 +312,8 @@ async fn read_head(
     spans: &mut Vec<HeaderSpan>,
     response_timeout: Duration,
 ) -> Result<ResponseHead, Error> {
-    let mut timer = pin!(tokio::time::sleep(response_timeout));
-    let mut timer_started = false;
+    // Armed once the request is written: a clock read and a timer per request, not two.
+    let mut timer: Pin<&mut Option<tokio::time::Sleep>> = pin!(None);
     poll_fn(|cx| {
         if !ex.upload_over() {
             if let Poll::Ready(Err(e)) = ex.poll_upload(cx) {
@@ -324,11 +324,10 @@ async fn read_head(
             return Poll::Ready(head);
         }
         if ex.upload_over() {
-            if !timer_started {
-                timer_started = true;
-                timer.as_mut().reset(tokio::time::Instant::now() + response_timeout);
+            if timer.is_none() {
+                timer.set(Some(tokio::time::sleep(response_timeout)));
             }
-            if timer.as_mut().poll(cx).is_ready() {
+            if timer.as_mut().as_pin_mut().is_some_and(|t| t.poll(cx).is_ready()) {
                 return Poll::Ready(Err(Error::Timeout));
             }
         }
