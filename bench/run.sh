@@ -741,9 +741,11 @@ phase_h2() {
   for p in $peers; do
     quiet_gate
     start_peer "$p" rr "$PXC" 1 || { stop_pid "$PEER_PID"; continue; }
-    local lf="$LOGS/h2.$p.txt"
+    local lf="$LOGS/h2.$p.txt" t0 t1
+    t0=$(ticks_tree "$PEER_PID")
     run_wait timeout -k 5 $((WARMUP + DURATION + 30)) taskset -c "$LG" h2load -t 1 -c "$H2_CONNS" -m "$H2_STREAMS" --warm-up-time="$WARMUP" -D "$DURATION" \
       "http://127.0.0.1:$PX/" > "$lf" 2>&1
+    t1=$(ticks_tree "$PEER_PID")
     local rss; rss=$(rss_kb "$PEER_PID")
     stop_pid "$PEER_PID"
     local rps lat ok
@@ -751,7 +753,11 @@ phase_h2() {
     ok=$(awk '/^requests:/{print $8, "succeeded,", $10, "failed"}' "$lf")
     lat=$(awk '/^time for request:/{print "min", $4, "max", $5, "mean", $6}' "$lf")
     proto=$(awk '/Application protocol:/{print $3}' "$lf")
-    echo "$p: proto=$proto req/s=$rps ($ok) request-time $lat rss=${rss% *}kB" | tee -a "$WORK/h2.md"
+    # CPU per request: the proxy's user + sys over warm-up and run, the run's share of it
+    # (h2load counts only the run's requests), per request.
+    local cpu; cpu=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="${ok%% *}" -v w="$WARMUP" -v d="$DURATION" \
+      'BEGIN{if (n > 0) printf "%.2f", t * 1e6 / hz / n * d / (w + d); else print "-"}')
+    echo "$p: proto=$proto req/s=$rps ($ok) request-time $lat rss=${rss% *}kB cpu_us_req=$cpu" | tee -a "$WORK/h2.md"
   done
 }
 
