@@ -212,7 +212,7 @@ pub fn backend_json(b: &BackendView, snap: &Snapshot) -> Value {
     json!({
         "name": &*b.name,
         "tcp": b.servers.iter().any(|s| s.metrics.tcp.is_some()),
-        "http": snap.config.http_backends().contains(&*b.name),
+        "http": b.http,
         "latency_bounds_ms": tether_core::server::LATENCY_BOUNDS_MS,
         "balance": cfg.map(|c| c.balance.as_str()),
         "sticky": b.sticky.as_ref().map(|s| s.config.mode.as_str()),

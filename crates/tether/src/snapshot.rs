@@ -273,6 +273,8 @@ pub struct BackendView {
     pub upstream_tls: Option<config::UpstreamTls>,
     /// `send_proxy` (TCP listeners): the PROXY header sent before the client's bytes.
     pub send_proxy: Option<config::ProxyVersion>,
+    /// HTTP listeners or routes send requests here (TCP listeners may too).
+    pub http: bool,
 }
 
 /// One server of a backend.
@@ -436,6 +438,7 @@ type ServerName = (String, String);
 struct Served<'a> {
     listeners: &'a [String],
     tcp: bool,
+    http: bool,
 }
 
 impl Registry {
@@ -497,12 +500,16 @@ impl Registry {
         });
         self.redis = config.redis.clone().zip(redis.clone());
         let table_key = TableKey { capacity: config.stick_capacity, redis: config.redis.clone() };
-        let tcp = config.tcp_backends();
+        let (tcp, http) = (config.tcp_backends(), config.http_backends());
         let backends = config
             .backends
             .iter()
             .map(|b| {
-                let served = Served { listeners: &listener_names, tcp: tcp.contains(&*b.name) };
+                let served = Served {
+                    listeners: &listener_names,
+                    tcp: tcp.contains(&*b.name),
+                    http: http.contains(&*b.name),
+                };
                 let mut view = self.backend(b, keys, served);
                 view.table = self.table_for(b, &table_key, redis.as_ref());
                 view.hasher = hasher;
@@ -643,6 +650,7 @@ impl Registry {
             client_http2: b.http2,
             upstream_tls: b.tls.clone(),
             send_proxy: b.send_proxy,
+            http: served.http,
         }
     }
 

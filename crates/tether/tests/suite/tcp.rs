@@ -295,6 +295,8 @@ async fn tcp_traffic_shows_in_the_admin_api_metrics_and_access_log() {
     assert_eq!(web["default_backend"], "app", "{listeners}");
     let bound = t.listener_addr("web").to_string();
     assert_eq!(web["bound"], serde_json::json!([bound]), "port 0 shows the chosen port");
+    let app = admin_json(&c, &t, "/api/v1/backends/app").await;
+    assert_eq!((app["tcp"].as_bool(), app["http"].as_bool()), (Some(true), Some(false)), "{app}");
 
     let mut s = connect_from("127.0.0.2", t.listener_addr("web")).await;
     assert_eq!(greeting(&mut s).await, "t0");
