@@ -47,6 +47,7 @@ IDLE_MODE=${IDLE_MODE:-"request connect"}  # request: 1 GET per conn then idle; 
 H2_PEERS=${H2_PEERS:-"haproxy nginx"}
 H2_CONNS=${H2_CONNS:-50}
 H2_STREAMS=${H2_STREAMS:-10}
+H2_REPS=${H2_REPS:-1}             # rounds of the h2 phase (h2c numbers swing 20-40% between runs)
 BASE_PORT=${BASE_PORT:-18100}     # backends BASE+1..3, proxy BASE+10
 PROXY_THREADS=${PROXY_THREADS:-1} # threads of each proxy: HAProxy nbthread, NGINX worker_processes,
                                   # Tether TETHER_WORKER_THREADS (with a PXC of as many CPUs, e.g.
@@ -737,7 +738,9 @@ phase_h2() {
   local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
   local peers=$H2_PEERS; [ -n "$LB_H2_CMD" ] && peers="$peers lb"
   local p
-  echo "## h2load h2c (-c$H2_CONNS -m$H2_STREAMS, ${DURATION}s, layout ${LAYOUTS%% *})" | tee -a "$WORK/h2.md"
+  echo "## h2load h2c (-c$H2_CONNS -m$H2_STREAMS, ${DURATION}s, layout ${LAYOUTS%% *}, $H2_REPS round(s))" | tee -a "$WORK/h2.md"
+  local rep
+  for rep in $(seq 1 "$H2_REPS"); do
   for p in $peers; do
     quiet_gate
     start_peer "$p" rr "$PXC" 1 || { stop_pid "$PEER_PID"; continue; }
@@ -759,6 +762,25 @@ phase_h2() {
       'BEGIN{if (n > 0) printf "%.2f", t * 1e6 / hz / n * d / (w + d); else print "-"}')
     echo "$p: proto=$proto req/s=$rps ($ok) request-time $lat rss=${rss% *}kB cpu_us_req=$cpu" | tee -a "$WORK/h2.md"
   done
+  done
+  [ "$H2_REPS" -gt 1 ] && h2_medians "$WORK/h2.md" | tee -a "$WORK/h2.md"
+}
+
+h2_medians() {        # $1 h2.md: median req/s and CPU per request of each proxy over the rounds
+  python3 - "$1" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(\w+): proto=\S+ req/s=([\d.]+) .*cpu_us_req=([\d.]+)", line)
+    if m:
+        runs.setdefault(m[1], []).append((float(m[2]), float(m[3])))
+med = {p: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v), len(v)) for p, v in runs.items()}
+for p, (r, c, n) in med.items():
+    print(f"median {p}: req/s={r:.0f} cpu_us_req={c:.2f} (n={n})")
+for peer in [p for p in med if p != "lb"]:
+    if "lb" in med:
+        print(f"median ratio lb/{peer}: req/s={med['lb'][0] / med[peer][0]:.2f} cpu_us_req={med['lb'][1] / med[peer][1]:.2f}")
+PY
 }
 
 # ---------------------------------------------------------------- TLS (h2load)
