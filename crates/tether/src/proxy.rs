@@ -132,7 +132,10 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(e) => e.response(),
     };
-    if let Some((name, id)) = request_id {
+    if let Some((name, mut id)) = request_id {
+        // Unique per response: HPACK must not index it. In its dynamic table every new id
+        // would evict an entry, and each response would be compared with every id still there.
+        id.set_sensitive(true);
         resp.headers_mut().insert(name.clone(), id);
     }
     let log = pending.answered(resp.status());

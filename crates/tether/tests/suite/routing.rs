@@ -41,6 +41,36 @@ async fn a_request_id_is_kept_from_a_trusted_proxy_and_replaced_from_anyone_else
     assert_eq!(seen(replaced).await["x-request-id"], id.as_str());
 }
 
+/// Every response carries an id of its own, so an HTTP/2 response must send it as a literal
+/// that is never indexed: added to the HPACK table, each id would evict an entry and make
+/// every later response's id be compared with all those still there. Sent by a trusted proxy
+/// the id is kept, so the test knows it (digits only, which `h2raw` can decode).
+#[tokio::test]
+async fn an_http2_response_sends_its_request_id_as_a_never_indexed_literal() {
+    use tokio::io::AsyncWriteExt;
+
+    use crate::support::h2raw::{self, Next, Representation};
+
+    let servers = echo_servers(1);
+    let t = start(config_on(web().trusted_proxies(&["127.0.0.1"]), app(&servers))).await;
+    let (mut reader, mut writer) = h2raw::open(t.listener_addr("web"), &h2raw::settings()).await;
+    let fields = h2raw::request("GET", "/", &[(b"x-request-id", b"20261207")]);
+    writer.write_all(&h2raw::headers(1, &fields, true)).await.unwrap();
+    let until = tokio::time::Instant::now() + h2raw::DEADLINE;
+    let head = loop {
+        match reader.next(until).await {
+            Next::Frame(f) if f.kind == h2raw::HEADERS && f.stream == 1 => break f,
+            Next::Frame(_) => {}
+            other => panic!("no response to stream 1: {other:?}"),
+        }
+    };
+    assert_eq!(head.status(), Some(200));
+    let fields = h2raw::fields(&head).expect("a header block that parses");
+    let id: Vec<_> = fields.iter().filter(|f| f.digits().as_deref() == Some("20261207")).collect();
+    assert_eq!(id.len(), 1, "the id, once: {fields:?}");
+    assert_eq!(id[0].representation, Representation::NeverIndexed);
+}
+
 #[tokio::test]
 async fn request_ids_can_be_renamed_or_turned_off_and_traceparent_passes_through() {
     let servers = echo_servers(1);

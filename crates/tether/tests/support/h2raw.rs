@@ -214,6 +214,11 @@ fn be_u32(bytes: Option<&[u8]>) -> u32 {
 
 /// The status in a `HEADERS` payload, after stripping padding and priority.
 fn header_block(flags: u8, payload: &[u8]) -> Option<u16> {
+    decode_status(block_of(flags, payload)?)
+}
+
+/// The header block in a `HEADERS` payload: without its padding and priority.
+fn block_of(flags: u8, payload: &[u8]) -> Option<&[u8]> {
     let mut block = payload;
     let mut pad = 0;
     if flags & PADDED != 0 {
@@ -223,7 +228,84 @@ fn header_block(flags: u8, payload: &[u8]) -> Option<u16> {
     if flags & PRIORITY != 0 {
         block = block.get(5..)?;
     }
-    decode_status(block.get(..block.len().checked_sub(pad)?)?)
+    block.get(..block.len().checked_sub(pad)?)
+}
+
+/// How a header block represents a field (RFC 7541 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Representation {
+    /// A table entry by its index.
+    Indexed,
+    /// A literal the decoder adds to its dynamic table.
+    Incremental,
+    /// A literal not added to the table.
+    WithoutIndexing,
+    /// A literal no intermediary may ever add to a table.
+    NeverIndexed,
+}
+
+/// A field of a header block: how it is represented, and its value as sent (`None` for an
+/// indexed field, whose value is in a table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub representation: Representation,
+    pub huffman: bool,
+    pub value: Option<Vec<u8>>,
+}
+
+// === impl Field ===
+
+impl Field {
+    /// The value when it is made of ASCII digits only (plain or Huffman-coded).
+    pub fn digits(&self) -> Option<String> {
+        let value = self.value.as_deref()?;
+        if self.huffman {
+            huffman_digits(value)
+        } else {
+            value.iter().all(u8::is_ascii_digit).then(|| String::from_utf8_lossy(value).into())
+        }
+    }
+}
+
+/// The fields of a response `HEADERS` frame, in order (size updates skipped); `None` when
+/// the block does not parse.
+pub fn fields(frame: &Frame) -> Option<Vec<Field>> {
+    let block = block_of(frame.flags, &frame.payload)?;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(&first) = block.get(at) {
+        let (representation, prefix) = match first {
+            b if b & 0x80 != 0 => (Representation::Indexed, 7),
+            b if b & 0xc0 == 0x40 => (Representation::Incremental, 6),
+            b if b & 0xe0 == 0x20 => {
+                at = read_int(block, at, 5)?.1; // dynamic table size update
+                continue;
+            }
+            b if b & 0xf0 == 0x10 => (Representation::NeverIndexed, 4),
+            _ => (Representation::WithoutIndexing, 4),
+        };
+        let (name_index, next) = read_int(block, at, prefix)?;
+        at = next;
+        if representation == Representation::Indexed {
+            out.push(Field { representation, huffman: false, value: None });
+            continue;
+        }
+        if name_index == 0 {
+            at = read_string(block, at)?.2; // a new name
+        }
+        let (huffman, value, next) = read_string(block, at)?;
+        at = next;
+        out.push(Field { representation, huffman, value: Some(value.to_vec()) });
+    }
+    Some(out)
+}
+
+/// An HPACK string at `at`: whether it is Huffman-coded, its octets, and the next offset.
+fn read_string(block: &[u8], at: usize) -> Option<(bool, &[u8], usize)> {
+    let huffman = block.get(at)? & 0x80 != 0;
+    let (len, at) = read_int(block, at, 7)?;
+    let end = at.checked_add(usize::try_from(len).ok()?)?;
+    Some((huffman, block.get(at..end)?, end))
 }
 
 /// The `:status` of a response header block, which servers send first: an indexed static
