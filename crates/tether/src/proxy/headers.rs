@@ -40,18 +40,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(upgrade && name == header::UPGRADE) {
-                headers.remove(&name);
-            }
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    let single = connection.next().is_some() && connection.next().is_none();
+    if single {
+        // The usual case, one `Connection` line: taken out of the map, not copied.
+        if let Some(value) = headers.remove(header::CONNECTION) {
+            remove_named(headers, &value, upgrade);
+        }
+    } else {
+        let values: Vec<HeaderValue> =
+            headers.get_all(header::CONNECTION).iter().cloned().collect();
+        for value in &values {
+            remove_named(headers, value, upgrade);
         }
     }
     for name in &HOP_BY_HOP {
@@ -61,6 +61,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
+    }
+}
+
+/// Removes every header a `Connection` value names (but `Upgrade` when `upgrade`), looked
+/// up by the name as written: nothing is allocated for `close` or `keep-alive`.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue, upgrade: bool) {
+    let Ok(text) = connection.to_str() else { return };
+    for token in text.split(',').map(str::trim) {
+        if !(upgrade && token.eq_ignore_ascii_case("upgrade")) {
+            headers.remove(token);
+        }
     }
 }
 

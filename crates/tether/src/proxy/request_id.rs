@@ -50,7 +50,9 @@ fn generate() -> HeaderValue {
             out[half * 16 + i] = b"0123456789abcdef"[nibble as usize];
         }
     }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // Owned by the value: its clones (the server's, the client's, the log's) share it.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]

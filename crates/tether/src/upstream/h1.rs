@@ -381,9 +381,7 @@ fn response_headers(
             continue;
         }
         if name == CONTENT_LENGTH {
-            let first = s.value.get(bytes).split(|b| *b == b',').next().unwrap_or_default();
-            kept_length =
-                kept_length.or(tether_core::h1::response::parse_length(first.trim_ascii()));
+            kept_length = kept_length.or_else(|| length_line(bytes, s));
             continue;
         }
         let value = HeaderValue::from_maybe_shared(bytes.slice(s.value.range()))
@@ -392,13 +390,27 @@ fn response_headers(
     }
     let length = match framing {
         BodyFraming::Length(n) => Some(n),
-        BodyFraming::NoBody => kept_length,
+        BodyFraming::NoBody => kept_length.as_ref().map(|(n, _)| *n),
         BodyFraming::Chunked | BodyFraming::UntilClose => None,
     };
     if let Some(n) = length {
-        map.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        // The server's own line when it is that number written plainly (no copy), else n.
+        let as_sent = kept_length.filter(|(k, _)| *k == n).and_then(|(_, plain)| plain);
+        let value = as_sent.and_then(|r| HeaderValue::from_maybe_shared(bytes.slice(r)).ok());
+        map.insert(CONTENT_LENGTH, value.unwrap_or_else(|| HeaderValue::from(n)));
     }
     Ok(map)
+}
+
+/// The length a `Content-Length` line gives (its first value; the parser has checked that
+/// any others agree), and where its value is in `bytes` when it is that number written
+/// plainly: digits only, no leading zero.
+fn length_line(bytes: &Bytes, s: &HeaderSpan) -> Option<(u64, Option<std::ops::Range<usize>>)> {
+    let value = s.value.get(bytes);
+    let first = value.split(|b| *b == b',').next().unwrap_or_default();
+    let n = tether_core::h1::response::parse_length(first.trim_ascii())?;
+    let plain = value.iter().all(u8::is_ascii_digit) && (value == b"0" || value[0] != b'0');
+    Some((n, plain.then(|| s.value.range())))
 }
 
 #[cfg(test)]
@@ -418,6 +430,19 @@ mod tests {
 
     fn lengths(headers: &[(String, String)]) -> Vec<&str> {
         headers.iter().filter(|(k, _)| k == "content-length").map(|(_, v)| v.as_str()).collect()
+    }
+
+    #[test]
+    fn a_plain_length_is_forwarded_as_the_servers_own_bytes() {
+        let raw = "HTTP/1.1 200 OK\r\ncontent-length: 42\r\n\r\n";
+        let bytes = Bytes::copy_from_slice(raw.as_bytes());
+        let mut spans = Vec::new();
+        let head = parse_response(&bytes, &HeadLimits::default(), false, &mut spans);
+        let head = head.unwrap().unwrap();
+        let map = response_headers(&bytes, &spans, head.framing).unwrap();
+        let value = map[CONTENT_LENGTH].as_bytes();
+        assert_eq!(value, b"42");
+        assert!(bytes.as_ptr_range().contains(&value.as_ptr()), "no copy");
     }
 
     #[test]
@@ -446,6 +471,19 @@ mod tests {
                 Some(&["9"]),
             ),
             ("until close: no length", "HTTP/1.1 200 OK\r\nx: y\r\n\r\n", false, Some(&[])),
+            (
+                "leading zeros dropped",
+                "HTTP/1.1 200 OK\r\ncontent-length: 007\r\n\r\n",
+                false,
+                Some(&["7"]),
+            ),
+            ("a zero length", "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", false, Some(&["0"])),
+            (
+                "a length with spaces around its comma",
+                "HTTP/1.1 200 OK\r\ncontent-length: 12 , 12\r\n\r\n",
+                false,
+                Some(&["12"]),
+            ),
             (
                 "an unknown coding",
                 "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",

@@ -24,6 +24,28 @@ fn hop_by_hop_and_connection_named_headers_are_removed() {
 }
 
 #[test]
+fn every_connection_line_names_headers_to_remove() {
+    // (case, headers, tunnelling, the names left)
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], bool, &'a [&'a str]);
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("one line", &[("connection", "x-a"), ("x-a", "1"), ("x-b", "2")], false, &["x-b"]),
+        ("two lines", &[("connection", "x-a"), ("connection", "X-B , close"), ("x-a", "1"), ("x-b", "2"), ("x-c", "3")], false, &["x-c"]),
+        ("upgrade on the second line", &[("connection", "x-a"), ("connection", "upgrade"), ("upgrade", "ws"), ("x-a", "1")], true, &["upgrade", "connection"]),
+        ("names that are no header name", &[("connection", "a b, , \"q\""), ("x-kept", "1")], false, &["x-kept"]),
+    ];
+    for (case, headers, upgrade, left) in rows {
+        let mut h = map(headers);
+        strip_hop_by_hop(&mut h, *upgrade);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        let mut want = left.to_vec();
+        want.sort_unstable();
+        assert_eq!(names, want, "{case}");
+    }
+}
+
+#[test]
 fn naming_forwarded_for_in_connection_cannot_strip_ours() {
     let mut h = map(&[("connection", "x-forwarded-for"), ("host", "a.example")]);
     strip_hop_by_hop(&mut h, false);

@@ -14,6 +14,10 @@ thread_local! {
     static SPANS: RefCell<Vec<HeaderSpan>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Room for the headers the request path adds (`X-Forwarded-For`, `-Proto`, `-Host`,
+/// `Forwarded`, the request id, one more), so that adding them never regrows the map.
+const ADDED_BY_TETHER: usize = 6;
+
 /// Parses the head at the start of `buf` (see [`h1::parse_request`]); its header lines are
 /// kept for [`build`], which must follow before another parse on this thread.
 pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<RequestHead>, RequestHeadError> {
@@ -26,7 +30,7 @@ pub fn build(bytes: &Bytes, head: &RequestHead) -> Option<Request<()>> {
     let method = Method::from_bytes(head.method.get(bytes)).ok()?;
     let uri = Uri::from_maybe_shared(bytes.slice(head.target.range())).ok()?;
     let headers = SPANS.with_borrow(|spans| {
-        let mut map = HeaderMap::with_capacity(spans.len());
+        let mut map = HeaderMap::with_capacity(spans.len() + ADDED_BY_TETHER);
         for s in spans {
             let name = HeaderName::from_bytes(s.name.get(bytes)).ok()?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(s.value.range())).ok()?;
@@ -91,6 +95,29 @@ mod tests {
         let twos: Vec<_> = req.headers().get_all("x-two").iter().collect();
         assert_eq!(twos, ["1", "2"], "repeated lines kept, in order");
         assert_eq!(req.headers()["content-length"], "3");
+    }
+
+    #[test]
+    fn the_headers_tether_adds_fit_without_regrowing_the_map() {
+        use crate::proxy::headers::{PeerHeaders, add_forwarding};
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n",
+        ] {
+            let head = parse(raw, &limits()).unwrap().unwrap();
+            let mut req = build(&Bytes::copy_from_slice(raw), &head).unwrap();
+            let room = req.headers().capacity();
+            let peer = PeerHeaders::new("192.0.2.1".parse().unwrap());
+            add_forwarding(req.headers_mut(), &peer, false, "http");
+            req.headers_mut().insert("x-request-id", http::HeaderValue::from_static("1"));
+            req.headers_mut().insert("x-one-more", http::HeaderValue::from_static("1"));
+            assert_eq!(req.headers().len(), head_lines(raw) + 6);
+            assert_eq!(req.headers().capacity(), room, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    fn head_lines(raw: &[u8]) -> usize {
+        raw.windows(2).filter(|w| w == b"\r\n").count() - 2
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub fn plan(parts: &Parts, exact: Option<u64>, asked: Asked) -> (ReplyFraming, B
 /// Appends the head for `parts` to `out`; `false` (nothing appended) when a header could
 /// not be written, which the caller answers with a bare `502`.
 pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: ReplyFraming, close: bool) -> bool {
+    out.reserve(head_room(parts));
     let reason = parts.status.canonical_reason().unwrap_or("");
     let headers = parts
         .headers
@@ -80,6 +81,15 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: ReplyFraming, close: bool
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
     let status = parts.status.as_u16();
     write_reply_head(out, status, reason.as_bytes(), headers, framing, close).is_ok()
+}
+
+/// Room for the head of `parts` whatever its framing, so that it is written into one
+/// allocation: every header line, and at most 128 bytes for the status line and the lines
+/// Tether adds (`HTTP/1.1 511 Network Authentication Required`, `content-length` with 20
+/// digits, `connection: close`, the blank line).
+fn head_room(parts: &Parts) -> usize {
+    let lines: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    lines + 128
 }
 
 /// A bare answer Tether writes itself before a request exists (a head it cannot parse).

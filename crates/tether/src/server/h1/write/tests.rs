@@ -47,6 +47,32 @@ fn the_framing_is_chosen_from_status_method_length_and_version() {
     }
 }
 
+/// A head is written into one allocation: the room reserved before writing always holds it,
+/// for the longest status line and every framing Tether adds.
+#[test]
+fn the_room_reserved_for_a_head_holds_it() {
+    let long = "v".repeat(300);
+    type Case<'a> = (&'a str, u16, Vec<(&'a str, &'a str)>, ReplyFraming);
+    let rows: &[Case] = &[
+        ("no headers", 200, vec![], ReplyFraming::Length(u64::MAX)),
+        ("the longest reason", 511, vec![("x-a", "1")], ReplyFraming::Length(u64::MAX)),
+        ("chunked", 200, vec![("server", "nginx"), ("date", "now")], ReplyFraming::Chunked),
+        ("upgrade", 101, vec![("upgrade", "websocket")], ReplyFraming::Upgrade),
+        (
+            "a long value",
+            404,
+            vec![("x-long", long.as_str()), ("x-b", "2")],
+            ReplyFraming::Unframed,
+        ),
+    ];
+    for (case, status, headers, framing) in rows {
+        let p = parts(*status, headers);
+        let mut out = Vec::new();
+        assert!(head(&mut out, &p, *framing, true), "{case}");
+        assert!(out.len() <= head_room(&p), "{case}: {} > {}", out.len(), head_room(&p));
+    }
+}
+
 #[test]
 fn the_head_drops_the_servers_framing_and_connection_lines() {
     let p = parts(200, &[("content-length", "5"), ("connection", "close"), ("x-a", "1")]);
