@@ -172,16 +172,7 @@ pub fn add_forwarding(
     let host_text = host.as_ref().and_then(|h| h.to_str().ok());
     let host_text =
         host_text.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'));
-    let mut forwarded =
-        String::with_capacity(peer.forwarded_for.len() + 16 + host_text.map_or(0, str::len));
-    forwarded.push_str(&peer.forwarded_for);
-    forwarded.push_str(";proto=");
-    forwarded.push_str(proto);
-    if let Some(h) = host_text {
-        forwarded.push_str(";host=\"");
-        forwarded.push_str(h);
-        forwarded.push('"');
-    }
+    let forwarded = forwarded_value(peer, proto, host_text);
     if trusted {
         append_list(headers, &xff, peer.xff.to_str().unwrap_or("unknown"));
         append_list(headers, &header::FORWARDED, &forwarded);
@@ -207,6 +198,22 @@ pub fn add_forwarding(
             }
         }
     }
+}
+
+/// `Forwarded: for=...;proto=...;host="..."`, in a String exactly as long as its capacity:
+/// such a String becomes a header's bytes without another allocation.
+fn forwarded_value(peer: &PeerHeaders, proto: &str, host: Option<&str>) -> String {
+    let len = peer.forwarded_for.len() + ";proto=".len() + proto.len();
+    let mut forwarded = String::with_capacity(len + host.map_or(0, |h| h.len() + 8));
+    forwarded.push_str(&peer.forwarded_for);
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
+    if let Some(h) = host {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(h);
+        forwarded.push('"');
+    }
+    forwarded
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {

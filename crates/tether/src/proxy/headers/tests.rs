@@ -77,6 +77,17 @@ fn untrusted_forwarding_headers_are_replaced() {
 }
 
 #[test]
+fn the_forwarded_value_fills_its_string_exactly() {
+    for ip in ["192.0.2.7", "2001:db8::1"] {
+        let peer = PeerHeaders::new(ip.parse().unwrap());
+        for (proto, host) in [("http", None), ("https", Some("shop.example:8443"))] {
+            let v = forwarded_value(&peer, proto, host);
+            assert_eq!(v.len(), v.capacity(), "{v}");
+        }
+    }
+}
+
+#[test]
 fn trusted_forwarding_headers_are_extended() {
     let mut h = map(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]);
     add_forwarding(&mut h, &PeerHeaders::new("10.1.2.3".parse().unwrap()), true, "http");
