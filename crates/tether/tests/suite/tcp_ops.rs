@@ -411,21 +411,33 @@ async fn tcp_client_ip_affinity_is_shared_through_redis() {
     let a = start(instance(&["t0"])).await;
     let b = start(instance(&["t1", "t2"])).await;
     let (to_a, to_b) = (a.listener_addr("web"), b.listener_addr("web"));
-    // A connects to Redis in the background (a binding made before stays local): fresh
-    // clients through A until Redis holds a binding to t0.
-    let in_redis = || async {
+    // Each instance connects to Redis in the background (a binding made before stays
+    // local): fresh clients through it until Redis holds a binding it wrote.
+    let redis = &redis;
+    let in_redis = move |server: &'static str| async move {
         for key in redis.keys("tether:app:*").await.unwrap() {
-            if redis.get(&key).await.unwrap().as_deref() == Some("t0") {
+            if redis.get(&key).await.unwrap().as_deref() == Some(server) {
                 return true;
             }
         }
         false
     };
+    let mut b_ready = false;
+    for i in 200..230u8 {
+        let server = pinned(&format!("127.0.0.{i}"), to_b, 1).await;
+        assert_ne!(server, "t0", "B gives new clients to t1 or t2");
+        let server: &'static str = if server == "t1" { "t1" } else { "t2" };
+        if tether_testkit::wait_until_async(Duration::from_secs(1), || in_redis(server)).await {
+            b_ready = true;
+            break;
+        }
+    }
+    assert!(b_ready, "B never wrote a binding to Redis");
     let mut shared = None;
     for i in 10..40u8 {
         let client = format!("127.0.0.{i}");
         assert_eq!(pinned(&client, to_a, 1).await, "t0", "A gives new clients to t0");
-        if tether_testkit::wait_until_async(Duration::from_secs(1), in_redis).await {
+        if tether_testkit::wait_until_async(Duration::from_secs(1), || in_redis("t0")).await {
             shared = Some(client);
             break;
         }
