@@ -298,14 +298,15 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
 }
 
 /// Reads into `rbuf`, borrowing a buffer from the thread while it has none, and giving it
-/// back when nothing came.
+/// back when nothing came — unless a request in progress still shares it (it is given back
+/// once that request is over).
 fn poll_read<I: AsyncRead + Unpin>(
     io: &mut I,
     rbuf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     let read = poll_read_kept(io, rbuf, cx);
-    if read.is_pending() && rbuf.is_empty() {
+    if read.is_pending() && rbuf.is_empty() && buffers::reclaim(rbuf) {
         buffers::give_back(std::mem::take(rbuf));
     }
     read
@@ -695,4 +696,26 @@ fn fail(feed: &mut Feed, e: io::Error) -> Fed {
     let e: BodyError = Box::new(e);
     let _ = feed.tx.send(Err(e));
     Fed::Failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While a request shares the connection's buffer, a read that finds nothing keeps it
+    /// (lent to another connection, it would only make that one allocate); once the
+    /// request is over, the same read gives it back.
+    #[test]
+    fn a_buffer_shared_with_a_request_stays_with_its_connection() {
+        let (mut io, _peer) = tokio::io::duplex(64);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut rbuf = buffers::lend();
+        rbuf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let head = rbuf.split().freeze();
+        assert!(poll_read(&mut io, &mut rbuf, &mut cx).is_pending());
+        assert!(rbuf.capacity() > 0, "kept while the request holds its head");
+        drop(head);
+        assert!(poll_read(&mut io, &mut rbuf, &mut cx).is_pending());
+        assert_eq!(rbuf.capacity(), 0, "given back once the request is gone");
+    }
 }

@@ -27,13 +27,13 @@ pub fn lend() -> BytesMut {
     buf
 }
 
-/// Takes back an emptied buffer for the next connection that has bytes to read. A buffer
-/// whose memory is still shared with a request (its head's header values point into it) is
-/// kept only while the room it has left is worth lending; one grown for a large body is not
-/// kept at all (the thread's idle buffers stay small).
+/// Takes back an emptied buffer for the next connection that has bytes to read. Kept only
+/// when its whole memory is free again: one still shared with a request (its head's header
+/// values point into it) would make the borrower allocate a new one, and one grown for a
+/// large body is not kept at all (the thread's idle buffers stay small).
 pub fn give_back(mut buf: BytesMut) {
     buf.clear();
-    if buf.capacity() < READ_BUF / 2 || buf.capacity() > 2 * READ_BUF {
+    if !reclaim(&mut buf) || buf.capacity() > 2 * READ_BUF {
         return;
     }
     FREE.with_borrow_mut(|free| {
@@ -41,6 +41,12 @@ pub fn give_back(mut buf: BytesMut) {
             free.push(buf);
         }
     });
+}
+
+/// Whether `buf` (empty) owns its memory alone and has [`READ_BUF`] bytes of room, after
+/// moving its start back to the beginning of that memory if needed. Never allocates.
+pub fn reclaim(buf: &mut BytesMut) -> bool {
+    buf.try_reclaim(READ_BUF)
 }
 
 #[cfg(test)]
@@ -63,6 +69,28 @@ mod tests {
         let before = FREE.with_borrow(Vec::len);
         give_back(BytesMut::with_capacity(BODY_READ));
         assert_eq!(FREE.with_borrow(Vec::len), before);
+    }
+
+    #[test]
+    fn a_buffer_is_kept_once_its_request_is_gone() {
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let before = FREE.with_borrow(Vec::len);
+        let mut buf = lend();
+        buf.extend_from_slice(request);
+        let head = buf.split().freeze();
+        give_back(buf);
+        assert_eq!(FREE.with_borrow(Vec::len), before, "shared with the head: not kept");
+        drop(head);
+
+        let mut buf = lend();
+        let start = buf.as_ptr();
+        buf.extend_from_slice(request);
+        drop(buf.split().freeze());
+        give_back(buf);
+        assert_eq!(FREE.with_borrow(Vec::len), before + 1, "alone again: kept");
+        let again = lend();
+        assert_eq!(again.as_ptr(), start, "lent from the start of the same memory");
+        assert!(again.capacity() >= READ_BUF);
     }
 
     #[test]
