@@ -40,7 +40,10 @@ enum Upload {
 #[derive(Debug)]
 pub struct Exchange {
     pub io: Stream,
-    /// Bytes queued for the server: the head, then body data with its chunk framing.
+    /// The head, until written.
+    head: Bytes,
+    /// Body data queued for the server after the head, with its chunk framing (a request
+    /// without a body queues nothing here, and this allocates nothing).
     queue: VecDeque<Bytes>,
     body: Option<ReqBody>,
     chunked: bool,
@@ -66,7 +69,8 @@ impl Exchange {
         };
         Self {
             io,
-            queue: VecDeque::from([head]),
+            head,
+            queue: VecDeque::new(),
             body,
             chunked,
             upload: Upload::Sending,
@@ -96,7 +100,7 @@ impl Exchange {
             if self.upload != Upload::Sending {
                 return Poll::Ready(Ok(()));
             }
-            if !self.queue.is_empty() {
+            if self.has_queued() {
                 ready!(self.poll_turn(cx));
                 if let Err(e) = ready!(self.poll_write_queue(cx)) {
                     self.upload = Upload::Broken;
@@ -157,11 +161,17 @@ impl Exchange {
         }
     }
 
-    /// Writes the queue out (vectored), then flushes (TLS buffers).
+    /// Bytes wait to be written: the head or queued body data.
+    fn has_queued(&self) -> bool {
+        !self.head.is_empty() || !self.queue.is_empty()
+    }
+
+    /// Writes the head and the queue out (vectored), then flushes (TLS buffers).
     fn poll_write_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.queue.is_empty() {
+        while self.has_queued() {
             let mut slices = [IoSlice::new(&[]); 8];
-            let n = self.queue.iter().zip(slices.iter_mut()).fold(0, |n, (b, s)| {
+            let queued = std::iter::once(&self.head).chain(&self.queue).filter(|b| !b.is_empty());
+            let n = queued.zip(slices.iter_mut()).fold(0, |n, (b, s)| {
                 *s = IoSlice::new(b);
                 n + 1
             });
@@ -169,6 +179,9 @@ impl Exchange {
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
+            let from_head = written.min(self.head.len());
+            self.head.advance(from_head);
+            written -= from_head;
             while written > 0 {
                 let Some(front) = self.queue.front_mut() else { break };
                 let take = written.min(front.len());
