@@ -409,7 +409,8 @@ fn length_line(bytes: &Bytes, s: &HeaderSpan) -> Option<(u64, Option<std::ops::R
     let value = s.value.get(bytes);
     let first = value.split(|b| *b == b',').next().unwrap_or_default();
     let n = tether_core::h1::response::parse_length(first.trim_ascii())?;
-    let plain = value.iter().all(u8::is_ascii_digit) && (value == b"0" || value[0] != b'0');
+    let plain =
+        value.iter().all(u8::is_ascii_digit) && (value == b"0" || value.first() != Some(&b'0'));
     Some((n, plain.then(|| s.value.range())))
 }
 
