@@ -2,8 +2,10 @@
 //!
 //! moka gives a bounded concurrent map with near-LRU eviction (TinyLFU admission) and no
 //! global lock. On top of it this store adds what a balancer needs:
-//! - expiry judged with the caller's clock and Tether's [`Expiry`] policy (moka's own
-//!   time-to-idle is set a little longer, only to reclaim memory of abandoned entries);
+//! - expiry judged with the caller's clock and Tether's [`Expiry`] policy; moka removes an
+//!   entry on its own clock a little later ([`Backstop`]: the same idle window and lifetime
+//!   plus [`GRACE`]), so an entry nobody asks for again stops being counted soon after
+//!   Tether stopped honouring it, and its memory is reclaimed;
 //! - a per-server count of bound sessions, kept exact by moka's eviction listener (every
 //!   removal — expiry, eviction, replacement, flush — decrements the server it pointed at),
 //!   so "how many sessions does this draining server still hold?" never scans the table.
@@ -11,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use moka::notification::RemovalCause;
@@ -29,11 +31,73 @@ struct Entry {
 
 type Counts = ArcSwap<HashMap<Arc<str>, Arc<AtomicI64>>>;
 
+/// How long after Tether stops honouring a binding moka removes it. Tether judges in whole
+/// seconds of the wall clock (up to 1 s earlier or later than moka's monotonic clock); the
+/// rest is room for a small step of the wall clock. Never shorter: an entry moka removed
+/// while Tether still judged it live would lose its client's pin.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// moka's per-entry expiry: the window [`Expiry`] gives a binding, plus a grace, counted on
+/// moka's clock from the binding's last write and last read.
+struct Backstop {
+    policy: Arc<ArcSwap<Expiry>>,
+    grace: Duration,
+}
+
+impl Backstop {
+    /// How long an entry written `age` ago may still live from now: the idle window or what
+    /// is left of its lifetime, whichever ends first, plus the grace; `None` when `policy`
+    /// sets neither limit.
+    fn window(policy: Expiry, age: Duration, grace: Duration) -> Option<Duration> {
+        let secs = |s: u32| Duration::from_secs(u64::from(s));
+        let idle = (policy.idle_timeout > 0).then(|| secs(policy.idle_timeout));
+        let lifetime =
+            (policy.max_lifetime > 0).then(|| secs(policy.max_lifetime).saturating_sub(age));
+        let left = match (idle, lifetime) {
+            (Some(i), Some(l)) => i.min(l),
+            (one, other) => one.or(other)?,
+        };
+        Some(left + grace)
+    }
+
+    fn after_write(&self) -> Option<Duration> {
+        Self::window(**self.policy.load(), Duration::ZERO, self.grace)
+    }
+}
+
+impl moka::Expiry<StickKey, Arc<Entry>> for Backstop {
+    fn expire_after_create(&self, _: &StickKey, _: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        self.after_write()
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &StickKey,
+        _: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.after_write()
+    }
+
+    fn expire_after_read(
+        &self,
+        _: &StickKey,
+        _: &Arc<Entry>,
+        read_at: Instant,
+        _: Option<Duration>,
+        written_at: Instant,
+    ) -> Option<Duration> {
+        let age = read_at.saturating_duration_since(written_at);
+        Self::window(**self.policy.load(), age, self.grace)
+    }
+}
+
 /// A bounded in-memory stick table for one backend.
 pub struct MemoryStore {
     cache: Cache<StickKey, Arc<Entry>>,
     counts: Arc<Counts>,
-    expiry: ArcSwap<Expiry>,
+    expiry: Arc<ArcSwap<Expiry>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -50,21 +114,25 @@ impl MemoryStore {
 
     /// A table holding at most `capacity` bindings that expire per `expiry`.
     pub fn new(capacity: u64, expiry: Expiry) -> Self {
+        Self::with_grace(capacity, expiry, GRACE)
+    }
+
+    /// [`new`](Self::new) with moka removing expired bindings `grace` after Tether stops
+    /// honouring them (tests shorten it).
+    pub fn with_grace(capacity: u64, expiry: Expiry, grace: Duration) -> Self {
         let counts: Arc<Counts> = Arc::new(ArcSwap::from_pointee(HashMap::new()));
         let listener_counts = Arc::clone(&counts);
-        let mut builder = Cache::builder().max_capacity(capacity).eviction_listener(
-            move |_k, v: Arc<Entry>, _cause: RemovalCause| {
+        let policy = Arc::new(ArcSwap::from_pointee(expiry));
+        let cache = Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(Backstop { policy: Arc::clone(&policy), grace })
+            .eviction_listener(move |_k, v: Arc<Entry>, _cause: RemovalCause| {
                 if let Some(c) = listener_counts.load().get(&v.server) {
                     c.fetch_sub(1, Ordering::Relaxed);
                 }
-            },
-        );
-        if expiry.idle_timeout > 0 {
-            // Backstop only: Tether judges expiry itself. Twice the window leaves room for
-            // clock differences between moka's clock and the caller's.
-            builder = builder.time_to_idle(Duration::from_secs(u64::from(expiry.idle_timeout) * 2));
-        }
-        Self { cache: builder.build(), counts, expiry: ArcSwap::from_pointee(expiry) }
+            })
+            .build();
+        Self { cache, counts, expiry: policy }
     }
 
     fn counter(&self, server: &Arc<str>) -> Arc<AtomicI64> {
@@ -183,8 +251,22 @@ impl StickStore for MemoryStore {
     }
 
     fn set_expiry(&self, expiry: Expiry) {
-        self.expiry.store(Arc::new(expiry));
+        let before = self.expiry.swap(Arc::new(expiry));
+        if longer(expiry.idle_timeout, before.idle_timeout)
+            || longer(expiry.max_lifetime, before.max_lifetime)
+        {
+            // moka set each entry's removal by the old windows: read every entry once so
+            // the longer ones apply, or an entry the new policy keeps could be removed.
+            for (key, _) in self.cache.iter() {
+                self.cache.get(&*key);
+            }
+        }
     }
+}
+
+/// Whether limit `new` is longer than `old` (0: no limit).
+fn longer(new: u32, old: u32) -> bool {
+    old != 0 && (new == 0 || new > old)
 }
 
 #[cfg(test)]

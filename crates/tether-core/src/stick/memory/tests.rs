@@ -98,3 +98,59 @@ fn clear_forgets_everything_and_zeroes_counts() {
     assert_eq!(t.len(), 0);
     assert_eq!(t.sessions_bound("a"), 0);
 }
+
+#[test]
+fn moka_removes_a_binding_a_grace_after_its_window() {
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    let grace = S(5);
+    let policy = |idle_timeout, max_lifetime| Expiry { idle_timeout, max_lifetime };
+    // (policy, time since the entry was written, how long moka keeps it from now)
+    let cases = [
+        (policy(100, 1000), S(0), Some(S(105))),
+        (policy(100, 1000), S(950), Some(S(55))),
+        (policy(100, 1000), S(1000), Some(S(5))),
+        (policy(100, 1000), S(4000), Some(S(5))),
+        (policy(100, 0), S(4000), Some(S(105))),
+        (policy(0, 1000), S(10), Some(S(995))),
+        (policy(0, 0), S(10), None),
+    ];
+    for (p, age, want) in cases {
+        assert_eq!(Backstop::window(p, age, grace), want, "{p:?} written {age:?} ago");
+    }
+}
+
+/// Waits (up to 20 s, for a loaded machine) until `done` holds; whether it did.
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+#[test]
+fn a_binding_past_its_lifetime_stops_counting_without_a_lookup() {
+    // Idle for up to a minute but living one second: only moka's clock can end it, as
+    // nobody asks for the key again.
+    let t =
+        MemoryStore::with_grace(100, Expiry { idle_timeout: 60, max_lifetime: 1 }, Duration::ZERO);
+    t.bind_if_absent(1, &name("a"), 0);
+    assert_eq!(t.sessions_bound("a"), 1);
+    assert!(eventually(|| t.sessions_bound("a") == 0), "still counted: {}", t.sessions_bound("a"));
+    assert_eq!(t.len(), 0);
+}
+
+#[test]
+fn a_longer_window_after_a_reload_keeps_existing_bindings() {
+    let short = Expiry { idle_timeout: 1, max_lifetime: 0 };
+    let kept = MemoryStore::with_grace(100, short, Duration::ZERO);
+    let control = MemoryStore::with_grace(100, short, Duration::ZERO);
+    kept.bind_if_absent(1, &name("a"), 0);
+    control.bind_if_absent(1, &name("a"), 0);
+    kept.set_expiry(Expiry { idle_timeout: 600, max_lifetime: 0 });
+    assert!(eventually(|| control.sessions_bound("a") == 0), "the control's binding never went");
+    assert_eq!(kept.sessions_bound("a"), 1, "the binding made under the old window was removed");
+}
