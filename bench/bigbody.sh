@@ -46,8 +46,6 @@ KEEP=${KEEP:-0}                       # 1: keep the work dir
 BE=$((BASE_PORT + 1)); PX=$((BASE_PORT + 10))
 MIB=1048576
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
 if [ "$(nproc)" -lt 2 ]; then PROXY_CPUS=""; LOAD_CPUS=""; fi
 PIN_PX=(); PIN_LD=()  # command prefixes (taskset execs, so $! is the process itself); set_pins
 set_pins() {
@@ -58,56 +56,16 @@ set_pins() {
 }
 
 WORK=$(mktemp -d /tmp/tether-bigbody.XXXXXX) || exit 2
+LOGS=$WORK                            # apt.log goes there
 
-# ---------------------------------------------------------------- processes
-declare -a PIDS=()
-
-descendants() {
-  local c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
-}
-
-forget_pid() {
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-stop_pid() {         # stop a process we started, then its descendants (nginx workers)
-  local pid=$1 kids=() k comm _
-  [ -n "$pid" ] || return 0
-  for k in $(descendants "$pid"); do
-    comm=$(cat "/proc/$k/comm" 2>/dev/null) && kids+=("$k:$comm")
-  done
-  kill -TERM "$pid" 2>/dev/null
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  for k in "${kids[@]}"; do
-    [ "$(cat "/proc/${k%%:*}/comm" 2>/dev/null)" = "${k#*:}" ] && kill -KILL "${k%%:*}" 2>/dev/null
-  done
-  forget_pid "$pid"
-}
-
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh" || exit 2              # log, process tracking and cleanup, rss_pids_kb, wait_http...
+# the EXIT trap (lib.sh's cleanup) calls this after stopping every process
 # shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do stop_pid "$p"; done
-  if [ "$KEEP" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_extra() { if [ "$KEEP" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi; }
 
+# ---------------------------------------------------------------- memory
 tree_pids() { echo "$1"; descendants "$1"; }
-
-rss_kb() {           # "VmRSS VmHWM" summed over the given pids (kB)
-  local r=0 h=0 p a b
-  for p in "$@"; do
-    read -r a b < <(awk '/^VmRSS/{r=$2} /^VmHWM/{h=$2} END{print r+0, h+0}' "/proc/$p/status" 2>/dev/null || echo "0 0")
-    r=$((r + ${a:-0})); h=$((h + ${b:-0}))
-  done
-  echo "$r $h"
-}
 
 reset_hwm() {        # clear_refs 5: VmHWM := VmRSS (Linux >= 4.0); false if any pid refused
   local p ok=0
@@ -119,28 +77,12 @@ mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 
 # ---------------------------------------------------------------- tools
 ensure_tools() {
-  local need=() b pkg made_policy=0
+  local want=() b
   for b in curl:curl python3:python3 taskset:util-linux timeout:coreutils haproxy:haproxy nginx:nginx; do
     case " $PROXIES " in *" ${b%%:*} "*) ;; *) case ${b%%:*} in haproxy|nginx) continue ;; esac ;; esac
-    command -v "${b%%:*}" >/dev/null 2>&1 || need+=("${b#*:}")
+    want+=("$b")
   done
-  if [ ${#need[@]} -gt 0 ] && [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing: ${need[*]} (log: $WORK/apt.log)"
-    if [ ! -e /usr/sbin/policy-rc.d ]; then   # keep apt from starting system services
-      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
-    fi
-    timeout 600 apt-get update -qq >"$WORK/apt.log" 2>&1
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y --no-install-recommends "${need[@]}" \
-      >>"$WORK/apt.log" 2>&1 || log "apt-get install failed"
-    [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-    for pkg in "${need[@]}"; do
-      case $pkg in nginx|haproxy)
-        DPKG_MAINTSCRIPT_PACKAGE=$pkg deb-systemd-helper disable "$pkg.service" >/dev/null 2>&1 || true ;;
-      esac
-    done
-  elif [ ${#need[@]} -gt 0 ]; then
-    log "missing: ${need[*]} (not root or INSTALL=0: not installing)"
-  fi
+  install_tools "${want[@]}"
   for b in curl python3 timeout; do
     command -v "$b" >/dev/null 2>&1 || { log "FATAL: $b missing"; exit 2; }
   done
@@ -153,18 +95,6 @@ ensure_tools() {
 check_tether() {     # $1 binary
   [ -x "$1" ] || { log "FATAL: $1 not found (this script never builds; cargo build --release -p tether)"; exit 2; }
   timeout 10 "$1" --version >/dev/null 2>&1 || { log "FATAL: $1 --version failed"; exit 2; }
-}
-
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-wait_ready() {       # $1 port $2 pid: until GET / answers 200 (10 s) while pid lives
-  local _
-  for _ in $(seq 1 100); do
-    [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/")" = 200 ] && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
 }
 
 # ---------------------------------------------------------------- proxy configs
@@ -192,17 +122,7 @@ EOF
 
 write_haproxy_conf() { # $1 dir (as bench/run.sh: nbthread 1, no log)
   cat > "$1/haproxy.cfg" <<EOF
-global
-  nbthread 1
-  maxconn 1000
-defaults
-  mode http
-  option http-keep-alive
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-request 300s
-  timeout http-keep-alive 300s
+$(haproxy_http_head 1 1000)
 frontend fe
   bind 127.0.0.1:$PX
   default_backend be
@@ -269,7 +189,7 @@ start_proxy() {
   esac
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
-  wait_ready "$PX" "$PROXY_PID" && return 0
+  wait_http "$PX" 10 "$PROXY_PID" && return 0
   log "$kind did not become ready; last lines of $d/out.log $d/error.log:"
   tail -n 5 "$d/out.log" "$d/error.log" 2>/dev/null | sed 's/^/    /' >&2
   return 1
@@ -286,7 +206,7 @@ transfer() {
     [ -s "$d/$name.watch" ] && break; sleep 0.02
   done
   out=$("${PIN_LD[@]}" curl -sS -m "$CURL_TIMEOUT" "${CURL_ARGS[@]}" 2>"$d/$name.curlerr")
-  read -r _ hwm < <(rss_kb "${pids[@]}")
+  read -r _ hwm < <(rss_pids_kb "${pids[@]}")
   kill -TERM "$w" 2>/dev/null; wait "$w" 2>/dev/null; forget_pid "$w"
   read -r wp samples < <(tail -n 1 "$d/$name.watch")
   [[ ${wp:-x} =~ ^[0-9]+$ ]] || { wp=0; samples=0; }
@@ -322,7 +242,7 @@ measure() {          # measure LABEL KIND [BIN]
   curl -s -o /dev/null -m 10 -H 'Expect:' --data-binary "@$WORK/small" "http://127.0.0.1:$PX/upload" || true
   sleep 0.5
   mapfile -t pids < <(tree_pids "$PROXY_PID")
-  read -r before _ < <(rss_kb "${pids[@]}")
+  read -r before _ < <(rss_pids_kb "${pids[@]}")
   log "  RSS before: $(mib "$before") MiB (pids ${pids[*]})"
 
   CURL_ARGS=(-o /dev/null -w '%{http_code} %{size_download} %{time_total}' "http://127.0.0.1:$PX/big")
@@ -334,7 +254,7 @@ measure() {          # measure LABEL KIND [BIN]
   transfer "$d" upload "${pids[@]}"
   ul_peak=$TX_PEAK_KB; ul_t=$TX_TIME; ul_ok=$TX_OK; [ -n "$TX_NOTE" ] && notes="${notes:+$notes; }upload: $TX_NOTE"
 
-  read -r after _ < <(rss_kb "${pids[@]}")
+  read -r after _ < <(rss_pids_kb "${pids[@]}")
   stop_pid "$PROXY_PID"
 
   g_dl=$((dl_peak - before)); g_ul=$((ul_peak - before))
@@ -369,7 +289,7 @@ head -c 4096 /dev/zero > "$WORK/small"
 
 "${PIN_LD[@]}" python3 "$HERE/bigbody_backend.py" serve "$BE" "$SIZE" </dev/null >"$WORK/backend.log" 2>&1 &
 BE_PID=$!; PIDS+=("$BE_PID")
-wait_ready "$BE" "$BE_PID" || { log "FATAL: backend did not start:"; cat "$WORK/backend.log" >&2; exit 2; }
+wait_http "$BE" 10 "$BE_PID" || { log "FATAL: backend did not start:"; cat "$WORK/backend.log" >&2; exit 2; }
 log "backend on 127.0.0.1:$BE (pid $BE_PID); size $SIZE B; proxy cpus '${PROXY_CPUS}', load cpus '${LOAD_CPUS}'"
 
 # the backend alone (no proxy) as a speed reference

@@ -29,7 +29,7 @@ THREADS=${THREADS:-1}             # wrk -t
 CONNS=${CONNS:-50}                # wrk -c for the main scenarios
 HICONNS=${HICONNS:-1000}          # wrk -c for the high-concurrency scenarios (0 = skip)
 HI_STICKY=${HI_STICKY:-1}         # also run the sticky+cookie scenarios at HICONNS
-LAYOUTS=${LAYOUTS:-"S A"}         # S, A, B, U or LG:BE:PX cpu lists, e.g. "0:1:1" (see layout_cpus)
+LAYOUTS=${LAYOUTS:-"S A"}         # S, A, B, U or LG:BE:PX cpu lists, e.g. "0:1:1" (see layout_cpus in lib.sh)
 PEERS=${PEERS:-"haproxy nginx"}   # reference proxies; add caddy for a Caddy column
 HI_PEERS=${HI_PEERS:-$PEERS}      # peers also run at HICONNS
 TETHER=${TETHER:-1}               # 0: no Tether column (peers only; no build)
@@ -93,120 +93,17 @@ B1=$((BASE_PORT + 1)); B2=$((BASE_PORT + 2)); B3=$((BASE_PORT + 3))
 PX=$((BASE_PORT + 10))
 BACKENDS="127.0.0.1:$B1,127.0.0.1:$B2,127.0.0.1:$B3"
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+NGINX_WORKER_CONNS=18000          # every nginx here: worker_connections (nginx_common in lib.sh)
 
-# ---------------------------------------------------------------- processes
-declare -a PIDS=()   # every long-lived process we started
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh" || exit 1          # log, process tracking and cleanup, accounting, quiet_gate...
 
-descendants() {      # all descendant pids of $1 (recursive)
-  local c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$c"; descendants "$c"
-  done
-}
-
-stop_pid() {         # stop one process we started, plus its descendants
-  local pid=$1 kids k comm i
-  [ -n "$pid" ] || return 0
-  kids=()
-  for k in $(descendants "$pid"); do
-    comm=$(cat "/proc/$k/comm" 2>/dev/null) && kids+=("$k:$comm")
-  done
-  kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  for k in "${kids[@]}"; do   # orphans (e.g. nginx workers), only if still the same program
-    [ "$(cat "/proc/${k%%:*}/comm" 2>/dev/null)" = "${k#*:}" ] && kill -KILL "${k%%:*}" 2>/dev/null
-  done
-  forget_pid "$pid"
-}
-
-forget_pid() {       # drop $1 from PIDS
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-run_wait() {         # run "$@" as a tracked child and wait for it: a signal stops it at once
-  "$@" &
-  local p=$! rc
-  PIDS+=("$p")
-  wait "$p"; rc=$?
-  forget_pid "$p"
-  return $rc
-}
-
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do stop_pid "$p"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-rss_kb() {           # "VmRSS VmHWM" summed over $1 and its descendants (kB)
-  local r=0 h=0 p a b
-  for p in "$1" $(descendants "$1"); do
-    read -r a b < <(awk '/^VmRSS/{r=$2} /^VmHWM/{h=$2} END{print r+0, h+0}' "/proc/$p/status" 2>/dev/null || echo "0 0")
-    r=$((r + ${a:-0})); h=$((h + ${b:-0}))
-  done
-  echo "$r $h"
-}
-
-pin_tree() {         # re-pin a running process tree to cpu list $2
-  local p
-  for p in "$1" $(descendants "$1"); do taskset -a -p -c "$2" "$p" >/dev/null 2>&1; done
-}
-
-cpu_snap() { grep -E '^cpu[0-9]+ ' /proc/stat; }
+# ---------------------------------------------------------------- measurements
 cpu_busy() {         # $1 $2: snapshots -> "cpu0=NN cpu1=NN steal=NN" (percent of each cpu's time)
   awk 'NR==FNR{for(i=2;i<=NF;i++) a[$1,i]=$i; next}
        { t=0; for(i=2;i<=NF;i++){d[i]=$i-a[$1,i]; t+=d[i]}
          if(t>0){ printf "%s=%.0f ", $1, 100*(t-d[5]-d[6])/t; st+=d[9]; tt+=t } }
        END{ printf "steal=%.1f", (tt>0?100*st/tt:0) }' <(echo "$1") <(echo "$2")
-}
-
-ticks_tree() {       # utime+stime (clock ticks) summed over the given pids and their descendants
-  local p t=0 x
-  for p in "$@"; do
-    for x in "$p" $(descendants "$p"); do
-      t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null | awk '{print $12+$13}' || echo 0) ))
-    done
-  done
-  echo "$t"
-}
-csw_tree() {         # "voluntary nonvoluntary" context switches over the pids' threads and descendants
-  local p x v=0 n=0 a b
-  for p in "$@"; do
-    for x in "$p" $(descendants "$p"); do
-      read -r a b < <(cat /proc/"$x"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt/{v+=$2} /^nonvoluntary_ctxt/{n+=$2} END{print v+0, n+0}')
-      v=$((v + ${a:-0})); n=$((n + ${b:-0}))
-    done
-  done
-  echo "$v $n"
-}
-shell_cticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14+$15}'; }  # reaped children
-busy_ticks() { echo "$1" | awk '{t+=$2+$3+$4+$7+$8} END{print t+0}'; }      # user+nice+system+irq+softirq
-total_ticks() { echo "$1" | awk '{for(i=2;i<=NF;i++) t+=$i} END{print t+0}'; }
-
-quiet_gate() {       # wait until the machine is idle (other people's builds...), max QUIET_WAIT s
-  [ "$QUIET_GATE" = 1 ] || return 0
-  local start=$SECONDS a b busy said=0
-  while :; do
-    a=$(cpu_snap); sleep 1; b=$(cpu_snap)
-    busy=$(( 100 * ($(busy_ticks "$b") - $(busy_ticks "$a")) / ($(total_ticks "$b") - $(total_ticks "$a") + 1) ))
-    [ "$busy" -le "$QUIET_BUSY" ] && { [ $said = 1 ] && log "machine quiet again after $((SECONDS - start))s"; return 0; }
-    if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
-      log "machine still busy (${busy}%) after ${QUIET_WAIT}s; measuring anyway (see foreign= column)"
-      QUIET_WAIT=${QUIET_WAIT_AFTER_TIMEOUT:-30}; return 0
-    fi
-    if [ $said = 0 ]; then
-      log "machine busy (${busy}% of all cpus) before a run; waiting. top now: $(top -b -n2 -d0.5 2>/dev/null \
-        | awk '/^top -/{n++} n==2 && $1 ~ /^[0-9]+$/ && $12 != "top" {printf "%s %s%%; ", $12, $9; if (++k==3) exit}')"
-      said=1
-    fi
-    sleep 4
-  done
 }
 
 calib() {            # host-speed index: python loop iterations per microsecond on cpu0 and cpu1
@@ -220,48 +117,16 @@ print(round(n / 0.25 / 1e6, 2))' 2>/dev/null || echo 0)"
   echo "${out# }"
 }
 
-port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-
-wait_http() {        # wait until http://127.0.0.1:$1/ answers 200 (timeout $2 s; pid $3 must live)
-  local i
-  for i in $(seq 1 $(( ${2:-10} * 10 ))); do
-    [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/")" = 200 ] && return 0
-    [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
-    sleep 0.1
-  done
-  return 1
-}
-
 # ---------------------------------------------------------------- install
 ensure_tools() {
-  local need=() want=() b pkg p
+  local want=() b p
   want=(wrk:wrk nginx:nginx curl:curl taskset:util-linux python3:python3 ss:iproute2 timeout:coreutils)
   for p in $PEERS $IDLE_PEERS; do
     case $p in haproxy) want+=(haproxy:haproxy) ;; caddy) want+=(caddy:caddy) ;; esac
   done
   [[ " $PHASES " == *" h2 "* || " $PHASES " == *" tls "* ]] && want+=(h2load:nghttp2-client)
   [[ " $PHASES " == *" tls "* ]] && want+=(openssl:openssl)
-  for b in "${want[@]}"; do
-    command -v "${b%%:*}" >/dev/null 2>&1 || [[ " ${need[*]} " == *" ${b#*:} "* ]] || need+=("${b#*:}")
-  done
-  if [ ${#need[@]} -gt 0 ] && [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing: ${need[*]}"
-    local made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then   # keep apt from starting system services
-      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
-    fi
-    timeout 600 apt-get update -qq >"$LOGS/apt.log" 2>&1
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y --no-install-recommends "${need[@]}" >>"$LOGS/apt.log" 2>&1 \
-      || log "apt-get install failed (see $LOGS/apt.log)"
-    [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-    for pkg in "${need[@]}"; do                # do not leave them enabled at boot
-      case $pkg in nginx|haproxy|caddy)
-        DPKG_MAINTSCRIPT_PACKAGE=$pkg deb-systemd-helper disable "$pkg.service" >/dev/null 2>&1 || true ;;
-      esac
-    done
-  elif [ ${#need[@]} -gt 0 ]; then
-    log "missing: ${need[*]} (not root or INSTALL=0: not installing)"
-  fi
+  install_tools "${want[@]}"
   for b in wrk curl taskset python3 nginx timeout; do
     command -v "$b" >/dev/null 2>&1 || { log "FATAL: $b missing"; exit 1; }
   done
@@ -274,42 +139,7 @@ ensure_tools() {
   keep=(); for p in $IDLE_PEERS; do command -v "$p" >/dev/null 2>&1 && keep+=("$p"); done; IDLE_PEERS="${keep[*]}"
 }
 
-tether_stale() {     # true if the release binary is missing or older than a source/manifest file
-  [ -x "$TETHER_BIN" ] || return 0
-  [ -n "$(find "$REPO/crates" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -type f -newer "$TETHER_BIN" \
-          -not -path '*/target/*' -print -quit 2>/dev/null)" ]
-}
-
-ensure_tether() {    # build target/release/tether if missing or stale; check it runs
-  [ "$TETHER" = 1 ] && [ -z "$LB_CMD_GIVEN" ] || return 0
-  if tether_stale; then
-    if [ "$BUILD" = 1 ] && [ -z "$TETHER_BIN_GIVEN" ]; then
-      command -v cargo >/dev/null || { log "FATAL: cargo missing, cannot build $TETHER_BIN"; exit 1; }
-      log "building tether (release): cargo build --release -p tether (log: $LOGS/build.log)"
-      ( cd "$REPO" && exec cargo build --release -p tether ) >"$LOGS/build.log" 2>&1 &
-      local p=$!; PIDS+=("$p")
-      wait "$p" || { log "FATAL: cargo build failed; tail of $LOGS/build.log:"; tail -20 "$LOGS/build.log" >&2; exit 1; }
-      forget_pid "$p"
-    else
-      log "WARNING: not building (BUILD=0 or TETHER_BIN given); $TETHER_BIN is missing or older than the sources"
-    fi
-  fi
-  [ -x "$TETHER_BIN" ] || { log "FATAL: $TETHER_BIN not found (TETHER=0 to run the peers only)"; exit 1; }
-  timeout 10 "$TETHER_BIN" --version >/dev/null 2>&1 \
-    || { log "FATAL: $TETHER_BIN --version failed"; exit 1; }
-}
-
 # ---------------------------------------------------------------- configs
-nginx_common() {     # $1 dir [$2 worker processes, default 1]
-  cat <<EOF
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-worker_processes ${2:-1};
-worker_rlimit_nofile 19000;
-events { worker_connections 18000; }
-EOF
-}
 nginx_http_common() { # $1 dir
   cat <<EOF
   access_log off;
@@ -404,17 +234,7 @@ write_haproxy_conf() { # $1 dir $2 mode(rr|cookie) $3 tls(0|tls)
   fi
   mkdir -p "$1"
   cat > "$1/haproxy.cfg" <<EOF
-global
-  nbthread $PROXY_THREADS
-  maxconn $HAPROXY_MAXCONN
-defaults
-  mode http
-  option http-keep-alive
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-request 300s
-  timeout http-keep-alive 300s
+$(haproxy_http_head "$PROXY_THREADS" "$HAPROXY_MAXCONN")
 frontend fe
   bind 127.0.0.1:$PX$ssl
   maxconn $HAPROXY_MAXCONN
@@ -544,17 +364,6 @@ start_backends() {   # $1 cpus. BACKEND_PROCS=1: one nginx worker serves all 3 p
   done
 }
 
-layout_cpus() {      # sets LG BE PXC from layout name
-  case $1 in
-    A) LG=0; BE=1; PXC=1 ;;      # load gen alone; server side (proxy+backends) shares CPU1
-    B) LG=0; BE=0; PXC=1 ;;      # proxy alone on CPU1; wrk+backends share CPU0
-    U) LG=0-1; BE=0-1; PXC=0-1 ;; # unpinned
-    S) LG=1; BE=1; PXC=1 ;;      # everything on one cpu: pure cpu-cost ratio, no cross-cpu wakeups
-    *:*:*) IFS=: read -r LG BE PXC <<<"$1" ;;
-    *) log "bad layout $1"; exit 1 ;;
-  esac
-}
-
 # ---------------------------------------------------------------- sanity
 distribution() {     # $1 port $2 header-or-empty: which backend answered N=30 new connections
   local i out=()
@@ -670,7 +479,7 @@ run_one() {
   local cpu; cpu=$(cpu_busy "$c0" "$c1")
   # foreign = busy ticks (user+nice+system+irq+softirq) not spent by wrk/backends/peer, as % of
   # all cpus' time. Task times include the softirq work done in their context (loopback), hence +irq.
-  cpu="$cpu foreign=$(( 100 * ( ($(busy_ticks "$c1") - $(busy_ticks "$c0")) - (o1 - o0) - (s1 - s0) ) / ($(total_ticks "$c1") - $(total_ticks "$c0") + 1) ))"
+  cpu="$cpu foreign=$(foreign_pct "$c0" "$c1" "$o0" "$o1" "$s0" "$s1")"
   local rss; rss=$(rss_kb "$pid")
   [ "$peer" = direct ] || stop_pid "$PEER_PID"
   local res; res=$(grep '^RESULT' "$lf" | sed 's/^RESULT //')
@@ -697,7 +506,7 @@ phase_load() {
   for rep in $(seq 1 "$REPS"); do
     for layout in $LAYOUTS; do
       layout_cpus "$layout"
-      local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
+      local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BEC"; done
       for s in "${SCN[@]}"; do
         # shellcheck disable=SC2086
         run_one "$layout" "$rep" $s
@@ -711,7 +520,7 @@ phase_load() {
 # ---------------------------------------------------------------- idle conns
 phase_idle() {
   local layout; layout_cpus "${LAYOUTS%% *}"
-  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
+  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BEC"; done
   local peers=$IDLE_PEERS; [ -n "$LB_CMD" ] && peers="$peers lb"
   local p
   echo "## idle keep-alive connections (N=$IDLE_N, modes: $IDLE_MODE; layout ${LAYOUTS%% *})" | tee -a "$WORK/idle.md"
@@ -735,7 +544,7 @@ phase_idle() {
 phase_h2() {
   command -v h2load >/dev/null || { log "h2load missing: skip h2"; return; }
   local layout; layout_cpus "${LAYOUTS%% *}"
-  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
+  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BEC"; done
   local peers=$H2_PEERS; [ -n "$LB_H2_CMD" ] && peers="$peers lb"
   local p
   echo "## h2load h2c (-c$H2_CONNS -m$H2_STREAMS, ${DURATION}s, layout ${LAYOUTS%% *}, $H2_REPS round(s))" | tee -a "$WORK/h2.md"
@@ -798,7 +607,7 @@ phase_tls() {
     >"$LOGS/openssl.log" 2>&1 || { log "openssl failed: skip tls"; return; }
   cat "$TLS_DIR/site.crt" "$TLS_DIR/site.key" > "$TLS_DIR/site.pem"
   local layout; layout_cpus "${LAYOUTS%% *}"
-  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BE"; done
+  local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BEC"; done
   local peers=$H2_PEERS; [ -n "$LB_CMD" ] && peers="$peers lb"
   echo "## TLS with h2load (-c$H2_CONNS, ${DURATION}s, layout ${LAYOUTS%% *})" | tee -a "$WORK/tls.md"
   local p kind
@@ -851,7 +660,7 @@ ensure_tether
 log "work dir: $WORK"
 
 layout_cpus "${LAYOUTS%% *}"
-start_backends "$BE"
+start_backends "$BEC"
 for ph in $PHASES; do
   case $ph in
     load) phase_load ;;

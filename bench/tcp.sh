@@ -82,175 +82,18 @@ _hm=$(( $(ulimit -n) / 2 - 100 )); [ $_hm -gt 20100 ] && _hm=20100
 HAPROXY_MAXCONN=${HAPROXY_MAXCONN:-$_hm}  # haproxy reserves 2 fds per conn; capped by ulimit -n
 NGINX_WORKER_CONNS=18000          # relay and backend nginx: worker_connections (2 per relayed conn)
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
-# ---------------------------------------------------------------- processes
-declare -a PIDS=()   # every long-lived process we started
-
-descendants() {      # all descendant pids of $1 (recursive)
-  local c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do
-    echo "$c"; descendants "$c"
-  done
-}
-
-forget_pid() {       # drop $1 from PIDS
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-stop_pid() {         # stop one process we started, plus its descendants (nginx workers)
-  local pid=$1 kids=() k comm _
-  [ -n "$pid" ] || return 0
-  for k in $(descendants "$pid"); do
-    comm=$(cat "/proc/$k/comm" 2>/dev/null) && kids+=("$k:$comm")
-  done
-  kill -TERM "$pid" 2>/dev/null
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  for k in "${kids[@]}"; do   # orphans, only if still the same program
-    [ "$(cat "/proc/${k%%:*}/comm" 2>/dev/null)" = "${k#*:}" ] && kill -KILL "${k%%:*}" 2>/dev/null
-  done
-  forget_pid "$pid"
-}
-
-run_wait() {         # run "$@" as a tracked child and wait for it: a signal stops it at once
-  "$@" &
-  local p=$! rc
-  PIDS+=("$p")
-  wait "$p"; rc=$?
-  forget_pid "$p"
-  return $rc
-}
-
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh" || exit 1          # log, process tracking and cleanup, accounting, quiet_gate...
+# the EXIT trap (lib.sh's cleanup) calls this after stopping every process
 # shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do stop_pid "$p"; done
-  [ "$KEEP_BIG" = 1 ] || rm -f "$WORK/be/www/big"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-rss_kb() {           # VmRSS summed over $1 and its descendants (kB)
-  local r=0 p a
-  for p in "$1" $(descendants "$1"); do
-    a=$(awk '/^VmRSS/{print $2+0}' "/proc/$p/status" 2>/dev/null)
-    r=$((r + ${a:-0}))
-  done
-  echo "$r"
-}
-
-pin_tree() {         # re-pin a running process tree to cpu list $2
-  local p
-  for p in "$1" $(descendants "$1"); do taskset -a -p -c "$2" "$p" >/dev/null 2>&1; done
-}
-
-ticks_tree() {       # utime+stime (clock ticks) summed over the given pids and their descendants
-  local p t=0 x
-  for p in "$@"; do
-    for x in "$p" $(descendants "$p"); do
-      t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null | awk '{print $12+$13}' || echo 0) ))
-    done
-  done
-  echo "$t"
-}
-csw_tree() {         # "voluntary involuntary" context switches summed over pid $1's threads and descendants
-  local x v=0 n=0 a b
-  for x in "$1" $(descendants "$1"); do
-    for t in /proc/"$x"/task/*/status; do
-      read -r a b < <(awk '/^voluntary_ctxt/{v=$2} /^nonvoluntary_ctxt/{n=$2} END{print v+0, n+0}' "$t" 2>/dev/null || echo "0 0")
-      v=$((v + a)); n=$((n + b))
-    done
-  done
-  echo "$v $n"
-}
-cpu_snap() { grep -E '^cpu[0-9]+ ' /proc/stat; }
-shell_cticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14+$15}'; }  # reaped children
-busy_ticks() { echo "$1" | awk '{t+=$2+$3+$4+$7+$8} END{print t+0}'; }      # user+nice+system+irq+softirq
-total_ticks() { echo "$1" | awk '{for(i=2;i<=NF;i++) t+=$i} END{print t+0}'; }
-foreign_pct() {      # $1 $2 cpu snapshots, $3 $4 our ticks before/after, $5 $6 reaped children's
-  # busy ticks not spent by our processes (client, backend, relay), % of all cpus' time
-  echo $(( 100 * ( ($(busy_ticks "$2") - $(busy_ticks "$1")) - ($4 - $3) - ($6 - $5) ) \
-           / ($(total_ticks "$2") - $(total_ticks "$1") + 1) ))
-}
-
-quiet_gate() {       # wait until the machine is idle (other people's builds...), max QUIET_WAIT s
-  [ "$QUIET_GATE" = 1 ] || return 0
-  local start=$SECONDS a b busy said=0
-  while :; do
-    a=$(cpu_snap); sleep 1; b=$(cpu_snap)
-    busy=$(( 100 * ($(busy_ticks "$b") - $(busy_ticks "$a")) / ($(total_ticks "$b") - $(total_ticks "$a") + 1) ))
-    [ "$busy" -le "$QUIET_BUSY" ] && { [ $said = 1 ] && log "machine quiet again after $((SECONDS - start))s"; return 0; }
-    if [ $((SECONDS - start)) -ge "$QUIET_WAIT" ]; then
-      log "machine still busy (${busy}%) after ${QUIET_WAIT}s; measuring anyway (see the foreign column)"
-      QUIET_WAIT=${QUIET_WAIT_AFTER_TIMEOUT:-30}; return 0
-    fi
-    if [ $said = 0 ]; then
-      log "machine busy (${busy}% of all cpus) before a run; waiting"
-      said=1
-    fi
-    sleep 4
-  done
-}
-
-port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-
-wait_http() {        # until http://127.0.0.1:$1/ answers 200 (timeout $2 s; pid $3 must live)
-  local _
-  for _ in $(seq 1 $(( ${2:-10} * 10 ))); do
-    [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/")" = 200 ] && return 0
-    [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null && return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-layout_cpus() {      # sets LG (client) BEC (backend) PXC (relay) from a layout name
-  case $1 in
-    A) LG=0; BEC=1; PXC=1 ;;       # client alone; server side (relay + backend) shares CPU1
-    B) LG=0; BEC=0; PXC=1 ;;       # relay alone on CPU1; client + backend share CPU0
-    U) LG=0-1; BEC=0-1; PXC=0-1 ;; # unpinned
-    S) LG=1; BEC=1; PXC=1 ;;       # everything on one cpu: pure cpu-cost ratio
-    *:*:*) IFS=: read -r LG BEC PXC <<<"$1" ;;
-    *) log "bad layout $1"; exit 1 ;;
-  esac
-}
+cleanup_extra() { [ "$KEEP_BIG" = 1 ] || rm -f "$WORK/be/www/big"; }
 
 # ---------------------------------------------------------------- install
-apt_install() {      # packages...: apt-get install without starting services; 0 if it worked
-  local made_policy=0 rc pkg
-  if [ ! -e /usr/sbin/policy-rc.d ]; then   # keep apt from starting system services
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
-  fi
-  timeout 600 apt-get update -qq >>"$LOGS/apt.log" 2>&1
-  DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y --no-install-recommends "$@" >>"$LOGS/apt.log" 2>&1
-  rc=$?
-  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-  for pkg in "$@"; do                          # do not leave them enabled at boot
-    case $pkg in nginx|haproxy)
-      DPKG_MAINTSCRIPT_PACKAGE=$pkg deb-systemd-helper disable "$pkg.service" >/dev/null 2>&1 || true ;;
-    esac
-  done
-  return $rc
-}
-can_install() { [ "$INSTALL" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
-
 ensure_tools() {
-  local need=() want b p keep=()
+  local want b p keep=()
   want=(wrk:wrk nginx:nginx curl:curl taskset:util-linux python3:python3 ss:iproute2 timeout:coreutils)
   [[ " $PEERS " == *" haproxy "* ]] && want+=(haproxy:haproxy)
-  for b in "${want[@]}"; do
-    command -v "${b%%:*}" >/dev/null 2>&1 || need+=("${b#*:}")
-  done
-  if [ ${#need[@]} -gt 0 ] && can_install; then
-    log "installing: ${need[*]} (log: $LOGS/apt.log)"
-    apt_install "${need[@]}" || log "apt-get install failed (see $LOGS/apt.log)"
-  elif [ ${#need[@]} -gt 0 ]; then
-    log "missing: ${need[*]} (not root or INSTALL=0: not installing)"
-  fi
+  install_tools "${want[@]}"
   for b in wrk curl taskset python3 nginx timeout ss; do   # nginx: the backend
     command -v "$b" >/dev/null 2>&1 || { log "FATAL: $b missing"; exit 1; }
   done
@@ -308,46 +151,11 @@ nginx_stream() {     # true if nginx can run a stream {} block; sets NGINX_LOAD
   log "nginx stream module: ${NGINX_LOAD:-built in}"
 }
 
-tether_stale() {     # true if the release binary is missing or older than a source/manifest file
-  [ -x "$TETHER_BIN" ] || return 0
-  [ -n "$(find "$REPO/crates" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -type f -newer "$TETHER_BIN" \
-          -not -path '*/target/*' -print -quit 2>/dev/null)" ]
-}
-
-ensure_tether() {    # build target/release/tether if missing or stale; check it runs
-  [ "$TETHER" = 1 ] || return 0
-  if tether_stale; then
-    if [ "$BUILD" = 1 ] && [ -z "$TETHER_BIN_GIVEN" ]; then
-      command -v cargo >/dev/null || { log "FATAL: cargo missing, cannot build $TETHER_BIN"; exit 1; }
-      log "building tether (release): cargo build --release -p tether (log: $LOGS/build.log)"
-      ( cd "$REPO" && exec cargo build --release -p tether ) >"$LOGS/build.log" 2>&1 &
-      local p=$!; PIDS+=("$p")
-      wait "$p" || { log "FATAL: cargo build failed; tail of $LOGS/build.log:"; tail -20 "$LOGS/build.log" >&2; exit 1; }
-      forget_pid "$p"
-    else
-      log "WARNING: not building (BUILD=0 or TETHER_BIN given); $TETHER_BIN is missing or older than the sources"
-    fi
-  fi
-  [ -x "$TETHER_BIN" ] || { log "FATAL: $TETHER_BIN not found (TETHER=0 to run the peers only)"; exit 1; }
-  timeout 10 "$TETHER_BIN" --version >/dev/null 2>&1 || { log "FATAL: $TETHER_BIN --version failed"; exit 1; }
-}
-
 # ---------------------------------------------------------------- configs
-nginx_head() {         # $1 dir: the main-context lines every nginx here shares (one worker)
-  cat <<EOF
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-worker_processes 1;
-worker_rlimit_nofile $((NGINX_WORKER_CONNS + 1000));
-events { worker_connections $NGINX_WORKER_CONNS; }
-EOF
-}
-
 write_backend_conf() { # $1 dir
   mkdir -p "$1/www"
   cat > "$1/nginx.conf" <<EOF
-$(nginx_head "$1")
+$(nginx_common "$1")
 http {
   access_log off;
   default_type application/octet-stream;
@@ -371,7 +179,7 @@ write_nginx_conf() { # $1 dir: NGINX stream relay, 1 worker, default proxy_buffe
   mkdir -p "$1"
   cat > "$1/nginx.conf" <<EOF
 $NGINX_LOAD
-$(nginx_head "$1")
+$(nginx_common "$1")
 stream {
   upstream up { server 127.0.0.1:$BE; }
   server {
@@ -498,7 +306,8 @@ measure_conn() {     # $1 layout $2 rep $3 name $4 pid(s) to account
   local csw
   csw=$(awk -v a="$w0" -v b="$w1" -v n="$reqs" 'BEGIN{split(a, x, " "); split(b, y, " ");
     k = (n > 0 ? 1000 / n : 0); printf "csw_vol_k=%.1f csw_inv_k=%.1f", (y[1] - x[1]) * k, (y[2] - x[2]) * k}')
-  record "$layout" "$rep" conn "$name" "$rps" "$cpu" "$errs" "$fg" "$(rss_kb "$pid")" \
+  local rss; read -r rss _ < <(rss_kb "$pid")   # VmRSS (kB)
+  record "$layout" "$rep" conn "$name" "$rps" "$cpu" "$errs" "$fg" "$rss" \
     "$(grep -o 'p50_us=[0-9]* p90_us=[0-9]* p99_us=[0-9]*' <<<"$res") $csw"
   log "$layout rep$rep conn $name: ${rps} conn/s, cpu ${cpu} us/conn, errors $errs, foreign ${fg}%, $csw"
 }
@@ -515,7 +324,7 @@ measure_xfer() {     # $1 layout $2 rep $3 name $4 pid(s) to account
     run_wait timeout -k 5 "$XFER_TIMEOUT" taskset -c "$LG" curl -s -S -o /dev/null -m "$XFER_TIMEOUT" \
       -w '%{http_code} %{size_download} %{speed_download}\n' "http://127.0.0.1:$port/big" > "$lf" 2>&1
     c1=$(cpu_snap); o1=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s1=$(shell_cticks); p1=$(ticks_tree "$pid")
-    rss=$(rss_kb "$pid")
+    read -r rss _ < <(rss_kb "$pid")   # VmRSS (kB)
     out=$(tail -n 1 "$lf"); read -r code got speed <<<"$out"
     if [ "${code:-}" != 200 ] || [ "${got:-}" != "$SIZE" ]; then
       record "$layout" "$rep" xfer "$name" FAIL 0 1 0 "$rss" "status ${code:-none}, ${got:-0} of $SIZE bytes"
