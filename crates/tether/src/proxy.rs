@@ -102,7 +102,7 @@ pub enum ClientCert {
 pub async fn handle(
     snap: &Snapshot,
     ctx: &ConnCtx,
-    mut req: Request<ClientBody>,
+    mut req: Box<Request<ClientBody>>,
     upgrade: Option<upgrade::ClientUpgrade>,
 ) -> Response<RespBody> {
     let Some(listener) = snap.listener(&ctx.listener) else {
@@ -204,7 +204,7 @@ async fn forward<'s>(
     snap: &'s Snapshot,
     listener: &ListenerView,
     ctx: &ConnCtx,
-    (mut req, upgrade): (Request<ClientBody>, Option<upgrade::ClientUpgrade>),
+    (mut req, upgrade): (Box<Request<ClientBody>>, Option<upgrade::ClientUpgrade>),
     arrived: Instant,
     pending: &mut Unanswered<'s>,
 ) -> Result<Response<RespBody>, ProxyError> {
@@ -224,7 +224,7 @@ async fn forward<'s>(
         rate_limit(listener, backend, ctx, &req, session)?;
     }
     let session_slot = admit_session(backend, listener, session, &req)?;
-    let mut outgoing = Outgoing::prepare(req, upgrade, listener, ctx, backend)?;
+    let mut outgoing = Outgoing::prepare(*req, upgrade, listener, ctx, backend)?;
     outgoing.key = key;
     let mut answered = attempt(backend, pin.as_ref(), &mut outgoing, listener, pending).await?;
     answered.held.session = session_slot;

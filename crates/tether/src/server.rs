@@ -364,7 +364,8 @@ impl Serve {
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
             let watch = watched.start(true);
-            let req = req.map(ClientBody::H2);
+            // Boxed for the same reason as HTTP/1.1's: every async layer keeps a copy.
+            let req = Box::new(req.map(ClientBody::H2));
             async move {
                 let resp = proxy::handle(&snap, &ctx, req, None).await;
                 watch.answered();

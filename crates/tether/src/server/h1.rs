@@ -335,6 +335,9 @@ fn serve_request(
 ) -> Pin<Box<dyn Future<Output = Response<RespBody>> + Send>> {
     let snap = current.load_full();
     let ctx = Arc::clone(ctx);
+    // Boxed once here, the request is a pointer in each layer of the future below (an async
+    // fn keeps its argument and a local copy of it): the future is ~1.3 KB smaller.
+    let req = Box::new(req);
     Box::pin(async move { proxy::handle(&snap, &ctx, req, upgrade).await })
 }
 
@@ -701,6 +704,22 @@ fn fail(feed: &mut Feed, e: io::Error) -> Fed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The future of one request is boxed per request (and each HTTP/2 stream's is copied
+    /// several times on its way into its task): it stays small because the request is a
+    /// pointer in it, not a ~270-byte value in each of its async layers.
+    #[tokio::test]
+    async fn a_requests_future_holds_its_request_by_pointer() {
+        let snap = crate::test_support::snapshot(&crate::test_support::servers("app", &["a"]));
+        let current = Arc::new(ArcSwap::from_pointee(snap));
+        let (drain, _held) = tokio::sync::mpsc::channel(1);
+        let ctx = Arc::new(ConnCtx::new("web".into(), ([127, 0, 0, 1], 9).into(), false, drain));
+        let req = http::Request::new(ClientBody::Empty);
+        let request = std::mem::size_of_val(&req);
+        let fut = serve_request(&current, &ctx, req, None);
+        let size = std::mem::size_of_val(&*fut);
+        assert!(size < 2048 && size < 8 * request, "{size} bytes (a request is {request})");
+    }
 
     /// While a request shares the connection's buffer, a read that finds nothing keeps it
     /// (lent to another connection, it would only make that one allocate); once the
