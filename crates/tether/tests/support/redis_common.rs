@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::fixture::{
-    Backend, Config, KEY, ServerEntry, Sticky, admin_json, admin_url, server_of, start, web,
+    Backend, Config, KEY, Route, ServerEntry, Sticky, admin_json, admin_url, server_of, start, web,
 };
 
 /// Affinity by header `X-Session-Id`, forgotten after [`IDLE_TIMEOUT`].
@@ -88,7 +88,8 @@ impl Store for RedisCluster {
 
 /// `settings` (e.g. [`patient`]) plus listener "web" → backend "app" over `servers`, where
 /// only the names in `active` take new sessions (the others drain), and the stick table in
-/// the Redis at `url`.
+/// the Redis at `url`. Paths under `/warm-up` go to backend "warm", the same servers and
+/// affinity: [`both_connected`]'s bindings stay out of "app"'s keys.
 pub fn shared_config(
     settings: Config,
     servers: &[EchoServer],
@@ -101,7 +102,13 @@ pub fn shared_config(
         app.server(ServerEntry::from(s).state(state))
     });
     let app = app.sticky(sticky);
-    settings.listener(web()).backend("app", app).cookie_keys(&[KEY]).redis_stick_table(url)
+    settings
+        .listener(web())
+        .route(Route::to("warm").path_prefix("/warm-up"))
+        .backend("warm", app.clone())
+        .backend("app", app)
+        .cookie_keys(&[KEY])
+        .redis_stick_table(url)
 }
 
 /// A (new sessions → s0) and B (new sessions → s1, s2), sharing `store`, both on top of
@@ -119,7 +126,9 @@ pub async fn pair(
 }
 
 /// Waits until both instances write to `store` (they connect in the background after
-/// start-up, and a binding made before that stays local), then empties it.
+/// start-up, and a binding made before that stays local), then empties it. The bindings it
+/// makes are backend "warm"'s: one still on its way when `store` is emptied (each is written
+/// in the background) lands among "warm"'s keys, never among "app"'s, which tests count.
 pub async fn both_connected(c: &reqwest::Client, (a, b): (&Tether, &Tether), store: &impl Store) {
     let probe = AtomicUsize::new(0);
     let connected = wait_until_async(DEADLINE, || async {
@@ -127,7 +136,7 @@ pub async fn both_connected(c: &reqwest::Client, (a, b): (&Tether, &Tether), sto
         warm_up(c, a, &format!("warm-up-a-{i}")).await;
         warm_up(c, b, &format!("warm-up-b-{i}")).await;
         let mut values = Vec::new();
-        for key in store.keys("tether:app:*").await {
+        for key in store.keys("tether:warm:*").await {
             values.extend(store.get(&key).await);
         }
         // A binds only s0, B only s1 and s2: both have written.
