@@ -10,7 +10,9 @@
 # `CARGO_TARGET_DIR=target/old cargo build --release -p tether` there.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-[ $# -eq 2 ] && [ -x "$1" ] && [ -x "$2" ] || { echo "usage: $0 A_BINARY B_BINARY" >&2; exit 2; }
+if ! { [ $# -eq 2 ] && [ -x "$1" ] && [ -x "$2" ]; }; then
+  echo "usage: $0 A_BINARY B_BINARY" >&2; exit 2
+fi
 ROUNDS=${ROUNDS:-5}
 OUT=${OUT:-$(mktemp -d /tmp/tether-ab.XXXXXX)}
 export BUILD=0 PEERS="" HI_PEERS="" IDLE_PEERS="" PHASES=${PHASES:-load} HICONNS=${HICONNS:-0}

@@ -310,7 +310,7 @@ start_peer() {
       local tpl=$LB_CMD
       [ "$mode" = sticky ] && tpl=$LB_STICKY_CMD
       [ "$h2" = 1 ] && tpl=$LB_H2_CMD
-      echo "$(lb_expand "$tpl" "$d")" > "$d/cmd"
+      lb_expand "$tpl" "$d" > "$d/cmd"
       if [ "$h2" = tls ]; then
         TETHER_TLS_CERT=$TLS_DIR/site.crt TETHER_TLS_KEY=$TLS_DIR/site.key \
           taskset -c "$cpus" bash -c "exec $(lb_expand "$LB_CMD" "$d")" >"$d/out.log" 2>&1 &
@@ -446,7 +446,7 @@ run_one() {
   local sent=$usecookie
   if [ "$usecookie" = 1 ]; then
     local ck; ck=$(get_cookie "$port")
-    [ -n "$ck" ] && hdr="Cookie: $ck" || { log "$name: proxy set no cookie"; sent=nocookie; }
+    if [ -n "$ck" ]; then hdr="Cookie: $ck"; else log "$name: proxy set no cookie"; sent=nocookie; fi
   fi
   if [ ! -e "$WORK/sanity.$layout.$name" ]; then
     local dist extra=""; dist=$(distribution "$port" "$hdr")
@@ -534,7 +534,7 @@ phase_idle() {
       fi
       run_wait timeout -k 5 300 taskset -c "$LG" python3 "$HERE/idle_conns.py" --port "$PX" --pid "$PEER_PID" \
         -n "$n" --mode "$mode" --name "$name" --backend-ports "$B1,$B2,$B3" > "$LOGS/idle.$mode.$name.txt" 2>&1
-      cat "$LOGS/idle.$mode.$name.txt" | tee -a "$WORK/idle.md"
+      tee -a "$WORK/idle.md" < "$LOGS/idle.$mode.$name.txt"
       stop_pid "$PEER_PID"
     done
   done
