@@ -123,8 +123,48 @@ impl Table {
     /// Changes the expiry policy (reload).
     pub fn set_expiry(&self, expiry: Expiry) {
         match self {
-            Table::Memory(m) => m.set_expiry(expiry),
+            Table::Memory(m) => set_local_expiry(m, expiry),
             Table::Redis(r) => r.set_expiry(expiry),
         }
+    }
+}
+
+/// Puts `expiry` in force on a memory table. When it lengthens a window, every entry is
+/// rescheduled on a blocking thread (a full table takes seconds, which the controller's admin
+/// API and health checks must not wait for); without a runtime (tests), at once.
+pub(crate) fn set_local_expiry(store: &Arc<MemoryStore>, expiry: Expiry) {
+    if !store.replace_expiry(expiry) {
+        return;
+    }
+    let store = Arc::clone(store);
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(move || store.reschedule())),
+        Err(_) => store.reschedule(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// On a runtime, a reload that lengthens the idle window reschedules the existing
+    /// bindings from a blocking thread: one outlives the old window, as a control's does not.
+    #[tokio::test]
+    async fn a_longer_window_reaches_existing_bindings_from_a_blocking_thread() {
+        let short = Expiry { idle_timeout: 1, max_lifetime: 0 };
+        let kept = Arc::new(MemoryStore::with_grace(100, short, Duration::ZERO));
+        let control = MemoryStore::with_grace(100, short, Duration::ZERO);
+        let a: Arc<str> = Arc::from("a");
+        kept.bind_if_absent(1, &a, 0);
+        control.bind_if_absent(1, &a, 0);
+        set_local_expiry(&kept, Expiry { idle_timeout: 600, max_lifetime: 0 });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while control.sessions_bound("a") != 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the control's binding never went");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(kept.sessions_bound("a"), 1, "removed by the old window");
     }
 }

@@ -254,7 +254,7 @@ impl RedisTable {
 
     /// Changes the expiry policy.
     pub fn set_expiry(&self, expiry: Expiry) {
-        self.local.set_expiry(expiry);
+        super::set_local_expiry(&self.local, expiry);
         self.expiry.store(Arc::new(expiry));
     }
 
