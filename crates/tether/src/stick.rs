@@ -160,11 +160,11 @@ mod tests {
         kept.bind_if_absent(1, &a, 0);
         control.bind_if_absent(1, &a, 0);
         set_local_expiry(&kept, Expiry { idle_timeout: 600, max_lifetime: 0 });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while control.sessions_bound("a") != 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the control's binding never went");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let gone = tether_testkit::wait_until(Duration::from_secs(20), || {
+            control.sessions_bound("a") == 0
+        })
+        .await;
+        assert!(gone, "the control's binding never went");
         assert_eq!(kept.sessions_bound("a"), 1, "removed by the old window");
     }
 }
