@@ -11,7 +11,7 @@
 #               stop_pid, run_wait, cleanup; sourcing sets the traps: EXIT runs cleanup (stops
 #               every pid in PIDS, then calls cleanup_extra if the script defines one),
 #               INT/TERM exit 130
-#   accounting  rss_kb, rss_pids_kb, pin_tree, ticks_tree, csw_tree, cpu_snap, shell_cticks,
+#   accounting  rss_kb, rss_pids_kb, pin_tree, ticks_tree, uticks_tree, csw_tree, cpu_snap, shell_cticks,
 #               busy_ticks, total_ticks, foreign_pct
 #   machine     quiet_gate, layout_cpus (sets LG BEC PXC), port_free, wait_http
 #   install     can_install, apt_install, install_tools
@@ -109,6 +109,16 @@ ticks_tree() {       # utime+stime (clock ticks) summed over the given pids and 
   for p in "$@"; do
     for x in "$p" $(descendants "$p"); do
       t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null | awk '{print $12+$13}' || echo 0) ))
+    done
+  done
+  echo "$t"
+}
+
+uticks_tree() {      # utime alone (clock ticks): the user-space part of ticks_tree
+  local p t=0 x
+  for p in "$@"; do
+    for x in "$p" $(descendants "$p"); do
+      t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null | awk '{print $12}' || echo 0) ))
     done
   done
   echo "$t"

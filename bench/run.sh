@@ -462,9 +462,9 @@ run_one() {
   [ -n "$hdr" ] && args+=(-H "$hdr")
   [ "$WARMUP" != 0 ] && run_wait timeout -k 5 $((WARMUP + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${WARMUP}s" \
     "http://127.0.0.1:$port/" >/dev/null 2>&1
-  local c0 o0 s0 c1 o1 s1 p0 p1
+  local c0 o0 s0 c1 o1 s1 p0 p1 u0 u1
   c0=$(cpu_snap); o0=$(ticks_tree "${BE_PIDS[@]}" ${PEER_PID:+"$PEER_PID"}); s0=$(shell_cticks)
-  p0=$(ticks_tree "$pid"); local w0; w0=$(csw_tree "$pid")
+  p0=$(ticks_tree "$pid"); u0=$(uticks_tree "$pid"); local w0; w0=$(csw_tree "$pid")
   local perf_pid=""
   if [ -n "$PROFILE" ] && [[ $name =~ $PROFILE ]] && [ "$peer" != direct ]; then
     perf record -q -F "$PROFILE_HZ" --call-graph dwarf,16384 -o "$WORK/perf.$layout.$name.$rep.data" \
@@ -474,7 +474,7 @@ run_one() {
   run_wait timeout -k 5 $((DURATION + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${DURATION}s" --latency \
     -s "$HERE/wrk_report.lua" "http://127.0.0.1:$port/" > "$lf" 2>&1
   c1=$(cpu_snap); o1=$(ticks_tree "${BE_PIDS[@]}" ${PEER_PID:+"$PEER_PID"}); s1=$(shell_cticks)
-  p1=$(ticks_tree "$pid"); local w1; w1=$(csw_tree "$pid")
+  p1=$(ticks_tree "$pid"); u1=$(uticks_tree "$pid"); local w1; w1=$(csw_tree "$pid")
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null; fi
   local cpu; cpu=$(cpu_busy "$c0" "$c1")
   # foreign = busy ticks (user+nice+system+irq+softirq) not spent by wrk/backends/peer, as % of
@@ -487,7 +487,8 @@ run_one() {
   # the measured run), in microseconds: the cost that req/s hides when a core is not saturated.
   local reqs; reqs=$(grep -o 'requests=[0-9]*' <<<"$res" | cut -d= -f2)
   [ -n "$res" ] && [ "${reqs:-0}" -gt 0 ] \
-    && res="$res cpu_us_req=$(awk -v t=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}')"
+    && res="$res cpu_us_req=$(awk -v t=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}')" \
+    && res="$res user_us_req=$(awk -v t=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}')"
   # context switches of the proxy per 1000 requests, voluntary (waits) and not (preempted)
   [ -n "$res" ] && [ "${reqs:-0}" -gt 0 ] && res="$res $(awk -v a="$w0" -v b="$w1" -v n="$reqs" \
     'BEGIN{split(a,x," "); split(b,y," "); printf "csw_vol_k=%.1f csw_inv_k=%.1f", (y[1]-x[1])*1000/n, (y[2]-x[2])*1000/n}')"
@@ -496,7 +497,7 @@ run_one() {
     printf '%s\t%s\t%s\tFAIL\n' "$layout" "$rep" "$name" >> "$RAW"; log "$name: wrk gave no result"; return
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$layout" "$rep" "$name" "$conns" "$res" "${rss% *}" "${rss#* }" >> "$RAW"
-  log "$layout rep$rep $name: $(echo "$res" | grep -o 'rps=[0-9.]*') $(echo "$res" | grep -o 'p99_us=[0-9]*') $(echo "$res" | grep -o 'cpu_us_req=[0-9.]*') $(echo "$res" | grep -o 'csw_[a-z]*_k=[0-9.]*' | tr '\n' ' ')rss=${rss% *}kB $cpu $cal"
+  log "$layout rep$rep $name: $(echo "$res" | grep -o 'rps=[0-9.]*') $(echo "$res" | grep -o 'p99_us=[0-9]*') $(echo "$res" | grep -o 'cpu_us_req=[0-9.]*') $(echo "$res" | grep -o 'user_us_req=[0-9.]*') $(echo "$res" | grep -o 'csw_[a-z]*_k=[0-9.]*' | tr '\n' ' ')rss=${rss% *}kB $cpu $cal"
 }
 
 phase_load() {

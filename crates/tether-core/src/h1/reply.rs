@@ -11,7 +11,7 @@
 //!
 //! On an error nothing is appended (the buffer is cut back to where it was).
 
-use super::{LineFault, is_field_value_byte, push_header_line};
+use super::{LineFault, all_field_value_bytes, push_header_line};
 
 /// How Tether sends the body it writes this head for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ fn write<'h>(
     if !(100..=599).contains(&status) {
         return Err(ReplyError::Status);
     }
-    if !reason.iter().all(|b| is_field_value_byte(*b)) {
+    if !all_field_value_bytes(reason) {
         return Err(ReplyError::Reason);
     }
     out.extend_from_slice(b"HTTP/1.1 ");

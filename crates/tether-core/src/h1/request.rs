@@ -12,7 +12,7 @@
 //! On an error nothing is appended (the buffer is cut back to where it was): the request is
 //! refused, and the buffer may still hold what the caller wrote before.
 
-use super::{LineFault, is_tchar, push_header_line};
+use super::{LineFault, all_tchar, push_header_line};
 
 /// Why a request head could not be written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +47,11 @@ pub fn write_request_head<'h>(
     written
 }
 
+/// Whether every byte is visible ASCII (a request target), checked without a branch per byte.
+fn all_visible_ascii(bytes: &[u8]) -> bool {
+    bytes.iter().fold(true, |ok, &b| ok & (0x21..0x7f).contains(&b))
+}
+
 /// The one pass: each piece is checked, then appended.
 fn write<'h>(
     out: &mut Vec<u8>,
@@ -54,10 +59,10 @@ fn write<'h>(
     target: &[u8],
     headers: &mut dyn Iterator<Item = (&'h [u8], &'h [u8])>,
 ) -> Result<(), RequestError> {
-    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+    if method.is_empty() || !all_tchar(method) {
         return Err(RequestError::Method);
     }
-    if target.is_empty() || !target.iter().all(|b| (0x21..0x7f).contains(b)) {
+    if target.is_empty() || !all_visible_ascii(target) {
         return Err(RequestError::Target);
     }
     out.extend_from_slice(method);

@@ -289,3 +289,21 @@ fn token_bytes_are_exactly_rfc_9110s() {
         assert_eq!(is_tchar(b), want, "byte {b:#04x}");
     }
 }
+
+#[test]
+fn the_whole_slice_checks_agree_with_the_byte_rules_at_every_position() {
+    // The folds check many bytes at once: each byte value, alone and at each offset of a
+    // longer run (where vectorised code takes another path), gives the byte rule's answer.
+    for b in 0..=255u8 {
+        let value_ok = b == b'\t' || (b >= 0x20 && b != 0x7f);
+        for len in [1, 7, 16, 33, 70] {
+            for at in [0, len / 2, len - 1] {
+                let mut value = vec![b'a'; len];
+                value[at] = b;
+                assert_eq!(all_field_value_bytes(&value), value_ok, "byte {b:#04x} at {at}/{len}");
+                assert_eq!(all_tchar(&value), is_tchar(b), "byte {b:#04x} at {at}/{len}");
+            }
+        }
+    }
+    assert!(all_field_value_bytes(b"") && all_tchar(b""));
+}

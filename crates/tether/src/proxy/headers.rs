@@ -32,14 +32,43 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// too unless `upgrade` is true (a request or 101 response being tunnelled), in which case
 /// `Connection: upgrade` is put back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of these: one pass over the names avoids eight hashed removes.
-    let any = headers.keys().any(|k| HOP_BY_HOP.contains(k) || k == header::UPGRADE);
-    if !any {
-        if upgrade {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    // Most messages carry none of these, and most others only `Connection`: one pass over
+    // the names notes which are there, so only those are removed (each remove hashes).
+    let present = hop_by_hop_present(headers);
+    if present != 0 {
+        if present & 1 != 0 {
+            strip_connection(headers, upgrade);
         }
-        return;
+        for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+            if present & (1 << i) != 0 {
+                headers.remove(name);
+            }
+        }
     }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if present & UPGRADE_BIT != 0 {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Bit `i` set when `HOP_BY_HOP[i]` is among the names, [`UPGRADE_BIT`] (the bit after
+/// them) for `Upgrade`.
+fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
+    headers.keys().fold(0, |present, name| {
+        let bit = match HOP_BY_HOP.iter().position(|h| h == name) {
+            Some(i) => 1 << i,
+            None if name == header::UPGRADE => UPGRADE_BIT,
+            None => 0,
+        };
+        present | bit
+    })
+}
+
+const UPGRADE_BIT: u16 = 1 << 8;
+
+/// Removes `Connection` and every header its values name.
+fn strip_connection(headers: &mut HeaderMap, upgrade: bool) {
     let mut connection = headers.get_all(header::CONNECTION).iter();
     let single = connection.next().is_some() && connection.next().is_none();
     if single {
@@ -50,17 +79,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         let values: Vec<HeaderValue> =
             headers.get_all(header::CONNECTION).iter().cloned().collect();
+        headers.remove(header::CONNECTION);
         for value in &values {
             remove_named(headers, value, upgrade);
         }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 

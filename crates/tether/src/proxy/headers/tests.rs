@@ -46,6 +46,26 @@ fn every_connection_line_names_headers_to_remove() {
 }
 
 #[test]
+fn each_hop_by_hop_header_alone_is_removed() {
+    // Only the names present are removed: each one alone, without a `Connection` line.
+    let names = ["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
+    for name in names.into_iter().chain(["te", "trailer", "transfer-encoding", "upgrade"]) {
+        for upgrade in [false, true] {
+            let mut h = map(&[("x-before", "1"), (name, "v"), ("x-after", "2")]);
+            strip_hop_by_hop(&mut h, upgrade);
+            let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            left.sort_unstable();
+            let want: &[&str] = match (name, upgrade) {
+                ("upgrade", true) => &["connection", "upgrade", "x-after", "x-before"],
+                (_, true) => &["connection", "x-after", "x-before"],
+                _ => &["x-after", "x-before"],
+            };
+            assert_eq!(left, want, "{name}, tunnelling {upgrade}");
+        }
+    }
+}
+
+#[test]
 fn naming_forwarded_for_in_connection_cannot_strip_ours() {
     let mut h = map(&[("connection", "x-forwarded-for"), ("host", "a.example")]);
     strip_hop_by_hop(&mut h, false);
