@@ -105,20 +105,19 @@ pin_tree() {         # re-pin a running process tree to cpu list $2
 }
 
 ticks_tree() {       # utime+stime (clock ticks) summed over the given pids and their descendants
-  local p t=0 x
-  for p in "$@"; do
-    for x in "$p" $(descendants "$p"); do
-      t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null | awk '{print $12+$13}' || echo 0) ))
-    done
-  done
-  echo "$t"
+  stat_ticks_tree "12 13" "$@"
 }
 
 uticks_tree() {      # utime alone (clock ticks): the user-space part of ticks_tree
-  local p t=0 x
+  stat_ticks_tree 12 "$@"
+}
+
+stat_ticks_tree() {  # $1: the /proc/PID/stat fields to sum (counted after the name); then the pids
+  local fields=$1 p t=0 x; shift
   for p in "$@"; do
     for x in "$p" $(descendants "$p"); do
-      t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null | awk '{print $12}' || echo 0) ))
+      t=$((t + $(sed 's/.*) //' "/proc/$x/stat" 2>/dev/null \
+        | awk -v f="$fields" '{n = split(f, k, " "); for (i = 1; i <= n; i++) s += $k[i]} END {print s + 0}') ))
     done
   done
   echo "$t"
