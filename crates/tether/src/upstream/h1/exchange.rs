@@ -175,7 +175,13 @@ impl Exchange {
                 *s = IoSlice::new(b);
                 n + 1
             });
-            let mut written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
+            // One slice (a head alone, the usual GET) goes out with a plain write: the kernel's
+            // `send` path is shorter than `writev`'s.
+            let io = Pin::new(&mut self.io);
+            let mut written = match n {
+                1 => ready!(io.poll_write(cx, &slices[0])),
+                _ => ready!(io.poll_write_vectored(cx, &slices[..n])),
+            }?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

@@ -88,6 +88,7 @@ fn the_head_drops_the_servers_framing_and_connection_lines() {
 struct Trickle {
     got: Vec<u8>,
     max: usize,
+    calls: usize,
 }
 
 impl AsyncWrite for Trickle {
@@ -98,6 +99,7 @@ impl AsyncWrite for Trickle {
     ) -> Poll<io::Result<usize>> {
         let n = b.len().min(self.max);
         self.got.extend_from_slice(&b[..n]);
+        self.calls += 1;
         Poll::Ready(Ok(n))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -111,7 +113,7 @@ impl AsyncWrite for Trickle {
 #[test]
 fn queued_pieces_are_written_whole_whatever_each_write_takes() {
     for max in [1, 2, 3, 7, 64] {
-        let mut io = Trickle { got: Vec::new(), max };
+        let mut io = Trickle { got: Vec::new(), max, calls: 0 };
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut out = Out::default();
         out.buf.extend_from_slice(b"HEAD\r\n");
@@ -128,9 +130,36 @@ fn queued_pieces_are_written_whole_whatever_each_write_takes() {
     let mut framing = BodyOut::Length(3);
     let mut out = Out::default();
     out.piece(&mut framing, Bytes::from_static(b"abcdef"));
-    let mut io = Trickle { got: Vec::new(), max: 100 };
+    let mut io = Trickle { got: Vec::new(), max: 100, calls: 0 };
     let mut cx = Context::from_waker(std::task::Waker::noop());
     assert!(out.poll_write(&mut io, &mut cx).is_ready());
     assert_eq!(io.got, b"abc", "cut to the declared length");
     assert_eq!(framing, BodyOut::Length(0));
+}
+
+#[test]
+fn a_small_piece_leaves_with_its_head_in_one_write_and_a_large_one_beside_it() {
+    // (case, framing, piece size, the bytes before and after the piece, writes for it all)
+    type Row = (&'static str, BodyOut, usize, &'static [u8], &'static [u8], usize);
+    let at_limit = COPIED_PIECE;
+    let above = COPIED_PIECE + 1;
+    #[rustfmt::skip]
+    let rows: [Row; 4] = [
+        ("small, length", BodyOut::Length(5), 5, b"HEAD\r\n", b"", 1),
+        ("at the limit, chunked", BodyOut::Chunked, at_limit, b"HEAD\r\n800\r\n", b"\r\n", 1),
+        ("large, length", BodyOut::Length(above as u64), above, b"HEAD\r\n", b"", 2),
+        ("large, chunked", BodyOut::Chunked, above, b"HEAD\r\n801\r\n", b"\r\n", 3),
+    ];
+    for (case, mut framing, size, before, after, writes) in rows {
+        // A writer that takes everything, but one slice a call (the trait's default).
+        let mut io = Trickle { got: Vec::new(), max: usize::MAX, calls: 0 };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Out::default();
+        out.buf.extend_from_slice(b"HEAD\r\n");
+        out.piece(&mut framing, Bytes::from(vec![b'x'; size]));
+        assert!(out.poll_write(&mut io, &mut cx).is_ready());
+        let want = [before, &vec![b'x'; size][..], after].concat();
+        assert!(io.got == want, "{case}: the bytes, in order");
+        assert_eq!(io.calls, writes, "{case}");
+    }
 }
