@@ -136,7 +136,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let inner = Pin::new(&mut self.get_mut().inner);
+        // One slice (what HTTP/2's writer and TLS usually pass) is a plain write: on a socket,
+        // `send` is a shorter path through the kernel than `writev`.
+        match bufs {
+            [one] => inner.poll_write(cx, one),
+            _ => inner.poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -155,6 +161,52 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records which write call carried which bytes.
+    #[derive(Default)]
+    struct Calls(Vec<(&'static str, Vec<u8>)>);
+
+    impl AsyncWrite for Calls {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().0.push(("write", b.to_vec()));
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let n = all.len();
+            self.get_mut().0.push(("writev", all));
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn one_slice_is_a_plain_write_and_more_stay_vectored() {
+        let mut io = Prefixed::new(Bytes::new(), Calls::default());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let one = [io::IoSlice::new(b"head")];
+        let two = [io::IoSlice::new(b"head"), io::IoSlice::new(b"body")];
+        assert!(Pin::new(&mut io).poll_write_vectored(&mut cx, &one).is_ready());
+        assert!(Pin::new(&mut io).poll_write_vectored(&mut cx, &two).is_ready());
+        let (_, calls) = io.into_parts();
+        assert_eq!(calls.0, [("write", b"head".to_vec()), ("writev", b"headbody".to_vec())]);
+    }
 
     async fn parse(bytes: &[u8]) -> Result<(Option<SocketAddr>, Bytes), ProxyHeaderError> {
         let mut r = bytes;

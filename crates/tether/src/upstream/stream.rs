@@ -165,7 +165,11 @@ impl AsyncWrite for Stream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            // One slice is a plain write (`send`, a shorter kernel path than `writev`).
+            Stream::Plain(s) => match bufs {
+                [one] => Pin::new(s).poll_write(cx, one),
+                _ => Pin::new(s).poll_write_vectored(cx, bufs),
+            },
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }

@@ -166,7 +166,8 @@ impl Exchange {
         !self.head.is_empty() || !self.queue.is_empty()
     }
 
-    /// Writes the head and the queue out (vectored), then flushes (TLS buffers).
+    /// Writes the head and the queue out (vectored; one slice goes out as a plain write, see
+    /// [`Stream`]), then flushes (TLS buffers).
     fn poll_write_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.has_queued() {
             let mut slices = [IoSlice::new(&[]); 8];
@@ -175,13 +176,7 @@ impl Exchange {
                 *s = IoSlice::new(b);
                 n + 1
             });
-            // One slice (a head alone, the usual GET) goes out with a plain write: the kernel's
-            // `send` path is shorter than `writev`'s.
-            let io = Pin::new(&mut self.io);
-            let mut written = match n {
-                1 => ready!(io.poll_write(cx, &slices[0])),
-                _ => ready!(io.poll_write_vectored(cx, &slices[..n])),
-            }?;
+            let mut written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
