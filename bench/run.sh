@@ -36,7 +36,9 @@ TETHER=${TETHER:-1}               # 0: no Tether column (peers only; no build)
 BUILD=${BUILD:-1}                 # 0: never run cargo; use the binary as it is
 ONLY=${ONLY:-}                    # regex: keep only matching scenario names
 SKIP=${SKIP:-}                    # regex: drop matching scenario names
-PHASES=${PHASES:-"load idle"}     # load idle h2 tls
+PHASES=${PHASES:-"load idle"}     # load idle h2 tls instr
+INSTR_N=${INSTR_N:-20000}         # instr: requests counted under callgrind per proxy and protocol
+PEER_WRAP=""                      # a command prefix for the proxy (the instr phase's valgrind)
 PROFILE=${PROFILE:-}              # regex of scenarios to profile with perf (e.g. '^tether-rr$'):
 PROFILE_HZ=${PROFILE_HZ:-499}     #   perf record --call-graph dwarf of the proxy during the
                                   #   measured run, into $WORK/perf.<layout>.<scenario>.<rep>.data
@@ -126,6 +128,7 @@ ensure_tools() {
   done
   [[ " $PHASES " == *" h2 "* || " $PHASES " == *" tls "* ]] && want+=(h2load:nghttp2-client)
   [[ " $PHASES " == *" tls "* ]] && want+=(openssl:openssl)
+  [[ " $PHASES " == *" instr "* ]] && want+=(h2load:nghttp2-client valgrind:valgrind)
   install_tools "${want[@]}"
   for b in wrk curl taskset python3 nginx timeout; do
     command -v "$b" >/dev/null 2>&1 || { log "FATAL: $b missing"; exit 1; }
@@ -295,7 +298,8 @@ start_peer() {
   case $peer in
     haproxy)
       write_haproxy_conf "$d" "$mode" "$h2"
-      taskset -c "$cpus" haproxy -db -f "$d/haproxy.cfg" >"$d/out.log" 2>&1 &
+      # shellcheck disable=SC2086  # PEER_WRAP is a command prefix: split into words on purpose
+      taskset -c "$cpus" $PEER_WRAP haproxy -db -f "$d/haproxy.cfg" >"$d/out.log" 2>&1 &
       ;;
     nginx)
       write_nginx_conf "$d" "$mode" "$h2"
@@ -315,7 +319,7 @@ start_peer() {
         TETHER_TLS_CERT=$TLS_DIR/site.crt TETHER_TLS_KEY=$TLS_DIR/site.key \
           taskset -c "$cpus" bash -c "exec $(lb_expand "$LB_CMD" "$d")" >"$d/out.log" 2>&1 &
       else
-        taskset -c "$cpus" bash -c "exec $(lb_expand "$tpl" "$d")" >"$d/out.log" 2>&1 &
+        taskset -c "$cpus" bash -c "exec $PEER_WRAP $(lb_expand "$tpl" "$d")" >"$d/out.log" 2>&1 &
       fi
       ;;
     *) log "unknown peer $peer"; return 1 ;;
@@ -541,6 +545,42 @@ phase_idle() {
   done
 }
 
+# ---------------------------------------------------------------- instructions
+# User-space instructions per request under callgrind: they do not drift with the host's speed
+# or the other core's load, so a change's effect shows without the wall clock's noise. The
+# kernel's share (most of a proxy's CPU on loopback) is not counted.
+phase_instr() {
+  if ! command -v h2load >/dev/null || ! command -v callgrind_control >/dev/null; then
+    log "h2load or valgrind missing: skip instr"; return
+  fi
+  local layout; layout_cpus "${LAYOUTS%% *}"
+  local peers="haproxy"; [ "$TETHER" = 1 ] && peers="$peers lb"
+  echo "## user-space instructions per request (callgrind, $INSTR_N requests, h2load -c50)" | tee -a "$WORK/instr.md"
+  local p proto
+  for p in $peers; do
+    for proto in h1 h2c; do
+      # The HTTP/1.1 configs take h2c too (HAProxy and Tether detect the preface).
+      local cgout="$WORK/callgrind.$p.$proto"
+      local -a args=(--h1)
+      if [ "$proto" = h2c ]; then args=(-m 10); fi
+      PEER_WRAP="valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=$cgout.%p" \
+        start_peer "$p" rr "$PXC" || { stop_pid "$PEER_PID"; continue; }
+      h2load "${args[@]}" -n 2000 -c 50 "http://127.0.0.1:$PX/" >/dev/null 2>&1
+      callgrind_control -z "$PEER_PID" >/dev/null
+      local ok
+      ok=$(h2load "${args[@]}" -n "$INSTR_N" -c 50 "http://127.0.0.1:$PX/" 2>&1 | awk '/^requests:/{print $8}')
+      callgrind_control -d "$PEER_PID" >/dev/null
+      stop_pid "$PEER_PID"
+      # The dump (file name ending .1) holds what ran between the zeroing and the dump.
+      local total; total=$(awk '/^(summary|totals):/{print $2; exit}' "$cgout.$PEER_PID.1" 2>/dev/null)
+      local shown=$p; [ "$p" = lb ] && shown=$LB_NAME
+      awk -v p="$shown" -v pr="$proto" -v t="${total:-0}" -v n="${ok:-0}" 'BEGIN{
+        if (n > 0 && t > 0) printf "%s %s: %.0f instructions per request (%d requests)\n", p, pr, t / n, n;
+        else printf "%s %s: no result\n", p, pr }' | tee -a "$WORK/instr.md"
+    done
+  done
+}
+
 # ---------------------------------------------------------------- h2load
 phase_h2() {
   command -v h2load >/dev/null || { log "h2load missing: skip h2"; return; }
@@ -668,6 +708,7 @@ for ph in $PHASES; do
     idle) phase_idle ;;
     h2) phase_h2 ;;
     tls) phase_tls ;;
+    instr) phase_instr ;;
     *) log "unknown phase $ph" ;;
   esac
 done
