@@ -116,6 +116,9 @@ pub struct Out {
     at: usize,
     data: Bytes,
     tail: &'static [u8],
+    /// `buf` holds a copied body piece not yet written: no other piece may be queued, so a
+    /// client that stops reading holds back the server's body instead of growing `buf`.
+    copied: bool,
 }
 
 /// A body piece up to this size is copied behind the head or chunk header in `buf`, so the
@@ -135,7 +138,7 @@ impl Out {
     /// Whether a body piece (or the body's end) may be queued: the one before is written.
     /// Heads and framing still in `buf` are fine, the piece is written after them.
     pub fn takes_piece(&self) -> bool {
-        self.data.is_empty() && self.tail.is_empty()
+        self.data.is_empty() && self.tail.is_empty() && !self.copied
     }
 
     /// Queues a body piece framed by `framing` (whose remaining length it counts down); a
@@ -159,6 +162,7 @@ impl Out {
         if data.len() <= COPIED_PIECE {
             self.buf.extend_from_slice(&data);
             self.buf.extend_from_slice(tail);
+            self.copied = !data.is_empty();
         } else {
             self.data = data;
             self.tail = tail;
@@ -176,6 +180,7 @@ impl Out {
         if self.at == self.buf.len() {
             self.buf.clear();
             self.at = 0;
+            self.copied = false;
         }
     }
 

@@ -163,3 +163,21 @@ fn a_small_piece_leaves_with_its_head_in_one_write_and_a_large_one_beside_it() {
         assert_eq!(io.calls, writes, "{case}");
     }
 }
+
+#[test]
+fn a_copied_piece_holds_back_the_next_until_it_is_written() {
+    // A client that does not read must stop the server's body, not grow the buffer: one
+    // piece at a time, copied or not.
+    for size in [5, COPIED_PIECE + 1] {
+        let mut out = Out::default();
+        out.buf.extend_from_slice(b"HEAD\r\n");
+        assert!(out.takes_piece(), "a head alone leaves room for the first piece");
+        let mut framing = BodyOut::Chunked;
+        out.piece(&mut framing, Bytes::from(vec![b'x'; size]));
+        assert!(!out.takes_piece(), "{size}-byte piece queued, nothing written");
+        let mut io = Trickle { got: Vec::new(), max: usize::MAX, calls: 0 };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(out.poll_write(&mut io, &mut cx).is_ready());
+        assert!(out.takes_piece(), "{size}-byte piece written");
+    }
+}
