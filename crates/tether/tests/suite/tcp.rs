@@ -303,7 +303,14 @@ async fn tcp_traffic_shows_in_the_admin_api_metrics_and_access_log() {
     s.write_all(&[b'x'; 1000]).await.unwrap();
     let mut echoed = [0u8; 1000];
     tokio::time::timeout(STEP, s.read_exact(&mut echoed)).await.unwrap().unwrap();
+    // The relay counts a piece once it is written, so the client may read the echo first.
+    let counted = tether_testkit::wait_until_async(STEP, || async {
+        let tcp = server_json(&t, &c, "t0").await["tcp"].clone();
+        (tcp["bytes_in"].as_u64(), tcp["bytes_out"].as_u64()) == (Some(1000), Some(1003))
+    })
+    .await;
     let tcp = server_json(&t, &c, "t0").await["tcp"].clone();
+    assert!(counted, "the bytes were not counted: {tcp}");
     assert_eq!(tcp["connections_open"], 1, "{tcp}");
     assert_eq!(tcp["connections_total"], 1, "{tcp}");
     assert_eq!(
