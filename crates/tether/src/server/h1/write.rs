@@ -191,15 +191,16 @@ impl Out {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         while !self.is_empty() {
-            let n = if self.data.is_empty() && self.tail.is_empty() {
-                std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.buf[self.at..]))?
-            } else {
-                let slices = [
-                    IoSlice::new(&self.buf[self.at..]),
-                    IoSlice::new(&self.data),
-                    IoSlice::new(self.tail),
-                ];
-                std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
+            let parts = [&self.buf[self.at..], &self.data[..], self.tail];
+            // One part left (a small response copied whole, or a large piece alone) goes out
+            // with a plain write; more than one with a vectored write.
+            let mut left = parts.iter().filter(|p| !p.is_empty());
+            let n = match (left.next(), left.next()) {
+                (Some(one), None) => std::task::ready!(Pin::new(&mut *io).poll_write(cx, one))?,
+                _ => {
+                    let slices = parts.map(IoSlice::new);
+                    std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
+                }
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
