@@ -220,7 +220,11 @@ async fn serve(path: PathBuf, workers: Option<Workers>) -> anyhow::Result<ExitCo
     };
     let tether = match &workers {
         Some(w) => Tether::start_on(config, Some(path), w).await?,
-        None => Tether::start(config, Some(path)).await?,
+        None => {
+            // This runtime serves the connections itself.
+            tokio::spawn(tether::runtime::keep_timers_near());
+            Tether::start(config, Some(path)).await?
+        }
     };
     let drained = tether.run_until_signal().await.context("installing signal handlers")?;
     if drained {
