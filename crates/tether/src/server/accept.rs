@@ -136,13 +136,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let inner = Pin::new(&mut self.get_mut().inner);
-        // One slice (what HTTP/2's writer and TLS usually pass) is a plain write: on a socket,
-        // `send` is a shorter path through the kernel than `writev`.
-        match bufs {
-            [one] => inner.poll_write(cx, one),
-            _ => inner.poll_write_vectored(cx, bufs),
-        }
+        // HTTP/2's writer and rustls usually pass one slice: a plain `send`.
+        crate::upstream::stream::poll_write_slices(Pin::new(&mut self.get_mut().inner), cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,7 +1,8 @@
 //! One connection to a server, plain TCP or TLS, and how it is opened: resolve, connect
 //! within `timeouts.connect`, `TCP_NODELAY`, then the TLS handshake (SNI and verification by
 //! `tls.server_name`, else by the server's address; ALPN `http/1.1`). [`connect_tcp`] is the
-//! TCP connect both this and the layer-4 relay use.
+//! TCP connect both this and the layer-4 relay use; [`poll_write_slices`] the write every
+//! socket wrapper uses.
 
 use std::io;
 use std::net::SocketAddr;
@@ -147,6 +148,21 @@ impl AsyncRead for Stream {
     }
 }
 
+/// Writes `bufs` to a socket: one slice as a plain write (`send`, a shorter path through the
+/// kernel than `writev`), more as a vectored write. Every socket writer that takes vectored
+/// writes goes through this (the client side's `Prefixed`, a plain server connection), so a
+/// caller passes its non-empty slices and need not choose.
+pub fn poll_write_slices<W: AsyncWrite + ?Sized>(
+    io: Pin<&mut W>,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    match bufs {
+        [one] => io.poll_write(cx, one),
+        _ => io.poll_write_vectored(cx, bufs),
+    }
+}
+
 impl AsyncWrite for Stream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -165,11 +181,7 @@ impl AsyncWrite for Stream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            // One slice is a plain write (`send`, a shorter kernel path than `writev`).
-            Stream::Plain(s) => match bufs {
-                [one] => Pin::new(s).poll_write(cx, one),
-                _ => Pin::new(s).poll_write_vectored(cx, bufs),
-            },
+            Stream::Plain(s) => poll_write_slices(Pin::new(s), cx, bufs),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }

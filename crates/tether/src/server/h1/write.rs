@@ -1,8 +1,8 @@
 //! A response on its way to an HTTP/1.1 client: the head Tether writes for it (one framing,
 //! chosen here, never the server's) and the bytes queued for the socket — the head and chunk
 //! framing in one buffer, a small body piece copied behind them and a large one beside it, so
-//! a head and its first piece leave in one system call (a plain write when all is in the
-//! buffer, a vectored one otherwise).
+//! a head and its first piece leave in one system call (only the parts left are passed to
+//! the socket, which writes a lone one with a plain `send`).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -191,17 +191,16 @@ impl Out {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         while !self.is_empty() {
+            // Only the parts left: the socket writes a lone one with a plain `send`.
+            let mut slices = [IoSlice::new(&[]); 3];
             let parts = [&self.buf[self.at..], &self.data[..], self.tail];
-            // One part left (a small response copied whole, or a large piece alone) goes out
-            // with a plain write; more than one with a vectored write.
-            let mut left = parts.iter().filter(|p| !p.is_empty());
-            let n = match (left.next(), left.next()) {
-                (Some(one), None) => std::task::ready!(Pin::new(&mut *io).poll_write(cx, one))?,
-                _ => {
-                    let slices = parts.map(IoSlice::new);
-                    std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
-                }
-            };
+            let left = parts.into_iter().filter(|p| !p.is_empty());
+            let count = left.zip(&mut slices).fold(0, |count, (part, slice)| {
+                *slice = IoSlice::new(part);
+                count + 1
+            });
+            let slices = &slices[..count];
+            let n = std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, slices))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
