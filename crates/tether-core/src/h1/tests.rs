@@ -294,16 +294,45 @@ fn token_bytes_are_exactly_rfc_9110s() {
 fn the_whole_slice_checks_agree_with_the_byte_rules_at_every_position() {
     // The folds check many bytes at once: each byte value, alone and at each offset of a
     // longer run (where vectorised code takes another path), gives the byte rule's answer.
+    // The fill bytes are valid values next to the invalid ones in the word-wise check
+    // (0xff, 0x80 and tab beside control bytes and DEL).
     for b in 0..=255u8 {
-        let value_ok = b == b'\t' || (b >= 0x20 && b != 0x7f);
-        for len in [1, 7, 16, 33, 70] {
-            for at in [0, len / 2, len - 1] {
+        let value_ok = is_value_byte(b);
+        for len in [1usize, 7, 8, 9, 15, 16, 17, 24, 33, 70] {
+            for at in [0, 1, len / 2, len.saturating_sub(2), len - 1] {
+                let at = at.min(len - 1);
+                for fill in [b'a', 0xff, 0x80, b'\t', b' '] {
+                    let mut value = vec![fill; len];
+                    value[at] = b;
+                    assert_eq!(
+                        all_field_value_bytes(&value),
+                        value_ok,
+                        "byte {b:#04x} at {at}/{len} among {fill:#04x}"
+                    );
+                }
                 let mut value = vec![b'a'; len];
                 value[at] = b;
-                assert_eq!(all_field_value_bytes(&value), value_ok, "byte {b:#04x} at {at}/{len}");
                 assert_eq!(all_tchar(&value), is_tchar(b), "byte {b:#04x} at {at}/{len}");
             }
         }
     }
     assert!(all_field_value_bytes(b"") && all_tchar(b""));
+}
+
+/// The byte rule of RFC 9110 §5.5, one byte at a time.
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
+proptest! {
+    #[test]
+    fn the_word_wise_value_check_agrees_with_the_byte_rule(
+        // Mostly valid bytes, so that one bad byte in a long value is tried too.
+        value in proptest::collection::vec(
+            prop_oneof![20 => 0x20u8..0x7f, 3 => 0x80u8..=0xff, 1 => Just(b'\t'), 1 => any::<u8>()],
+            0..80,
+        ),
+    ) {
+        prop_assert_eq!(all_field_value_bytes(&value), value.iter().all(|&b| is_value_byte(b)));
+    }
 }

@@ -37,7 +37,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let present = hop_by_hop_present(headers);
     if present != 0 {
         if present & 1 != 0 {
-            strip_connection(headers, upgrade);
+            strip_connection(headers);
         }
         for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
             if present & (1 << i) != 0 {
@@ -68,30 +68,34 @@ fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
 const UPGRADE_BIT: u16 = 1 << 8;
 
 /// Removes `Connection` and every header its values name.
-fn strip_connection(headers: &mut HeaderMap, upgrade: bool) {
+fn strip_connection(headers: &mut HeaderMap) {
     let mut connection = headers.get_all(header::CONNECTION).iter();
     let single = connection.next().is_some() && connection.next().is_none();
     if single {
         // The usual case, one `Connection` line: taken out of the map, not copied.
         if let Some(value) = headers.remove(header::CONNECTION) {
-            remove_named(headers, &value, upgrade);
+            remove_named(headers, &value);
         }
     } else {
         let values: Vec<HeaderValue> =
             headers.get_all(header::CONNECTION).iter().cloned().collect();
         headers.remove(header::CONNECTION);
         for value in &values {
-            remove_named(headers, value, upgrade);
+            remove_named(headers, value);
         }
     }
 }
 
-/// Removes every header a `Connection` value names (but `Upgrade` when `upgrade`), looked
-/// up by the name as written: nothing is allocated for `close` or `keep-alive`.
-fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue, upgrade: bool) {
+/// Removes every header a `Connection` value names, looked up by the name as written:
+/// nothing is allocated for `close`. A hop-by-hop name (`keep-alive`, the usual value) or
+/// `upgrade` is skipped: [`strip_hop_by_hop`] removes those headers anyway, or keeps
+/// `Upgrade` for a tunnel, and a lookup costs a hash.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     let Ok(text) = connection.to_str() else { return };
     for token in text.split(',').map(str::trim) {
-        if !(upgrade && token.eq_ignore_ascii_case("upgrade")) {
+        let hop_by_hop = token.eq_ignore_ascii_case(header::UPGRADE.as_str())
+            || HOP_BY_HOP.iter().any(|name| token.eq_ignore_ascii_case(name.as_str()));
+        if !hop_by_hop {
             headers.remove(token);
         }
     }

@@ -152,19 +152,25 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
                 return Next::Closed;
             }
             let until = deadline.unwrap_or_else(|| Instant::now() + self.settings.idle_timeout);
-            if !self.read_until(until).await {
+            // Right after a response the next request is almost never there yet (the client
+            // has still to read the response): a try before arming the timer would be wasted.
+            let try_first = first || !self.rbuf.is_empty();
+            if !self.read_until(until, try_first).await {
                 return Next::Closed;
             }
         }
     }
 
     /// Reads more bytes before `until`; `false` when the connection ended, the time ran out,
-    /// or a drain began while no request was in progress.
-    async fn read_until(&mut self, until: Instant) -> bool {
-        // Most heads are there already: try once before arming a timer.
-        if let Some(read) = futures_util::FutureExt::now_or_never(poll_fn(|cx| {
-            poll_read(&mut self.io, &mut self.rbuf, cx)
-        })) {
+    /// or a drain began while no request was in progress. With `try_first`, one read is tried
+    /// before arming a timer (a new connection's first head, or the rest of a head, is
+    /// usually there already).
+    async fn read_until(&mut self, until: Instant, try_first: bool) -> bool {
+        if try_first
+            && let Some(read) = futures_util::FutureExt::now_or_never(poll_fn(|cx| {
+                poll_read(&mut self.io, &mut self.rbuf, cx)
+            }))
+        {
             return matches!(read, Ok(n) if n > 0);
         }
         let idle = self.rbuf.is_empty();

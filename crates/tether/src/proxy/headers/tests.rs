@@ -33,6 +33,9 @@ fn every_connection_line_names_headers_to_remove() {
         ("two lines", &[("connection", "x-a"), ("connection", "X-B , close"), ("x-a", "1"), ("x-b", "2"), ("x-c", "3")], false, &["x-c"]),
         ("upgrade on the second line", &[("connection", "x-a"), ("connection", "upgrade"), ("upgrade", "ws"), ("x-a", "1")], true, &["upgrade", "connection"]),
         ("names that are no header name", &[("connection", "a b, , \"q\""), ("x-kept", "1")], false, &["x-kept"]),
+        ("hop-by-hop names", &[("connection", "Keep-Alive, TE, upgrade"), ("keep-alive", "5"), ("te", "trailers"), ("upgrade", "ws"), ("x-kept", "1")], false, &["x-kept"]),
+        ("hop-by-hop names, tunnelling", &[("connection", "keep-alive, Upgrade"), ("keep-alive", "5"), ("upgrade", "ws")], true, &["connection", "upgrade"]),
+        ("a header named close", &[("connection", "close"), ("close", "1"), ("x-kept", "1")], false, &["x-kept"]),
     ];
     for (case, headers, upgrade, left) in rows {
         let mut h = map(headers);
