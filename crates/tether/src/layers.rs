@@ -5,8 +5,9 @@
 
 /// Top-level modules of `crates/tether/src`, by layer, lowest first.
 pub(crate) const LAYERS: &[&[&str]] = &[
-    // The wall clock and the systemd notification socket: no dependencies.
-    &["clock", "systemd"],
+    // The wall clock, the systemd notification socket, the event loop's turn: no
+    // dependencies.
+    &["clock", "systemd", "turn"],
     // Certificates and keys to rustls configurations.
     &["tls"],
     // The configuration file: parsed, validated, typed.

@@ -38,4 +38,5 @@ pub(crate) mod systemd;
 #[cfg(test)]
 mod test_support;
 pub mod tls;
+pub(crate) mod turn;
 pub(crate) mod upstream;

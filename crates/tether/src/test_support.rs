@@ -1,4 +1,4 @@
-//! Snapshots built from TOML for unit tests.
+//! Snapshots built from TOML for unit tests, and a waker that counts its wakes.
 //!
 //! Decision logic (selection, affinity, outlier ejection, reload reuse) reads a
 //! [`BackendView`], which only the [`Registry`] builds. These helpers go through the real
@@ -62,4 +62,26 @@ pub fn servers(backend: &str, names: &[&str]) -> String {
             )
         })
         .collect()
+}
+
+/// A waker that counts how often it was woken: for polling a future by hand.
+pub struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl CountingWaker {
+    /// A new waker, never woken yet, and the handle that reads its count.
+    pub fn new() -> (std::task::Waker, Arc<Self>) {
+        let counter = Arc::new(Self(std::sync::atomic::AtomicUsize::new(0)));
+        (std::task::Waker::from(Arc::clone(&counter)), counter)
+    }
+
+    /// How often it was woken.
+    pub fn wakes(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }

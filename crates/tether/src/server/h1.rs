@@ -46,6 +46,7 @@ use crate::proxy::body::RespBody;
 use crate::proxy::upgrade::{ClientUpgrade, Upgraded};
 use crate::proxy::{self, ConnCtx};
 use crate::snapshot::{ConnSettings, Snapshot};
+use crate::turn::Turn;
 use crate::upstream::body::{BodyError, ClientBody, H1Body, H1BodySender};
 
 /// The HTTP/2 connection preface, which a client speaking HTTP/2 without TLS sends first.
@@ -403,6 +404,10 @@ struct Exchange {
     unflushed: bool,
     /// Armed while a write is blocked.
     stall: Option<Pin<Box<Sleep>>>,
+    /// The response waits one turn of the event loop before its first write, as the request
+    /// does before its write to the server: the answers of every connection made ready by
+    /// the same batch of events go out together.
+    turn: Turn,
 }
 
 impl Exchange {
@@ -425,6 +430,7 @@ impl Exchange {
             answered: false,
             unflushed: false,
             stall: None,
+            turn: Turn::default(),
         }
     }
 
@@ -463,6 +469,7 @@ impl Exchange {
             self.handling = None;
             self.respond(resp, *conn.drain.borrow());
         }
+        ready!(self.turn.poll(cx));
         self.poll_response(conn, stall_after, cx)
     }
 

@@ -19,6 +19,7 @@ use tether_core::h1::{HeadLimits, HeaderSpan, ResponseHead, parse_response};
 use tokio::io::AsyncWrite;
 
 use super::Error;
+use crate::turn::Turn;
 use crate::upstream::body::ReqBody;
 use crate::upstream::stream::Stream;
 
@@ -56,8 +57,12 @@ pub struct Exchange {
     pub received: bool,
     /// The request was `HEAD` (its response has no body whatever it says).
     to_head: bool,
-    /// The head has waited its turn (see [`Self::poll_turn`]).
-    turn_taken: bool,
+    /// The head waits one turn of the event loop before its first write: every connection
+    /// made ready by the same batch of events reads and parses its request first, and their
+    /// writes to servers follow together (as HAProxy runs its I/O handlers before the tasks
+    /// that send). In layout S of `bench/run.sh`, ~30% fewer involuntary context switches
+    /// and ~9% more requests/s (`docs/performance.md`).
+    turn: Turn,
 }
 
 impl Exchange {
@@ -78,7 +83,7 @@ impl Exchange {
             rbuf: BytesMut::new(),
             received: false,
             to_head,
-            turn_taken: false,
+            turn: Turn::default(),
         }
     }
 
@@ -101,7 +106,7 @@ impl Exchange {
                 return Poll::Ready(Ok(()));
             }
             if self.has_queued() {
-                ready!(self.poll_turn(cx));
+                ready!(self.turn.poll(cx));
                 if let Err(e) = ready!(self.poll_write_queue(cx)) {
                     self.upload = Upload::Broken;
                     self.write_error = Some(e);
@@ -129,21 +134,6 @@ impl Exchange {
                 Some(Err(e)) => return Poll::Ready(Err(Error::client_body(e))),
             }
         }
-    }
-
-    /// Lets the request's head wait one turn of the event loop before its first write: every
-    /// connection made ready by the same batch of events reads and parses its request first,
-    /// and their writes to servers follow together (as HAProxy runs its I/O handlers before
-    /// the tasks that send). A server on the same machine is then woken once per batch rather
-    /// than once per request, and its wake-ups stop preempting Tether mid-batch: in layout S
-    /// of `bench/run.sh`, ~30% fewer involuntary context switches and ~9% more requests/s
-    /// (`docs/performance.md`). Costs one more poll of the request's task.
-    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if std::mem::replace(&mut self.turn_taken, true) {
-            return Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 
     /// Queues body bytes with their framing.
@@ -248,22 +238,11 @@ impl Exchange {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
-
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-
-    struct CountingWaker(AtomicUsize);
-
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::test_support::CountingWaker;
 
     #[tokio::test]
     async fn the_head_is_written_one_turn_after_it_is_ready() {
@@ -273,12 +252,11 @@ mod tests {
         let head = Bytes::from_static(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n");
         let mut ex =
             Exchange::new(Stream::Plain(client), head.clone(), ReqBody::Empty, false, false);
-        let wakes = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&wakes));
+        let (waker, wakes) = CountingWaker::new();
         let mut cx = Context::from_waker(&waker);
 
         assert!(ex.poll_upload(&mut cx).is_pending(), "the first poll only takes a turn");
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "and asks to be polled again");
+        assert_eq!(wakes.wakes(), 1, "and asks to be polled again");
         assert!(!ex.upload_over());
 
         assert!(matches!(ex.poll_upload(&mut cx), Poll::Ready(Ok(()))), "the next one writes");
