@@ -100,6 +100,15 @@ pub struct Token {
 #[derive(Clone)]
 pub struct CookieKeys {
     keys: Vec<hmac::Key>,
+    /// Tells these keys from every other set made in this process (a reload makes new
+    /// ones): tokens verified under them are remembered under it ([`verified`]).
+    id: u64,
+}
+
+/// The identity of a new set of keys.
+fn next_keys_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for CookieKeys {
@@ -122,7 +131,7 @@ impl CookieKeys {
             }
             out.push(hmac::Key::new(hmac::HMAC_SHA256, k));
         }
-        Ok(Self { keys: out })
+        Ok(Self { keys: out, id: next_keys_id() })
     }
 
     /// Keys from standard padded base64 strings, as written in config or
@@ -144,7 +153,7 @@ impl CookieKeys {
     pub fn random() -> Result<Self, ring::error::Unspecified> {
         let rng = ring::rand::SystemRandom::new();
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)?;
-        Ok(Self { keys: vec![key] })
+        Ok(Self { keys: vec![key], id: next_keys_id() })
     }
 
     /// How many keys verify (the first also signs).
@@ -234,10 +243,22 @@ impl CookieKeys {
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// Decodes and verifies a cookie value for `backend`. Cheap checks (length, version) come
-    /// before any HMAC so garbage costs little.
+    /// Decodes and verifies a cookie value for `backend`. A value this thread verified under
+    /// these keys lately is answered from [`verified`] (a replayed cookie costs one HMAC per
+    /// token and thread); anything else is checked in full.
     pub fn decode(&self, backend: &str, value: &str) -> Result<Token, TokenError> {
         let value = value.trim_matches('"');
+        if let Some(token) = verified::lookup(self.id, backend, value) {
+            return Ok(token);
+        }
+        let token = self.verify(backend, value)?;
+        verified::remember(self.id, backend, value, token);
+        Ok(token)
+    }
+
+    /// Decodes and verifies a (trimmed) cookie value. Cheap checks (length, version) come
+    /// before any HMAC so garbage costs little.
+    fn verify(&self, backend: &str, value: &str) -> Result<Token, TokenError> {
         let (version, len) = match value.len() {
             n if n == encoded_len(V1_BODY + MAC_LEN) => (1, V1_BODY + MAC_LEN),
             n if n == encoded_len(MAX_TOKEN) => (2, MAX_TOKEN),
@@ -285,6 +306,8 @@ fn write_v1_body(raw: &mut [u8], version: u8, server: ServerTag, issued_at: u32,
 const fn encoded_len(n: usize) -> usize {
     (n * 4).div_ceil(3)
 }
+
+mod verified;
 
 #[cfg(test)]
 mod tests;

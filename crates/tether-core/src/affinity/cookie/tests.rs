@@ -139,3 +139,50 @@ proptest! {
         prop_assert!(keys().decode("app", &s).is_err());
     }
 }
+
+#[test]
+fn a_verified_token_is_remembered_by_its_thread_and_answers_the_same() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    let v = k.encode("app", tag, 42, 100, 200);
+    assert_eq!(verified::lookup(k.id, "app", &v), None, "not verified yet");
+    let first = k.decode("app", &v).unwrap();
+    assert_eq!(verified::lookup(k.id, "app", &v), Some(first), "kept once it verified");
+    assert_eq!(k.decode("app", &format!("\"{v}\"")), Ok(first), "quoted, the same value");
+}
+
+#[test]
+fn a_remembered_token_is_no_token_elsewhere() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    let v = k.encode("app", tag, 42, 100, 200);
+    k.decode("app", &v).unwrap();
+    let mut flipped = v.clone().into_bytes();
+    flipped[20] = if flipped[20] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let other_keys = CookieKeys::from_bytes(&[[8u8; 32]]).unwrap();
+    // (case, keys, backend, value)
+    let rows: [(&str, &CookieKeys, &str, &str); 3] = [
+        ("another backend", &k, "shop", &v),
+        ("other keys (a reload with a new secret)", &other_keys, "app", &v),
+        ("one character changed", &k, "app", &flipped),
+    ];
+    for (case, keys, backend, value) in rows {
+        assert_eq!(keys.decode(backend, value), Err(TokenError::BadMac), "{case}");
+        assert_eq!(verified::lookup(keys.id, backend, value), None, "{case}: not kept");
+    }
+    assert!(k.decode("app", &v).is_ok(), "the real one still verifies");
+}
+
+#[test]
+fn more_tokens_than_slots_all_verify_right() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    let values: Vec<(u64, String)> =
+        (0..300u64).map(|s| (s, k.encode("app", tag, s, 100, 200))).collect();
+    for _ in 0..2 {
+        for (session, value) in &values {
+            assert_eq!(k.decode("app", value).unwrap().session, Some(*session));
+        }
+    }
+}
