@@ -363,13 +363,13 @@ impl Serve {
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let snap = current.load_full();
             let ctx = Arc::clone(&ctx);
-            let watch = watched.start(true);
+            let mut watch = watched.start(true);
             // Boxed for the same reason as HTTP/1.1's: every async layer keeps a copy.
             let req = Box::new(req.map(ClientBody::H2));
             async move {
                 let resp = proxy::handle(&snap, &ctx, req, None).await;
                 watch.answered();
-                Ok::<_, std::convert::Infallible>(resp)
+                Ok::<_, std::convert::Infallible>(resp.map(|b| connection::Watched::new(b, watch)))
             }
         });
         let epoch = std::time::Instant::now();

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use http_body::{Body, Frame, SizeHint};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, mpsc, watch};
@@ -130,13 +131,13 @@ impl Requests {
         RequestWatch { requests: Arc::clone(self), h2, answered: false }
     }
 
-    /// Requests whose response head is not ready yet.
+    /// Requests whose response is not sent whole yet (its watch is alive).
     pub fn active(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
     }
 }
 
-/// One request, watched until its response head exists.
+/// One request, watched until its response is sent whole (see [`Watched`]).
 pub struct RequestWatch {
     requests: Arc<Requests>,
     h2: bool,
@@ -145,8 +146,44 @@ pub struct RequestWatch {
 
 impl RequestWatch {
     /// The response head is ready: whatever happens to the stream now is not premature.
-    pub fn answered(mut self) {
+    /// The request stays in progress until the watch is dropped.
+    pub fn answered(&mut self) {
         self.answered = true;
+    }
+}
+
+/// A response body that keeps its request in progress until hyper has taken it whole (or the
+/// stream was reset): a closing connection is not dropped while a body is still on its way,
+/// however long it pauses.
+pub struct Watched<B> {
+    body: B,
+    _watch: RequestWatch,
+}
+
+impl<B> Watched<B> {
+    /// `body`, holding `watch` until it is dropped.
+    pub fn new(body: B, watch: RequestWatch) -> Self {
+        Self { body, _watch: watch }
+    }
+}
+
+impl<B: Body + Unpin> Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -210,6 +247,9 @@ pub async fn drive<C: GracefulConnection>(
     let grace_ms = idle.min(first_request).as_millis() as u64;
     loop {
         tokio::select! {
+            // The connection first: frames a stream just queued are flushed before a tick
+            // can find the connection quiet and drop it.
+            biased;
             out = conn.as_mut() => return Some(out),
             _ = &mut first_deadline, if !closing && !first_checked => {
                 first_checked = true;

@@ -148,6 +148,8 @@ struct Ending {
     after: Option<Duration>,
     /// Frames received, by description of their kind (`RST_STREAM 0x7`, `HEADERS 200`, ...).
     seen: BTreeMap<String, usize>,
+    /// Payload bytes of the DATA frames received.
+    data_bytes: usize,
 }
 
 // === impl Ending ===
@@ -183,6 +185,9 @@ async fn read_to_end(reader: &mut FrameReader, started: Instant, until: Instant)
                     kind => kind_name(kind).to_owned(),
                 };
                 *ending.seen.entry(key).or_default() += 1;
+                if f.kind == h2raw::DATA {
+                    ending.data_bytes += f.payload.len();
+                }
                 if f.kind == h2raw::GOAWAY {
                     if ending.after.is_none() {
                         ending.after = Some(started.elapsed());
@@ -889,23 +894,43 @@ async fn h2_idle_client_that_never_answers_the_ping_is_dropped() {
     assert!(ending.closed, "the silent connection was kept: {}", ending.summary());
 }
 
+/// A client that never answers PINGs sends one GET of `path` to a listener whose idle
+/// timeout is 1 s, then stays silent: what came back until the connection closed (or 10 s).
+async fn silent_client_get(path: &str) -> Ending {
+    let (_echo, tether) = echo_rig(web().set("timeouts.idle", "1s")).await;
+    let addr = tether.listener_addr("web");
+    let (mut reader, mut writer, _) = handshake(addr).await;
+    let fields = h2raw::request("GET", path, &[]);
+    writer.write_all(&h2raw::headers(1, &fields, true)).await.unwrap();
+    let started = Instant::now();
+    let ending = read_to_end(&mut reader, started, started + Duration::from_secs(10)).await;
+    eprintln!("silent client, GET {path}: {}", ending.summary());
+    ending
+}
+
 /// The same silent client with a request in progress keeps its connection until the answer:
 /// the idle close never cuts a request short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_idle_close_waits_for_a_request_in_progress_even_without_a_ping_answer() {
-    let (_echo, tether) = echo_rig(web().set("timeouts.idle", "1s")).await;
-    let addr = tether.listener_addr("web");
-    let (mut reader, mut writer, _) = handshake(addr).await;
-    let fields = h2raw::request("GET", "/slow?ms=3500", &[]);
-    writer.write_all(&h2raw::headers(1, &fields, true)).await.unwrap();
-    let started = Instant::now();
-    let ending = read_to_end(&mut reader, started, started + Duration::from_secs(10)).await;
-    eprintln!("silent client, slow request: {}", ending.summary());
+    let ending = silent_client_get("/slow?ms=3500").await;
     assert_eq!(
         ending.seen.get("HEADERS Some(200)"),
         Some(&1),
         "the request in progress was cut: {}",
         ending.summary()
     );
+    assert!(ending.closed, "the connection was kept after the answer: {}", ending.summary());
+}
+
+/// The same with a body that pauses after its head for longer than the idle timeout: the
+/// request is in progress until its body is sent whole, so the quiet close after the idle
+/// one waits for the body too (it used to count the request done once its head was ready,
+/// and dropped the connection before the body came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_idle_close_waits_for_a_body_in_progress_even_without_a_ping_answer() {
+    // The head at once, the 2,000 bytes of body 3 s later.
+    let ending = silent_client_get("/download?bytes=2000&delay_ms=3000").await;
+    assert_eq!(ending.seen.get("HEADERS Some(200)"), Some(&1), "{}", ending.summary());
+    assert_eq!(ending.data_bytes, 2000, "the body was cut: {}", ending.summary());
     assert!(ending.closed, "the connection was kept after the answer: {}", ending.summary());
 }
