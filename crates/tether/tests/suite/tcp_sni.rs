@@ -301,9 +301,10 @@ async fn bad_oversized_and_slow_client_hellos_are_closed_and_counted() {
     let addr = t.listener_addr("web");
     let cases = bad_hellos();
     for (what, bytes, end) in &cases {
+        // Before connecting: Tether's header timeout starts at its accept.
+        let sent = Instant::now();
         let mut s = connect_from("127.0.0.1", addr).await;
         let client = s.local_addr().unwrap();
-        let sent = Instant::now();
         // Tether may close before it has read everything: a failed write is fine.
         let _ = s.write_all(bytes).await;
         assert_eq!(until_closed(&mut s).await, b"", "{what}: a server answered");
@@ -610,10 +611,12 @@ async fn trickled_client_hello_is_closed_at_the_header_timeout() {
     let config = sni_config(listener, &servers, Backend::new(), Route::to("app"));
     let t = start(config).await;
     let hello = client_hello_bytes(&ca, "db.example.test");
+    // Before the connection exists: Tether's 300 ms start from its accept, which may read
+    // the clock before this task resumes from the connect.
+    let started = Instant::now();
     let s = connect_from("127.0.0.1", t.listener_addr("web")).await;
     let client = s.local_addr().unwrap();
     let (mut r, mut w) = s.into_split();
-    let started = Instant::now();
     let writer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         for b in hello {
