@@ -66,8 +66,12 @@ pub(super) fn remember(keys: u64, backend: &str, value: &str, token: Token) {
         let slot = cache.slot(value);
         let mut kept = [0u8; MAX_VALUE];
         kept[..value.len()].copy_from_slice(value.as_bytes());
-        cache.slots[slot] =
-            Some(Entry { keys, backend: backend.into(), len: value.len(), value: kept, token });
+        // The slot's backend name is reused when it is the same (most sites have one).
+        let backend = match cache.slots[slot].take() {
+            Some(old) if *old.backend == *backend => old.backend,
+            _ => backend.into(),
+        };
+        cache.slots[slot] = Some(Entry { keys, backend, len: value.len(), value: kept, token });
     });
 }
 
