@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-const WIDTH: usize = 1 << 16;
+const WIDTH: usize = 1 << u16::BITS;
 
 /// Per-address and total connection counts of one listener.
 #[derive(Debug)]
@@ -34,14 +34,16 @@ pub enum Refused {
 #[derive(Debug)]
 pub struct ConnSlot {
     counter: Arc<ConnCounter>,
-    cells: [usize; 2],
+    /// Its counter in each row (a row is 2^16 wide): 16 bytes a slot, and every idle
+    /// connection holds one.
+    cells: [u16; 2],
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.counter.total.fetch_sub(1, Ordering::Relaxed);
         for (row, cell) in self.counter.rows.iter().zip(self.cells) {
-            row[cell].fetch_sub(1, Ordering::Relaxed);
+            row[usize::from(cell)].fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -62,10 +64,10 @@ impl ConnCounter {
         self.total.load(Ordering::Relaxed)
     }
 
-    fn cell<K: Hash>(&self, row: usize, key: &K) -> usize {
+    fn cell<K: Hash>(&self, row: usize, key: &K) -> u16 {
         let mut h = xxhash_rust::xxh3::Xxh3Builder::new().with_seed(self.seeds[row]).build_hasher();
         key.hash(&mut h);
-        (std::hash::Hasher::finish(&h) as usize) & (WIDTH - 1)
+        std::hash::Hasher::finish(&h) as u16 // the low bits: WIDTH is 2^16
     }
 
     /// Admits a connection from `ip` unless that would exceed `max_total` or `max_per_ip`
@@ -91,8 +93,8 @@ impl ConnCounter {
         let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         let cells = [self.cell(0, key), self.cell(1, key)];
         let counts = [
-            self.rows[0][cells[0]].fetch_add(1, Ordering::Relaxed) + 1,
-            self.rows[1][cells[1]].fetch_add(1, Ordering::Relaxed) + 1,
+            self.rows[0][usize::from(cells[0])].fetch_add(1, Ordering::Relaxed) + 1,
+            self.rows[1][usize::from(cells[1])].fetch_add(1, Ordering::Relaxed) + 1,
         ];
         // Counting first and undoing on refusal keeps concurrent admissions from both
         // slipping under a limit.

@@ -90,19 +90,20 @@ fn v2_source(a: &ppp::v2::Addresses) -> Option<SocketAddr> {
 
 /// A stream that first yields `prefix` (bytes already read from it), then the rest.
 pub struct Prefixed<T> {
-    prefix: Bytes,
+    /// Boxed: most connections have none, and every idle connection's task holds this.
+    prefix: Option<Box<Bytes>>,
     inner: T,
 }
 
 impl<T> Prefixed<T> {
     /// `inner`, with `prefix` read back first.
     pub fn new(prefix: Bytes, inner: T) -> Self {
-        Self { prefix, inner }
+        Self { prefix: (!prefix.is_empty()).then(|| Box::new(prefix)), inner }
     }
 
     /// The bytes not read yet of the prefix, and the wrapped stream.
     pub fn into_parts(self) -> (Bytes, T) {
-        (self.prefix, self.inner)
+        (self.prefix.map(|p| *p).unwrap_or_default(), self.inner)
     }
 }
 
@@ -113,9 +114,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
+        if let Some(prefix) = &mut this.prefix {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix.split_to(n));
+            if prefix.is_empty() {
+                this.prefix = None;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)

@@ -40,8 +40,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 use self::write::{Asked, BodyOut, Out};
+use super::Serve;
 use super::accept::Prefixed;
-use super::{DrainToken, Serve};
 use crate::proxy::body::RespBody;
 use crate::proxy::upgrade::{ClientUpgrade, Upgraded};
 use crate::proxy::{self, ConnCtx};
@@ -60,12 +60,8 @@ pub struct Conn<I> {
     settings: Arc<ConnSettings>,
     current: Arc<ArcSwap<Snapshot>>,
     drain: watch::Receiver<bool>,
-    /// Held while the connection lives: the drain waits for it.
-    token: DrainToken,
     /// The connection's place in the listener's limits, when the loop holds it.
     slot: Option<ConnSlot>,
-    /// When the first head must be complete.
-    first_deadline: Instant,
 }
 
 /// How a connection's loop ended.
@@ -81,83 +77,108 @@ enum Ended {
 impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
     /// A connection accepted now, with what it holds while it lives.
     pub fn new(io: I, serve: Serve, slot: Option<ConnSlot>) -> Self {
-        let Serve { current, ctx, settings, drain, token } = serve;
-        let first_deadline = Instant::now() + settings.header_timeout;
+        // The drain waits for the connection by the token its context holds.
+        let Serve { current, ctx, settings, drain, token: _ } = serve;
         let rbuf = BytesMut::new();
-        Self { io, rbuf, ctx, settings, current, drain, token, slot, first_deadline }
+        Self { io, rbuf, ctx, settings, current, drain, slot }
     }
 
     /// Serves requests until the connection closes; a client that opens with the HTTP/2
     /// preface is served by hyper's HTTP/2 server instead.
-    pub async fn serve(mut self) {
-        match self.serve_h1().await {
-            Ended::Done => {}
-            Ended::Upgrade(tx) => {
-                let early = std::mem::take(&mut self.rbuf).freeze();
-                let _ = tx.send(Upgraded { io: Box::new(self.io), early });
-            }
-            Ended::H2 => {
-                let Conn { io, rbuf, ctx, settings, current, drain, token, slot, .. } = self;
-                let serve = Serve { current, ctx, settings, drain, token };
-                // Boxed, so that the HTTP/1.1 loop's task does not carry HTTP/2's size.
-                Box::pin(serve.run_h2(Prefixed::new(rbuf.freeze(), io))).await;
-                drop(slot);
+    ///
+    /// This future is the connection's task, and a task is as large as its future's largest
+    /// state, idle or not. So no state holds the connection twice: the HTTP/2 path takes it
+    /// by value into a boxed future, and this is an `async` block, not an `async fn`, which
+    /// would keep its argument beside the local it moves it into (rust-lang/rust#62958).
+    #[expect(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+    pub fn serve(mut self) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            match self.serve_h1().await {
+                Ended::Done => {}
+                Ended::Upgrade(tx) => self.upgrade(tx),
+                Ended::H2 => Box::pin(self.into_h2()).await,
             }
         }
     }
 
-    /// The loop: one request after the other until the connection closes.
-    async fn serve_h1(&mut self) -> Ended {
-        let mut first = true;
-        loop {
-            let head = match self.next_head(first).await {
-                Next::Head(head) => head,
-                // Boxed, as every path taken once per connection: an idle connection's task
-                // is as large as its largest state.
-                Next::Refused(e) => return Box::pin(self.refuse(e)).await,
-                Next::H2 => return Ended::H2,
-                Next::Closed => return Ended::Done,
-            };
-            first = false;
-            let Some(exchange) = self.start(&head) else {
-                return Box::pin(self.bare(StatusCode::BAD_REQUEST)).await;
-            };
-            match self.finish(exchange).await {
-                After::KeepAlive => self.rest(),
-                After::Close => return Box::pin(self.close()).await,
-                After::Drop => return Ended::Done,
-                After::Upgrade(tx) => return Ended::Upgrade(tx),
+    /// Hands the connection to the tunnel of a `101`, with the bytes read past its head.
+    fn upgrade(mut self, tx: oneshot::Sender<Upgraded>) {
+        let early = std::mem::take(&mut self.rbuf).freeze();
+        let _ = tx.send(Upgraded { io: Box::new(self.io), early });
+    }
+
+    /// Serves the connection with hyper's HTTP/2 server, the preface read so far first.
+    async fn into_h2(self) {
+        let Conn { io, rbuf, ctx, settings, current, drain, slot } = self;
+        let token = ctx.drain_token.clone();
+        let serve = Serve { current, ctx, settings, drain, token };
+        serve.run_h2(Prefixed::new(rbuf.freeze(), io)).await;
+        drop(slot);
+    }
+
+    /// The loop: one request after the other until the connection closes. (This and the
+    /// waits below are `async` blocks for the reason [`Conn::serve`] gives: 16 bytes less in
+    /// every idle connection's task, which keeps it in the allocator's 640-byte blocks.)
+    #[expect(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+    fn serve_h1(&mut self) -> impl Future<Output = Ended> + Send + '_ {
+        async move {
+            let mut first = true;
+            loop {
+                // The head is gone before the exchange is awaited: no part of that state.
+                let exchange = match self.next_head(first).await {
+                    Next::Head(head) => self.start(&head),
+                    // Boxed, as every path taken once per connection: an idle connection's
+                    // task is as large as its largest state.
+                    Next::Refused(e) => return Box::pin(self.refuse(e)).await,
+                    Next::H2 => return Ended::H2,
+                    Next::Closed => return Ended::Done,
+                };
+                first = false;
+                let Some(exchange) = exchange else {
+                    return Box::pin(self.bare(StatusCode::BAD_REQUEST)).await;
+                };
+                match self.finish(exchange).await {
+                    After::KeepAlive => self.rest(),
+                    After::Close => return Box::pin(self.close()).await,
+                    After::Drop => return Ended::Done,
+                    After::Upgrade(tx) => return Ended::Upgrade(tx),
+                }
             }
         }
     }
 
     /// Waits for the next complete head (or the end of the connection).
-    async fn next_head(&mut self, first: bool) -> Next {
-        let limits = self.limits();
-        let mut deadline = first.then_some(self.first_deadline);
-        loop {
-            if !self.rbuf.is_empty() {
-                if first && H2_PREFACE.starts_with(&self.rbuf[..self.rbuf.len().min(24)]) {
-                    if self.rbuf.len() >= H2_PREFACE.len() {
-                        return Next::H2;
+    #[expect(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+    fn next_head(&mut self, first: bool) -> impl Future<Output = Next> + Send + '_ {
+        async move {
+            // The first head's time runs from the connection's first poll, right after its
+            // accept (or its TLS handshake).
+            let mut deadline = first.then(|| Instant::now() + self.settings.header_timeout);
+            loop {
+                if !self.rbuf.is_empty() {
+                    if first && H2_PREFACE.starts_with(&self.rbuf[..self.rbuf.len().min(24)]) {
+                        if self.rbuf.len() >= H2_PREFACE.len() {
+                            return Next::H2;
+                        }
+                    } else {
+                        match request::parse(&self.rbuf, &self.limits()) {
+                            Ok(Some(head)) => return Next::Head(head),
+                            Ok(None) => {}
+                            Err(e) => return Next::Refused(e),
+                        }
                     }
-                } else {
-                    match request::parse(&self.rbuf, &limits) {
-                        Ok(Some(head)) => return Next::Head(head),
-                        Ok(None) => {}
-                        Err(e) => return Next::Refused(e),
-                    }
+                    deadline.get_or_insert_with(|| Instant::now() + self.settings.header_timeout);
+                } else if *self.drain.borrow() {
+                    return Next::Closed;
                 }
-                deadline.get_or_insert_with(|| Instant::now() + self.settings.header_timeout);
-            } else if *self.drain.borrow() {
-                return Next::Closed;
-            }
-            let until = deadline.unwrap_or_else(|| Instant::now() + self.settings.idle_timeout);
-            // Right after a response the next request is almost never there yet (the client
-            // has still to read the response): a try before arming the timer would be wasted.
-            let try_first = first || !self.rbuf.is_empty();
-            if !self.read_until(until, try_first).await {
-                return Next::Closed;
+                let until = deadline.unwrap_or_else(|| Instant::now() + self.settings.idle_timeout);
+                // Right after a response the next request is almost never there yet (the
+                // client has still to read the response): a try before arming the timer would
+                // be wasted.
+                let try_first = first || !self.rbuf.is_empty();
+                if !self.read_until(until, try_first).await {
+                    return Next::Closed;
+                }
             }
         }
     }
@@ -166,21 +187,28 @@ impl<I: AsyncRead + AsyncWrite + Send + Unpin + 'static> Conn<I> {
     /// or a drain began while no request was in progress. With `try_first`, one read is tried
     /// before arming a timer (a new connection's first head, or the rest of a head, is
     /// usually there already).
-    async fn read_until(&mut self, until: Instant, try_first: bool) -> bool {
-        if try_first
-            && let Some(read) = futures_util::FutureExt::now_or_never(poll_fn(|cx| {
-                poll_read(&mut self.io, &mut self.rbuf, cx)
-            }))
-        {
-            return matches!(read, Ok(n) if n > 0);
-        }
-        let idle = self.rbuf.is_empty();
-        let Self { io, rbuf, drain, .. } = self;
-        let read = poll_fn(|cx| poll_read(io, rbuf, cx));
-        tokio::select! {
-            read = read => matches!(read, Ok(n) if n > 0),
-            _ = tokio::time::sleep_until(until) => false,
-            _ = drain.changed(), if idle => false,
+    #[expect(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+    fn read_until(
+        &mut self,
+        until: Instant,
+        try_first: bool,
+    ) -> impl Future<Output = bool> + Send + '_ {
+        async move {
+            if try_first
+                && let Some(read) = futures_util::FutureExt::now_or_never(poll_fn(|cx| {
+                    poll_read(&mut self.io, &mut self.rbuf, cx)
+                }))
+            {
+                return matches!(read, Ok(n) if n > 0);
+            }
+            let idle = self.rbuf.is_empty();
+            let Self { io, rbuf, drain, .. } = self;
+            let read = poll_fn(|cx| poll_read(io, rbuf, cx));
+            tokio::select! {
+                read = read => matches!(read, Ok(n) if n > 0),
+                _ = tokio::time::sleep_until(until) => false,
+                _ = drain.changed(), if idle => false,
+            }
         }
     }
 
@@ -732,6 +760,33 @@ mod tests {
         let fut = serve_request(&current, &ctx, req, None);
         let size = std::mem::size_of_val(&*fut);
         assert!(size < 2048 && size < 8 * request, "{size} bytes (a request is {request})");
+    }
+
+    /// An idle keep-alive connection costs its task, which is as large as the connection's
+    /// future in its largest state: the wait for the next head when the rest is boxed. The
+    /// task adds ~110 bytes and is allocated in 128-byte steps: `Conn::serve` as an
+    /// `async fn` was 864 bytes (the connection twice: its argument and the local it moved
+    /// into), its task 1,024; at 528 bytes or less the task takes 640 (docs/performance.md,
+    /// idle connections).
+    #[tokio::test]
+    async fn an_idle_connections_task_holds_the_connection_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await;
+        let (stream, _) = listener.accept().await.unwrap();
+        let snap = crate::test_support::snapshot(&crate::test_support::servers("app", &["a"]));
+        let settings = Arc::clone(&snap.listeners[0].conn);
+        let current = Arc::new(ArcSwap::from_pointee(snap));
+        let (_drain_tx, drain) = watch::channel(false);
+        let (token, _held) = tokio::sync::mpsc::channel(1);
+        let ctx =
+            Arc::new(ConnCtx::new("web".into(), ([127, 0, 0, 1], 9).into(), false, token.clone()));
+        let serve = Serve { current, ctx, settings, drain, token };
+        let mut conn = Conn::new(Prefixed::new(bytes::Bytes::new(), stream), serve, None);
+        let (one, waiting) =
+            (std::mem::size_of_val(&conn), std::mem::size_of_val(&conn.serve_h1()));
+        let task = std::mem::size_of_val(&conn.serve());
+        assert!(task < one + waiting + 32, "{task} bytes: the connection ({one}) held twice?");
+        assert!(task <= 528, "{task} bytes (the connection {one}, its loop {waiting})");
     }
 
     /// While a request shares the connection's buffer, a read that finds nothing keeps it
