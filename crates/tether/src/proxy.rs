@@ -92,8 +92,9 @@ pub enum ClientCert {
     NotAsked,
     /// Asked for, none sent (`client_auth = "optional"`).
     None,
-    /// Verified; its subject as a header value (`None` when the subject is not one).
-    Verified(Option<HeaderValue>),
+    /// Verified; its subject as a header value (`None` when the subject is not one). Boxed:
+    /// every connection's context holds this, and few have a certificate.
+    Verified(Option<Box<HeaderValue>>),
 }
 
 /// Serves one request against `snap`; never fails (errors become small plain-text answers).
@@ -121,7 +122,7 @@ pub async fn handle(
             req.uri().path(),
         ));
         if let ClientCert::Verified(subject) = &ctx.client_cert {
-            log.client_cert.clone_from(subject);
+            log.client_cert = subject.as_deref().cloned();
         }
         log.request_id = request_id.as_ref().map(|(_, id)| id.clone());
         log
@@ -684,7 +685,7 @@ fn prepare_headers(
         let verified = match &ctx.client_cert {
             ClientCert::Verified(subject) => {
                 if let Some(s) = subject {
-                    h.insert(headers::CLIENT_CERT_SUBJECT, s.clone());
+                    h.insert(headers::CLIENT_CERT_SUBJECT, HeaderValue::clone(s));
                 }
                 "SUCCESS"
             }

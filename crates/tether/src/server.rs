@@ -276,7 +276,9 @@ async fn serve_tls(
                 // rustls verified it during the handshake (or there is none: "optional").
                 let cert = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
                     Some(der) => ClientCert::Verified(
-                        crate::tls::subject(der).and_then(|s| http::HeaderValue::try_from(s).ok()),
+                        crate::tls::subject(der)
+                            .and_then(|s| http::HeaderValue::try_from(s).ok())
+                            .map(Box::new),
                     ),
                     None => ClientCert::None,
                 };

@@ -164,22 +164,24 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 /// connection rather than per request.
 #[derive(Debug, Clone)]
 pub struct PeerHeaders {
-    /// The socket peer.
-    pub ip: IpAddr,
+    /// The address as text, which is also `Forwarded`'s `for=` (each idle connection holds
+    /// this: one form, not two).
     xff: HeaderValue,
-    forwarded_for: String,
+    /// Whether the address is IPv6 (bracketed and quoted in `Forwarded`).
+    v6: bool,
 }
 
 impl PeerHeaders {
     /// The forms of `ip`.
     pub fn new(ip: IpAddr) -> Self {
-        let text = ip.to_string();
-        let forwarded_for = match ip {
-            IpAddr::V4(_) => format!("for={text}"),
-            IpAddr::V6(_) => format!("for=\"[{text}]\""),
-        };
-        let xff = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown"));
-        Self { ip, xff, forwarded_for }
+        let xff = HeaderValue::from_str(&ip.to_string());
+        Self { xff: xff.unwrap_or(HeaderValue::from_static("unknown")), v6: ip.is_ipv6() }
+    }
+
+    /// `Forwarded`'s node: `for=` and the address, an IPv6 one bracketed and quoted.
+    fn forwarded_for(&self) -> [&str; 3] {
+        let text = self.xff.to_str().unwrap_or("unknown");
+        if self.v6 { ["for=\"[", text, "]\""] } else { ["for=", text, ""] }
     }
 }
 
@@ -229,9 +231,10 @@ pub fn add_forwarding(
 /// `Forwarded: for=...;proto=...;host="..."`, in a String exactly as long as its capacity:
 /// such a String becomes a header's bytes without another allocation.
 fn forwarded_value(peer: &PeerHeaders, proto: &str, host: Option<&str>) -> String {
-    let len = peer.forwarded_for.len() + ";proto=".len() + proto.len();
+    let node = peer.forwarded_for();
+    let len = node.iter().map(|s| s.len()).sum::<usize>() + ";proto=".len() + proto.len();
     let mut forwarded = String::with_capacity(len + host.map_or(0, |h| h.len() + 8));
-    forwarded.push_str(&peer.forwarded_for);
+    node.iter().for_each(|s| forwarded.push_str(s));
     forwarded.push_str(";proto=");
     forwarded.push_str(proto);
     if let Some(h) = host {

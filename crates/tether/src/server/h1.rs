@@ -787,6 +787,10 @@ mod tests {
         let task = std::mem::size_of_val(&conn.serve());
         assert!(task < one + waiting + 32, "{task} bytes: the connection ({one}) held twice?");
         assert!(task <= 528, "{task} bytes (the connection {one}, its loop {waiting})");
+        // The connection's context is its other allocation: with its reference counts, in
+        // 160-byte blocks at most.
+        let ctx = std::mem::size_of::<ConnCtx>();
+        assert!(ctx + 16 <= 160, "the connection's context is {ctx} bytes");
     }
 
     /// While a request shares the connection's buffer, a read that finds nothing keeps it
