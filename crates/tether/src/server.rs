@@ -180,6 +180,14 @@ impl Acceptor {
             self.token.clone(),
             Arc::clone(&self.conns),
         );
+        if settings.tcp && !settings.proxy_protocol {
+            // The same for a TCP listener's relay: its task is the relay itself.
+            let io = accept::Prefixed::new(bytes::Bytes::new(), stream);
+            tokio::spawn(
+                tcp::TcpConn { current, settings, client: peer, drain, token }.serve(io, slot),
+            );
+            return;
+        }
         if !settings.proxy_protocol && settings.tls.is_none() && !settings.tcp {
             // Nothing to read or negotiate before HTTP: the task is the HTTP/1.1 loop itself,
             // so an idle connection's task is no larger than the loop's state.
@@ -210,8 +218,7 @@ impl Acceptor {
             let io = accept::Prefixed::new(prefix, stream);
             if l.tcp {
                 let settings = Arc::clone(&settings);
-                tcp::TcpConn { current, settings, client, drain, token }.serve(io).await;
-                drop(slot);
+                tcp::TcpConn { current, settings, client, drain, token }.serve(io, slot).await;
                 return;
             }
             let ctx = ConnCtx::new(name, client, l.tls.is_some(), token.clone());

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
+use tether_core::conns::ConnSlot;
 use tether_core::server::InFlightGuard;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -91,63 +92,77 @@ impl End {
 
 impl TcpConn {
     /// Routes the connection (by SNI when the listener has SNI routes), connects to a server
-    /// of the backend and relays until the connection ends.
-    pub async fn serve(self, mut io: Prefixed<TcpStream>) {
-        let started = Instant::now();
-        let snap = self.current.load_full();
-        let Some(listener) = snap.listener(&self.settings.name) else { return };
-        let log = |end: &str, backend: Option<&str>| {
-            if snap.config.access_log {
-                tracing::info!(target: "tether::access", listener = %listener.name,
-                    client = %self.client, backend = backend.unwrap_or("-"), end, "tcp");
-            }
-        };
-        let (hello, backend) = if listener.sni_routes.is_empty() {
-            (Vec::new(), listener.default_backend)
-        } else {
-            match hello::read_hello(&mut io, self.settings.header_timeout).await {
-                Ok((bytes, sni)) => {
-                    let backend = hello::route(listener, sni.as_deref());
-                    (bytes, backend)
+    /// of the backend and relays until the connection ends; `slot` (its place in the
+    /// listener's limits) is held until then.
+    ///
+    /// The connection's task is this future (as large as its largest state, idle or not): an
+    /// `async` block, not an `async fn`, which would keep its arguments twice
+    /// (rust-lang/rust#62958).
+    #[expect(clippy::manual_async_fn, reason = "an async fn stores its arguments twice")]
+    pub fn serve(
+        self,
+        mut io: Prefixed<TcpStream>,
+        slot: Option<ConnSlot>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let started = Instant::now();
+            let snap = self.current.load_full();
+            let Some(listener) = snap.listener(&self.settings.name) else { return };
+            let log = |end: &str, backend: Option<&str>| {
+                if snap.config.access_log {
+                    tracing::info!(target: "tether::access", listener = %listener.name,
+                        client = %self.client, backend = backend.unwrap_or("-"), end, "tcp");
                 }
-                Err(bad) => {
-                    if let hello::BadHello::Malformed(why) = bad {
-                        tracing::debug!(client = %self.client, listener = %listener.name, why, "not a TLS ClientHello: connection closed");
+            };
+            let (hello, backend) = if listener.sni_routes.is_empty() {
+                (Vec::new(), listener.default_backend)
+            } else {
+                match hello::read_hello(&mut io, self.settings.header_timeout).await {
+                    Ok((bytes, sni)) => {
+                        let backend = hello::route(listener, sni.as_deref());
+                        (bytes, backend)
                     }
-                    self.settings.metrics.connection_refused(ConnRefusal::ClientHello);
-                    return log(bad.as_str(), None);
+                    Err(bad) => {
+                        if let hello::BadHello::Malformed(why) = bad {
+                            tracing::debug!(client = %self.client, listener = %listener.name, why, "not a TLS ClientHello: connection closed");
+                        }
+                        self.settings.metrics.connection_refused(ConnRefusal::ClientHello);
+                        return log(bad.as_str(), None);
+                    }
                 }
+            };
+            let Some(backend) = backend.and_then(|b| snap.backends.get(b)) else {
+                return log("no_route", None);
+            };
+            let Some(mut up) = connect(backend, self.client).await else {
+                return log("no_server", Some(&backend.name));
+            };
+            let (rest, mut client) = io.into_parts();
+            let tally = pump::Tally::new(up.metrics.take().map(|m| {
+                m.connections.inc();
+                (m.bytes_in, m.bytes_out)
+            }));
+            if let Err(e) = preamble(backend, &self, &client, &mut up.stream, [&hello, &rest]).await
+            {
+                tracing::debug!(client = %self.client, server = %up.server, error = %e, "tcp: writing to the server failed");
+                return log("error", Some(&backend.name));
             }
-        };
-        let Some(backend) = backend.and_then(|b| snap.backends.get(b)) else {
-            return log("no_route", None);
-        };
-        let Some(mut up) = connect(backend, self.client).await else {
-            return log("no_server", Some(&backend.name));
-        };
-        let (rest, mut client) = io.into_parts();
-        let tally = pump::Tally::new(up.metrics.take().map(|m| {
-            m.connections.inc();
-            (m.bytes_in, m.bytes_out)
-        }));
-        if let Err(e) = preamble(backend, &self, &client, &mut up.stream, [&hello, &rest]).await {
-            tracing::debug!(client = %self.client, server = %up.server, error = %e, "tcp: writing to the server failed");
-            return log("error", Some(&backend.name));
+            tally.moved(true, (hello.len() + rest.len()) as u64);
+            let access_log = snap.config.access_log;
+            drop(snap); // A long connection must not keep an old configuration alive.
+            let end = self.relay(&mut client, &mut up.stream, &tally).await;
+            if access_log {
+                let affinity = up.affinity.map_or("none", Outcome::as_str);
+                let bytes_in = tally.bytes_in.load(Ordering::Relaxed);
+                let bytes_out = tally.bytes_out.load(Ordering::Relaxed);
+                tracing::info!(target: "tether::access", listener = %self.settings.name,
+                    client = %self.client, backend = %up.backend, server = %up.server, affinity,
+                    bytes_in, bytes_out, duration_ms = started.elapsed().as_millis() as u64,
+                    end = end.as_str(), "tcp");
+            }
+            drop(self.token);
+            drop(slot);
         }
-        tally.moved(true, (hello.len() + rest.len()) as u64);
-        let access_log = snap.config.access_log;
-        drop(snap); // A long connection must not keep an old configuration alive.
-        let end = self.relay(&mut client, &mut up.stream, &tally).await;
-        if access_log {
-            let affinity = up.affinity.map_or("none", Outcome::as_str);
-            let bytes_in = tally.bytes_in.load(Ordering::Relaxed);
-            let bytes_out = tally.bytes_out.load(Ordering::Relaxed);
-            tracing::info!(target: "tether::access", listener = %self.settings.name,
-                client = %self.client, backend = %up.backend, server = %up.server, affinity,
-                bytes_in, bytes_out, duration_ms = started.elapsed().as_millis() as u64,
-                end = end.as_str(), "tcp");
-        }
-        drop(self.token);
     }
 
     /// Relays both ways until done, idle for `timeouts.idle`, or cut by the drain; how it
