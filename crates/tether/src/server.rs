@@ -347,16 +347,21 @@ struct Serve {
 
 impl Serve {
     /// Serves the connection: HTTP/2 when TLS negotiated it, else Tether's HTTP/1.1 loop
-    /// (which turns to HTTP/2 when the client's first bytes are its preface).
-    async fn run<I>(self, io: I, h2: bool)
+    /// (which turns to HTTP/2 when the client's first bytes are its preface). Not an `async
+    /// fn`: that would keep `io` (a TLS stream is ~1.2 KB) beside the loop that holds it
+    /// too, for the connection's whole life (rust-lang/rust#62958).
+    fn run<I>(self, io: I, h2: bool) -> impl Future<Output = ()> + Send
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
+        use futures_util::future::Either;
         // HTTP/2 is boxed: an HTTP/1.1 connection's task must not carry its size.
         if h2 {
-            return Box::pin(self.run_h2(accept::Prefixed::new(bytes::Bytes::new(), io))).await;
+            return Either::Left(Box::pin(
+                self.run_h2(accept::Prefixed::new(bytes::Bytes::new(), io)),
+            ));
         }
-        h1::Conn::new(io, self, None).serve().await
+        Either::Right(h1::Conn::new(io, self, None).serve())
     }
 
     /// HTTP/2 through hyper's server, each stream handed to the request path.
