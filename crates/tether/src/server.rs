@@ -181,7 +181,8 @@ impl Acceptor {
             Arc::clone(&self.conns),
         );
         if settings.tcp && !settings.proxy_protocol {
-            // The same for a TCP listener's relay: its task is the relay itself.
+            // Nothing to read before the relay: the task is the relay itself (as for plain
+            // HTTP below, an idle connection's task is no larger than its state).
             let io = accept::Prefixed::new(bytes::Bytes::new(), stream);
             tokio::spawn(
                 tcp::TcpConn { current, settings, client: peer, drain, token }.serve(io, slot),
