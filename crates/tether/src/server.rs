@@ -152,10 +152,12 @@ impl Acceptor {
         }
     }
 
-    /// Admits the connection (connection limits), then in its own task: the PROXY header,
-    /// the TLS handshake, and HTTP. The task holds the listener's [`ConnSettings`] as they
-    /// were at accept time, not the snapshot (a long keep-alive connection must not keep an
-    /// old configuration alive across reloads).
+    /// Admits the connection (connection limits), then in its own task: the PROXY header and
+    /// the TLS handshake, when the listener has them, then HTTP (or the TCP relay) in a task
+    /// that holds only what serving takes, so that an idle connection costs no more. The
+    /// tasks hold the listener's [`ConnSettings`] as they were at accept time, not the
+    /// snapshot (a long keep-alive connection must not keep an old configuration alive across
+    /// reloads).
     fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         // `None`: a reload removed the listener, and this loop is about to end.
         let Some(settings) = self.current.load().listener(&self.name).map(|l| Arc::clone(&l.conn))
@@ -216,10 +218,14 @@ impl Acceptor {
             } else {
                 (peer, bytes::Bytes::new())
             };
+            // What serves the connection from here on is a task of its own, and this one
+            // ends: an idle connection costs that task alone, not this one's state too.
             let io = accept::Prefixed::new(prefix, stream);
             if l.tcp {
                 let settings = Arc::clone(&settings);
-                tcp::TcpConn { current, settings, client, drain, token }.serve(io, slot).await;
+                tokio::spawn(
+                    tcp::TcpConn { current, settings, client, drain, token }.serve(io, slot),
+                );
                 return;
             }
             let ctx = ConnCtx::new(name, client, l.tls.is_some(), token.clone());
@@ -231,12 +237,11 @@ impl Acceptor {
                 token,
             };
             match &l.tls {
-                None => serve.run(io, false).await,
+                None => drop(tokio::spawn(serve.run(io, false, slot))),
                 // Boxed, so that plain connections do not carry the size of a TLS session in
                 // their task.
-                Some(config) => Box::pin(serve_tls(serve, io, config, l, client)).await,
+                Some(config) => Box::pin(serve_tls(serve, io, slot, config, l, client)).await,
             }
-            drop(slot);
         });
     }
 }
@@ -268,10 +273,12 @@ async fn proxy_header(
     }
 }
 
-/// The TLS handshake (within `timeouts.header`), then HTTP over it.
+/// The TLS handshake (within `timeouts.header`), then HTTP over it in a task of its own,
+/// holding `slot`.
 async fn serve_tls(
     serve: Serve,
     io: accept::Prefixed<tokio::net::TcpStream>,
+    slot: Option<ConnSlot>,
     config: &Arc<rustls::ServerConfig>,
     l: &ConnSettings,
     client: SocketAddr,
@@ -296,7 +303,7 @@ async fn serve_tls(
                 }
             }
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve.run(tls, h2).await
+            drop(tokio::spawn(serve.run(tls, h2, slot)));
         }
         Ok(Err(e)) => {
             // A client certificate that does not verify is worth an operator's eye (a
@@ -351,18 +358,18 @@ impl Serve {
     /// (which turns to HTTP/2 when the client's first bytes are its preface). Not an `async
     /// fn`: that would keep `io` (a TLS stream is ~1.2 KB) beside the loop that holds it
     /// too, for the connection's whole life (rust-lang/rust#62958).
-    fn run<I>(self, io: I, h2: bool) -> impl Future<Output = ()> + Send
+    fn run<I>(self, io: I, h2: bool, slot: Option<ConnSlot>) -> impl Future<Output = ()> + Send
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         use futures_util::future::Either;
         // HTTP/2 is boxed: an HTTP/1.1 connection's task must not carry its size.
         if h2 {
-            return Either::Left(Box::pin(
-                self.run_h2(accept::Prefixed::new(bytes::Bytes::new(), io)),
-            ));
+            let io = accept::Prefixed::new(bytes::Bytes::new(), io);
+            let served = futures_util::FutureExt::map(self.run_h2(io), move |()| drop(slot));
+            return Either::Left(Box::pin(served));
         }
-        Either::Right(h1::Conn::new(io, self, None).serve())
+        Either::Right(h1::Conn::new(io, self, slot).serve())
     }
 
     /// HTTP/2 through hyper's server, each stream handed to the request path.
