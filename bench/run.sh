@@ -638,8 +638,11 @@ PY
 # everywhere, so every handshake costs the same kind of work) and is driven
 # by h2load over https: HTTP/2 (ALPN h2, H2_STREAMS streams per connection) and HTTP/1.1
 # (--h1, one request at a time per connection). Then a handshake-bound run: every request on
-# a new connection (TLS_NEWCONN_N requests), which is what TLS termination costs.
+# a new connection (TLS_NEWCONN_N requests), which is what TLS termination costs. Then idle
+# HTTPS keep-alive connections: TLS_IDLE_N of them (0: skip), one GET each, then idle; the
+# proxy's RSS growth per connection (idle_conns.py --tls).
 TLS_NEWCONN_N=${TLS_NEWCONN_N:-3000}
+TLS_IDLE_N=${TLS_IDLE_N:-3000}
 phase_tls() {
   command -v h2load >/dev/null || { log "h2load missing: skip tls"; return; }
   TLS_DIR="$WORK/tls"; mkdir -p "$TLS_DIR"
@@ -675,6 +678,16 @@ phase_tls() {
       echo "$kind $shown: proto=$proto req/s=$rps ($ok) rss=${rss% *}kB" | tee -a "$WORK/tls.md"
     done
   done
+  if [ "$TLS_IDLE_N" -gt 0 ]; then
+    for p in $peers; do
+      start_peer "$p" rr "$PXC" tls || { stop_pid "$PEER_PID"; continue; }
+      local shown=$p; [ "$p" = lb ] && shown=$LB_NAME
+      run_wait timeout -k 5 300 taskset -c "$LG" python3 "$HERE/idle_conns.py" --tls --port "$PX" \
+        --pid "$PEER_PID" -n "$TLS_IDLE_N" --name "$shown" > "$LOGS/tls.idle.$shown.txt" 2>&1
+      sed 's/^/idle https /' "$LOGS/tls.idle.$shown.txt" | tee -a "$WORK/tls.md"
+      stop_pid "$PEER_PID"
+    done
+  fi
   # Ratios: Tether / each peer, per kind.
   awk -F'\t' -v lb="$LB_NAME" '{r[$1,$2]=$3; k[$1]=1; p[$2]=1}
     END{for (kk in k) for (pp in p) if (pp != lb && r[kk,pp] > 0 && r[kk,lb] > 0)
