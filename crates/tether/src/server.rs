@@ -152,97 +152,82 @@ impl Acceptor {
         }
     }
 
-    /// Admits the connection (connection limits), then in its own task: the PROXY header and
-    /// the TLS handshake, when the listener has them, then HTTP (or the TCP relay) in a task
-    /// that holds only what serving takes, so that an idle connection costs no more. The
-    /// tasks hold the listener's [`ConnSettings`] as they were at accept time, not the
-    /// snapshot (a long keep-alive connection must not keep an old configuration alive across
-    /// reloads).
+    /// Admits the connection (connection limits) and starts serving it; on a PROXY-protocol
+    /// listener, a task reads the header first (the client is known only then).
     fn serve(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         // `None`: a reload removed the listener, and this loop is about to end.
         let Some(settings) = self.current.load().listener(&self.name).map(|l| Arc::clone(&l.conn))
         else {
             return;
         };
-        let slot = if settings.proxy_protocol {
-            // The client's address is known only after the header: count it then.
-            None
-        } else {
-            match admit(&self.conns, &settings, peer) {
-                Some(slot) => Some(slot),
-                None => return,
-            }
-        };
         #[cfg(not(target_os = "linux"))]
         let _ = stream.set_nodelay(true); // Inherited from the listening socket on Linux.
-        let (name, current, drain, token, conns) = (
-            Arc::clone(&self.name),
-            Arc::clone(&self.current),
-            self.drain.clone(),
-            self.token.clone(),
-            Arc::clone(&self.conns),
-        );
-        if settings.tcp && !settings.proxy_protocol {
-            // Nothing to read before the relay: the task is the relay itself (as for plain
-            // HTTP below, an idle connection's task is no larger than its state).
-            let io = accept::Prefixed::new(bytes::Bytes::new(), stream);
-            tokio::spawn(
-                tcp::TcpConn { current, settings, client: peer, drain, token }.serve(io, slot),
-            );
+        let proxy_protocol = settings.proxy_protocol;
+        let accepted = Accepted {
+            name: Arc::clone(&self.name),
+            current: Arc::clone(&self.current),
+            drain: self.drain.clone(),
+            token: self.token.clone(),
+            settings,
+        };
+        if proxy_protocol {
+            tokio::spawn(accepted.after_proxy_header(stream, peer, Arc::clone(&self.conns)));
+        } else if let Some(slot) = admit(&self.conns, &accepted.settings, peer) {
+            accepted.start(peer, accept::Prefixed::new(bytes::Bytes::new(), stream), slot);
+        }
+    }
+}
+
+/// An accepted connection's share of its listener: the listener's [`ConnSettings`] as they
+/// were at accept time, not the snapshot (a long keep-alive connection must not keep an old
+/// configuration alive across reloads).
+struct Accepted {
+    name: Arc<str>,
+    current: Arc<ArcSwap<Snapshot>>,
+    drain: watch::Receiver<bool>,
+    token: DrainToken,
+    settings: Arc<ConnSettings>,
+}
+
+impl Accepted {
+    /// Reads the PROXY header, admits the client it names, and starts serving.
+    async fn after_proxy_header(
+        self,
+        mut stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        conns: Arc<ConnCounter>,
+    ) {
+        let Some((client, rest)) = proxy_header(&mut stream, &self.settings, peer).await else {
+            return;
+        };
+        if let Some(slot) = admit(&conns, &self.settings, client) {
+            self.start(client, accept::Prefixed::new(rest, stream), slot);
+        }
+    }
+
+    /// Spawns what serves the connection from here on: the TCP relay, Tether's HTTP/1.1
+    /// loop, or the TLS handshake and then HTTP. Each is a task of its own, which holds only
+    /// what serving takes (a task is as large as its future's largest state, idle or not),
+    /// and holds `slot`, the connection's place in the listener's limits.
+    fn start(
+        self,
+        client: SocketAddr,
+        io: accept::Prefixed<tokio::net::TcpStream>,
+        slot: ConnSlot,
+    ) {
+        let Accepted { name, current, drain, token, settings } = self;
+        let slot = Some(slot);
+        if settings.tcp {
+            tokio::spawn(tcp::TcpConn { current, settings, client, drain, token }.serve(io, slot));
             return;
         }
-        if !settings.proxy_protocol && settings.tls.is_none() && !settings.tcp {
-            // Nothing to read or negotiate before HTTP: the task is the HTTP/1.1 loop itself,
-            // so an idle connection's task is no larger than the loop's state.
-            let io = accept::Prefixed::new(bytes::Bytes::new(), stream);
-            let ctx = Arc::new(ConnCtx::new(name, peer, false, token.clone()));
-            let serve = Serve { current, ctx, settings, drain, token };
-            tokio::spawn(h1::Conn::new(io, serve, slot).serve());
-            return;
+        let tls = settings.tls.clone();
+        let ctx = Arc::new(ConnCtx::new(name, client, tls.is_some(), token.clone()));
+        let serve = Serve { current, ctx, settings, drain, token };
+        match tls {
+            None => drop(tokio::spawn(h1::Conn::new(io, serve, slot).serve())),
+            Some(config) => drop(tokio::spawn(serve_tls(serve, io, slot, config, client))),
         }
-        tokio::spawn(async move {
-            let l = &*settings;
-            let mut stream = stream;
-            let mut slot = slot;
-            let (client, prefix) = if l.proxy_protocol {
-                // Boxed, as the paths below that most connections never take: the task of
-                // an idle connection is as large as its largest state.
-                let Some(found) = Box::pin(proxy_header(&mut stream, l, peer)).await else {
-                    return;
-                };
-                slot = match admit(&conns, l, found.0) {
-                    Some(s) => Some(s),
-                    None => return,
-                };
-                found
-            } else {
-                (peer, bytes::Bytes::new())
-            };
-            // What serves the connection from here on is a task of its own, and this one
-            // ends: an idle connection costs that task alone, not this one's state too.
-            let io = accept::Prefixed::new(prefix, stream);
-            if l.tcp {
-                let settings = Arc::clone(&settings);
-                tokio::spawn(
-                    tcp::TcpConn { current, settings, client, drain, token }.serve(io, slot),
-                );
-                return;
-            }
-            let ctx = ConnCtx::new(name, client, l.tls.is_some(), token.clone());
-            let serve = Serve {
-                current,
-                ctx: Arc::new(ctx),
-                settings: Arc::clone(&settings),
-                drain,
-                token,
-            };
-            match &l.tls {
-                None => drop(tokio::spawn(serve.run(io, false, slot))),
-                // Boxed, so that plain connections do not carry the size of a TLS session in
-                // their task.
-                Some(config) => Box::pin(serve_tls(serve, io, slot, config, l, client)).await,
-            }
-        });
     }
 }
 
@@ -279,11 +264,12 @@ async fn serve_tls(
     serve: Serve,
     io: accept::Prefixed<tokio::net::TcpStream>,
     slot: Option<ConnSlot>,
-    config: &Arc<rustls::ServerConfig>,
-    l: &ConnSettings,
+    config: Arc<rustls::ServerConfig>,
     client: SocketAddr,
 ) {
-    let handshake = tokio_rustls::TlsAcceptor::from(Arc::clone(config)).accept(io);
+    let settings = Arc::clone(&serve.settings);
+    let l = &*settings;
+    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
     match tokio::time::timeout(l.header_timeout, handshake).await {
         Ok(Ok(tls)) => {
             let mut serve = serve;
