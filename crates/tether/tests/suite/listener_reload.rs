@@ -142,11 +142,16 @@ async fn a_reload_naming_an_address_in_use_fails_and_the_old_listeners_keep_serv
     assert_eq!(status(&t.url("web")).await, Ok(200), "the old config does not serve");
 
     // The admin API's reload says the same, with 422.
+    let mark = t.log_mark();
     let r = client().post(admin_url(&t, "/api/v1/reload")).send().await.unwrap();
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await.unwrap();
     let error = body["error"].as_str().unwrap_or_default();
     assert!(error.contains(&busy.to_string()), "{body}");
+    // Its log line may reach the harness after the answer: wait for it, or the next
+    // reload would take it for its own outcome.
+    let failed = |line: &Value| line["message"] == "reload failed";
+    assert!(t.wait_for_log_since(mark, failed, DEADLINE).await.is_some(), "not logged");
 
     // Once the address is free, the same file loads.
     drop(taken);
