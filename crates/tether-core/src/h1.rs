@@ -33,7 +33,9 @@ mod tests;
 pub use body::{BodyError, BodyFraming, Decoder, Piece, Step, Trailers};
 pub use head::{RequestHead, RequestHeadError, parse_request};
 pub use request::{RequestError, write_request_head};
-pub use response::{HeadLimits, HeaderSpan, ResponseError, ResponseHead, Span, parse_response};
+pub use response::{
+    HeadLimits, HeaderSpan, ResponseError, ResponseHead, Span, is_hop_by_hop, parse_response,
+};
 
 /// Header slots httparse gets on the stack; a larger `max_headers` costs one allocation per
 /// parse (hyper does the same past its default of 100).

@@ -592,7 +592,12 @@ fn finish(
         headers::strip_hop_by_hop(&mut rp.headers, true);
         return Response::from_parts(rp, RespBody::empty());
     }
-    let resp = resp.map(|b| RespBody::upstream(b, held));
+    let from_h2 = matches!(resp.body(), UpstreamBody::H2(_));
+    let mut resp = resp.map(|b| RespBody::upstream(b, held));
+    if from_h2 {
+        // Tether's HTTP/1.1 client leaves these lines out as it reads the head.
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+    }
     respond(backend, pin, pick, now, ctx.https, resp, log)
 }
 
@@ -732,8 +737,9 @@ fn upstream_request(
     req
 }
 
-/// Finishes a server's response for the client: hop-by-hop out, a server's attempt to set
-/// our cookie dropped, our `Set-Cookie` added when the pin changed or needs a refresh.
+/// Finishes a server's response for the client (its hop-by-hop headers already out): a
+/// server's attempt to set our cookie dropped, our `Set-Cookie` added when the pin changed
+/// or needs a refresh.
 fn respond(
     backend: &BackendView,
     pin: Option<Pin>,
@@ -745,7 +751,6 @@ fn respond(
 ) -> Response<RespBody> {
     let served = pick.server;
     let h = resp.headers_mut();
-    headers::strip_hop_by_hop(h, false);
     let (Some(sticky), Some(pin)) = (&backend.sticky, pin) else { return resp };
     if pick.spilled {
         // The pin stays as it was: no new cookie, no table change.

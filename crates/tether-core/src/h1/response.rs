@@ -209,6 +209,24 @@ pub fn parse_response(
     }))
 }
 
+/// Whether a header line describes one connection and is never passed on (RFC 9110 §7.6.1,
+/// plus the legacy `Keep-Alive` and `Proxy-Connection`), by its name as sent (any case).
+/// `Upgrade` is not among them: it is passed on with a `101` and dropped otherwise.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let candidate: &[u8] = match name.len() {
+        2 => b"te",
+        7 => b"trailer",
+        10 if name[0].eq_ignore_ascii_case(&b'c') => b"connection",
+        10 => b"keep-alive",
+        16 => b"proxy-connection",
+        17 => b"transfer-encoding",
+        18 => b"proxy-authenticate",
+        19 => b"proxy-authorization",
+        _ => return false,
+    };
+    name.eq_ignore_ascii_case(candidate)
+}
+
 /// What the framing and connection headers of one head say.
 struct FramingHeaders {
     framing: BodyFraming,

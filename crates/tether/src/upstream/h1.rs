@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
-use tether_core::h1::{BodyFraming, HeadLimits, HeaderSpan, ResponseHead, write_request_head};
+use tether_core::h1::{
+    BodyFraming, HeadLimits, HeaderSpan, ResponseHead, is_hop_by_hop, write_request_head,
+};
 use tether_core::pool::{Ending, IdlePool};
 
 pub use self::body::ResponseBody;
@@ -349,7 +351,7 @@ fn respond(
         return Err(Error::Server("a 101 answer to a request that asked for no upgrade".into()));
     }
     let bytes = ex.rbuf.split_to(head.len).freeze();
-    let headers = response_headers(&bytes, spans, head.framing)?;
+    let headers = response_headers(&bytes, spans, head.framing, head.is_upgrade())?;
     let reuse = Reuse { head_allows: head.reusable(), framing_doubtful: head.length_dropped };
     let framing = if head.is_upgrade() { BodyFraming::NoBody } else { head.framing };
     let mut body = ResponseBody::new(ex, Arc::clone(origin), framing, reuse);
@@ -364,22 +366,30 @@ fn respond(
     Ok(resp)
 }
 
-/// The header map of a response head held in `bytes` (values share its memory). The
-/// server's framing lines are replaced by one `Content-Length` for a length-framed body;
-/// a bodiless response keeps its (validated) length once.
+/// The header map of a response head held in `bytes` (values share its memory), with the
+/// server's hop-by-hop lines and those its `Connection` names left out (so the request path
+/// removes none: each remove from a map hashes and shifts), and `Upgrade` kept only for a
+/// `101` (`switching`). The server's framing lines are replaced by one `Content-Length` for
+/// a length-framed body; a bodiless response keeps its (validated) length once.
 fn response_headers(
     bytes: &Bytes,
     spans: &[HeaderSpan],
     framing: BodyFraming,
+    switching: bool,
 ) -> Result<HeaderMap, Error> {
     let mut map = HeaderMap::with_capacity(spans.len() + 1);
     let mut kept_length = None;
+    let mut named = Vec::new();
     for s in spans {
-        let name = HeaderName::from_bytes(s.name.get(bytes))
-            .map_err(|_| Error::Server("invalid response header name".into()))?;
-        if name == TRANSFER_ENCODING {
+        let raw = s.name.get(bytes);
+        if is_hop_by_hop(raw) || (!switching && raw.eq_ignore_ascii_case(b"upgrade")) {
+            if raw.eq_ignore_ascii_case(b"connection") {
+                named.extend(end_to_end_named(s.value.get(bytes)));
+            }
             continue;
         }
+        let name = HeaderName::from_bytes(raw)
+            .map_err(|_| Error::Server("invalid response header name".into()))?;
         if name == CONTENT_LENGTH {
             kept_length = kept_length.or_else(|| length_line(bytes, s));
             continue;
@@ -399,7 +409,21 @@ fn response_headers(
         let value = as_sent.and_then(|r| HeaderValue::from_maybe_shared(bytes.slice(r)).ok());
         map.insert(CONTENT_LENGTH, value.unwrap_or_else(|| HeaderValue::from(n)));
     }
+    // A header named in `Connection` may come before it: removed once all are in.
+    for name in named {
+        map.remove(name);
+    }
     Ok(map)
+}
+
+/// The names a `Connection` value lists that are not hop-by-hop anyway (`keep-alive`,
+/// `close` and `upgrade`, the usual values, name no header to remove here).
+fn end_to_end_named(value: &[u8]) -> impl Iterator<Item = &str> {
+    let text = std::str::from_utf8(value).unwrap_or_default();
+    text.split(',').map(str::trim).filter(|token| {
+        let usual = ["close", "upgrade"].iter().any(|u| token.eq_ignore_ascii_case(u));
+        !token.is_empty() && !usual && !is_hop_by_hop(token.as_bytes())
+    })
 }
 
 /// The length a `Content-Length` line gives (its first value; the parser has checked that
@@ -425,8 +449,59 @@ mod tests {
         let mut spans = Vec::new();
         let parsed = parse_response(&bytes, &HeadLimits::default(), to_head, &mut spans);
         let head = parsed.map_err(|e| e.to_string())?.ok_or("incomplete")?;
-        let map = response_headers(&bytes, &spans, head.framing).map_err(|e| e.to_string())?;
+        let map = response_headers(&bytes, &spans, head.framing, head.is_upgrade())
+            .map_err(|e| e.to_string())?;
         Ok(map.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect())
+    }
+
+    #[test]
+    fn hop_by_hop_lines_and_those_connection_names_are_left_out() {
+        // (case, head after the status line, the names the client gets)
+        let rows: &[(&str, &str, &[&str])] = &[
+            (
+                "keep-alive server",
+                "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nA: 1\r\n",
+                &["a"],
+            ),
+            ("named before Connection", "X-Hop: 1\r\nA: 1\r\nConnection: close, X-Hop\r\n", &["a"]),
+            (
+                "named after Connection",
+                "Connection: x-hop , upgrade\r\nX-Hop: 1\r\nX-Hop: 2\r\nA: 1\r\n",
+                &["a"],
+            ),
+            (
+                "two Connection lines",
+                "Connection: a\r\nConnection: b\r\nA: 1\r\nB: 2\r\nC: 3\r\n",
+                &["c"],
+            ),
+            (
+                "every hop-by-hop name",
+                "TE: x\r\nTrailer: x\r\nProxy-Connection: x\r\nProxy-Authenticate: x\r\nProxy-Authorization: x\r\nUpgrade: x\r\nA: 1\r\n",
+                &["a"],
+            ),
+            ("a name that is no header", "Connection: not a name\r\nA: 1\r\n", &["a"]),
+            (
+                "repeated end-to-end lines kept",
+                "Set-Cookie: a=1\r\nDate: x\r\nSet-Cookie: b=2\r\n",
+                &["set-cookie", "set-cookie", "date"],
+            ),
+        ];
+        for (case, lines, want) in rows {
+            let head = format!("HTTP/1.1 200 OK\r\n{lines}content-length: 0\r\n\r\n");
+            let got = forwarded(&head, false).unwrap_or_else(|e| panic!("{case}: {e}"));
+            // Sorted: a map's remove moves its last entry into the hole.
+            let mut names: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+            names.sort_unstable();
+            let mut expected = want.to_vec();
+            expected.push("content-length");
+            expected.sort_unstable();
+            assert_eq!(names, expected, "{case}");
+        }
+        // A 101 keeps Upgrade for the tunnel (Connection is put back by the request path).
+        let switching =
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let got = forwarded(switching, false).unwrap();
+        assert_eq!(got, [("upgrade".to_owned(), "websocket".to_owned())]);
     }
 
     fn lengths(headers: &[(String, String)]) -> Vec<&str> {
@@ -440,7 +515,7 @@ mod tests {
         let mut spans = Vec::new();
         let head = parse_response(&bytes, &HeadLimits::default(), false, &mut spans);
         let head = head.unwrap().unwrap();
-        let map = response_headers(&bytes, &spans, head.framing).unwrap();
+        let map = response_headers(&bytes, &spans, head.framing, false).unwrap();
         let value = map[CONTENT_LENGTH].as_bytes();
         assert_eq!(value, b"42");
         assert!(bytes.as_ptr_range().contains(&value.as_ptr()), "no copy");

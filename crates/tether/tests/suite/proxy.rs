@@ -68,6 +68,37 @@ async fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
 }
 
 #[tokio::test]
+async fn a_servers_hop_by_hop_headers_and_those_it_names_in_connection_are_not_passed_on() {
+    use tether_testkit::servers::scripted::{Answer, ScriptedServer, Then};
+    fn answer(_path: &str) -> Answer {
+        Answer::new(
+            b"HTTP/1.1 200 OK\r\nX-Secret: 1\r\nConnection: keep-alive, X-Secret\r\n\
+              Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\n\
+              X-Kept: yes\r\nTrailer: X-T\r\nConnection: X-Later\r\nX-Later: 2\r\n\
+              Content-Length: 2\r\n\r\nok",
+            Then::KeepOpen,
+        )
+    }
+    let server = ScriptedServer::start(answer).unwrap();
+    let t = start(config(Backend::new().server(ServerEntry::new("up", server.addr())))).await;
+    let mut c = crate::support::h1raw::RawClient::connect(t.listener_addr("web")).await;
+    for _ in 0..2 {
+        assert!(c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await);
+        let reply = c.replies(1).await.pop().expect("a reply");
+        assert_eq!((reply.status, reply.body.as_slice()), (200, &b"ok"[..]));
+        let names: Vec<&str> = reply.headers.iter().map(|(n, _)| n.as_str()).collect();
+        for gone in
+            ["x-secret", "keep-alive", "proxy-authenticate", "upgrade", "trailer", "x-later"]
+        {
+            assert!(!names.contains(&gone), "{gone} was passed on: {names:?}");
+        }
+        assert_eq!(reply.header("x-kept"), Some("yes"), "{names:?}");
+        // Tether's own: the client's connection stays open.
+        assert!(!reply.says_close(), "{names:?}");
+    }
+}
+
+#[tokio::test]
 async fn http2_with_prior_knowledge_is_served_and_forwarded_as_http1() {
     let servers = echo_servers(2);
     let t = start(config(app(&servers))).await;

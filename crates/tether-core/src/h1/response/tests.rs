@@ -272,3 +272,34 @@ fn lengths_are_digits_only() {
         assert_eq!(parse_length(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn hop_by_hop_names_are_known_in_any_case_and_nothing_else_is() {
+    let rows: &[(&str, bool)] = &[
+        ("connection", true),
+        ("Connection", true),
+        ("KEEP-ALIVE", true),
+        ("Proxy-Connection", true),
+        ("te", true),
+        ("TE", true),
+        ("Trailer", true),
+        ("transfer-encoding", true),
+        ("Proxy-Authenticate", true),
+        ("proxy-authorization", true),
+        // Same lengths as hop-by-hop names, but end-to-end.
+        ("ab", false),
+        ("trailers", false),
+        ("x-trailer", false),
+        ("connectio1", false),
+        ("keep-alivf", false),
+        ("content-encoding", false),
+        ("x-forwarded-proto", false),
+        ("proxy-authenticat", false),
+        // Passed on with a 101, so the caller decides.
+        ("upgrade", false),
+        ("", false),
+    ];
+    for (name, want) in rows {
+        assert_eq!(is_hop_by_hop(name.as_bytes()), *want, "{name}");
+    }
+}
