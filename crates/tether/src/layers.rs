@@ -5,9 +5,9 @@
 
 /// Top-level modules of `crates/tether/src`, by layer, lowest first.
 pub(crate) const LAYERS: &[&[&str]] = &[
-    // The wall clock, the systemd notification socket, the event loop's turn: no
-    // dependencies.
-    &["clock", "systemd", "turn"],
+    // The wall clock, the systemd notification socket, the event loop's turn, the thread's
+    // reused header maps: no dependencies.
+    &["clock", "systemd", "turn", "header_maps"],
     // Certificates and keys to rustls configurations.
     &["tls"],
     // The configuration file: parsed, validated, typed.

@@ -3,7 +3,7 @@
 //! The binary (`main.rs`) is a thin CLI over this library. The modules stand in layers, each
 //! using only those below it (the order and a test that keeps it: `src/layers.rs`; the tour:
 //! `docs/architecture.md`):
-//! - `clock`, `systemd`; `tls`; [`config`]: the TOML file, parsed in two stages and
+//! - `clock`, `systemd`, `turn`, `header_maps`; `tls`; [`config`]: the TOML file, parsed in two stages and
 //!   validated with every error reported;
 //! - `metrics`, `rate`, `stick`, `upstream`: what a snapshot is built from;
 //! - `snapshot`: one immutable, lock-free-loaded view of routes, backends and balancers per
@@ -23,6 +23,7 @@ pub(crate) mod control;
 pub mod ctl;
 pub mod demo;
 pub(crate) mod discovery;
+pub(crate) mod header_maps;
 pub(crate) mod health;
 #[cfg(test)]
 mod layers;

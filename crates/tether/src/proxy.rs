@@ -232,6 +232,7 @@ async fn forward<'s>(
     backend.metrics.duration(listener.index, arrived.elapsed().as_secs_f64());
     let mut resp = finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log());
     routed.finish(resp.headers_mut());
+    crate::header_maps::give(outgoing.parts.headers);
     Ok(resp)
 }
 

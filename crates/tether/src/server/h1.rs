@@ -536,7 +536,9 @@ impl Exchange {
         let asked = Asked { close, ..self.asked };
         let (reply, framing) = write::plan(&parts, exact, asked);
         let close = close || framing == BodyOut::UntilClose;
-        if !write::head(&mut self.out.buf, &parts, reply, close) {
+        let written = write::head(&mut self.out.buf, &parts, reply, close);
+        crate::header_maps::give(parts.headers);
+        if !written {
             write::bare(&mut self.out.buf, StatusCode::BAD_GATEWAY);
             self.close = true;
             self.framing = BodyOut::None;

@@ -377,7 +377,7 @@ fn response_headers(
     framing: BodyFraming,
     switching: bool,
 ) -> Result<HeaderMap, Error> {
-    let mut map = HeaderMap::with_capacity(spans.len() + 1);
+    let mut map = crate::header_maps::take(spans.len() + 1);
     let mut kept_length = None;
     let mut named = Vec::new();
     for s in spans {

@@ -30,7 +30,7 @@ pub fn build(bytes: &Bytes, head: &RequestHead) -> Option<Request<()>> {
     let method = Method::from_bytes(head.method.get(bytes)).ok()?;
     let uri = Uri::from_maybe_shared(bytes.slice(head.target.range())).ok()?;
     let headers = SPANS.with_borrow(|spans| {
-        let mut map = HeaderMap::with_capacity(spans.len() + ADDED_BY_TETHER);
+        let mut map = crate::header_maps::take(spans.len() + ADDED_BY_TETHER);
         for s in spans {
             let name = HeaderName::from_bytes(s.name.get(bytes)).ok()?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(s.value.range())).ok()?;
