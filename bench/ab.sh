@@ -36,16 +36,17 @@ for side in "AB":
             if len(p) < 5 or p[3] == "FAIL":
                 continue
             kv = dict(x.split("=", 1) for x in p[4].split())
-            runs.setdefault((p[2], side), []).append(kv)
-print(f"| scenario | A req/s | B req/s | B/A | A CPU µs/req | B CPU µs/req | B/A | rounds |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for scen in sorted({k[0] for k in runs}):
-    a, b = runs.get((scen, "A"), []), runs.get((scen, "B"), [])
+            # Keyed by layout too: S and A runs are different populations.
+            runs.setdefault((p[0], p[2], side), []).append(kv)
+print(f"| layout | scenario | A req/s | B req/s | B/A | A CPU µs/req | B CPU µs/req | B/A | rounds |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for layout, scen in sorted({k[:2] for k in runs}):
+    a, b = runs.get((layout, scen, "A"), []), runs.get((layout, scen, "B"), [])
     if not a or not b:
         continue
     med = lambda rs, k: statistics.median(float(r[k]) for r in rs if k in r)
     ra, rb = med(a, "rps"), med(b, "rps")
     ca, cb = med(a, "cpu_us_req"), med(b, "cpu_us_req")
-    print(f"| {scen} | {ra:.0f} | {rb:.0f} | {rb / ra:.3f} | {ca:.1f} | {cb:.1f} | {cb / ca:.3f} | {min(len(a), len(b))} |")
+    print(f"| {layout} | {scen} | {ra:.0f} | {rb:.0f} | {rb / ra:.3f} | {ca:.1f} | {cb:.1f} | {cb / ca:.3f} | {min(len(a), len(b))} |")
 PY
 echo "raw runs: $OUT" >&2
