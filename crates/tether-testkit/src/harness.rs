@@ -4,7 +4,8 @@
 //! The harness relies on this log contract of `tether --log-format json`: one JSON object
 //! per line on stdout, with `message` and flattened fields, e.g.
 //! `{"message":"listener bound","listener":"web","address":"127.0.0.1:40123",...}`;
-//! reloads end with `"config reloaded"` or `"reload failed"`.
+//! reloads end with `"config reloaded"` or `"reload failed"`, with `"trigger":"signal"` for
+//! a SIGHUP's (`"api"` for the admin API's).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tether_testkit::HarnessError> {
@@ -237,13 +238,16 @@ impl Tether {
     }
 
     /// Writes `config`, sends SIGHUP and waits up to [`RELOAD_DEADLINE`] for the
-    /// outcome: the `"config reloaded"` or `"reload failed"` line logged after the signal.
+    /// outcome: the `"config reloaded"` or `"reload failed"` line of a signal logged after it.
     pub async fn reload(&mut self, config: impl Display) -> Result<Value, HarnessError> {
         self.write_config(config)?;
         let mark = self.log_mark();
         self.signal("HUP")?;
+        // A reload asked through the admin API logs the same lines, maybe late (stderr is read
+        // on its own thread): only a signal's counts.
         let outcome = |line: &Value| {
-            line["message"] == "config reloaded" || line["message"] == "reload failed"
+            (line["message"] == "config reloaded" || line["message"] == "reload failed")
+                && line["trigger"] == "signal"
         };
         match self.logs.wait_for(mark, outcome, RELOAD_DEADLINE).await {
             Some((_, line)) => Ok(line),

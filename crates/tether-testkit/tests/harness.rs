@@ -12,7 +12,8 @@ const DEADLINE: Duration = Duration::from_secs(5);
 
 /// Answers `check -c FILE` and `--log-format json run -c FILE` like tether: one
 /// "listener bound" line per `name = "..."` line (ports 4001, 4002, ...), "config reloaded"
-/// on HUP, "shutdown complete" and exit 0 on TERM, exit 3 when the config says `crash`.
+/// on HUP (after the line of an admin API reload that reached the log late), "shutdown
+/// complete" and exit 0 on TERM, exit 3 when the config says `crash`.
 const FAKE_TETHER: &str = r#"#!/bin/sh
 if [ "$1" = check ]; then
   if grep -q invalid "$3"; then echo "error: invalid config" >&2; exit 1; fi
@@ -25,7 +26,7 @@ if grep -q crash "$config"; then
   exit 3
 fi
 generation=1
-trap 'generation=$((generation + 1)); echo "{\"message\":\"config reloaded\",\"generation\":$generation}"' HUP
+trap 'echo "{\"message\":\"reload failed\",\"trigger\":\"api\"}"; generation=$((generation + 1)); echo "{\"message\":\"config reloaded\",\"generation\":$generation,\"trigger\":\"signal\"}"' HUP
 trap 'echo "{\"message\":\"shutdown complete\"}"; exit 0' TERM
 echo "starting up" >&2
 port=4000

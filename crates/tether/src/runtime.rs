@@ -322,7 +322,9 @@ impl Tether {
                 let _ = reply.send(self.listeners.addresses().to_vec());
                 return;
             }
-            Command::Reload(reply) => (reply, self.reload_logged().map_err(ControlError::Reload)),
+            Command::Reload(reply) => {
+                (reply, self.reload_logged(ReloadTrigger::Api).map_err(ControlError::Reload))
+            }
             Command::SetServer { backend, server, state, weight, reply } => {
                 (reply, self.set_server(&backend, &server, state, weight))
             }
@@ -480,7 +482,7 @@ impl Tether {
             tokio::select! {
                 _ = hup.recv() => {
                     crate::systemd::notify("RELOADING=1");
-                    let _ = self.reload_logged();
+                    let _ = self.reload_logged(ReloadTrigger::Signal);
                     crate::systemd::notify("READY=1");
                 }
                 Some(cmd) = self.commands.recv() => self.command(cmd),
@@ -500,20 +502,41 @@ impl Tether {
         Ok(drained)
     }
 
-    /// Reloads, counts and logs the outcome (signal and API paths).
-    pub fn reload_logged(&mut self) -> Result<u64, String> {
+    /// Reloads, counts and logs the outcome with what asked for it (`trigger`: `signal` or
+    /// `api`), so that a reload's line is told from another's.
+    pub fn reload_logged(&mut self, trigger: ReloadTrigger) -> Result<u64, String> {
         let result = self.reload();
         self.registry.metrics().reload(result.is_ok());
+        let trigger = trigger.as_str();
         match result {
             Ok(generation) => {
-                tracing::info!(generation, "config reloaded");
+                tracing::info!(generation, trigger, "config reloaded");
                 Ok(generation)
             }
             Err(e) => {
                 let kept = self.snapshot().generation;
-                tracing::error!(error = %e, kept_generation = kept, "reload failed");
+                tracing::error!(error = %e, kept_generation = kept, trigger, "reload failed");
                 Err(e.to_string())
             }
+        }
+    }
+}
+
+/// What asked for a reload (the `trigger` of its log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// `SIGHUP`.
+    Signal,
+    /// `POST /api/v1/reload`.
+    Api,
+}
+
+impl ReloadTrigger {
+    /// The log line's `trigger`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::Signal => "signal",
+            ReloadTrigger::Api => "api",
         }
     }
 }
