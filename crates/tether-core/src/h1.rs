@@ -34,7 +34,8 @@ pub use body::{BodyError, BodyFraming, Decoder, Piece, Step, Trailers};
 pub use head::{RequestHead, RequestHeadError, parse_request};
 pub use request::{RequestError, write_request_head};
 pub use response::{
-    HeadLimits, HeaderSpan, ResponseError, ResponseHead, Span, is_hop_by_hop, parse_response,
+    HeadLimits, HeaderSpan, ResponseError, ResponseHead, Span, connection_named, is_hop_by_hop,
+    parse_response,
 };
 
 /// Header slots httparse gets on the stack; a larger `max_headers` costs one allocation per

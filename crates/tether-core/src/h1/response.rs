@@ -227,6 +227,21 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(candidate)
 }
 
+/// The header names a `Connection` value lists that are not hop-by-hop anyway, as sent:
+/// the fields a proxy must remove besides the hop-by-hop ones (`close` too: a field of that
+/// name would be one). `upgrade` is left to the caller (kept for a tunnel, dropped
+/// otherwise), the hop-by-hop names (`keep-alive`, the usual value) go anyway, and a token
+/// that is not UTF-8 names no header (names are ASCII).
+pub fn connection_named(value: &[u8]) -> impl Iterator<Item = &str> {
+    value.split(|b| *b == b',').filter_map(|token| {
+        let token = std::str::from_utf8(token.trim_ascii()).ok()?;
+        let skipped = token.is_empty()
+            || token.eq_ignore_ascii_case("upgrade")
+            || is_hop_by_hop(token.as_bytes());
+        (!skipped).then_some(token)
+    })
+}
+
 /// What the framing and connection headers of one head say.
 struct FramingHeaders {
     framing: BodyFraming,

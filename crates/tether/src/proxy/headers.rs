@@ -87,17 +87,12 @@ fn strip_connection(headers: &mut HeaderMap) {
 }
 
 /// Removes every header a `Connection` value names, looked up by the name as written:
-/// nothing is allocated for `close`. A hop-by-hop name (`keep-alive`, the usual value) or
-/// `upgrade` is skipped: [`strip_hop_by_hop`] removes those headers anyway, or keeps
-/// `Upgrade` for a tunnel, and a lookup costs a hash.
+/// nothing is allocated. The usual values (`keep-alive`, `close`, `upgrade`) and the other
+/// hop-by-hop names are skipped (`tether_core::h1::connection_named`): [`strip_hop_by_hop`]
+/// removes those headers anyway, or keeps `Upgrade` for a tunnel, and a lookup costs a hash.
 fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
-    let Ok(text) = connection.to_str() else { return };
-    for token in text.split(',').map(str::trim) {
-        let hop_by_hop = token.eq_ignore_ascii_case(header::UPGRADE.as_str())
-            || HOP_BY_HOP.iter().any(|name| token.eq_ignore_ascii_case(name.as_str()));
-        if !hop_by_hop {
-            headers.remove(token);
-        }
+    for name in tether_core::h1::connection_named(connection.as_bytes()) {
+        headers.remove(name);
     }
 }
 

@@ -28,7 +28,8 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
 use tether_core::h1::{
-    BodyFraming, HeadLimits, HeaderSpan, ResponseHead, is_hop_by_hop, write_request_head,
+    BodyFraming, HeadLimits, HeaderSpan, ResponseHead, connection_named, is_hop_by_hop,
+    write_request_head,
 };
 use tether_core::pool::{Ending, IdlePool};
 
@@ -384,7 +385,7 @@ fn response_headers(
         let raw = s.name.get(bytes);
         if is_hop_by_hop(raw) || (!switching && raw.eq_ignore_ascii_case(b"upgrade")) {
             if raw.eq_ignore_ascii_case(b"connection") {
-                named.extend(end_to_end_named(s.value.get(bytes)));
+                named.extend(connection_named(s.value.get(bytes)));
             }
             continue;
         }
@@ -414,16 +415,6 @@ fn response_headers(
         map.remove(name);
     }
     Ok(map)
-}
-
-/// The names a `Connection` value lists that are not hop-by-hop anyway (`keep-alive`,
-/// `close` and `upgrade`, the usual values, name no header to remove here).
-fn end_to_end_named(value: &[u8]) -> impl Iterator<Item = &str> {
-    let text = std::str::from_utf8(value).unwrap_or_default();
-    text.split(',').map(str::trim).filter(|token| {
-        let usual = ["close", "upgrade"].iter().any(|u| token.eq_ignore_ascii_case(u));
-        !token.is_empty() && !usual && !is_hop_by_hop(token.as_bytes())
-    })
 }
 
 /// The length a `Content-Length` line gives (its first value; the parser has checked that

@@ -303,3 +303,20 @@ fn hop_by_hop_names_are_known_in_any_case_and_nothing_else_is() {
         assert_eq!(is_hop_by_hop(name.as_bytes()), *want, "{name}");
     }
 }
+
+#[test]
+fn a_connection_value_names_only_the_end_to_end_fields_to_remove() {
+    let rows: &[(&[u8], &[&str])] = &[
+        (b"keep-alive", &[]),
+        (b"close", &["close"]),
+        (b"Upgrade", &[]),
+        (b"close, X-Hop", &["close", "X-Hop"]),
+        (b" x-a ,x-b,, TE , Keep-Alive", &["x-a", "x-b"]),
+        (b"x-a, \xff\xfe, x-b", &["x-a", "x-b"]),
+        (b"", &[]),
+    ];
+    for (value, want) in rows {
+        let got: Vec<&str> = connection_named(value).collect();
+        assert_eq!(got, *want, "{:?}", String::from_utf8_lossy(value));
+    }
+}

@@ -230,3 +230,15 @@ fn cookie_values_lists_every_value_of_the_name_in_order() {
     assert_eq!(find_cookie(&h, "tether"), Some("a"));
     assert_eq!(cookie_values(&h, "missing").count(), 0);
 }
+
+#[test]
+fn the_typed_hop_by_hop_names_are_the_codecs_set() {
+    // The request path removes these from maps; the HTTP/1.1 client skips the same set as
+    // it reads a response (`tether_core::h1::is_hop_by_hop`): one list, two forms.
+    let names = HOP_BY_HOP;
+    for name in &names {
+        assert!(tether_core::h1::is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+    }
+    let distinct: std::collections::HashSet<&str> = names.iter().map(HeaderName::as_str).collect();
+    assert_eq!(distinct.len(), 8, "is_hop_by_hop knows eight names");
+}
