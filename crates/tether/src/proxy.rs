@@ -97,6 +97,16 @@ pub enum ClientCert {
     Verified(Option<Box<HeaderValue>>),
 }
 
+/// Where the response's head goes, and so where a server's header lines may stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadFor {
+    /// Tether's HTTP/1.1 writer, which writes the lines still in the body
+    /// ([`RespBody::server_lines`]) before the map's.
+    H1Writer,
+    /// Anything that reads only the map (hyper's HTTP/2 server): every line is put there.
+    Map,
+}
+
 /// Serves one request against `snap`; never fails (errors become small plain-text answers).
 /// `upgrade` is the client's side of a tunnel, for an HTTP/1.1 request asking to upgrade:
 /// the connection, once the `101` has been written to it.
@@ -104,7 +114,7 @@ pub async fn handle(
     snap: &Snapshot,
     ctx: &ConnCtx,
     mut req: Box<Request<ClientBody>>,
-    upgrade: Option<upgrade::ClientUpgrade>,
+    (upgrade, head_for): (Option<upgrade::ClientUpgrade>, HeadFor),
 ) -> Response<RespBody> {
     let Some(listener) = snap.listener(&ctx.listener) else {
         // A request that began as a reload removed its listener (whose connections drain).
@@ -133,10 +143,16 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(e) => e.response(),
     };
+    if head_for == HeadFor::Map {
+        whole_headers(&mut resp);
+    }
     if let Some((name, mut id)) = request_id {
         // Unique per response: HPACK must not index it. In its dynamic table every new id
         // would evict an entry, and each response would be compared with every id still there.
         id.set_sensitive(true);
+        if resp.body().server_lines().is_some_and(|l| l.has(name)) {
+            whole_headers(&mut resp);
+        }
         resp.headers_mut().insert(name.clone(), id);
     }
     let log = pending.answered(resp.status());
@@ -231,7 +247,10 @@ async fn forward<'s>(
     answered.held.session = session_slot;
     backend.metrics.duration(listener.index, arrived.elapsed().as_secs_f64());
     let mut resp = finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log());
-    routed.finish(resp.headers_mut());
+    if routed.edits_response() {
+        whole_headers(&mut resp);
+        routed.finish(resp.headers_mut());
+    }
     crate::header_maps::give(outgoing.parts.headers);
     Ok(resp)
 }
@@ -581,8 +600,11 @@ fn finish(
     client_upgrade: Option<upgrade::ClientUpgrade>,
     log: Option<&mut AccessLog>,
 ) -> Response<RespBody> {
-    let Answered { resp, pick, held } = answered;
+    let Answered { mut resp, pick, held } = answered;
     if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
+        if let Some(lines) = resp.body_mut().take_lines() {
+            lines.into_map(resp.headers_mut());
+        }
         let (mut rp, body) = resp.into_parts();
         if let Some(server) = match body {
             UpstreamBody::H1(b) => b.into_upgraded(),
@@ -738,6 +760,14 @@ fn upstream_request(
     req
 }
 
+/// Moves a server's header lines, still kept in the body, into the response's map: done
+/// before any step reads or changes the response's headers.
+fn whole_headers(resp: &mut Response<RespBody>) {
+    if let Some(lines) = resp.body_mut().take_server_lines() {
+        lines.into_map(resp.headers_mut());
+    }
+}
+
 /// Finishes a server's response for the client (its hop-by-hop headers already out): a
 /// server's attempt to set our cookie dropped, our `Set-Cookie` added when the pin changed
 /// or needs a refresh.
@@ -751,8 +781,9 @@ fn respond(
     log: Option<&mut AccessLog>,
 ) -> Response<RespBody> {
     let served = pick.server;
-    let h = resp.headers_mut();
     let (Some(sticky), Some(pin)) = (&backend.sticky, pin) else { return resp };
+    whole_headers(&mut resp);
+    let h = resp.headers_mut();
     if pick.spilled {
         // The pin stays as it was: no new cookie, no table change.
         if !sticky.config.mode.uses_table() {

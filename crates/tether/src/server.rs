@@ -375,7 +375,7 @@ impl Serve {
             // Boxed for the same reason as HTTP/1.1's: every async layer keeps a copy.
             let req = Box::new(req.map(ClientBody::H2));
             async move {
-                let resp = proxy::handle(&snap, &ctx, req, None).await;
+                let resp = proxy::handle(&snap, &ctx, req, (None, proxy::HeadFor::Map)).await;
                 watch.answered();
                 Ok::<_, std::convert::Infallible>(resp.map(|b| connection::Watched::new(b, watch)))
             }

@@ -36,6 +36,25 @@ pub enum ResponseBody {
     H2(hyper::body::Incoming),
 }
 
+impl ResponseBody {
+    /// A server's header lines not yet in the response's map (HTTP/1.1 only: hyper's
+    /// HTTP/2 client puts them there).
+    pub fn lines(&self) -> Option<&h1::ServerLines> {
+        match self {
+            Self::H1(b) => b.lines(),
+            Self::H2(_) => None,
+        }
+    }
+
+    /// Takes the lines [`Self::lines`] shows.
+    pub fn take_lines(&mut self) -> Option<h1::ServerLines> {
+        match self {
+            Self::H1(b) => b.take_lines(),
+            Self::H2(_) => None,
+        }
+    }
+}
+
 /// Error of a server's response body.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 

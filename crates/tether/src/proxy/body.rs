@@ -66,6 +66,23 @@ impl RespBody {
 }
 
 impl RespBody {
+    /// The server's header lines not yet in the response's map
+    /// ([`crate::upstream::h1::ServerLines`]).
+    pub fn server_lines(&self) -> Option<&crate::upstream::h1::ServerLines> {
+        match &self.inner {
+            Inner::Upstream(b) => b.lines(),
+            Inner::Full(_) => None,
+        }
+    }
+
+    /// Takes the lines [`Self::server_lines`] shows (the client's head has been written).
+    pub fn take_server_lines(&mut self) -> Option<crate::upstream::h1::ServerLines> {
+        match &mut self.inner {
+            Inner::Upstream(b) => b.take_lines(),
+            Inner::Full(_) => None,
+        }
+    }
+
     fn inner_ended(&self) -> bool {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),

@@ -281,6 +281,11 @@ pub fn route<'s>(
 }
 
 impl Routed<'_> {
+    /// Whether [`Self::finish`] reads or changes the response's headers.
+    pub fn edits_response(&self) -> bool {
+        self.response.is_some() || self.set_cookie.is_some()
+    }
+
     /// The route's additions to a server's response: its `response_headers`, a split's
     /// cookie.
     pub fn finish(&self, h: &mut HeaderMap) {

@@ -373,7 +373,9 @@ fn serve_request(
     // Boxed once here, the request is a pointer in each layer of the future below (an async
     // fn keeps its argument and a local copy of it): the future is ~1.3 KB smaller.
     let req = Box::new(req);
-    Box::pin(async move { proxy::handle(&snap, &ctx, req, upgrade).await })
+    Box::pin(
+        async move { proxy::handle(&snap, &ctx, req, (upgrade, proxy::HeadFor::H1Writer)).await },
+    )
 }
 
 enum Next {
@@ -527,7 +529,8 @@ impl Exchange {
 
     /// Queues the response head and keeps its body to stream.
     fn respond(&mut self, resp: Response<RespBody>, draining: bool) {
-        let (parts, body) = resp.into_parts();
+        let (parts, mut body) = resp.into_parts();
+        let lines = body.take_server_lines();
         let exact = body.size_hint().exact();
         let close = self.close
             || draining
@@ -536,7 +539,8 @@ impl Exchange {
         let asked = Asked { close, ..self.asked };
         let (reply, framing) = write::plan(&parts, exact, asked);
         let close = close || framing == BodyOut::UntilClose;
-        let written = write::head(&mut self.out.buf, &parts, reply, close);
+        let written = write::head(&mut self.out.buf, &parts, lines.as_ref(), reply, close);
+        drop(lines);
         crate::header_maps::give(parts.headers);
         if !written {
             write::bare(&mut self.out.buf, StatusCode::BAD_GATEWAY);

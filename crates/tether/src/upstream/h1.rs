@@ -16,6 +16,7 @@
 
 mod body;
 mod exchange;
+mod lines;
 
 use std::future::poll_fn;
 use std::pin::{Pin, pin};
@@ -26,16 +27,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
-use tether_core::h1::{
-    BodyFraming, HeadLimits, HeaderSpan, ResponseHead, connection_named, is_hop_by_hop,
-    write_request_head,
-};
+use http::{HeaderMap, Method, Response, StatusCode, Uri, Version};
+use tether_core::h1::{BodyFraming, HeadLimits, HeaderSpan, ResponseHead, write_request_head};
 use tether_core::pool::{Ending, IdlePool};
 
 pub use self::body::ResponseBody;
 use self::body::Reuse;
 use self::exchange::Exchange;
+pub use self::lines::ServerLines;
 use super::body::{BodyStalled, BodyTooLarge, ClientBodyFailed};
 use super::stream::{Dialer, Stream};
 use crate::config;
@@ -297,7 +296,7 @@ pub async fn send(
         let mut ex = Box::new(Exchange::new(io, req.head.clone(), body, req.chunked, req.to_head));
         let mut spans = Vec::with_capacity(16);
         match read_head(&mut ex, &origin.limits, &mut spans, response_timeout).await {
-            Ok(head) => return respond(origin, ex, &head, &spans, req.upgrade),
+            Ok(head) => return respond(origin, ex, &head, spans, req.upgrade),
             Err(Error::Io(e)) if reused && replayable && !ex.received => {
                 tracing::debug!(error = %e, "a pooled server connection was closed; sending again on a new one");
                 pooled = false;
@@ -339,23 +338,25 @@ async fn read_head(
     .await
 }
 
-/// The response for the client: the head's status and headers (the framing header Tether
-/// chose, never the server's lines), and the body still on the connection.
+/// The response for the client: the head's status, its map holding only the framing line
+/// Tether chose (never the server's lines), and the body still on the connection, which
+/// carries the server's other lines ([`ServerLines`]).
 fn respond(
     origin: &Arc<Origin>,
     mut ex: Box<Exchange>,
     head: &ResponseHead,
-    spans: &[HeaderSpan],
+    spans: Vec<HeaderSpan>,
     upgrade: bool,
 ) -> Result<Response<ResponseBody>, Error> {
     if head.is_upgrade() && !upgrade {
         return Err(Error::Server("a 101 answer to a request that asked for no upgrade".into()));
     }
     let bytes = ex.rbuf.split_to(head.len).freeze();
-    let headers = response_headers(&bytes, spans, head.framing, head.is_upgrade())?;
+    let (lines, kept_length) = ServerLines::of_head(bytes, spans, head.is_upgrade())?;
+    let headers = lines::framing_map(&lines, head.framing, kept_length);
     let reuse = Reuse { head_allows: head.reusable(), framing_doubtful: head.length_dropped };
     let framing = if head.is_upgrade() { BodyFraming::NoBody } else { head.framing };
-    let mut body = ResponseBody::new(ex, Arc::clone(origin), framing, reuse);
+    let mut body = ResponseBody::new(ex, Arc::clone(origin), framing, reuse, lines);
     if !head.is_upgrade() && matches!(framing, BodyFraming::NoBody | BodyFraming::Length(0)) {
         body.end_now();
     }
@@ -367,72 +368,24 @@ fn respond(
     Ok(resp)
 }
 
-/// The header map of a response head held in `bytes` (values share its memory), with the
-/// server's hop-by-hop lines and those its `Connection` names left out (so the request path
-/// removes none: each remove from a map hashes and shifts), and `Upgrade` kept only for a
-/// `101` (`switching`). The server's framing lines are replaced by one `Content-Length` for
-/// a length-framed body; a bodiless response keeps its (validated) length once.
-fn response_headers(
-    bytes: &Bytes,
-    spans: &[HeaderSpan],
-    framing: BodyFraming,
-    switching: bool,
-) -> Result<HeaderMap, Error> {
-    let mut map = crate::header_maps::take(spans.len() + 1);
-    let mut kept_length = None;
-    let mut named = Vec::new();
-    for s in spans {
-        let raw = s.name.get(bytes);
-        if is_hop_by_hop(raw) || (!switching && raw.eq_ignore_ascii_case(b"upgrade")) {
-            if raw.eq_ignore_ascii_case(b"connection") {
-                named.extend(connection_named(s.value.get(bytes)));
-            }
-            continue;
-        }
-        let name = HeaderName::from_bytes(raw)
-            .map_err(|_| Error::Server("invalid response header name".into()))?;
-        if name == CONTENT_LENGTH {
-            kept_length = kept_length.or_else(|| length_line(bytes, s));
-            continue;
-        }
-        let value = HeaderValue::from_maybe_shared(bytes.slice(s.value.range()))
-            .map_err(|_| Error::Server("invalid response header value".into()))?;
-        map.append(name, value);
-    }
-    let length = match framing {
-        BodyFraming::Length(n) => Some(n),
-        BodyFraming::NoBody => kept_length.as_ref().map(|(n, _)| *n),
-        BodyFraming::Chunked | BodyFraming::UntilClose => None,
-    };
-    if let Some(n) = length {
-        // The server's own line when it is that number written plainly (no copy), else n.
-        let as_sent = kept_length.filter(|(k, _)| *k == n).and_then(|(_, plain)| plain);
-        let value = as_sent.and_then(|r| HeaderValue::from_maybe_shared(bytes.slice(r)).ok());
-        map.insert(CONTENT_LENGTH, value.unwrap_or_else(|| HeaderValue::from(n)));
-    }
-    // A header named in `Connection` may come before it: removed once all are in.
-    for name in named {
-        map.remove(name);
-    }
-    Ok(map)
-}
-
-/// The length a `Content-Length` line gives (its first value; the parser has checked that
-/// any others agree), and where its value is in `bytes` when it is that number written
-/// plainly: digits only, no leading zero.
-fn length_line(bytes: &Bytes, s: &HeaderSpan) -> Option<(u64, Option<std::ops::Range<usize>>)> {
-    let value = s.value.get(bytes);
-    let first = value.split(|b| *b == b',').next().unwrap_or_default();
-    let n = tether_core::h1::response::parse_length(first.trim_ascii())?;
-    let plain =
-        value.iter().all(u8::is_ascii_digit) && (value == b"0" || value.first() != Some(&b'0'));
-    Some((n, plain.then(|| s.value.range())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderName, HeaderValue};
     use tether_core::h1::parse_response;
+
+    /// The response's map with the server's lines moved into it, as an HTTP/2 client gets it.
+    fn response_headers(
+        bytes: Bytes,
+        spans: Vec<HeaderSpan>,
+        framing: BodyFraming,
+        switching: bool,
+    ) -> Result<HeaderMap, Error> {
+        let (lines, kept) = ServerLines::of_head(bytes, spans, switching)?;
+        let mut map = lines::framing_map(&lines, framing, kept);
+        lines.into_map(&mut map);
+        Ok(map)
+    }
 
     /// The headers the client gets for a response head, or the refusal.
     fn forwarded(head: &str, to_head: bool) -> Result<Vec<(String, String)>, String> {
@@ -440,7 +393,7 @@ mod tests {
         let mut spans = Vec::new();
         let parsed = parse_response(&bytes, &HeadLimits::default(), to_head, &mut spans);
         let head = parsed.map_err(|e| e.to_string())?.ok_or("incomplete")?;
-        let map = response_headers(&bytes, &spans, head.framing, head.is_upgrade())
+        let map = response_headers(bytes, spans, head.framing, head.is_upgrade())
             .map_err(|e| e.to_string())?;
         Ok(map.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned())).collect())
     }
@@ -506,7 +459,7 @@ mod tests {
         let mut spans = Vec::new();
         let head = parse_response(&bytes, &HeadLimits::default(), false, &mut spans);
         let head = head.unwrap().unwrap();
-        let map = response_headers(&bytes, &spans, head.framing, false).unwrap();
+        let map = response_headers(bytes.clone(), spans, head.framing, false).unwrap();
         let value = map[CONTENT_LENGTH].as_bytes();
         assert_eq!(value, b"42");
         assert!(bytes.as_ptr_range().contains(&value.as_ptr()), "no copy");

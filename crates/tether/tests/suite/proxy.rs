@@ -7,6 +7,7 @@ use tether_testkit::{EchoServer, HangServer, StatusServer, WebSocketEchoServer, 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::fixture::*;
+use crate::support::h1raw::Reply;
 
 #[tokio::test]
 async fn forwarding_headers_are_set_and_host_is_preserved() {
@@ -67,9 +68,27 @@ async fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
     assert_eq!(h["x-forwarded-for"], "127.0.0.1", "naming XFF in Connection must not strip ours");
 }
 
+/// Tether in front of one scripted server whose answers are `200` with body `ok`, and the
+/// replies to two `GET /` on one HTTP/1.1 connection (each checked to be that answer).
+async fn two_replies_through(
+    script: fn(&str) -> tether_testkit::servers::scripted::Answer,
+) -> (tether_testkit::servers::scripted::ScriptedServer, tether_testkit::Tether, Vec<Reply>) {
+    let server = tether_testkit::servers::scripted::ScriptedServer::start(script).unwrap();
+    let t = start(config(Backend::new().server(ServerEntry::new("up", server.addr())))).await;
+    let mut c = crate::support::h1raw::RawClient::connect(t.listener_addr("web")).await;
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        assert!(c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await);
+        let Some(reply) = c.replies(1).await.pop() else { panic!("no reply") };
+        assert_eq!((reply.status, reply.body.as_slice()), (200, &b"ok"[..]));
+        replies.push(reply);
+    }
+    (server, t, replies)
+}
+
 #[tokio::test]
 async fn a_servers_hop_by_hop_headers_and_those_it_names_in_connection_are_not_passed_on() {
-    use tether_testkit::servers::scripted::{Answer, ScriptedServer, Then};
+    use tether_testkit::servers::scripted::{Answer, Then};
     fn answer(_path: &str) -> Answer {
         Answer::new(
             b"HTTP/1.1 200 OK\r\nX-Secret: 1\r\nConnection: keep-alive, X-Secret\r\n\
@@ -79,13 +98,8 @@ async fn a_servers_hop_by_hop_headers_and_those_it_names_in_connection_are_not_p
             Then::KeepOpen,
         )
     }
-    let server = ScriptedServer::start(answer).unwrap();
-    let t = start(config(Backend::new().server(ServerEntry::new("up", server.addr())))).await;
-    let mut c = crate::support::h1raw::RawClient::connect(t.listener_addr("web")).await;
-    for _ in 0..2 {
-        assert!(c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await);
-        let reply = c.replies(1).await.pop().expect("a reply");
-        assert_eq!((reply.status, reply.body.as_slice()), (200, &b"ok"[..]));
+    let (_server, _t, replies) = two_replies_through(answer).await;
+    for reply in replies {
         let names: Vec<&str> = reply.headers.iter().map(|(n, _)| n.as_str()).collect();
         for gone in
             ["x-secret", "keep-alive", "proxy-authenticate", "upgrade", "trailer", "x-later"]
@@ -99,6 +113,41 @@ async fn a_servers_hop_by_hop_headers_and_those_it_names_in_connection_are_not_p
 }
 
 #[tokio::test]
+async fn a_servers_lines_reach_http1_and_http2_clients_and_its_request_id_gives_way() {
+    use tether_testkit::servers::scripted::{Answer, Then};
+    fn answer(_path: &str) -> Answer {
+        Answer::new(
+            b"HTTP/1.1 200 OK\r\nX-Request-Id: from-server\r\nSet-Cookie: a=1\r\n\
+              X-Kept: yes\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+            Then::KeepOpen,
+        )
+    }
+    // HTTP/1.1: written from the server's own lines, the request id replaced, not repeated.
+    let (_server, t, replies) = two_replies_through(answer).await;
+    for reply in replies {
+        let all = |name: &str| -> Vec<&str> {
+            reply.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        };
+        let ids = all("x-request-id");
+        assert!(ids.len() == 1 && ids[0].len() == 32, "Tether's id only: {ids:?}");
+        assert_eq!(all("set-cookie"), ["a=1", "b=2"]);
+        assert_eq!(all("x-kept"), ["yes"]);
+        assert_eq!(all("content-length"), ["2"]);
+    }
+    // HTTP/2: the same lines, from the response's map.
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let r = h2.get(t.url("web")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let all = |name: &str| -> Vec<String> {
+        r.headers().get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    };
+    let ids = all("x-request-id");
+    assert!(ids.len() == 1 && ids[0].len() == 32, "Tether's id only: {ids:?}");
+    assert_eq!(all("set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(all("x-kept"), ["yes"]);
+}
+
+#[tokio::test]
 async fn http2_with_prior_knowledge_is_served_and_forwarded_as_http1() {
     let servers = echo_servers(2);
     let t = start(config(app(&servers))).await;
@@ -107,6 +156,7 @@ async fn http2_with_prior_knowledge_is_served_and_forwarded_as_http1() {
         let r = c.get(format!("{}/h2", t.url("web"))).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert!(r.headers().contains_key("x-server"), "the server's own header reaches it");
         let echo: serde_json::Value = r.json().await.unwrap();
         assert_eq!(echo["version"], "HTTP/1.1");
         assert!(echo["headers"]["host"].as_str().unwrap().starts_with("127.0.0.1:"));

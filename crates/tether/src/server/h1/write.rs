@@ -16,6 +16,8 @@ use tether_core::h1::body::ChunkHeader;
 use tether_core::h1::reply::{ReplyFraming, write_reply_head};
 use tokio::io::AsyncWrite;
 
+use crate::upstream::h1::ServerLines;
+
 /// What the request asked of the response, besides its body.
 #[derive(Debug, Clone, Copy)]
 pub struct Asked {
@@ -70,16 +72,24 @@ pub fn plan(parts: &Parts, exact: Option<u64>, asked: Asked) -> (ReplyFraming, B
     }
 }
 
-/// Appends the head for `parts` to `out`; `false` (nothing appended) when a header could
-/// not be written, which the caller answers with a bare `502`.
-pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: ReplyFraming, close: bool) -> bool {
-    out.reserve(head_room(parts));
+/// Appends the head for `parts` to `out`: the server's `lines` not yet in the map (already
+/// without framing and hop-by-hop lines), then the map's; `false` (nothing appended) when a
+/// header could not be written, which the caller answers with a bare `502`.
+pub fn head(
+    out: &mut Vec<u8>,
+    parts: &Parts,
+    lines: Option<&ServerLines>,
+    framing: ReplyFraming,
+    close: bool,
+) -> bool {
+    out.reserve(head_room(parts, lines));
     let reason = parts.status.canonical_reason().unwrap_or("");
-    let headers = parts
+    let mapped = parts
         .headers
         .iter()
         .filter(|(n, _)| **n != CONTENT_LENGTH && **n != TRANSFER_ENCODING && **n != CONNECTION)
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    let headers = lines.into_iter().flat_map(ServerLines::iter).chain(mapped);
     let status = parts.status.as_u16();
     write_reply_head(out, status, reason.as_bytes(), headers, framing, close).is_ok()
 }
@@ -88,9 +98,9 @@ pub fn head(out: &mut Vec<u8>, parts: &Parts, framing: ReplyFraming, close: bool
 /// allocation: every header line, and at most 128 bytes for the status line and the lines
 /// Tether adds (`HTTP/1.1 511 Network Authentication Required`, `content-length` with 20
 /// digits, `connection: close`, the blank line).
-fn head_room(parts: &Parts) -> usize {
-    let lines: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    lines + 128
+fn head_room(parts: &Parts, lines: Option<&ServerLines>) -> usize {
+    let mapped: usize = parts.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    mapped + lines.map_or(0, ServerLines::written_len) + 128
 }
 
 /// A bare answer Tether writes itself before a request exists (a head it cannot parse).

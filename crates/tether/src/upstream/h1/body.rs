@@ -13,7 +13,7 @@ use tether_core::h1::{BodyFraming, Decoder, Piece};
 use tether_core::pool::Ending;
 
 use super::exchange::Exchange;
-use super::{Error, Origin};
+use super::{Error, Origin, ServerLines};
 use crate::upstream::stream::Stream;
 
 /// How the response left the connection, besides its body's framing.
@@ -33,6 +33,9 @@ pub struct ResponseBody {
     origin: Arc<Origin>,
     decoder: Decoder,
     reuse: Reuse,
+    /// The server's header lines, until the client's head is written or they are moved
+    /// into the response's map.
+    lines: Option<ServerLines>,
 }
 
 /// A failed response body: the server cut it, broke its framing, or the connection failed
@@ -47,8 +50,21 @@ impl ResponseBody {
         origin: Arc<Origin>,
         framing: BodyFraming,
         reuse: Reuse,
+        lines: ServerLines,
     ) -> Self {
-        Self { exchange: Some(exchange), origin, decoder: Decoder::new(framing), reuse }
+        let decoder = Decoder::new(framing);
+        Self { exchange: Some(exchange), origin, decoder, reuse, lines: Some(lines) }
+    }
+
+    /// The server's header lines, not yet in the response's map.
+    pub fn lines(&self) -> Option<&ServerLines> {
+        self.lines.as_ref()
+    }
+
+    /// Takes the server's header lines (the response's map needs them, or the client's
+    /// head has been written).
+    pub fn take_lines(&mut self) -> Option<ServerLines> {
+        self.lines.take()
     }
 
     /// A bodiless response (or an empty one): the exchange ends with its head.

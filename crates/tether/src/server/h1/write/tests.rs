@@ -1,6 +1,7 @@
 use http::{Response, StatusCode};
 
 use super::*;
+use crate::upstream::h1::ServerLines;
 
 fn parts(status: u16, headers: &[(&str, &str)]) -> Parts {
     let mut resp = Response::new(());
@@ -68,8 +69,9 @@ fn the_room_reserved_for_a_head_holds_it() {
     for (case, status, headers, framing) in rows {
         let p = parts(*status, headers);
         let mut out = Vec::new();
-        assert!(head(&mut out, &p, *framing, true), "{case}");
-        assert!(out.len() <= head_room(&p), "{case}: {} > {}", out.len(), head_room(&p));
+        assert!(head(&mut out, &p, None, *framing, true), "{case}");
+        let room = head_room(&p, None);
+        assert!(out.len() <= room, "{case}: {} > {room}", out.len());
     }
 }
 
@@ -77,11 +79,26 @@ fn the_room_reserved_for_a_head_holds_it() {
 fn the_head_drops_the_servers_framing_and_connection_lines() {
     let p = parts(200, &[("content-length", "5"), ("connection", "close"), ("x-a", "1")]);
     let mut out = Vec::new();
-    assert!(head(&mut out, &p, ReplyFraming::Length(5), true));
+    assert!(head(&mut out, &p, None, ReplyFraming::Length(5), true));
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 5\r\nconnection: close\r\n\r\n"
     );
+}
+
+#[test]
+fn the_servers_lines_go_first_as_it_wrote_them_then_the_maps() {
+    let lines = ServerLines::of_response(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nSet-Cookie: a=1\r\nContent-Length: 5\r\nset-cookie: b=2\r\n\r\n",
+    );
+    let p = parts(200, &[("content-length", "5"), ("x-request-id", "7")]);
+    let mut out = Vec::new();
+    assert!(head(&mut out, &p, Some(&lines), ReplyFraming::Length(5), false));
+    assert_eq!(
+        String::from_utf8(out.clone()).unwrap(),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nx-request-id: 7\r\ncontent-length: 5\r\n\r\n"
+    );
+    assert!(out.len() <= head_room(&p, Some(&lines)));
 }
 
 /// A writer that takes at most `max` bytes per call.
