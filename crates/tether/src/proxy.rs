@@ -782,7 +782,9 @@ fn respond(
 ) -> Response<RespBody> {
     let served = pick.server;
     let (Some(sticky), Some(pin)) = (&backend.sticky, pin) else { return resp };
-    whole_headers(&mut resp);
+    if affinity_edits_headers(sticky, &pin, pick, resp.body()) {
+        whole_headers(&mut resp);
+    }
     let h = resp.headers_mut();
     if pick.spilled {
         // The pin stays as it was: no new cookie, no table change.
@@ -818,6 +820,29 @@ fn respond(
         l.session = Some(backend.hasher.hash(&session.to_le_bytes()) as u64);
     }
     resp
+}
+
+/// Whether the affinity step reads or changes the response's headers, so that the server's
+/// lines must be in its map first: always for a table mode (`learn` reads the server's
+/// cookies), and for cookie affinity when the server set a cookie (one of our name is
+/// dropped) or ours is (re)issued. A replayed cookie that stays as it is needs neither.
+fn affinity_edits_headers(
+    sticky: &crate::snapshot::StickyView,
+    pin: &Pin,
+    pick: select::Pick,
+    body: &RespBody,
+) -> bool {
+    if sticky.config.mode.uses_table()
+        || body.server_lines().is_none_or(|l| l.has(&header::SET_COOKIE))
+    {
+        return true;
+    }
+    if pick.spilled {
+        return false;
+    }
+    // As in `cookie_response`: a hit keeps its cookie unless it is due for a refresh.
+    let (outcome, keep_issued) = pin.settle(pick.server);
+    !(outcome == Outcome::Hit && keep_issued.is_none())
 }
 
 /// Cookie affinity on a response from `served`: a server's own cookie of our name dropped,

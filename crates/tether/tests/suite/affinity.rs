@@ -26,6 +26,35 @@ async fn one_client_replaying_its_cookie_stays_on_one_server_for_1000_requests()
 }
 
 #[tokio::test]
+async fn a_servers_cookie_of_our_name_is_dropped_whether_ours_is_issued_or_replayed() {
+    use tether_testkit::servers::scripted::{Answer, ScriptedServer, Then};
+    fn answer(_path: &str) -> Answer {
+        Answer::new(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: tether=forged\r\nSet-Cookie: app=1\r\n\
+              Content-Length: 2\r\n\r\nok",
+            Then::KeepOpen,
+        )
+    }
+    let server = ScriptedServer::start(answer).unwrap();
+    let backend = Backend::new().server(ServerEntry::new("up", server.addr()));
+    let t = start(config(backend.sticky(Sticky::cookie()))).await;
+    let cookies = |r: &reqwest::Response| -> Vec<String> {
+        let all = r.headers().get_all("set-cookie").iter();
+        all.map(|v| v.to_str().unwrap().to_owned()).collect()
+    };
+    let first = client().get(t.url("web")).send().await.unwrap();
+    let ours = tether_cookie(&first).expect("a new session gets our cookie");
+    assert_ne!(ours, "forged");
+    let set = cookies(&first);
+    assert_eq!(set.iter().filter(|c| c.starts_with("tether=")).count(), 1, "{set:?}");
+    assert!(set.contains(&"app=1".to_owned()), "{set:?}");
+    // Replayed and kept as it is: nothing of ours to set, the server's still dropped.
+    let again =
+        client().get(t.url("web")).header("cookie", format!("tether={ours}")).send().await.unwrap();
+    assert_eq!(cookies(&again), ["app=1"]);
+}
+
+#[tokio::test]
 async fn three_hundred_fresh_clients_spread_over_all_servers() {
     let servers = echo_servers(3);
     let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;

@@ -95,7 +95,10 @@ impl ServerLines {
     /// Whether a line is named `name`.
     pub fn has(&self, name: &HeaderName) -> bool {
         let name = name.as_str().as_bytes();
-        self.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+        // Lengths first: asked once per response (the request id), and rarely a match.
+        self.spans.iter().any(|s| {
+            s.name.range().len() == name.len() && s.name.get(&self.bytes).eq_ignore_ascii_case(name)
+        })
     }
 
     /// Puts the lines into `map`, after the entries it has (only the framing line Tether
@@ -146,4 +149,31 @@ pub(super) fn framing_map(
         map.insert(http::header::CONTENT_LENGTH, value.unwrap_or_else(|| HeaderValue::from(n)));
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_found_in_any_case_and_only_as_a_whole_name() {
+        let lines = ServerLines::of_response(
+            "HTTP/1.1 200 OK\r\nX-Request-Id: s\r\nX-Request-Ids: t\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n",
+        );
+        // (name asked, found)
+        let rows = [("x-request-id", true), ("x-request-ids", true), ("x-request", false)];
+        for (name, found) in rows {
+            assert_eq!(lines.has(&HeaderName::from_static(name)), found, "{name}");
+        }
+        assert!(!lines.has(&HeaderName::from_static("x-hop")), "named by Connection: left out");
+        assert!(!lines.has(&HeaderName::from_static("connection")), "hop-by-hop: left out");
+    }
+
+    #[test]
+    fn the_written_length_is_that_of_the_lines_as_written() {
+        let lines = ServerLines::of_response("HTTP/1.1 200 OK\r\nA:1\r\nBb:   22  \r\n\r\n");
+        let got: Vec<(&[u8], &[u8])> = lines.iter().collect();
+        assert_eq!(got, [(&b"A"[..], &b"1"[..]), (b"Bb", b"22")], "values without their spaces");
+        assert_eq!(lines.written_len(), "A: 1\r\n".len() + "Bb: 22\r\n".len());
+    }
 }
