@@ -38,6 +38,7 @@ ONLY=${ONLY:-}                    # regex: keep only matching scenario names
 SKIP=${SKIP:-}                    # regex: drop matching scenario names
 PHASES=${PHASES:-"load idle"}     # load idle h2 tls instr
 INSTR_N=${INSTR_N:-20000}         # instr: requests counted under callgrind per proxy and protocol
+INSTR_MODES=${INSTR_MODES:-rr}    # instr: rr, sticky (a new cookie each request), sticky+C (one replayed)
 PEER_WRAP=""                      # a command prefix for the proxy (the instr phase's valgrind)
 PROFILE=${PROFILE:-}              # regex of scenarios to profile with perf (e.g. '^tether-rr$'):
 PROFILE_HZ=${PROFILE_HZ:-499}     #   perf record --call-graph dwarf of the proxy during the
@@ -556,29 +557,41 @@ phase_instr() {
   local layout; layout_cpus "${LAYOUTS%% *}"
   local peers="haproxy"; [ "$TETHER" = 1 ] && peers="$peers lb"
   echo "## user-space instructions per request (callgrind, $INSTR_N requests, h2load -c50)" | tee -a "$WORK/instr.md"
-  local p proto
+  local p proto mode
+  for mode in $INSTR_MODES; do
   for p in $peers; do
     for proto in h1 h2c; do
-      # The HTTP/1.1 configs take h2c too (HAProxy and Tether detect the preface).
-      local cgout="$WORK/callgrind.$p.$proto"
-      local -a args=(--h1)
-      if [ "$proto" = h2c ]; then args=(-m 10); fi
-      PEER_WRAP="valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=$cgout.%p" \
-        start_peer "$p" rr "$PXC" || { stop_pid "$PEER_PID"; continue; }
-      h2load "${args[@]}" -n 2000 -c 50 "http://127.0.0.1:$PX/" >/dev/null 2>&1
-      callgrind_control -z "$PEER_PID" >/dev/null
-      local ok
-      ok=$(h2load "${args[@]}" -n "$INSTR_N" -c 50 "http://127.0.0.1:$PX/" 2>&1 | awk '/^requests:/{print $8}')
-      callgrind_control -d "$PEER_PID" >/dev/null
-      stop_pid "$PEER_PID"
-      # The dump (file name ending .1) holds what ran between the zeroing and the dump.
-      local total; total=$(awk '/^(summary|totals):/{print $2; exit}' "$cgout.$PEER_PID.1" 2>/dev/null)
-      local shown=$p; [ "$p" = lb ] && shown=$LB_NAME
-      awk -v p="$shown" -v pr="$proto" -v t="${total:-0}" -v n="${ok:-0}" 'BEGIN{
-        if (n > 0 && t > 0) printf "%s %s: %.0f instructions per request (%d requests)\n", p, pr, t / n, n;
-        else printf "%s %s: no result\n", p, pr }' | tee -a "$WORK/instr.md"
+      instr_one "$p" "$proto" "$mode"
     done
   done
+  done
+}
+
+# instr_one PEER PROTO MODE: one proxy under callgrind, warmed up, then INSTR_N requests counted.
+instr_one() {
+  local p=$1 proto=$2 mode=${3%+C} cgout="$WORK/callgrind.$1.$2.$3"
+  # The HTTP/1.1 configs take h2c too (HAProxy and Tether detect the preface).
+  local -a args=(--h1)
+  if [ "$proto" = h2c ]; then args=(-m 10); fi
+  PEER_WRAP="valgrind --tool=callgrind --trace-children=yes --callgrind-out-file=$cgout.%p" \
+    start_peer "$p" "$mode" "$PXC" || { stop_pid "$PEER_PID"; return; }
+  if [ "$3" != "$mode" ]; then
+    local ck; ck=$(get_cookie "$PX")
+    [ -n "$ck" ] && args+=(-H "Cookie: $ck")
+  fi
+  h2load "${args[@]}" -n 2000 -c 50 "http://127.0.0.1:$PX/" >/dev/null 2>&1
+  callgrind_control -z "$PEER_PID" >/dev/null
+  local ok
+  ok=$(h2load "${args[@]}" -n "$INSTR_N" -c 50 "http://127.0.0.1:$PX/" 2>&1 | awk '/^requests:/{print $8}')
+  callgrind_control -d "$PEER_PID" >/dev/null
+  stop_pid "$PEER_PID"
+  # The dump (file name ending .1) holds what ran between the zeroing and the dump.
+  local total; total=$(awk '/^(summary|totals):/{print $2; exit}' "$cgout.$PEER_PID.1" 2>/dev/null)
+  local shown=$p; [ "$p" = lb ] && shown=$LB_NAME
+  [ "$3" != rr ] && shown="$shown $3"
+  awk -v p="$shown" -v pr="$proto" -v t="${total:-0}" -v n="${ok:-0}" 'BEGIN{
+    if (n > 0 && t > 0) printf "%s %s: %.0f instructions per request (%d requests)\n", p, pr, t / n, n;
+    else printf "%s %s: no result\n", p, pr }' | tee -a "$WORK/instr.md"
 }
 
 # ---------------------------------------------------------------- h2load

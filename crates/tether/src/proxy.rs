@@ -782,7 +782,7 @@ fn respond(
 ) -> Response<RespBody> {
     let served = pick.server;
     let (Some(sticky), Some(pin)) = (&backend.sticky, pin) else { return resp };
-    if affinity_edits_headers(sticky, &pin, pick, resp.body()) {
+    if affinity_reads_server_lines(sticky, &pin, pick, resp.body()) {
         whole_headers(&mut resp);
     }
     let h = resp.headers_mut();
@@ -822,19 +822,22 @@ fn respond(
     resp
 }
 
-/// Whether the affinity step reads or changes the response's headers, so that the server's
-/// lines must be in its map first: always for a table mode (`learn` reads the server's
-/// cookies), and for cookie affinity when the server set a cookie (one of our name is
-/// dropped) or ours is (re)issued. A replayed cookie that stays as it is needs neither.
-fn affinity_edits_headers(
+/// Whether the affinity step reads the server's header lines, so that they must be in the
+/// response's map first: always for a table mode (`learn` reads the server's cookies). Cookie
+/// affinity only drops a server's cookie of our name, appends ours (after the server's lines,
+/// wherever they are) and, when it does, makes the response private: it reads the lines when
+/// the server set a cookie, or when ours is (re)issued and the server sent `Cache-Control`.
+fn affinity_reads_server_lines(
     sticky: &crate::snapshot::StickyView,
     pin: &Pin,
     pick: select::Pick,
     body: &RespBody,
 ) -> bool {
-    if sticky.config.mode.uses_table()
-        || body.server_lines().is_none_or(|l| l.has(&header::SET_COOKIE))
-    {
+    if sticky.config.mode.uses_table() {
+        return true;
+    }
+    let Some(lines) = body.server_lines() else { return false };
+    if lines.has(&header::SET_COOKIE) {
         return true;
     }
     if pick.spilled {
@@ -842,7 +845,8 @@ fn affinity_edits_headers(
     }
     // As in `cookie_response`: a hit keeps its cookie unless it is due for a refresh.
     let (outcome, keep_issued) = pin.settle(pick.server);
-    !(outcome == Outcome::Hit && keep_issued.is_none())
+    let issues = !(outcome == Outcome::Hit && keep_issued.is_none());
+    issues && lines.has(&header::CACHE_CONTROL)
 }
 
 /// Cookie affinity on a response from `served`: a server's own cookie of our name dropped,

@@ -55,6 +55,45 @@ async fn a_servers_cookie_of_our_name_is_dropped_whether_ours_is_issued_or_repla
 }
 
 #[tokio::test]
+async fn an_issued_cookie_makes_the_answer_private_whether_the_server_said_public_or_nothing() {
+    use tether_testkit::servers::scripted::{Answer, ScriptedServer, Then};
+    fn answer(path: &str) -> Answer {
+        let head: &'static [u8] = if path == "/public" {
+            b"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=60\r\nX-Kept: yes\r\n\
+              Content-Length: 2\r\n\r\nok"
+        } else {
+            b"HTTP/1.1 200 OK\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok"
+        };
+        Answer::new(head, Then::KeepOpen)
+    }
+    let server = ScriptedServer::start(answer).unwrap();
+    let backend = Backend::new().server(ServerEntry::new("up", server.addr()));
+    let t = start(config(backend.sticky(Sticky::cookie()))).await;
+    let all = |r: &reqwest::Response, name: &str| -> Vec<String> {
+        let values = r.headers().get_all(name).iter();
+        values.map(|v| v.to_str().unwrap().to_owned()).collect()
+    };
+    // (path, Cache-Control with our new cookie, Cache-Control when it is replayed)
+    let rows =
+        [("/public", "max-age=60, private", Some("public, max-age=60")), ("/", "private", None)];
+    for (path, issued, replayed) in rows {
+        let first = client().get(format!("{}{path}", t.url("web"))).send().await.unwrap();
+        let ours = tether_cookie(&first).expect("a new session gets our cookie");
+        assert_eq!(all(&first, "cache-control"), [issued], "{path}");
+        assert_eq!(all(&first, "x-kept"), ["yes"], "{path}");
+        let again = client()
+            .get(format!("{}{path}", t.url("web")))
+            .header("cookie", format!("tether={ours}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(all(&again, "set-cookie").is_empty(), "{path}");
+        assert_eq!(all(&again, "cache-control"), Vec::from_iter(replayed), "{path}");
+        assert_eq!(all(&again, "x-kept"), ["yes"], "{path}");
+    }
+}
+
+#[tokio::test]
 async fn three_hundred_fresh_clients_spread_over_all_servers() {
     let servers = echo_servers(3);
     let t = start(config(app(&servers).sticky(Sticky::cookie()))).await;
