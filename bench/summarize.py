@@ -84,11 +84,13 @@ def main():
     runs, fails, scen_order, conns_of = load(raws)
     layouts = order or sorted({k[0] for k in runs} | {k[0] for k in fails})
 
-    # drop runs contaminated by other processes (foreign cpu %), if clean runs exist
+    # drop runs contaminated by other processes (foreign cpu %) or by the hypervisor (steal %,
+    # the time other guests took from this one), if clean runs exist
     fmax = float(os.environ.get("FOREIGN_MAX", "10"))
+    smax = float(os.environ.get("STEAL_MAX", "10"))
     ntot = {k: len(v) for k, v in runs.items()}
     for k, v in list(runs.items()):
-        clean = [r for r in v if r.get("foreign", 0) <= fmax]
+        clean = [r for r in v if r.get("foreign", 0) <= fmax and r.get("steal", 0) <= smax]
         if clean:
             runs[k] = clean
 
@@ -216,7 +218,8 @@ def main():
           "same concurrency and layout. RSS = VmRSS of the proxy's process tree right after the run. "
           "Ratios compare medians; 'paired' = median over repetitions of (run / peer run of the same "
           "repetition), robust to host-speed drift. Runs where other processes used more than FOREIGN_MAX "
-          f"({fmax:g}) % CPU are left out when clean runs exist (n = used/total).")
+          f"({fmax:g}) % CPU, or the hypervisor took more than STEAL_MAX ({smax:g}) % (steal), are left "
+          "out when clean runs exist (n = used/total).")
     if details:
         print("\nDetails: foreign = busy cpu time (user+sys+irq+softirq, % of all cpus) not spent by "
               "wrk/backends/proxy during the run; calib = host-speed index (python loop iterations per us, "

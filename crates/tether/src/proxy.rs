@@ -234,7 +234,8 @@ async fn forward<'s>(
     if let Some(l) = pending.log() {
         l.backend = Some(backend.name.clone());
     }
-    let now = crate::clock::unix_now_u32();
+    // Unix seconds for pins and cookies: only a sticky backend reads them.
+    let now = if backend.sticky.is_some() { crate::clock::unix_now_u32() } else { 0 };
     let key = request_key(backend, listener, ctx, &req);
     let (pin, session) = read_affinity(backend, listener, ctx, &req, (key, now)).await;
     if listener.rate.is_some() || backend.rate.is_some() {
@@ -245,7 +246,8 @@ async fn forward<'s>(
     outgoing.key = key;
     let mut answered = attempt(backend, pin.as_ref(), &mut outgoing, listener, pending).await?;
     answered.held.session = session_slot;
-    backend.metrics.duration(listener.index, arrived.elapsed().as_secs_f64());
+    let took = answered.replied.saturating_duration_since(arrived);
+    backend.metrics.duration(listener.index, took.as_secs_f64());
     let mut resp = finish(backend, pin, now, ctx, answered, outgoing.client_upgrade, pending.log());
     if routed.edits_response() {
         whole_headers(&mut resp);
@@ -388,6 +390,8 @@ struct Answered {
     resp: Response<UpstreamBody>,
     pick: select::Pick,
     held: Held,
+    /// When the response head arrived.
+    replied: Instant,
 }
 
 /// Phase 6: attempts until a server answers or the retry policy says stop. Each attempt
@@ -415,6 +419,8 @@ async fn attempt<'s>(
         let sent = Instant::now();
         let notice = rebound_notice(backend, pin, pick);
         let result = send(backend, server, out, body, notice.as_ref()).await;
+        // One clock read for the response time, the upstream time and the request's duration.
+        let replied = Instant::now();
         let outcome = record_attempt(backend, pick.server, &result, listener);
         let verdict =
             policy.judge(outcome, tried.len(), || select::has_alternative(backend, &tried));
@@ -424,7 +430,7 @@ async fn attempt<'s>(
             Verdict::RetryIfBudget => backend.budget.try_withdraw(),
         };
         if backend.times_responses && matches!(result, Ok(_) | Err(ProxyError::Timeout)) {
-            let micros = sent.elapsed().as_micros() as u64;
+            let micros = replied.saturating_duration_since(sent).as_micros() as u64;
             server.state.observe_response_time(micros, crate::clock::mono_us());
         }
         match result {
@@ -432,12 +438,12 @@ async fn attempt<'s>(
                 let status = resp.status().as_u16();
                 server.metrics.request(listener.index, status);
                 if !retry {
-                    let upstream_time = sent.elapsed();
+                    let upstream_time = replied.saturating_duration_since(sent);
                     server.state.record_latency(upstream_time.as_micros() as u64);
                     if let Some(l) = pending.log() {
                         l.upstream_time = Some(upstream_time);
                     }
-                    return Ok(Answered { resp, pick, held });
+                    return Ok(Answered { resp, pick, held, replied });
                 }
                 tracing::debug!(backend = %backend.name, server = %server.state.name(), status, "retrying on another server");
             }
@@ -600,7 +606,7 @@ fn finish(
     client_upgrade: Option<upgrade::ClientUpgrade>,
     log: Option<&mut AccessLog>,
 ) -> Response<RespBody> {
-    let Answered { mut resp, pick, held } = answered;
+    let Answered { mut resp, pick, held, .. } = answered;
     if let (Some(cu), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status()) {
         if let Some(lines) = resp.body_mut().take_lines() {
             lines.into_map(resp.headers_mut());
