@@ -767,7 +767,8 @@ fn upstream_request(
 }
 
 /// Moves a server's header lines, still kept in the body, into the response's map: done
-/// before any step reads or changes the response's headers.
+/// before any step that reads them or could repeat one of them (a header it inserts, which
+/// must replace the server's).
 fn whole_headers(resp: &mut Response<RespBody>) {
     if let Some(lines) = resp.body_mut().take_server_lines() {
         lines.into_map(resp.headers_mut());
