@@ -119,7 +119,7 @@ impl ServerLines {
 /// The length a `Content-Length` line gives (its first value; the parser has checked that
 /// any others agree), and where its value is in `bytes` when it is that number written
 /// plainly: digits only, no leading zero.
-fn length_line(bytes: &Bytes, s: &HeaderSpan) -> Option<(u64, Option<Range<usize>>)> {
+fn length_line(bytes: &Bytes, s: &HeaderSpan) -> KeptLength {
     let value = s.value.get(bytes);
     let first = value.split(|b| *b == b',').next().unwrap_or_default();
     let n = tether_core::h1::response::parse_length(first.trim_ascii())?;
