@@ -102,6 +102,13 @@ def main():
         c = conns_of.get(scen)
         return "direct" if conns_of.get("direct") == c else f"direct@{c}"
 
+    def rps_ratios(layout, scen, other):
+        """req/s of scen / other: ratio of medians, and paired (median of per-repetition ratios)"""
+        byrep = {r["rep"]: r["rps"] for r in runs[(layout, other)]}
+        pr = [r["rps"] / byrep[r["rep"]] for r in runs[(layout, scen)] if r["rep"] in byrep]
+        paired = f"{statistics.median(pr):.2f}" if pr else "-"
+        return med(layout, scen, "rps") / med(layout, other, "rps"), paired
+
     for layout in layouts:
         print(f"\n### layout {layout}\n")
         # ---------------------------------------------------------------- headline
@@ -140,10 +147,7 @@ def main():
                     continue
                 t = runs[(layout, scen)]
                 p = runs[(layout, pscen)]
-                r_rps = med(layout, scen, "rps") / med(layout, pscen, "rps")
-                byrep = {r["rep"]: r["rps"] for r in p}
-                pr = [r["rps"] / byrep[r["rep"]] for r in t if r["rep"] in byrep]
-                paired = f"{statistics.median(pr):.2f}" if pr else "-"
+                r_rps, paired = rps_ratios(layout, scen, pscen)
 
                 def ratio(key):
                     if not all(key in r for r in t + p):
@@ -159,6 +163,28 @@ def main():
             print(f"| {lb} scenario | vs | conns | req/s | req/s paired | p50 | p99 | CPU/req | RSS |")
             print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
             for r in rows:
+                print(r)
+
+        # ---------------------------------------------------------------- own round robin
+        # Each proxy's other scenarios against its own round robin at the same concurrency
+        # (issue 13: cookie-sticky replaying >= 0.97, minting >= 0.9 of Tether's rr).
+        own = []
+        for scen in scen_order:
+            base, sfx = split_sfx(scen)
+            proxy, _, kind = base.partition("-")
+            rr = f"{proxy}-rr{sfx}"
+            if kind in ("", "rr") or not runs.get((layout, scen)) or not runs.get((layout, rr)):
+                continue
+            r_rps, paired = rps_ratios(layout, scen, rr)
+            cpu = med(layout, scen, "cpu_us_req") / med(layout, rr, "cpu_us_req") \
+                if all("cpu_us_req" in r for r in runs[(layout, scen)] + runs[(layout, rr)]) else None
+            own.append(f"| {scen} | {rr} | **{r_rps:.2f}** | {paired} | "
+                       f"{'-' if cpu is None else f'{cpu:.2f}'} |")
+        if own:
+            print(f"\nscenario / the same proxy's round robin (layout {layout}):\n")
+            print("| scenario | vs | req/s | req/s paired | CPU/req |")
+            print("|---|---|---:|---:|---:|")
+            for r in own:
                 print(r)
 
         # ---------------------------------------------------------------- details

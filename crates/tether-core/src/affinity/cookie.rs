@@ -37,6 +37,8 @@ const V1_BODY: usize = 1 + 4 + 4 + 8;
 const V2_BODY: usize = V1_BODY + 8;
 /// The longest token.
 const MAX_TOKEN: usize = V2_BODY + MAC_LEN;
+/// Characters of a (version 2) token.
+pub const TOKEN_LEN: usize = encoded_len(MAX_TOKEN);
 /// Minimum key size: 32 random bytes (256 bits), as HMAC-SHA256 wants.
 pub const MIN_KEY_BYTES: usize = 32;
 
@@ -215,10 +217,25 @@ impl CookieKeys {
         issued_at: u32,
         refreshed_at: u32,
     ) -> String {
+        let mut token = String::with_capacity(TOKEN_LEN);
+        self.encode_to(&mut token, backend, server, session, (issued_at, refreshed_at));
+        token
+    }
+
+    /// [`encode`](Self::encode), appended to `out` (a `Set-Cookie` value being built, so the
+    /// token needs no string of its own). `times` are (issued at, refreshed at).
+    pub fn encode_to(
+        &self,
+        out: &mut String,
+        backend: &str,
+        server: ServerTag,
+        session: u64,
+        (issued_at, refreshed_at): (u32, u32),
+    ) {
         let mut raw = [0u8; MAX_TOKEN];
         write_v1_body(&mut raw, 2, server, issued_at, refreshed_at);
         raw[V1_BODY..V2_BODY].copy_from_slice(&session.to_be_bytes());
-        self.seal(backend, &mut raw[..V2_BODY + MAC_LEN])
+        self.seal(backend, &mut raw[..V2_BODY + MAC_LEN], out);
     }
 
     /// Encodes a version 1 token, as Tether issued before session ids. Only tests of the
@@ -232,15 +249,18 @@ impl CookieKeys {
     ) -> String {
         let mut raw = [0u8; MAX_TOKEN];
         write_v1_body(&mut raw, 1, server, issued_at, refreshed_at);
-        self.seal(backend, &mut raw[..V1_BODY + MAC_LEN])
+        let mut token = String::new();
+        self.seal(backend, &mut raw[..V1_BODY + MAC_LEN], &mut token);
+        token
     }
 
-    /// Signs the body of `raw` (all but its last [`MAC_LEN`] bytes) into them, then encodes.
-    fn seal(&self, backend: &str, raw: &mut [u8]) -> String {
+    /// Signs the body of `raw` (all but its last [`MAC_LEN`] bytes) into them, then appends
+    /// their encoding to `out`.
+    fn seal(&self, backend: &str, raw: &mut [u8], out: &mut String) {
         let body_len = raw.len() - MAC_LEN;
         let mac = self.mac(0, backend, &raw[..body_len]);
         raw[body_len..].copy_from_slice(&mac);
-        URL_SAFE_NO_PAD.encode(raw)
+        URL_SAFE_NO_PAD.encode_string(raw, out);
     }
 
     /// Decodes and verifies a cookie value for `backend`. A value this thread verified under

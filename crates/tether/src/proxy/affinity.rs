@@ -15,6 +15,7 @@ use std::sync::LazyLock;
 use http::{HeaderMap, HeaderValue, header};
 use ipnet::{Ipv4Net, Ipv6Net};
 use tether_core::affinity::Verdict;
+use tether_core::affinity::cookie::TOKEN_LEN;
 use tether_core::rng::SplitMix;
 use tether_core::stick::{Lookup, StickKey};
 
@@ -260,17 +261,18 @@ pub fn set_cookie(
     https: bool,
 ) -> Option<HeaderValue> {
     let tag = *sticky.tags.get(issue.server)?;
-    let token =
-        sticky.keys.encode(backend, tag, issue.session, issue.issued_at, issue.refreshed_at);
-    let mut v = String::with_capacity(sticky.config.cookie_name.len() + token.len() + 64);
-    v.push_str(&sticky.config.cookie_name);
+    let name = &sticky.config.cookie_name;
+    // One string, turned into the value without a copy: name, token, attributes.
+    let mut v = String::with_capacity(name.len() + 1 + TOKEN_LEN + sticky.attributes.len() + 8);
+    v.push_str(name);
     v.push('=');
-    v.push_str(&token);
+    let times = (issue.issued_at, issue.refreshed_at);
+    sticky.keys.encode_to(&mut v, backend, tag, issue.session, times);
     v.push_str(&sticky.attributes);
     if sticky.add_secure(https) {
         v.push_str("; Secure");
     }
-    HeaderValue::from_str(&v).ok()
+    HeaderValue::try_from(v).ok()
 }
 
 #[cfg(test)]

@@ -336,6 +336,10 @@ pub fn drop_set_cookie_named(headers: &mut HeaderMap, name: &str) {
 /// Makes a response that carries Tether's `Set-Cookie` unstorable by shared caches: drops
 /// `public` and `s-maxage`, adds `private` (browsers may still cache it for their user).
 pub fn make_private(headers: &mut HeaderMap) {
+    if let http::header::Entry::Vacant(none) = headers.entry(header::CACHE_CONTROL) {
+        none.insert(HeaderValue::from_static("private"));
+        return;
+    }
     let existing: Vec<String> = headers
         .get_all(header::CACHE_CONTROL)
         .iter()

@@ -24,6 +24,19 @@ fn round_trip() {
 }
 
 #[test]
+fn a_token_encoded_onto_a_value_is_the_same_token() {
+    let k = keys();
+    let tag = k.server_tag(0, "app", "a").unwrap();
+    let mut value = String::from("tether=");
+    k.encode_to(&mut value, "app", tag, 42, (100, 200));
+    let (name, token) = value.split_at("tether=".len());
+    assert_eq!(name, "tether=");
+    assert_eq!(token, k.encode("app", tag, 42, 100, 200));
+    assert_eq!(token.len(), TOKEN_LEN);
+    assert_eq!(k.decode("app", token).unwrap().session, Some(42));
+}
+
+#[test]
 fn version_1_tokens_still_verify_without_a_session() {
     let k = keys();
     let tag = k.server_tag(0, "app", "a").unwrap();
