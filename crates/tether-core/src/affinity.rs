@@ -9,6 +9,6 @@ pub mod cookie;
 pub mod outcome;
 pub mod policy;
 
-pub use cookie::{CookieKeys, KeyError, ServerTag, Token, TokenError};
+pub use cookie::{CookieKeys, KeyError, ServerTag, TagIndex, Token, TokenError};
 pub use outcome::Outcome;
 pub use policy::{Expiry, Verdict};

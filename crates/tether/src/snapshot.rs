@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
-use tether_core::affinity::{CookieKeys, ServerTag};
+use tether_core::affinity::{CookieKeys, ServerTag, TagIndex};
 use tether_core::balance::{self, Algorithm, Balancer, Member};
 use tether_core::retry::RetryBudget;
 use tether_core::sessions::SessionSketch;
@@ -154,7 +154,7 @@ pub struct SplitView {
     /// Per side, its tag under the signing key.
     pub tags: Vec<ServerTag>,
     /// Per key, tag → side (verifying keys after rotation map too).
-    pub lookup: Vec<HashMap<ServerTag, usize>>,
+    pub lookup: Vec<TagIndex>,
     /// Draws new clients' sides.
     pub rng: tether_core::rng::SplitMix,
 }
@@ -375,7 +375,7 @@ pub struct StickyView {
     /// Per server (index), its tag under the signing key.
     pub tags: Vec<ServerTag>,
     /// Per key, tag → server index (verifying keys after rotation map too).
-    pub lookup: Vec<HashMap<ServerTag, usize>>,
+    pub lookup: Vec<TagIndex>,
     /// `; Path=/; HttpOnly; SameSite=Lax` etc., without `Secure` (decided per request).
     pub attributes: String,
     /// Requests in flight per session, when `max_in_flight_per_session` is set.

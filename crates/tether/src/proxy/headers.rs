@@ -278,6 +278,10 @@ pub fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<It
 /// Removes cookie `name` from the `Cookie` header(s); drops a header left empty. Allocates
 /// only when other cookies must be kept beside it.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    if only_cookie_is(headers, name) {
+        headers.remove(header::COOKIE);
+        return;
+    }
     let pairs = |h: &HeaderMap| -> Vec<String> {
         h.get_all(header::COOKIE)
             .iter()
@@ -306,6 +310,14 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     if !kept.is_empty() {
         set(headers, header::COOKIE, &kept.join("; "));
     }
+}
+
+/// Whether the request's one `Cookie` line holds cookie `name` alone (a client that holds
+/// only Tether's cookie, the common case): then the whole line goes, with nothing to split.
+fn only_cookie_is(headers: &HeaderMap, name: &str) -> bool {
+    let mut lines = headers.get_all(header::COOKIE).iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else { return false };
+    !line.as_bytes().contains(&b';') && line.to_str().is_ok_and(|p| cookie_name(p) == name)
 }
 
 /// The name part of a `name=value` cookie pair.

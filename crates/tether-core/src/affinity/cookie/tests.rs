@@ -199,3 +199,19 @@ fn more_tokens_than_slots_all_verify_right() {
         }
     }
 }
+
+#[test]
+fn a_tag_index_finds_each_server_and_no_other() {
+    let k = keys();
+    let names = ["a", "b", "c", "d", "e"];
+    let index: TagIndex =
+        names.iter().enumerate().map(|(i, n)| (k.server_tag(0, "app", n).unwrap(), i)).collect();
+    for (i, n) in names.iter().enumerate() {
+        assert_eq!(index.get(&k.server_tag(0, "app", n).unwrap()), Some(&i), "{n}");
+    }
+    assert_eq!(index.get(&k.server_tag(0, "app", "f").unwrap()), None);
+    assert_eq!(index.get(&k.server_tag(0, "other", "a").unwrap()), None);
+    assert_eq!(TagIndex::default().get(&[0; 8]), None);
+    let twice: TagIndex = [([1; 8], 0), ([1; 8], 1)].into_iter().collect();
+    assert_eq!(twice.get(&[1; 8]), Some(&0), "the first of two servers with one tag");
+}

@@ -143,6 +143,23 @@ fn our_cookie_is_found_and_stripped_others_kept() {
     let mut only = map(&[("cookie", "tether=x")]);
     strip_cookie(&mut only, "tether");
     assert!(!only.contains_key("cookie"));
+    // One line, one cookie, whether ours or not; ours beside others on one or two lines.
+    type Lines<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(Lines, &[&str])] = &[
+        (&[("cookie", " tether=x ")], &[]),
+        (&[("cookie", "other=x")], &["other=x"]),
+        (&[("cookie", "tetherx=1")], &["tetherx=1"]),
+        (&[("cookie", "tether=x;")], &[]),
+        (&[("cookie", "tether=x; a=1")], &["a=1"]),
+        (&[("cookie", "tether=x"), ("cookie", "tether=y")], &[]),
+        (&[("cookie", "tether=x"), ("cookie", "a=1")], &["a=1"]),
+    ];
+    for (lines, kept) in cases {
+        let mut h = map(lines);
+        strip_cookie(&mut h, "tether");
+        let left: Vec<_> = h.get_all("cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(&left, kept, "{lines:?}");
+    }
 }
 
 #[test]
