@@ -13,6 +13,7 @@
 #               INT/TERM exit 130
 #   accounting  rss_kb, rss_pids_kb, pin_tree, ticks_tree, uticks_tree, csw_tree, cpu_snap, shell_cticks,
 #               busy_ticks, total_ticks, foreign_pct
+#   profiling   profile_start, profile_stop (perf record of a process when its name matches PROFILE)
 #   machine     quiet_gate, layout_cpus (sets LG BEC PXC), port_free, wait_http
 #   install     can_install, apt_install, install_tools
 #   Tether      tether_stale, ensure_tether (builds target/release/tether if missing or stale)
@@ -280,4 +281,20 @@ defaults
   timeout http-request 300s
   timeout http-keep-alive 300s
 EOF
+}
+
+# ---------------------------------------------------------------- profiling
+# profile_start NAME FILE PID: when NAME matches the regex PROFILE, `perf record` samples PID
+# (PROFILE_HZ, default 499 Hz, DWARF call graphs) into FILE until profile_stop.
+profile_start() {
+  PROFILE_PID=""
+  if [ -n "${PROFILE:-}" ] && [[ $1 =~ $PROFILE ]]; then
+    perf record -q -F "${PROFILE_HZ:-499}" --call-graph dwarf,16384 -o "$2" -p "$3" >/dev/null 2>&1 &
+    PROFILE_PID=$!
+  fi
+}
+
+profile_stop() {
+  if [ -n "${PROFILE_PID:-}" ]; then kill -INT "$PROFILE_PID" 2>/dev/null; wait "$PROFILE_PID" 2>/dev/null; fi
+  PROFILE_PID=""
 }

@@ -470,17 +470,12 @@ run_one() {
   local c0 o0 s0 c1 o1 s1 p0 p1 u0 u1
   c0=$(cpu_snap); o0=$(ticks_tree "${BE_PIDS[@]}" ${PEER_PID:+"$PEER_PID"}); s0=$(shell_cticks)
   p0=$(ticks_tree "$pid"); u0=$(uticks_tree "$pid"); local w0; w0=$(csw_tree "$pid")
-  local perf_pid=""
-  if [ -n "$PROFILE" ] && [[ $name =~ $PROFILE ]] && [ "$peer" != direct ]; then
-    perf record -q -F "$PROFILE_HZ" --call-graph dwarf,16384 -o "$WORK/perf.$layout.$name.$rep.data" \
-      -p "$pid" >/dev/null 2>&1 &
-    perf_pid=$!
-  fi
+  [ "$peer" = direct ] || profile_start "$name" "$WORK/perf.$layout.$name.$rep.data" "$pid"
   run_wait timeout -k 5 $((DURATION + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${DURATION}s" --latency \
     -s "$HERE/wrk_report.lua" "http://127.0.0.1:$port/" > "$lf" 2>&1
   c1=$(cpu_snap); o1=$(ticks_tree "${BE_PIDS[@]}" ${PEER_PID:+"$PEER_PID"}); s1=$(shell_cticks)
   p1=$(ticks_tree "$pid"); u1=$(uticks_tree "$pid"); local w1; w1=$(csw_tree "$pid")
-  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null; fi
+  profile_stop
   local cpu; cpu=$(cpu_busy "$c0" "$c1")
   # foreign = busy ticks (user+nice+system+irq+softirq) not spent by wrk/backends/peer, as % of
   # all cpus' time. Task times include the softirq work done in their context (loopback), hence +irq.

@@ -28,6 +28,8 @@
 #   bench/tcp.sh                  # full: 3 reps x layouts S,A, 2 GiB x 2 per start, 5000 idle, ~13 min
 #   QUICK=1 bench/tcp.sh          # smoke: 1 rep, layout A, 3 s wrk, 512 MiB x 3, 2000 idle, ~1-2 min
 #   ONLY='tether|haproxy' LAYOUTS=A WORKLOADS=conn bench/tcp.sh    # subset
+#   PROFILE='tether|haproxy' WORKLOADS=conn LAYOUTS=A REPS=1 bench/tcp.sh   # + perf of each relay
+#       during its measured conn run: $WORK/perf.<layout>.conn.<relay>.<rep>.data
 #
 # NGINX's stream module: when `nginx -V` shows --with-stream=dynamic, the script looks for
 # ngx_stream_module.so (nginx's --modules-path, /usr/lib/nginx/modules; NGINX_STREAM_MODULE=path
@@ -59,6 +61,7 @@ PEERS=${PEERS:-"haproxy nginx"}   # reference relays
 TETHER=${TETHER:-1}               # 0: no Tether column (no build)
 BUILD=${BUILD:-1}                 # 0: never run cargo; use the binary as it is
 ONLY=${ONLY:-}                    # regex on relay names (direct tether haproxy nginx)
+PROFILE=${PROFILE:-}              # regex of relay names to profile during conn (perf, as run.sh's PROFILE)
 BASE_PORT=${BASE_PORT:-18500}     # backend BASE+1, relay BASE+10
 QUIET_GATE=${QUIET_GATE:-1}       # before each run wait until all cpus are mostly idle
 QUIET_BUSY=${QUIET_BUSY:-10}      # ... i.e. busy <= this %
@@ -286,10 +289,12 @@ measure_conn() {     # $1 layout $2 rep $3 name $4 pid(s) to account
   local c0 c1 o0 o1 s0 s1 p0 p1 w0 w1
   c0=$(cpu_snap); o0=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s0=$(shell_cticks); p0=$(ticks_tree "$pid")
   w0=$(csw_tree "$pid")
+  [ "$name" = direct ] || profile_start "$name" "$WORK/perf.$layout.conn.$name.$rep.data" "$pid"
   run_wait timeout -k 5 $((DURATION + 30)) taskset -c "$LG" wrk "${args[@]}" -d "${DURATION}s" --latency \
     -s "$HERE/wrk_report.lua" "http://127.0.0.1:$port/" > "$lf" 2>&1
   c1=$(cpu_snap); o1=$(ticks_tree "${BE_PID}" ${RELAY_PID:+"$RELAY_PID"}); s1=$(shell_cticks); p1=$(ticks_tree "$pid")
   w1=$(csw_tree "$pid")
+  profile_stop
   local res rps reqs errs cpu fg
   res=$(grep '^RESULT' "$lf")
   if [ -z "$res" ]; then
