@@ -508,7 +508,12 @@ phase_load() {
     for layout in $LAYOUTS; do
       layout_cpus "$layout"
       local b; for b in "${BE_PIDS[@]}"; do pin_tree "$b" "$BEC"; done
-      for s in "${SCN[@]}"; do
+      # Odd repetitions run the scenarios forward, even ones backward: a scenario's place in
+      # the sequence (what ran just before it, how long since the backends started) costs or
+      # gives a few percent, which a fixed order charged to the same scenarios every time.
+      local n=${#SCN[@]} k
+      for ((k = 0; k < n; k++)); do
+        s=${SCN[$(( rep % 2 == 1 ? k : n - 1 - k ))]}
         # shellcheck disable=SC2086
         run_one "$layout" "$rep" $s
       done
