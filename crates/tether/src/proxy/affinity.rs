@@ -263,7 +263,8 @@ pub fn set_cookie(
     let tag = *sticky.tags.get(issue.server)?;
     let name = &sticky.config.cookie_name;
     // One string, turned into the value without a copy: name, token, attributes.
-    let mut v = String::with_capacity(name.len() + 1 + TOKEN_LEN + sticky.attributes.len() + 8);
+    let room = name.len() + 1 + TOKEN_LEN + sticky.attributes.len() + "; Secure".len();
+    let mut v = String::with_capacity(room);
     v.push_str(name);
     v.push('=');
     let times = (issue.issued_at, issue.refreshed_at);

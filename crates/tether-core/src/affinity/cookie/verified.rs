@@ -81,7 +81,8 @@ pub(super) fn remember(keys: u64, backend: &str, value: &str, token: Token) {
 /// accumulator, which `subtle` compares with zero (byte by byte it cost ~700 instructions).
 fn same_bytes(kept: &[u8; MAX_VALUE], value: &[u8]) -> bool {
     let mut given = [0u8; MAX_VALUE];
-    given[..value.len()].copy_from_slice(value);
+    let Some(room) = given.get_mut(..value.len()) else { return false };
+    room.copy_from_slice(value);
     // `chunks_exact(8)` yields only 8-byte words: the conversion cannot fail.
     let word = |w: &[u8]| <[u8; 8]>::try_from(w).map_or(0, u64::from_ne_bytes);
     let diff = kept
@@ -122,5 +123,6 @@ mod tests {
         }
         assert!(!same_bytes(&kept, &value[..value.len() - 1]), "a prefix is not the value");
         assert!(same_bytes(&[0u8; MAX_VALUE], b""));
+        assert!(!same_bytes(&kept, &[b'A'; MAX_VALUE + 1]), "longer than a slot: not kept");
     }
 }
