@@ -406,6 +406,9 @@ add() { # name peer mode conns cookie
   SCN+=("$1 $2 $3 $4 $5")
 }
 build_scenarios() {
+  # Rows that are compared run next to each other: every proxy's round robin, then Tether's
+  # sticky rows (compared with its round robin), then the peers' sticky rows. Minutes apart,
+  # this host's speed moves by tens of percent; seconds apart, much less.
   local p c
   for c in "$CONNS" "$HICONNS"; do
     [ "$c" = 0 ] && continue
@@ -414,14 +417,7 @@ build_scenarios() {
     for p in $PEERS; do
       if [ -n "$sfx" ] && ! [[ " $HI_PEERS " == *" $p "* ]]; then continue; fi
       case $p in
-        haproxy) add "haproxy-rr$sfx" haproxy rr "$c" 0
-                 [ -z "$sfx" ] && add haproxy-cookie haproxy cookie "$c" 0
-                 [ "$hs" = 1 ] && add "haproxy-cookie+C$sfx" haproxy cookie "$c" 1 ;;
-        nginx)   add "nginx-rr$sfx" nginx rr "$c" 0
-                 [ "$hs" = 1 ] && add "nginx-iphash$sfx" nginx iphash "$c" 0 ;;
-        caddy)   add "caddy-rr$sfx" caddy rr "$c" 0
-                 [ -z "$sfx" ] && add caddy-cookie caddy cookie "$c" 0
-                 [ "$hs" = 1 ] && add "caddy-cookie+C$sfx" caddy cookie "$c" 1 ;;
+        haproxy|nginx|caddy) add "$p-rr$sfx" "$p" rr "$c" 0 ;;
       esac
     done
     if [ -n "$LB_CMD" ]; then add "$LB_NAME-rr$sfx" lb rr "$c" 0; fi
@@ -429,6 +425,14 @@ build_scenarios() {
       [ -z "$sfx" ] && add "$LB_NAME-sticky" lb sticky "$c" 0
       [ "$hs" = 1 ] && add "$LB_NAME-sticky+C$sfx" lb sticky "$c" 1
     fi
+    for p in $PEERS; do
+      if [ -n "$sfx" ] && ! [[ " $HI_PEERS " == *" $p "* ]]; then continue; fi
+      case $p in
+        haproxy|caddy) [ -z "$sfx" ] && add "$p-cookie" "$p" cookie "$c" 0
+                       [ "$hs" = 1 ] && add "$p-cookie+C$sfx" "$p" cookie "$c" 1 ;;
+        nginx)         [ "$hs" = 1 ] && add "nginx-iphash$sfx" nginx iphash "$c" 0 ;;
+      esac
+    done
   done
 }
 
