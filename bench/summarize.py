@@ -9,6 +9,7 @@ Prints, per layout: a headline table (req/s, p50, p99, RSS, x direct) and the ra
 ratios, CPU busy, foreign load, host-speed index, errors).
 """
 import os
+import random
 import statistics
 import sys
 from collections import OrderedDict, defaultdict
@@ -58,6 +59,21 @@ def load(raws):
     return runs, fails, scen_order, conns_of
 
 
+def ratio_interval(a, b, rounds=2000, seed=13):
+    """90% bootstrap interval of median(a) / median(b): each side resampled with replacement.
+    Says whether a ratio's distance from a target is more than this host's run-to-run noise."""
+    if len(a) < 3 or len(b) < 3:
+        return None
+    rnd = random.Random(seed)
+    rs = sorted(statistics.median(rnd.choices(a, k=len(a))) / statistics.median(rnd.choices(b, k=len(b)))
+                for _ in range(rounds))
+    return rs[int(0.05 * rounds)], rs[int(0.95 * rounds) - 1]
+
+
+def fmt_interval(iv):
+    return "-" if iv is None else f"{iv[0]:.2f}–{iv[1]:.2f}"
+
+
 def split_sfx(scen):
     """'tether-rr@1000' -> ('tether-rr', '@1000')"""
     if "@" in scen:
@@ -103,11 +119,13 @@ def main():
         return "direct" if conns_of.get("direct") == c else f"direct@{c}"
 
     def rps_ratios(layout, scen, other):
-        """req/s of scen / other: ratio of medians, and paired (median of per-repetition ratios)"""
+        """req/s of scen / other: ratio of medians, paired (median of per-repetition ratios),
+        and the ratio of medians' 90% bootstrap interval"""
         byrep = {r["rep"]: r["rps"] for r in runs[(layout, other)]}
         pr = [r["rps"] / byrep[r["rep"]] for r in runs[(layout, scen)] if r["rep"] in byrep]
         paired = f"{statistics.median(pr):.2f}" if pr else "-"
-        return med(layout, scen, "rps") / med(layout, other, "rps"), paired
+        iv = ratio_interval([r["rps"] for r in runs[(layout, scen)]], [r["rps"] for r in runs[(layout, other)]])
+        return med(layout, scen, "rps") / med(layout, other, "rps"), paired, fmt_interval(iv)
 
     for layout in layouts:
         print(f"\n### layout {layout}\n")
@@ -147,21 +165,21 @@ def main():
                     continue
                 t = runs[(layout, scen)]
                 p = runs[(layout, pscen)]
-                r_rps, paired = rps_ratios(layout, scen, pscen)
+                r_rps, paired, iv = rps_ratios(layout, scen, pscen)
 
                 def ratio(key):
                     if not all(key in r for r in t + p):
                         return "-"
                     a, b = med(layout, scen, key), med(layout, pscen, key)
                     return f"{a / b:.2f}" if b else "-"
-                rows.append(f"| {scen} | {pscen} | {conns_of[scen]} | **{r_rps:.2f}** | {paired} | "
+                rows.append(f"| {scen} | {pscen} | {conns_of[scen]} | **{r_rps:.2f}** | {iv} | {paired} | "
                             f"{ratio('p50_us')} | {ratio('p99_us')} | {ratio('cpu_us_req')} | "
                             f"{ratio('rss_kb')} |")
         if rows:
             print(f"\n{lb} / peer (layout {layout}): req/s > 1 = {lb} faster; p50, p99, CPU per "
                   f"request, RSS < 1 = {lb} lower (better)\n")
-            print(f"| {lb} scenario | vs | conns | req/s | req/s paired | p50 | p99 | CPU/req | RSS |")
-            print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+            print(f"| {lb} scenario | vs | conns | req/s | 90% interval | req/s paired | p50 | p99 | CPU/req | RSS |")
+            print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for r in rows:
                 print(r)
 
@@ -175,15 +193,15 @@ def main():
             rr = f"{proxy}-rr{sfx}"
             if kind in ("", "rr") or not runs.get((layout, scen)) or not runs.get((layout, rr)):
                 continue
-            r_rps, paired = rps_ratios(layout, scen, rr)
+            r_rps, paired, iv = rps_ratios(layout, scen, rr)
             cpu = med(layout, scen, "cpu_us_req") / med(layout, rr, "cpu_us_req") \
                 if all("cpu_us_req" in r for r in runs[(layout, scen)] + runs[(layout, rr)]) else None
-            own.append(f"| {scen} | {rr} | **{r_rps:.2f}** | {paired} | "
+            own.append(f"| {scen} | {rr} | **{r_rps:.2f}** | {iv} | {paired} | "
                        f"{'-' if cpu is None else f'{cpu:.2f}'} |")
         if own:
             print(f"\nscenario / the same proxy's round robin (layout {layout}):\n")
-            print("| scenario | vs | req/s | req/s paired | CPU/req |")
-            print("|---|---|---:|---:|---:|")
+            print("| scenario | vs | req/s | 90% interval | req/s paired | CPU/req |")
+            print("|---|---|---:|---:|---:|---:|")
             for r in own:
                 print(r)
 
@@ -243,7 +261,9 @@ def main():
     print("\nMedians over repetitions. x direct = req/s / req/s of `direct` (wrk straight to backend b1) at the "
           "same concurrency and layout. RSS = VmRSS of the proxy's process tree right after the run. "
           "Ratios compare medians; 'paired' = median over repetitions of (run / peer run of the same "
-          "repetition), robust to host-speed drift. Runs where other processes used more than FOREIGN_MAX "
+          "repetition), robust to host-speed drift. 90% interval: of the ratio of medians, by bootstrap "
+          "(each side's repetitions resampled 2,000 times); a target inside it is not told apart from the "
+          "noise. Runs where other processes used more than FOREIGN_MAX "
           f"({fmax:g}) % CPU, or the hypervisor took more than STEAL_MAX ({smax:g}) % (steal), are left "
           "out when clean runs exist (n = used/total).")
     if details:
