@@ -246,7 +246,8 @@ impl CookieKeys {
     }
 
     /// [`encode`](Self::encode), appended to `out` (a `Set-Cookie` value being built, so the
-    /// token needs no string of its own). `times` are (issued at, refreshed at).
+    /// token needs no string of its own). `times` are (issued at, refreshed at). A token this
+    /// thread signed lately is copied from [`sealed`] instead of signed again.
     pub fn encode_to(
         &self,
         out: &mut String,
@@ -255,10 +256,19 @@ impl CookieKeys {
         session: u64,
         (issued_at, refreshed_at): (u32, u32),
     ) {
+        let mut body = [0u8; V2_BODY];
+        write_v1_body(&mut body, 2, server, issued_at, refreshed_at);
+        body[V1_BODY..].copy_from_slice(&session.to_be_bytes());
+        if sealed::append(self.id, backend, &body, out) {
+            return;
+        }
         let mut raw = [0u8; MAX_TOKEN];
-        write_v1_body(&mut raw, 2, server, issued_at, refreshed_at);
-        raw[V1_BODY..V2_BODY].copy_from_slice(&session.to_be_bytes());
-        self.seal(backend, &mut raw[..V2_BODY + MAC_LEN], out);
+        raw[..V2_BODY].copy_from_slice(&body);
+        let start = out.len();
+        self.seal(backend, &mut raw, out);
+        if let Some(token) = out.get(start..) {
+            sealed::remember(self.id, backend, &body, token);
+        }
     }
 
     /// Encodes a version 1 token, as Tether issued before session ids. Only tests of the
@@ -350,6 +360,7 @@ const fn encoded_len(n: usize) -> usize {
     (n * 4).div_ceil(3)
 }
 
+mod sealed;
 mod verified;
 
 #[cfg(test)]
