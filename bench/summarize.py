@@ -103,7 +103,7 @@ def main():
     # drop runs contaminated by other processes (foreign cpu %) or by the hypervisor (steal %,
     # the time other guests took from this one), if clean runs exist
     fmax = float(os.environ.get("FOREIGN_MAX", "10"))
-    smax = float(os.environ.get("STEAL_MAX", "10"))
+    smax = float(os.environ.get("STEAL_MAX", "2"))
     ntot = {k: len(v) for k, v in runs.items()}
     for k, v in list(runs.items()):
         clean = [r for r in v if r.get("foreign", 0) <= fmax and r.get("steal", 0) <= smax]
