@@ -139,6 +139,11 @@ cpu_snap() { grep -E '^cpu[0-9]+ ' /proc/stat; }
 shell_cticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14+$15}'; }  # reaped children
 busy_ticks() { echo "$1" | awk '{t+=$2+$3+$4+$7+$8} END{print t+0}'; }      # user+nice+system+irq+softirq
 total_ticks() { echo "$1" | awk '{for(i=2;i<=NF;i++) t+=$i} END{print t+0}'; }
+steal_pct() {        # $1 $2 cpu snapshots: % of all cpus' time the hypervisor gave other guests
+  awk 'NR==FNR{for(i=2;i<=NF;i++) a[$1,i]=$i; next}
+       { for(i=2;i<=NF;i++){d=$i-a[$1,i]; t+=d; if(i==9) s+=d} }
+       END{ printf "%.1f", (t>0?100*s/t:0) }' <(echo "$1") <(echo "$2")
+}
 foreign_pct() {      # $1 $2 cpu snapshots, $3 $4 our ticks before/after, $5 $6 reaped children's
   # busy ticks not spent by our processes (load generator, backends, proxy), % of all cpus' time
   echo $(( 100 * ( ($(busy_ticks "$2") - $(busy_ticks "$1")) - ($4 - $3) - ($6 - $5) ) \

@@ -312,9 +312,10 @@ measure_conn() {     # $1 layout $2 rep $3 name $4 pid(s) to account
   csw=$(awk -v a="$w0" -v b="$w1" -v n="$reqs" 'BEGIN{split(a, x, " "); split(b, y, " ");
     k = (n > 0 ? 1000 / n : 0); printf "csw_vol_k=%.1f csw_inv_k=%.1f", (y[1] - x[1]) * k, (y[2] - x[2]) * k}')
   local rss; read -r rss _ < <(rss_kb "$pid")   # VmRSS (kB)
+  local st; st=$(steal_pct "$c0" "$c1")
   record "$layout" "$rep" conn "$name" "$rps" "$cpu" "$errs" "$fg" "$rss" \
-    "$(grep -o 'p50_us=[0-9]* p90_us=[0-9]* p99_us=[0-9]*' <<<"$res") $csw"
-  log "$layout rep$rep conn $name: ${rps} conn/s, cpu ${cpu} us/conn, errors $errs, foreign ${fg}%, $csw"
+    "$(grep -o 'p50_us=[0-9]* p90_us=[0-9]* p99_us=[0-9]*' <<<"$res") $csw steal=$st"
+  log "$layout rep$rep conn $name: ${rps} conn/s, cpu ${cpu} us/conn, errors $errs, foreign ${fg}%, steal ${st}%, $csw"
 }
 
 measure_xfer() {     # $1 layout $2 rep $3 name $4 pid(s) to account
@@ -340,8 +341,9 @@ measure_xfer() {     # $1 layout $2 rep $3 name $4 pid(s) to account
     # relay cpu seconds per GB moved (1e9 bytes)
     cpu=$(awk -v t=$((p1 - p0)) -v hz="$CLK_TCK" -v n="$SIZE" 'BEGIN{printf "%.3f", t / hz / (n / 1e9)}')
     fg=$(foreign_pct "$c0" "$c1" "$o0" "$o1" "$s0" "$s1")
-    record "$layout" "$rep" xfer "$name" "$mbs" "$cpu" 0 "$fg" "$rss" "-"
-    log "$layout rep$rep xfer $name #$i: ${mbs} MB/s, cpu ${cpu} s/GB, rss ${rss} kB, foreign ${fg}%"
+    local st; st=$(steal_pct "$c0" "$c1")
+    record "$layout" "$rep" xfer "$name" "$mbs" "$cpu" 0 "$fg" "$rss" "steal=$st"
+    log "$layout rep$rep xfer $name #$i: ${mbs} MB/s, cpu ${cpu} s/GB, rss ${rss} kB, foreign ${fg}%, steal ${st}%"
   done
 }
 

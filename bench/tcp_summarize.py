@@ -17,6 +17,7 @@ idle connection (ratio < 1: Tether smaller) and the sampled connections still al
 --details adds one line per relay and workload: runs, median, min, max, spread, errors,
 foreign load, RSS.
 """
+import os
 import re
 import statistics
 import sys
@@ -53,7 +54,15 @@ def load(paths):
                     "rep": rep, "value": float(p[4]), "cpu": float(p[5]), "errors": int(float(p[6])),
                     "foreign": float(p[7]), "rss": float(p[8]),
                     "alive": alive(p[9] if len(p) > 9 else ""),
+                    "steal": steal(p[9] if len(p) > 9 else ""),
                 })
+    # Runs in which the hypervisor gave more than STEAL_MAX % of the CPUs to other guests are
+    # left out when clean runs of the same relay exist (as summarize.py does).
+    smax = float(os.environ.get("STEAL_MAX", "2"))
+    for k, v in list(runs.items()):
+        clean = [r for r in v if r["steal"] <= smax]
+        if clean:
+            runs[k] = clean
     order = [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
     return runs, fails, list(layouts), order
 
@@ -62,6 +71,12 @@ def alive(note):
     """(alive, sampled) from an idle note "alive=x/y ...", else None."""
     m = re.search(r"alive=(\d+)/(\d+)", note)
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def steal(note):
+    """steal % of a run's note "... steal=x" (0 when the run did not record it)."""
+    m = re.search(r"steal=([\d.]+)", note)
+    return float(m.group(1)) if m else 0.0
 
 
 def alive_fmt(rs):
@@ -165,8 +180,10 @@ def main(argv):
     print()
     print("Ratios: throughput tether/peer > 1 means Tether is faster; CPU tether/peer < 1 means Tether "
           "spends less CPU per connection / per GB; idle conn B tether/peer < 1 (lower is better) means "
-          "Tether's RSS grows less per idle relayed connection. Medians over all repetitions; 'paired' = "
-          "median over repetitions of (Tether / peer in the same repetition).")
+          "Tether's RSS grows less per idle relayed connection. Medians over the repetitions; 'paired' = "
+          "median over repetitions of (Tether / peer in the same repetition). Runs in which the hypervisor "
+          "took more than STEAL_MAX (default 2) % of the CPUs (steal) are left out when clean runs of the "
+          "relay exist.")
     return 0
 
 
