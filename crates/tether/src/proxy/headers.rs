@@ -263,66 +263,101 @@ pub fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// Every value of cookie `name` in the `Cookie` header(s), in the order sent (a client may
-/// hold several under one name, set with different `Path` or `Domain` attributes).
+/// hold several under one name, set with different `Path` or `Domain` attributes). A value
+/// that is not UTF-8 is skipped.
 pub fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.split_once('='))
-        .filter(move |(k, _)| k.trim() == name)
-        .map(|(_, v)| v.trim())
+        .flat_map(|line| CookiePairs::new(line.as_bytes()))
+        .filter(move |p| p.name == name.as_bytes())
+        .filter_map(|p| std::str::from_utf8(p.value?).ok())
 }
 
 /// Removes cookie `name` from the `Cookie` header(s); drops a header left empty. Allocates
-/// only when other cookies must be kept beside it.
+/// only when other cookies must be kept beside it (joined on one line with `"; "`).
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    if only_cookie_is(headers, name) {
-        headers.remove(header::COOKIE);
-        return;
-    }
-    let pairs = |h: &HeaderMap| -> Vec<String> {
-        h.get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
     let (mut present, mut others) = (false, false);
-    for v in headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()) {
-        for p in v.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            if cookie_name(p) == name { present = true } else { others = true }
+    for line in headers.get_all(header::COOKIE) {
+        for pair in CookiePairs::new(line.as_bytes()) {
+            if pair.name == name.as_bytes() { present = true } else { others = true }
         }
     }
     if !present {
         return;
     }
-    let kept: Vec<String> = if others {
-        pairs(headers).into_iter().filter(|p| cookie_name(p) != name).collect()
-    } else {
-        Vec::new()
-    };
+    let kept = others.then(|| {
+        let mut kept = Vec::new();
+        for line in headers.get_all(header::COOKIE) {
+            for pair in CookiePairs::new(line.as_bytes()).filter(|p| p.name != name.as_bytes()) {
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b"; ");
+                }
+                kept.extend_from_slice(pair.whole);
+            }
+        }
+        kept
+    });
     headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        set(headers, header::COOKIE, &kept.join("; "));
+    // The pairs come from valid header values, trimmed and joined: always a valid value.
+    if let Some(v) = kept.and_then(|k| HeaderValue::from_bytes(&k).ok()) {
+        headers.insert(header::COOKIE, v);
     }
 }
 
-/// Whether the request's one `Cookie` line holds cookie `name` alone (a client that holds
-/// only Tether's cookie, the common case): then the whole line goes, with nothing to split.
-fn only_cookie_is(headers: &HeaderMap, name: &str) -> bool {
-    let mut lines = headers.get_all(header::COOKIE).iter();
-    let (Some(line), None) = (lines.next(), lines.next()) else { return false };
-    !line.as_bytes().contains(&b';') && line.to_str().is_ok_and(|p| cookie_name(p) == name)
+/// One `name=value` pair of a `Cookie` line, trimmed of spaces and tabs; a pair without `=`
+/// is all name and no value.
+struct CookiePair<'a> {
+    whole: &'a [u8],
+    name: &'a [u8],
+    value: Option<&'a [u8]>,
 }
 
-/// The name part of a `name=value` cookie pair.
-fn cookie_name(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(k, _)| k).trim()
+/// The non-empty pairs of a `Cookie` line, split on `;` by bytes: no UTF-8 check of the
+/// line, which may carry other cookies' obs-text.
+struct CookiePairs<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> CookiePairs<'a> {
+    fn new(line: &'a [u8]) -> Self {
+        Self { rest: Some(line) }
+    }
+}
+
+impl<'a> Iterator for CookiePairs<'a> {
+    type Item = CookiePair<'a>;
+
+    fn next(&mut self) -> Option<CookiePair<'a>> {
+        loop {
+            let rest = self.rest?;
+            let (pair, after) = match memchr::memchr(b';', rest) {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
+            self.rest = after;
+            let whole = trim_ows(pair);
+            if whole.is_empty() {
+                continue;
+            }
+            return Some(match memchr::memchr(b'=', whole) {
+                Some(i) => CookiePair {
+                    whole,
+                    name: trim_ows(&whole[..i]),
+                    value: Some(trim_ows(&whole[i + 1..])),
+                },
+                None => CookiePair { whole, name: whole, value: None },
+            });
+        }
+    }
+}
+
+/// `bytes` without leading and trailing spaces and tabs.
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !ows(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    &bytes[start..end]
 }
 
 /// Removes a server's `Set-Cookie` headers that would overwrite Tether's own cookie.

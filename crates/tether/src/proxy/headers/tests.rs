@@ -163,6 +163,31 @@ fn our_cookie_is_found_and_stripped_others_kept() {
 }
 
 #[test]
+fn cookie_lines_are_read_by_bytes() {
+    // Another cookie's obs-text does not hide ours, and survives the strip byte for byte.
+    let mut h = HeaderMap::new();
+    h.append(header::COOKIE, HeaderValue::from_bytes(b"a=caf\xc3\xa9\xff; tether=T").unwrap());
+    assert_eq!(find_cookie(&h, "tether"), Some("T"));
+    strip_cookie(&mut h, "tether");
+    assert_eq!(h["cookie"].as_bytes(), b"a=caf\xc3\xa9\xff");
+    // Pairs without `=`, empty pairs, tabs: (line, values of "tether", line left by the strip).
+    let cases: &[(&str, &[&str], Option<&str>)] = &[
+        ("tether", &[], None),
+        ("tether; a", &[], Some("a")),
+        (";; tether=1 ;;", &["1"], None),
+        ("\ttether\t=\t2\t; b=", &["2"], Some("b=")),
+        ("tether=; tether==x", &["", "=x"], None),
+        ("a=1;b=2", &[], Some("a=1;b=2")),
+    ];
+    for (line, values, left) in cases {
+        let mut h = map(&[("cookie", line)]);
+        assert_eq!(cookie_values(&h, "tether").collect::<Vec<_>>(), *values, "{line:?}");
+        strip_cookie(&mut h, "tether");
+        assert_eq!(h.get("cookie").map(|v| v.to_str().unwrap()), *left, "{line:?}");
+    }
+}
+
+#[test]
 fn cookie_with_similar_name_is_kept() {
     let mut h = map(&[("cookie", "xtether=1; tether2=2")]);
     assert_eq!(find_cookie(&h, "tether"), None);
