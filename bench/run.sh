@@ -296,7 +296,9 @@ wait_curl() {         # $1 url, then curl options: until it answers 200 (10 s) w
 start_peer() {
   local peer=$1 mode=$2 cpus=$3 h2=${4:-0} d
   local shown=$peer; [ "$peer" = lb ] && shown=$LB_NAME
-  d=$(mktemp -d "$WORK/run.XXXXXX")
+  # One directory per proxy, mode and protocol, reused by its every start: its config and
+  # the last start's log stay for reading, without hundreds of directories per run.
+  d="$WORK/run.$shown.$mode.$h2"; mkdir -p "$d"
   PEER_PID=""
   port_free "$PX" || { log "port $PX busy"; return 1; }
   case $peer in
