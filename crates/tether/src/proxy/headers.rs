@@ -305,8 +305,8 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     }
 }
 
-/// One `name=value` pair of a `Cookie` line, trimmed of spaces and tabs; a pair without `=`
-/// is all name and no value.
+/// One `name=value` pair of a `Cookie` line, trimmed of spaces and tabs (`trim_ascii`: a
+/// header value holds no other ASCII whitespace); a pair without `=` is all name and no value.
 struct CookiePair<'a> {
     whole: &'a [u8],
     name: &'a [u8],
@@ -336,28 +336,20 @@ impl<'a> Iterator for CookiePairs<'a> {
                 None => (rest, None),
             };
             self.rest = after;
-            let whole = trim_ows(pair);
+            let whole = pair.trim_ascii();
             if whole.is_empty() {
                 continue;
             }
             return Some(match memchr::memchr(b'=', whole) {
                 Some(i) => CookiePair {
                     whole,
-                    name: trim_ows(&whole[..i]),
-                    value: Some(trim_ows(&whole[i + 1..])),
+                    name: whole[..i].trim_ascii(),
+                    value: Some(whole[i + 1..].trim_ascii()),
                 },
                 None => CookiePair { whole, name: whole, value: None },
             });
         }
     }
-}
-
-/// `bytes` without leading and trailing spaces and tabs.
-fn trim_ows(bytes: &[u8]) -> &[u8] {
-    let ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = bytes.iter().position(|b| !ows(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 /// Removes a server's `Set-Cookie` headers that would overwrite Tether's own cookie.
